@@ -1,0 +1,16 @@
+/** NATS: connection, buckets, subjects and keys, typed events, KV mirrors. */
+export { connectNats, openBuckets, ensureEventStream, REPLICA_TTL_MS, type Buckets } from './connection.js';
+export { EventPublisher } from './events.js';
+export { KvMirror, type KvMirrorOptions } from './kv-mirror.js';
+export {
+  NAME_RE,
+  checkName,
+  subjects,
+  keys,
+  parseModelKey,
+  BUCKET_MODELS,
+  BUCKET_REPLICAS,
+  BUCKET_ARTIFACTS,
+  EVENTS_STREAM,
+  type ModelKey,
+} from './names.js';

@@ -1,0 +1,49 @@
+import { InvalidArgumentError } from '../errors/index.js';
+
+/**
+ * Model names and aliases: one NATS subject token and one KV key token,
+ * never a path (no dots, slashes, wildcards or spaces).
+ */
+export const NAME_RE = /^[a-z0-9][a-z0-9_-]{0,62}$/;
+
+/** Returns `value` when it is a valid model name or alias; throws INVALID_ARGUMENT naming `field`. */
+export function checkName(value: string, field: string): string {
+  if (!NAME_RE.test(value)) {
+    throw new InvalidArgumentError(field, value === '' ? 'must not be empty' : 'must match [a-z0-9][a-z0-9_-]{0,62}');
+  }
+  return value;
+}
+
+export const BUCKET_MODELS = 'infermesh-models';
+export const BUCKET_REPLICAS = 'infermesh-replicas';
+export const BUCKET_ARTIFACTS = 'infermesh-artifacts';
+export const EVENTS_STREAM = 'INFERMESH_EVENTS';
+
+export const subjects = {
+  events: (name: string) => `infermesh.events.model.${name}`,
+  allEvents: 'infermesh.events.model.*',
+  samples: (name: string) => `infermesh.samples.${name}`,
+  allSamples: 'infermesh.samples.*',
+  alerts: (name: string) => `infermesh.alerts.${name}`,
+} as const;
+
+/** Keys of the models bucket: `<model>.v.<version>` and `<model>.traffic`. */
+export const keys = {
+  version: (name: string, version: number) => `${name}.v.${version}`,
+  versions: (name: string) => `${name}.v.*`,
+  traffic: (name: string) => `${name}.traffic`,
+} as const;
+
+export type ModelKey =
+  | { kind: 'version'; name: string; version: number }
+  | { kind: 'traffic'; name: string };
+
+/** Parses a models-bucket key; null for keys this version does not know. */
+export function parseModelKey(key: string): ModelKey | null {
+  const parts = key.split('.');
+  if (parts.length === 3 && parts[1] === 'v' && /^\d+$/.test(parts[2]!)) {
+    return { kind: 'version', name: parts[0]!, version: Number(parts[2]) };
+  }
+  if (parts.length === 2 && parts[1] === 'traffic') return { kind: 'traffic', name: parts[0]! };
+  return null;
+}

@@ -1,0 +1,61 @@
+/**
+ * Types and codecs generated from proto/ (see proto/gen.sh). Code uses these,
+ * never hand-written twins of the messages.
+ */
+export * as oip from './gen/inference/grpc_service.js';
+export * as onnx from './gen/onnx/onnx.js';
+export { TensorSpec, BatchingPolicy } from './gen/infermesh/v1/common.js';
+export {
+  VersionRecord,
+  TrafficRecord,
+  AliasHistory,
+  ReplicaRecord,
+  LoadedVersion,
+  VersionState,
+  ModelEvent,
+  ModelEvent_Kind,
+  SampleBatch,
+  VersionTraffic,
+  PredictionSample,
+} from './gen/infermesh/v1/events.js';
+export {
+  RequestFrame,
+  RequestItem,
+  ResponseFrame,
+  ResponseItem,
+  LoadRequest,
+  LoadResponse,
+  UnloadRequest,
+  UnloadResponse,
+  StatusRequest,
+  RuntimeService,
+  RuntimeClient,
+  type RuntimeServer,
+} from './gen/infermesh/v1/runtime.js';
+export {
+  PushModelRequest,
+  PushHeader,
+  PushModelResponse,
+  ListModelsRequest,
+  ListModelsResponse,
+  GetModelRequest,
+  ModelInfo,
+  SetAliasRequest,
+  RegistryService,
+  RegistryClient,
+  type RegistryServer,
+} from './gen/infermesh/v1/registry.js';
+export {
+  GetModelStatsRequest,
+  GetModelStatsResponse,
+  VersionStats,
+  MonitorService,
+  MonitorClient,
+  type MonitorServer,
+} from './gen/infermesh/v1/monitor.js';
+
+import { fileURLToPath } from 'node:url';
+import path from 'node:path';
+
+/** Absolute path of the repository's proto/ folder (for reflection). */
+export const PROTO_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../../proto');
