@@ -2,16 +2,20 @@ import { ElemType } from './elem-type.js';
 import type { Fixture } from './fixture.js';
 import { GraphBuilder } from './graph-builder.js';
 
-/** Side of the square matrices in the chain; small enough to stay in cache. */
+/**
+ * Side of the square matrices in the chain: big enough that the MatMul, not
+ * per-node overhead, dominates (128 spent a third of its time in overhead and
+ * needed 8× the nodes, which slows session creation).
+ */
 const SIDE = 256;
 
 /**
- * Measured cost of one 128×128 MatMul in this chain on one ONNX Runtime
- * thread (intraOpNumThreads 1, onnxruntime-node 1.30, AMD EPYC VM with
- * AVX2): about 0.1 ms. A faster or busier host changes the real duration;
+ * Measured cost of one 256×256 MatMul in this chain on one ONNX Runtime
+ * thread (intraOpNumThreads 1, onnxruntime-node 1.30, 2-core AMD EPYC VM):
+ * about 0.4 ms, i.e. ~85 GFLOP/s. A faster or busier host changes the real duration;
  * the model is only meant to be "slow", not a clock.
  */
-const MS_PER_MATMUL = 0.1;
+const MS_PER_MATMUL = 0.4;
 
 /** What {@link slowModel} returns: y = x + 1, computed the long way. */
 export interface SlowModel extends Fixture {
@@ -24,7 +28,7 @@ export interface SlowModel extends Fixture {
  * deadlines, cancellation and queueing. Input `x` float32 [batch, 1], output
  * `y` float32 [batch, 1] = x + 1.
  *
- * The time goes into a chain of `millis / 0.1` MatMuls on a fixed 128×128
+ * The time goes into a chain of `millis / 0.4` MatMuls on a fixed 256×256
  * tensor, so it does not grow with the batch. The chain is seeded from the
  * input (a mean of `x`) so ONNX Runtime cannot constant-fold it at load, and
  * its result is added to `y` multiplied by zero so `y` stays exactly x + 1
@@ -32,7 +36,7 @@ export interface SlowModel extends Fixture {
  */
 export function slowModel({ millis = 100 }: { millis?: number } = {}): SlowModel {
   const matmuls = Math.max(1, Math.round(millis / MS_PER_MATMUL));
-  // Every entry 1/128: a power of two, so the chain's values stay exact.
+  // Every entry 1/256: a power of two, so the chain's values stay exact.
   const square = new Float32Array(SIDE * SIDE).fill(1 / SIDE);
   const g = new GraphBuilder('slow')
     .input('x', ElemType.FLOAT, ['batch', 1])

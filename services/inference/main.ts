@@ -1,0 +1,122 @@
+/** An inference replica: ONNX Runtime sessions in worker threads behind the runtime stream and OIP (8800+). */
+import { randomBytes } from 'node:crypto';
+import os from 'node:os';
+import type * as grpc from '@grpc/grpc-js';
+import { bool, commonSpec, int, loadConfig, str } from '../../libs/config/index.js';
+import { createLogger } from '../../libs/log/index.js';
+import { startTelemetry } from '../../libs/telemetry/index.js';
+import { connectNats, openBuckets, EventPublisher } from '../../libs/bus/index.js';
+import { addHealthAndReflection, createGrpcServer, listen, shutdownServer } from '../../libs/grpc/index.js';
+import { RuntimeService } from '../../libs/proto/index.js';
+import { Announcer } from './announcer.js';
+import { chooseDevice, DeviceError } from './device.js';
+import { ModelManager } from './model-manager.js';
+import { oipHandlers, oipServiceRawResponse } from './oip-handlers.js';
+import { runtimeHandlers } from './runtime-handler.js';
+import { Scheduler } from './scheduler.js';
+import { SessionPool } from './session-pool.js';
+
+const config = loadConfig(
+  {
+    ...commonSpec,
+    port: int({ env: 'INFERMESH_INFERENCE_PORT', flag: 'port', default: 8800, min: 0, max: 65535 }),
+    advertise: str({ env: 'INFERMESH_INFERENCE_ADVERTISE', flag: 'advertise', default: '' }),
+    replicaId: str({ env: 'INFERMESH_REPLICA_ID', flag: 'replica-id', default: '', pattern: /^[A-Za-z0-9_-]{0,64}$/ }),
+    device: str<'cpu' | 'cuda' | 'auto'>({ env: 'INFERMESH_DEVICE', flag: 'device', default: 'auto', choices: ['cpu', 'cuda', 'auto'] as const }),
+    workers: int({ env: 'INFERMESH_WORKERS', flag: 'workers', default: 1, min: 1, max: 256 }),
+    intraOpThreads: int({ env: 'INFERMESH_INTRA_OP_THREADS', flag: 'intra-op-threads', default: 1, min: 1, max: 256 }),
+    keepLatest: int({ env: 'INFERMESH_KEEP_VERSIONS', flag: 'keep-versions', default: 2, min: 0, max: 100 }),
+    maxBatch: int({ env: 'INFERMESH_MAX_BATCH', flag: 'max-batch', default: 64, min: 1, max: 65536 }),
+    maxQueue: int({ env: 'INFERMESH_MAX_QUEUE', flag: 'max-queue', default: 2048, min: 1, max: 1_000_000 }),
+    defaultTimeoutMs: int({ env: 'INFERMESH_DEFAULT_TIMEOUT_MS', flag: 'default-timeout-ms', default: 30_000, min: 1 }),
+    heartbeatMs: int({ env: 'INFERMESH_HEARTBEAT_MS', flag: 'heartbeat-ms', default: 2_000, min: 100 }),
+    drainMs: int({ env: 'INFERMESH_DRAIN_MS', flag: 'drain-ms', default: 30_000, min: 0 }),
+    oversubscribe: bool({ env: 'INFERMESH_OVERSUBSCRIBE', flag: 'oversubscribe', default: false }),
+  },
+  process.argv.slice(2),
+  process.env,
+);
+
+const replicaId = config.replicaId || `inf-${randomBytes(4).toString('hex')}`;
+const log = createLogger('inference', config.logLevel, { replica: replicaId });
+let device: ReturnType<typeof chooseDevice>;
+try {
+  device = chooseDevice(config.device);
+} catch (err) {
+  if (err instanceof DeviceError) {
+    log.fatal(err.message);
+    process.exit(2);
+  }
+  throw err;
+}
+if (device.note) log.info(device.note);
+const cores = os.availableParallelism();
+if (config.workers * config.intraOpThreads > cores && !config.oversubscribe) {
+  log.warn({ workers: config.workers, intraOpThreads: config.intraOpThreads, cores }, 'workers × intra-op threads exceeds the cores; small models get slower (pass --oversubscribe to silence)');
+}
+const telemetry = startTelemetry('infermesh-inference', process.env, { 'service.instance.id': replicaId });
+
+const pool = new SessionPool({ workers: config.workers, intraOpThreads: config.intraOpThreads, provider: device.provider }, (err) => {
+  log.fatal({ err: String(err) }, 'ONNX Runtime worker died');
+  process.exit(1);
+});
+const scheduler = new Scheduler(pool, { maxQueue: config.maxQueue });
+const nc = await connectNats(config.natsUrl, `infermesh-inference-${replicaId}`, log);
+const buckets = await openBuckets(nc);
+const events = new EventPublisher(nc, replicaId, log);
+
+let announcer: Announcer | null = null;
+const manager = new ModelManager(
+  buckets.models,
+  buckets.artifacts,
+  pool,
+  scheduler,
+  events,
+  log,
+  { keepLatest: config.keepLatest, defaultMaxBatch: config.maxBatch, drainMs: config.drainMs, replicaId },
+  () => announcer?.changed(),
+);
+
+let accepting = true;
+const streams = new Set<grpc.ServerDuplexStream<Buffer, Buffer>>();
+const server = createGrpcServer({ maxMessageBytes: config.maxMessageBytes });
+// The runtime stream carries frames as bytes; they are decoded in the handler.
+server.addService(
+  { ...RuntimeService, infer: { ...RuntimeService.infer, requestDeserialize: (b: Buffer) => b, responseSerialize: (b: Buffer) => b } } as unknown as grpc.ServiceDefinition,
+  runtimeHandlers(manager, scheduler, { defaultTimeoutMs: config.defaultTimeoutMs, accepting: () => accepting, record: () => announcer!.record() }, streams) as unknown as grpc.UntypedServiceImplementation,
+);
+server.addService(
+  oipServiceRawResponse(),
+  oipHandlers(manager, scheduler, { defaultTimeoutMs: config.defaultTimeoutMs, serverVersion: '0.1.0', ready: () => accepting }) as unknown as grpc.UntypedServiceImplementation,
+);
+const health = addHealthAndReflection(server, ['inference/grpc_service.proto', 'infermesh/v1/runtime.proto'], ['inference.GRPCInferenceService', 'infermesh.v1.Runtime']);
+const port = await listen(server, config.host, config.port);
+const address = config.advertise || `${config.host}:${port}`;
+announcer = new Announcer(buckets.replicas, { id: replicaId, address, device: device.provider, workers: config.workers, intervalMs: config.heartbeatMs }, () => manager.loaded(), log);
+await manager.start();
+await announcer.put();
+health.set('SERVING');
+log.info({ grpcPort: port, address, device: device.provider, workers: config.workers }, 'listening');
+
+let closing: Promise<void> | null = null;
+const close = () =>
+  (closing ??= (async () => {
+    // Stop taking new work, let routers see it, finish what is queued, then go.
+    accepting = false;
+    health.set('NOT_SERVING');
+    await announcer!.stopAccepting();
+    const until = Date.now() + config.shutdownGraceMs;
+    while (scheduler.outstanding() > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 10));
+    await new Promise((r) => setTimeout(r, 20));
+    for (const s of streams) s.end();
+    await shutdownServer(server, 1000);
+    manager.close();
+    await announcer!.close();
+    await pool.close();
+    await nc.drain().catch(() => undefined);
+    await telemetry.shutdown();
+    log.info('stopped');
+    process.exit(0);
+  })());
+process.once('SIGINT', close);
+process.once('SIGTERM', close);

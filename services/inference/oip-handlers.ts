@@ -1,0 +1,82 @@
+import type * as grpc from '@grpc/grpc-js';
+import { checkName } from '../../libs/bus/index.js';
+import { MeshError, NotFoundError, Status, toStatus, UnavailableError } from '../../libs/errors/index.js';
+import { unary } from '../../libs/grpc/index.js';
+import { oip, VersionState } from '../../libs/proto/index.js';
+import { decodeRequest } from './infer-request.js';
+import type { ModelManager } from './model-manager.js';
+import type { Scheduler } from './scheduler.js';
+
+export interface OipOptions {
+  defaultTimeoutMs: number;
+  serverVersion: string;
+  ready: () => boolean;
+}
+
+/**
+ * The Open Inference Protocol served directly by a replica (the router is
+ * the usual front door; this serves `infermesh bench` and direct callers).
+ * ModelInfer answers with bytes already encoded by the scheduler.
+ */
+export function oipHandlers(manager: ModelManager, scheduler: Scheduler, o: OipOptions) {
+  const find = (name: string, version: string) => {
+    checkName(name, 'name');
+    const e = manager.resolve(name, version);
+    if (!e || !e.spec) throw new NotFoundError(version ? `model ${name} version ${version} not found` : `model ${name} not found`);
+    return e;
+  };
+  return {
+    serverLive: unary<oip.ServerLiveRequest, oip.ServerLiveResponse>(async () => ({ live: true })),
+    serverReady: unary<oip.ServerReadyRequest, oip.ServerReadyResponse>(async () => ({ ready: o.ready() })),
+    modelReady: unary<oip.ModelReadyRequest, oip.ModelReadyResponse>(async (req) => ({
+      ready: find(req.name, req.version).state === VersionState.VERSION_STATE_READY,
+    })),
+    serverMetadata: unary<oip.ServerMetadataRequest, oip.ServerMetadataResponse>(async () => ({
+      name: 'infermesh-inference',
+      version: o.serverVersion,
+      extensions: [],
+    })),
+    modelMetadata: unary<oip.ModelMetadataRequest, oip.ModelMetadataResponse>(async (req) => {
+      const e = find(req.name, req.version);
+      return {
+        name: e.spec.name,
+        versions: [e.spec.versionString],
+        platform: 'onnxruntime_onnx',
+        inputs: e.spec.inputs.map((s) => ({ name: s.name, datatype: s.datatype, shape: s.shape })),
+        outputs: e.spec.outputs.map((s) => ({ name: s.name, datatype: s.datatype, shape: s.shape })),
+      };
+    }),
+    modelInfer: (call: grpc.ServerUnaryCall<oip.ModelInferRequest, Buffer>, cb: grpc.sendUnaryData<Buffer>) => {
+      try {
+        const req = call.request;
+        const e = find(req.modelName, req.modelVersion);
+        if (e.state !== VersionState.VERSION_STATE_READY) throw new UnavailableError(`model ${req.modelName} is not ready`);
+        const decoded = decodeRequest(e.spec, req);
+        const now = performance.now();
+        const d = call.getDeadline();
+        const left = d instanceof Date ? d.getTime() - Date.now() : Number.isFinite(d) ? Number(d) - Date.now() : o.defaultTimeoutMs;
+        scheduler.submit({
+          spec: e.spec,
+          req: decoded,
+          enqueuedAt: now,
+          deadline: now + Math.min(left, o.defaultTimeoutMs),
+          done: (code, message, response) => {
+            if (code === Status.OK) cb(null, Buffer.from(response!.buffer, response!.byteOffset, response!.byteLength));
+            else cb({ code, details: message });
+          },
+        });
+      } catch (err) {
+        cb(toStatus(err instanceof MeshError ? err : err));
+      }
+    },
+  };
+}
+
+/** The OIP service definition with ModelInfer's response passed through as encoded bytes. */
+export function oipServiceRawResponse(): grpc.ServiceDefinition {
+  const def = oip.GRPCInferenceServiceService;
+  return {
+    ...def,
+    modelInfer: { ...def.modelInfer, responseSerialize: (b: Buffer) => b },
+  } as unknown as grpc.ServiceDefinition;
+}

@@ -1,0 +1,124 @@
+import type * as grpc from '@grpc/grpc-js';
+import { checkName } from '../../libs/bus/index.js';
+import { FailedPreconditionError, InvalidArgumentError, MeshError, NotFoundError, Status } from '../../libs/errors/index.js';
+import { unary } from '../../libs/grpc/index.js';
+import { oip, RequestFrame, ResponseFrame, VersionState, type LoadRequest, type LoadResponse, type ReplicaRecord, type RequestItem, type ResponseItem, type StatusRequest, type UnloadRequest, type UnloadResponse } from '../../libs/proto/index.js';
+import { decodeRequest } from './infer-request.js';
+import type { ModelManager } from './model-manager.js';
+import type { Scheduler } from './scheduler.js';
+
+export interface RuntimeOptions {
+  /** Deadline applied to a request that arrives without one. */
+  defaultTimeoutMs: number;
+  /** False while draining: new requests are refused with UNAVAILABLE. */
+  accepting: () => boolean;
+  record: () => ReplicaRecord;
+}
+
+/** Answers written back on one stream, coalesced into one frame per event-loop turn. */
+class StreamWriter {
+  private items: ResponseItem[] = [];
+  private scheduled = false;
+  closed = false;
+  constructor(private readonly call: grpc.ServerDuplexStream<Buffer, Buffer>) {}
+
+  push(item: ResponseItem): void {
+    if (this.closed) return;
+    this.items.push(item);
+    if (!this.scheduled) {
+      this.scheduled = true;
+      setImmediate(this.flush);
+    }
+  }
+
+  private readonly flush = (): void => {
+    this.scheduled = false;
+    if (this.closed || this.items.length === 0) return;
+    const u8 = ResponseFrame.encode({ items: this.items }).finish();
+    this.items = [];
+    this.call.write(Buffer.from(u8.buffer, u8.byteOffset, u8.byteLength));
+  };
+}
+
+/**
+ * Handles one request of the multiplexed stream: finds the loaded version,
+ * decodes and validates the client's ModelInferRequest (the router never
+ * decoded it), and queues it. Every item gets exactly one ResponseItem.
+ */
+function handleItem(item: RequestItem, manager: ModelManager, scheduler: Scheduler, o: RuntimeOptions, out: StreamWriter): void {
+  const id = item.id;
+  const fail = (code: number, message: string) => out.push({ id, code, message, response: EMPTY, queueMicros: 0, computeMicros: 0 });
+  if (!o.accepting()) return fail(Status.UNAVAILABLE, 'replica is draining');
+  const entry = manager.lookup(item.model, item.version);
+  if (!entry || entry.state !== VersionState.VERSION_STATE_READY) {
+    return fail(Status.UNAVAILABLE, `model ${item.model} version ${item.version} is not ready on this replica`);
+  }
+  let req: oip.ModelInferRequest;
+  try {
+    req = oip.ModelInferRequest.decode(item.request);
+  } catch {
+    return fail(Status.INVALID_ARGUMENT, 'request: malformed ModelInferRequest');
+  }
+  let decoded;
+  try {
+    decoded = decodeRequest(entry.spec, req);
+  } catch (err) {
+    if (err instanceof MeshError) return fail(err.code, err.message);
+    return fail(Status.INVALID_ARGUMENT, 'request: invalid');
+  }
+  const now = performance.now();
+  scheduler.submit({
+    spec: entry.spec,
+    req: decoded,
+    enqueuedAt: now,
+    deadline: now + (item.timeoutMicros > 0 ? item.timeoutMicros / 1000 : o.defaultTimeoutMs),
+    done: (code, message, response, queueMicros, computeMicros) =>
+      out.push({ id, code, message, response: response ?? EMPTY, queueMicros, computeMicros }),
+  });
+}
+
+const EMPTY = new Uint8Array(0);
+
+/** The Runtime service: the multiplexed Infer stream plus load/unload/status. */
+export function runtimeHandlers(manager: ModelManager, scheduler: Scheduler, o: RuntimeOptions, streams: Set<grpc.ServerDuplexStream<Buffer, Buffer>>) {
+  return {
+    infer: (call: grpc.ServerDuplexStream<Buffer, Buffer>) => {
+      const out = new StreamWriter(call);
+      streams.add(call);
+      const end = () => {
+        out.closed = true;
+        streams.delete(call);
+      };
+      call.on('data', (buf: Buffer) => {
+        let frame: RequestFrame;
+        try {
+          frame = RequestFrame.decode(buf);
+        } catch {
+          call.emit('error', { code: Status.INVALID_ARGUMENT, details: 'frame: malformed RequestFrame' });
+          return;
+        }
+        for (const item of frame.items) handleItem(item, manager, scheduler, o, out);
+      });
+      call.on('end', () => {
+        end();
+        call.end();
+      });
+      call.on('cancelled', end);
+      call.on('error', end);
+    },
+    load: unary<LoadRequest, LoadResponse>(async (req) => {
+      checkName(req.model, 'model');
+      if (!req.version) throw new InvalidArgumentError('version', 'must be ≥ 1');
+      const e = await manager.pin(req.model, req.version);
+      if (!e) throw new NotFoundError(`model ${req.model} version ${req.version} not found`);
+      if (e.state === VersionState.VERSION_STATE_FAILED) throw new FailedPreconditionError(`model ${req.model} version ${req.version} failed: ${e.reason}`);
+      return { loaded: { name: req.model, version: req.version, state: e.state, reason: e.reason } };
+    }),
+    unload: unary<UnloadRequest, UnloadResponse>(async (req) => {
+      checkName(req.model, 'model');
+      manager.unpin(req.model, req.version);
+      return {};
+    }),
+    status: unary<StatusRequest, ReplicaRecord>(async () => o.record()),
+  };
+}

@@ -1,0 +1,46 @@
+/**
+ * Follows lifecycle events from the JetStream event stream with an ordered
+ * (ephemeral, ack-free) consumer from the first stored event, so the last
+ * event per version survives a monitor restart. Events stored before the
+ * feed started are delivered with `live = false`.
+ */
+import { DeliverPolicy, type ConsumerMessages, type NatsConnection } from 'nats';
+import { EVENTS_STREAM, ensureEventStream, subjects } from '../../libs/bus/index.js';
+import type { Logger } from '../../libs/log/index.js';
+
+export interface EventFeed {
+  /** Stops the consumer. Idempotent. */
+  stop(): Promise<void>;
+}
+
+/** Starts the feed; `onEvent` must not throw. */
+export async function followEvents(
+  nc: NatsConnection,
+  onEvent: (subject: string, data: Uint8Array, live: boolean) => void,
+  log: Logger,
+): Promise<EventFeed> {
+  await ensureEventStream(nc);
+  const js = nc.jetstream();
+  const jsm = await nc.jetstreamManager();
+  const lastStored = (await jsm.streams.info(EVENTS_STREAM)).state.last_seq;
+  const consumer = await js.consumers.get(EVENTS_STREAM, {
+    filterSubjects: subjects.allEvents,
+    deliver_policy: DeliverPolicy.All,
+  });
+  const messages: ConsumerMessages = await consumer.consume();
+  const done = (async () => {
+    try {
+      for await (const m of messages) onEvent(m.subject, m.data, m.seq > lastStored);
+    } catch (err) {
+      log.warn({ err: String(err) }, 'event feed stopped');
+    }
+  })();
+  let stopped: Promise<void> | null = null;
+  return {
+    stop: () =>
+      (stopped ??= (async () => {
+        await messages.close().catch(() => undefined);
+        await done;
+      })()),
+  };
+}

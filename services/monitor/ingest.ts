@@ -1,0 +1,81 @@
+/**
+ * Turns NATS payloads into statistics and metrics. Never throws: a payload
+ * that does not decode, or decodes to something inconsistent, is counted in
+ * infermesh_monitor_bad_messages_total and dropped.
+ */
+import { ModelEvent, ModelEvent_Kind, SampleBatch } from '../../libs/proto/index.js';
+import { NAME_RE } from '../../libs/bus/index.js';
+import { codeName } from '../../libs/errors/index.js';
+import type { Logger } from '../../libs/log/index.js';
+import type { StatsStore } from './stats-store.js';
+import type { MonitorMetrics } from './metrics.js';
+
+const SAMPLES_PREFIX = 'infermesh.samples.';
+
+export class Ingest {
+  // Reused per batch: requests per status code of one version.
+  private readonly perCode = new Map<number, number>();
+
+  constructor(
+    private readonly store: StatsStore,
+    private readonly metrics: MonitorMetrics,
+    private readonly log: Logger,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  /** One SampleBatch published on `infermesh.samples.<name>`. */
+  samples(subject: string, data: Uint8Array): void {
+    let batch: SampleBatch;
+    try {
+      batch = SampleBatch.decode(data);
+    } catch (err) {
+      return this.bad('samples', subject, 'undecodable', err);
+    }
+    if (!NAME_RE.test(batch.name) || subject !== SAMPLES_PREFIX + batch.name) {
+      return this.bad('samples', subject, 'name does not match subject');
+    }
+    for (const v of batch.versions) {
+      if (v.latencyMicros.length !== v.codes.length) return this.bad('samples', subject, 'latencies and codes differ in length');
+    }
+    const seenMs = batch.endMs > 0 ? batch.endMs : this.now();
+    for (const v of batch.versions) {
+      if (v.latencyMicros.length === 0) continue;
+      this.store.recordTraffic(batch.name, v, seenMs);
+      this.observe(batch.name, v.version, v.latencyMicros, v.codes);
+    }
+  }
+
+  /**
+   * One ModelEvent. `live` is false for events replayed from the stream at
+   * start-up: they restore the last event per version but are not counted.
+   */
+  event(subject: string, data: Uint8Array, live: boolean): void {
+    let ev: ModelEvent;
+    try {
+      ev = ModelEvent.decode(data);
+    } catch (err) {
+      return this.bad('events', subject, 'undecodable', err);
+    }
+    if (!NAME_RE.test(ev.name)) return this.bad('events', subject, 'bad model name');
+    this.store.recordEvent(ev);
+    if (live) this.metrics.events.inc({ model: ev.name, kind: (ModelEvent_Kind[ev.kind] ?? 'UNRECOGNIZED').toLowerCase() });
+  }
+
+  private observe(model: string, version: number, latencies: number[], codes: number[]): void {
+    const v = String(version);
+    const duration = this.metrics.duration.labels(model, v);
+    const perCode = this.perCode;
+    perCode.clear();
+    for (let i = 0; i < latencies.length; i++) {
+      duration.observe(latencies[i]! / 1e6);
+      const c = codes[i]!;
+      perCode.set(c, (perCode.get(c) ?? 0) + 1);
+    }
+    for (const [code, n] of perCode) this.metrics.requests.inc({ model, version: v, code: codeName(code) }, n);
+  }
+
+  private bad(source: 'samples' | 'events', subject: string, reason: string, err?: unknown): void {
+    this.metrics.badMessages.inc({ source });
+    this.log.debug({ subject, reason, err: err === undefined ? undefined : String(err) }, 'dropped bad message');
+  }
+}

@@ -1,0 +1,37 @@
+/**
+ * infermesh-monitor: wires config, telemetry, NATS and the Monitor, then
+ * waits for SIGINT/SIGTERM. The logic lives in monitor.ts and its modules.
+ */
+import { loadConfig } from '../../libs/config/index.js';
+import { createLogger } from '../../libs/log/index.js';
+import { startTelemetry } from '../../libs/telemetry/index.js';
+import { connectNats } from '../../libs/bus/index.js';
+import { monitorSpec } from './config.js';
+import { Monitor } from './monitor.js';
+
+async function main(): Promise<void> {
+  const config = loadConfig(monitorSpec, process.argv.slice(2), process.env);
+  const log = createLogger('monitor', config.logLevel);
+  const telemetry = startTelemetry('infermesh-monitor', process.env);
+  const nc = await connectNats(config.natsUrl, 'infermesh-monitor', log);
+  const monitor = await Monitor.create(config, { nc, log });
+  log.info({ grpcPort: monitor.grpcPort, metricsPort: monitor.metricsPort }, 'listening');
+
+  let closing: Promise<void> | null = null;
+  const shutdown = (signal: NodeJS.Signals): void => {
+    closing ??= (async () => {
+      log.info({ signal }, 'shutting down');
+      await monitor.close();
+      await nc.drain().catch((err: unknown) => log.warn({ err: String(err) }, 'nats drain failed'));
+      await telemetry.shutdown();
+      process.exit(0);
+    })();
+  };
+  process.on('SIGINT', shutdown);
+  process.on('SIGTERM', shutdown);
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`infermesh-monitor: ${err instanceof Error ? err.message : String(err)}\n`);
+  process.exit(1);
+});

@@ -1,0 +1,97 @@
+/**
+ * In-memory serving statistics per (model, version): exact request and error
+ * counts, a latency histogram, a 60 s rate window, and the last lifecycle
+ * event. Fed by the NATS consumers; read by GetModelStats.
+ */
+import type { ModelEvent, VersionStats, VersionTraffic } from '../../libs/proto/index.js';
+import { codeName } from '../../libs/errors/index.js';
+import { LatencyHistogram } from './latency-histogram.js';
+import { RateWindow } from './rate-window.js';
+
+class VersionSeries {
+  requests = 0;
+  errors = 0;
+  readonly errorsByCode = new Map<number, number>();
+  readonly latency = new LatencyHistogram();
+  readonly rate = new RateWindow(60);
+  lastSeenMs = 0;
+  lastEvent: ModelEvent | undefined;
+}
+
+export class StatsStore {
+  private readonly models = new Map<string, Map<number, VersionSeries>>();
+
+  /** `now` is the clock for the rate window (injected for tests). */
+  constructor(private readonly now: () => number = Date.now) {}
+
+  /**
+   * Adds one router's traffic for `name`/`traffic.version`. The caller has
+   * checked that latencies and codes have the same length.
+   */
+  recordTraffic(name: string, traffic: VersionTraffic, seenMs: number): void {
+    const s = this.series(name, traffic.version);
+    const { latencyMicros, codes } = traffic;
+    for (let i = 0; i < latencyMicros.length; i++) {
+      s.latency.record(latencyMicros[i]!);
+      const code = codes[i]!;
+      if (code !== 0) {
+        s.errors++;
+        s.errorsByCode.set(code, (s.errorsByCode.get(code) ?? 0) + 1);
+      }
+    }
+    s.requests += latencyMicros.length;
+    s.rate.add(latencyMicros.length, this.now());
+    if (seenMs > s.lastSeenMs) s.lastSeenMs = seenMs;
+  }
+
+  /** Keeps `ev` as the last lifecycle event of its model version. */
+  recordEvent(ev: ModelEvent): void {
+    this.series(ev.name, ev.version).lastEvent = ev;
+  }
+
+  /** The last lifecycle event seen for `name`/`version`, if any. */
+  lastEvent(name: string, version: number): ModelEvent | undefined {
+    return this.models.get(name)?.get(version)?.lastEvent;
+  }
+
+  /** Whether anything (traffic or an event) was seen for `name`. */
+  has(name: string): boolean {
+    return this.models.has(name);
+  }
+
+  /** Statistics of `name`'s versions, or of every model when `name` is undefined; sorted by name, then version. */
+  stats(name?: string): VersionStats[] {
+    const names = name === undefined ? [...this.models.keys()].sort() : this.models.has(name) ? [name] : [];
+    const now = this.now();
+    const out: VersionStats[] = [];
+    for (const n of names) {
+      const versions = [...this.models.get(n)!.entries()].sort((a, b) => a[0] - b[0]);
+      for (const [version, s] of versions) {
+        const errorsByCode: Record<string, number> = {};
+        for (const [code, count] of s.errorsByCode) errorsByCode[codeName(code)] = count;
+        out.push({
+          name: n,
+          version,
+          requests: s.requests,
+          errors: s.errors,
+          p50Ms: s.latency.quantile(0.5) / 1000,
+          p95Ms: s.latency.quantile(0.95) / 1000,
+          p99Ms: s.latency.quantile(0.99) / 1000,
+          rps: s.rate.rate(now),
+          errorsByCode,
+          meanMs: s.latency.mean() / 1000,
+          lastSeenMs: s.lastSeenMs,
+        });
+      }
+    }
+    return out;
+  }
+
+  private series(name: string, version: number): VersionSeries {
+    let versions = this.models.get(name);
+    if (!versions) this.models.set(name, (versions = new Map()));
+    let s = versions.get(version);
+    if (!s) versions.set(version, (s = new VersionSeries()));
+    return s;
+  }
+}

@@ -1,0 +1,57 @@
+/** The registry: models, versions, artifacts and aliases (gRPC on 8600). */
+import { commonSpec, int, loadConfig, str } from '../../libs/config/index.js';
+import { createLogger } from '../../libs/log/index.js';
+import { startTelemetry } from '../../libs/telemetry/index.js';
+import { connectNats, openBuckets, EventPublisher } from '../../libs/bus/index.js';
+import { addHealthAndReflection, createGrpcServer, listen, shutdownServer } from '../../libs/grpc/index.js';
+import { RegistryService } from '../../libs/proto/index.js';
+import { ModelStore } from './model-store.js';
+import { registryHandlers } from './registry-service.js';
+import { DEFAULT_DOMAINS } from './validate.js';
+
+const config = loadConfig(
+  {
+    ...commonSpec,
+    port: int({ env: 'INFERMESH_REGISTRY_PORT', flag: 'port', default: 8600, min: 0, max: 65535 }),
+    maxModelBytes: int({ env: 'INFERMESH_MAX_MODEL_BYTES', flag: 'max-model-bytes', default: 256 * 1024 * 1024, min: 1, max: 2 ** 31 - 1 }),
+    validateTimeoutMs: int({ env: 'INFERMESH_VALIDATE_TIMEOUT_MS', flag: 'validate-timeout-ms', default: 60_000, min: 100 }),
+    allowedDomains: str({ env: 'INFERMESH_ALLOWED_OP_DOMAINS', flag: 'allowed-op-domains', default: DEFAULT_DOMAINS.join(',') }),
+  },
+  process.argv.slice(2),
+  process.env,
+);
+
+const log = createLogger('registry', config.logLevel);
+const telemetry = startTelemetry('infermesh-registry', process.env);
+const nc = await connectNats(config.natsUrl, 'infermesh-registry', log);
+const buckets = await openBuckets(nc);
+const store = new ModelStore(buckets.models, buckets.artifacts);
+const events = new EventPublisher(nc, 'registry', log);
+
+// Models travel in chunks, so the per-message limit stays small.
+const server = createGrpcServer({ maxMessageBytes: config.maxMessageBytes });
+server.addService(
+  RegistryService,
+  registryHandlers(store, events, {
+    maxModelBytes: config.maxModelBytes,
+    allowedDomains: config.allowedDomains.split(',').map((d) => d.trim()),
+    timeoutMs: config.validateTimeoutMs,
+    actor: 'registry',
+  }),
+);
+const health = addHealthAndReflection(server, ['infermesh/v1/registry.proto'], ['infermesh.v1.Registry']);
+const port = await listen(server, config.host, config.port);
+health.set('SERVING');
+log.info({ grpcPort: port }, 'listening');
+
+let closing: Promise<void> | null = null;
+const close = () =>
+  (closing ??= (async () => {
+    health.set('NOT_SERVING');
+    await shutdownServer(server, config.shutdownGraceMs);
+    await nc.drain().catch(() => undefined);
+    await telemetry.shutdown();
+    process.exit(0);
+  })());
+process.once('SIGINT', close);
+process.once('SIGTERM', close);

@@ -1,0 +1,137 @@
+import { createHash } from 'node:crypto';
+import type { KV, ObjectStore } from 'nats';
+import { keys, parseModelKey } from '../../libs/bus/index.js';
+import { AbortedError, MeshError, NotFoundError, UnavailableError } from '../../libs/errors/index.js';
+import { TrafficRecord, VersionRecord, type ModelInfo } from '../../libs/proto/index.js';
+
+/** How many previous targets of each alias are kept for rollback. */
+const HISTORY_DEPTH = 10;
+
+/**
+ * The registry's state in NATS: version records and traffic records in the
+ * `infermesh-models` KV bucket, model bytes in the `infermesh-artifacts`
+ * Object Store under their SHA-256. Storage failures become UNAVAILABLE.
+ */
+export class ModelStore {
+  constructor(private readonly kv: KV, private readonly artifacts: ObjectStore) {}
+
+  /** Stores `bytes` under their SHA-256 unless already present; returns the digest. */
+  async putArtifact(bytes: Uint8Array): Promise<string> {
+    const sha256 = createHash('sha256').update(bytes).digest('hex');
+    await storage(async () => {
+      const info = await this.artifacts.info(sha256);
+      if (!info || info.size !== bytes.byteLength) await this.artifacts.putBlob({ name: sha256 }, bytes);
+    });
+    return sha256;
+  }
+
+  /** Writes `rec` as the model's next version (1, 2, …); returns the stored record. */
+  async addVersion(rec: Omit<VersionRecord, 'version'>): Promise<VersionRecord> {
+    for (let attempt = 0; attempt < 20; attempt++) {
+      const versions = await this.versionNumbers(rec.name);
+      const version = (versions.length ? Math.max(...versions) : 0) + 1;
+      const full: VersionRecord = { ...rec, version };
+      try {
+        await this.kv.create(keys.version(rec.name, version), VersionRecord.encode(full).finish());
+        return full;
+      } catch (err) {
+        if (!isConflict(err)) throw unavailable(err);
+        // Another push took this number; take the next one.
+      }
+    }
+    throw new AbortedError('too many concurrent pushes of this model; retry');
+  }
+
+  async versionNumbers(name: string): Promise<number[]> {
+    return storage(async () => {
+      const out: number[] = [];
+      for await (const k of await this.kv.keys(keys.versions(name))) {
+        const p = parseModelKey(k);
+        if (p?.kind === 'version') out.push(p.version);
+      }
+      return out.sort((a, b) => a - b);
+    });
+  }
+
+  async getVersion(name: string, version: number): Promise<VersionRecord | null> {
+    const e = await storage(() => this.kv.get(keys.version(name, version)));
+    return e && e.operation === 'PUT' && e.value.length ? VersionRecord.decode(e.value) : null;
+  }
+
+  async getTraffic(name: string): Promise<{ rec: TrafficRecord; revision: number } | null> {
+    const e = await storage(() => this.kv.get(keys.traffic(name)));
+    return e && e.operation === 'PUT' && e.value.length ? { rec: TrafficRecord.decode(e.value), revision: e.revision } : null;
+  }
+
+  /**
+   * Points `alias` at `version` by compare-and-set on the traffic record.
+   * With `expected` set, the alias must point there now, else ABORTED; without
+   * it, a lost race is retried on fresh state.
+   */
+  async setAlias(name: string, alias: string, version: number, actor: string, expected?: number): Promise<{ rec: TrafficRecord; previous: number | undefined }> {
+    for (let attempt = 0; attempt < 10; attempt++) {
+      const cur = await this.getTraffic(name);
+      const rec = cur ? TrafficRecord.fromPartial(cur.rec) : TrafficRecord.fromPartial({ name });
+      const previous = rec.aliases[alias];
+      if (expected !== undefined && expected !== 0 && previous !== expected) {
+        throw new AbortedError(`alias ${alias} of ${name} points to ${previous ?? 'nothing'}, not ${expected}`);
+      }
+      if (previous === version) return { rec, previous };
+      if (previous !== undefined) {
+        const h = (rec.history[alias] ??= { versions: [] });
+        h.versions = [...h.versions, previous].slice(-HISTORY_DEPTH);
+      }
+      rec.aliases[alias] = version;
+      rec.updatedAtMs = Date.now();
+      rec.updatedBy = actor;
+      const data = TrafficRecord.encode(rec).finish();
+      try {
+        if (cur) await this.kv.update(keys.traffic(name), data, cur.revision);
+        else await this.kv.create(keys.traffic(name), data);
+        return { rec, previous };
+      } catch (err) {
+        if (!isConflict(err)) throw unavailable(err);
+        if (expected !== undefined && expected !== 0) throw new AbortedError(`alias ${alias} of ${name} changed concurrently`);
+      }
+    }
+    throw new AbortedError(`alias ${alias} of ${name} is changing too often; retry`);
+  }
+
+  /** One model's versions and traffic; NOT_FOUND when it has no version. */
+  async getModel(name: string): Promise<ModelInfo> {
+    const numbers = await this.versionNumbers(name);
+    if (numbers.length === 0) throw new NotFoundError(`model ${name} not found`);
+    const versions = (await Promise.all(numbers.map((v) => this.getVersion(name, v)))).filter((v): v is VersionRecord => v !== null);
+    const traffic = await this.getTraffic(name);
+    return { name, versions, traffic: traffic?.rec };
+  }
+
+  /** Names of all models with at least one version. */
+  async modelNames(): Promise<string[]> {
+    return storage(async () => {
+      const names = new Set<string>();
+      for await (const k of await this.kv.keys()) {
+        const p = parseModelKey(k);
+        if (p?.kind === 'version') names.add(p.name);
+      }
+      return [...names].sort();
+    });
+  }
+}
+
+function isConflict(err: unknown): boolean {
+  const s = String((err as Error)?.message ?? err);
+  return s.includes('wrong last sequence') || s.includes('key exists') || (err as { api_error?: { err_code?: number } })?.api_error?.err_code === 10071;
+}
+
+function unavailable(err: unknown): MeshError {
+  return err instanceof MeshError ? err : new UnavailableError('model storage unavailable', { cause: err });
+}
+
+async function storage<T>(fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (err) {
+    throw unavailable(err);
+  }
+}

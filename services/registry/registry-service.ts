@@ -1,0 +1,96 @@
+import { checkName, type EventPublisher } from '../../libs/bus/index.js';
+import { InvalidArgumentError, NotFoundError, ResourceExhaustedError } from '../../libs/errors/index.js';
+import { clientStream, unary } from '../../libs/grpc/index.js';
+import {
+  ModelEvent_Kind,
+  type ListModelsRequest,
+  type GetModelRequest,
+  type ModelInfo,
+  type PushModelRequest,
+  type PushModelResponse,
+  type RegistryServer,
+  type SetAliasRequest,
+  type ListModelsResponse,
+  type PushHeader,
+} from '../../libs/proto/index.js';
+import type { ModelStore } from './model-store.js';
+import { validateModel, type ValidateOptions } from './validate.js';
+
+export interface RegistryOptions extends ValidateOptions {
+  maxModelBytes: number;
+  /** Who the registry says made a change (until tokens with subjects exist). */
+  actor: string;
+}
+
+export const DEFAULT_ALIAS = 'production';
+
+/** The Registry gRPC service: push, list, show, alias moves. */
+export function registryHandlers(store: ModelStore, events: EventPublisher, o: RegistryOptions): RegistryServer {
+  const setAlias = async (name: string, alias: string, version: number, expected?: number): Promise<ModelInfo> => {
+    if (!(await store.getVersion(name, version))) {
+      const known = await store.versionNumbers(name);
+      throw new NotFoundError(known.length ? `model ${name} has no version ${version}` : `model ${name} not found`);
+    }
+    const { previous } = await store.setAlias(name, alias, version, o.actor, expected);
+    if (previous !== version) void events.publish({ name, version, kind: ModelEvent_Kind.PROMOTED, alias });
+    return store.getModel(name);
+  };
+
+  return {
+    pushModel: clientStream<PushModelRequest, PushModelResponse>(async (stream, ctx) => {
+      let header: PushHeader | undefined;
+      const chunks: Uint8Array[] = [];
+      let size = 0;
+      for await (const msg of stream) {
+        const part = msg.part;
+        if (!header) {
+          if (part?.$case !== 'header') throw new InvalidArgumentError('header', 'the first message must be a header');
+          header = part.value;
+          checkName(header.name, 'header.name');
+          if (header.alias) checkName(header.alias, 'header.alias');
+          continue;
+        }
+        if (part?.$case !== 'chunk') throw new InvalidArgumentError('chunk', 'only the first message may be a header');
+        size += part.value.byteLength;
+        if (size > o.maxModelBytes) throw new ResourceExhaustedError(`model larger than ${o.maxModelBytes} bytes`);
+        chunks.push(part.value);
+      }
+      if (!header) throw new InvalidArgumentError('header', 'missing');
+      if (size === 0) throw new InvalidArgumentError('chunk', 'no model bytes');
+      ctx.signal.throwIfAborted();
+      const bytes = Buffer.concat(chunks, size);
+      const sig = await validateModel(bytes, o);
+      const sha256 = await store.putArtifact(bytes);
+      const batching = header.batching ?? { maxBatchSize: 0, maxQueueDelayMicros: 0 };
+      const version = await store.addVersion({
+        name: header.name,
+        sha256,
+        sizeBytes: size,
+        inputs: sig.inputs,
+        outputs: sig.outputs,
+        batching: sig.batchable ? batching : { maxBatchSize: 1, maxQueueDelayMicros: 0 },
+        description: header.description,
+        createdAtMs: Date.now(),
+        createdBy: o.actor,
+        batchable: sig.batchable,
+      });
+      await events.publish({ name: version.name, version: version.version, kind: ModelEvent_Kind.REGISTERED });
+      if (header.alias) await setAlias(version.name, header.alias, version.version);
+      return { version };
+    }),
+
+    listModels: unary<ListModelsRequest, ListModelsResponse>(async () => {
+      const names = await store.modelNames();
+      return { models: await Promise.all(names.map((n) => store.getModel(n))) };
+    }),
+
+    getModel: unary<GetModelRequest, ModelInfo>(async (req) => store.getModel(checkName(req.name, 'name'))),
+
+    setAlias: unary<SetAliasRequest, ModelInfo>(async (req) => {
+      const name = checkName(req.name, 'name');
+      const alias = checkName(req.alias || DEFAULT_ALIAS, 'alias');
+      if (!req.version) throw new InvalidArgumentError('version', 'must be a version number ≥ 1');
+      return setAlias(name, alias, req.version, req.expectedVersion || undefined);
+    }),
+  };
+}
