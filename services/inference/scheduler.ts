@@ -173,7 +173,11 @@ export class Scheduler {
       let data: ArrayBuffer;
       let dims: number[];
       if (batch.length === 1) {
-        data = batch[0]!.req.data[k]!.slice().buffer as ArrayBuffer;
+        // A copy the worker can own (request bytes may be a view into a pooled Buffer).
+        const src = batch[0]!.req.data[k]!;
+        const own = new Uint8Array(src.byteLength);
+        own.set(src);
+        data = own.buffer;
         dims = batch[0]!.req.shapes[k]!;
       } else {
         let total = 0;

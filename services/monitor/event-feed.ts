@@ -4,7 +4,7 @@
  * event per version survives a monitor restart. Events stored before the
  * feed started are delivered with `live = false`.
  */
-import { DeliverPolicy, type ConsumerMessages, type NatsConnection } from 'nats';
+import { type ConsumerMessages, type NatsConnection } from 'nats';
 import { EVENTS_STREAM, ensureEventStream, subjects } from '../../libs/bus/index.js';
 import type { Logger } from '../../libs/log/index.js';
 
@@ -23,10 +23,10 @@ export async function followEvents(
   const js = nc.jetstream();
   const jsm = await nc.jetstreamManager();
   const lastStored = (await jsm.streams.info(EVENTS_STREAM)).state.last_seq;
-  const consumer = await js.consumers.get(EVENTS_STREAM, {
-    filterSubjects: subjects.allEvents,
-    deliver_policy: DeliverPolicy.All,
-  });
+  // No deliver_policy: an ordered consumer starts at stream sequence 1 by
+  // default (nats.js 2.29 sends opt_start_seq with DeliverPolicy.All, which
+  // the server refuses, and then retries for minutes).
+  const consumer = await js.consumers.get(EVENTS_STREAM, { filterSubjects: subjects.allEvents });
   const messages: ConsumerMessages = await consumer.consume();
   const done = (async () => {
     try {

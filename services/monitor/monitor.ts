@@ -9,7 +9,6 @@ import { MonitorService } from '../../libs/proto/index.js';
 import { addHealthAndReflection, createGrpcServer, listen, shutdownServer, type Health } from '../../libs/grpc/index.js';
 import { subjects } from '../../libs/bus/index.js';
 import type { Logger } from '../../libs/log/index.js';
-import type { MonitorConfig } from './config.js';
 import { StatsStore } from './stats-store.js';
 import { MonitorMetrics } from './metrics.js';
 import { Ingest } from './ingest.js';
@@ -20,7 +19,14 @@ import { serveMetrics, type MetricsServer } from './metrics-http.js';
 export const MONITOR_PROTO = 'infermesh/v1/monitor.proto';
 export const MONITOR_SERVICE = 'infermesh.v1.Monitor';
 
-export type MonitorSettings = Pick<MonitorConfig, 'host' | 'port' | 'metricsPort' | 'maxMessageBytes' | 'shutdownGraceMs'>;
+/** What the Monitor needs from MonitorConfig (ports 0 = any free port). */
+export interface MonitorSettings {
+  readonly host: string;
+  readonly port: number;
+  readonly metricsPort: number;
+  readonly maxMessageBytes: number;
+  readonly shutdownGraceMs: number;
+}
 
 export interface MonitorDeps {
   /** A connected NATS connection; the caller owns (and drains) it. */

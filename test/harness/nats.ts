@@ -23,6 +23,13 @@ export interface NatsHandle {
 const BIN = 'nats-server';
 const READY_TIMEOUT_MS = 10_000;
 
+// Servers lead their own process groups, so they outlive a test process that
+// exits without stop() (a timed-out hook): kill what is left on exit.
+const live = new Set<ChildProcess>();
+process.once('exit', () => {
+  for (const p of live) if (p.pid !== undefined) signal(p.pid, 'SIGKILL');
+});
+
 /** Starts nats-server with JetStream; resolves once its port accepts connections. */
 export async function startNats(): Promise<NatsHandle> {
   const port = await freePort();
@@ -61,7 +68,11 @@ async function launch(port: number, dir: string): Promise<ChildProcess> {
   });
   let exited: string | null = null;
   proc.once('error', (err) => (exited = String(err)));
-  proc.once('exit', (code, signal) => (exited = `exited with ${code ?? signal}`));
+  live.add(proc);
+  proc.once('exit', (code, sig) => {
+    live.delete(proc);
+    exited = `exited with ${code ?? sig}`;
+  });
 
   const deadline = Date.now() + READY_TIMEOUT_MS;
   while (!(await accepts(port))) {

@@ -1,0 +1,152 @@
+import type * as grpc from '@grpc/grpc-js';
+import { NAME_RE, checkName } from '../../libs/bus/index.js';
+import { MeshError, NotFoundError, Status, toStatus, UnavailableError } from '../../libs/errors/index.js';
+import { unary } from '../../libs/grpc/index.js';
+import { oip } from '../../libs/proto/index.js';
+import type { ReplicaConn } from './replica-conn.js';
+import { scanRouteFields, type RouteFields } from './request-scan.js';
+import type { Route, RoutingTable } from './routing-table.js';
+import type { SampleRecorder } from './sample-recorder.js';
+
+export interface FrontOptions {
+  /** Deadline given to requests that arrive without one. */
+  defaultTimeoutMs: number;
+  serverVersion: string;
+}
+
+/** Splits `model@alias` into name and selector; a model_version, when set, wins. */
+function selectorOf(f: RouteFields): { name: string; selector: string } {
+  const at = f.modelName.indexOf('@');
+  if (at < 0) return { name: f.modelName, selector: f.modelVersion };
+  return { name: f.modelName.slice(0, at), selector: f.modelVersion || f.modelName.slice(at + 1) };
+}
+
+/** Power of two choices on outstanding requests, skipping replicas already tried. */
+function pick(replicas: ReplicaConn[], tried: ReplicaConn | null): ReplicaConn | null {
+  const n = replicas.length;
+  if (n === 0) return null;
+  if (n === 1) return replicas[0] === tried ? null : replicas[0]!;
+  let a = replicas[(Math.random() * n) | 0]!;
+  let b = replicas[(Math.random() * n) | 0]!;
+  if (a === tried) a = b;
+  if (b === tried) b = a;
+  if (a === tried) {
+    for (const r of replicas) if (r !== tried) return r;
+    return null;
+  }
+  return a.outstanding <= b.outstanding ? a : b;
+}
+
+function notFound(table: RoutingTable, name: string, selector: string): MeshError {
+  if (!NAME_RE.test(name)) return checkNameError(name);
+  if (!table.model(name)) return new NotFoundError(`model ${name} not found`);
+  return new NotFoundError(/^\d+$/.test(selector) ? `model ${name} has no version ${selector}` : selector ? `model ${name} has no alias ${selector}` : `model ${name} has no version to serve`);
+}
+
+function checkNameError(name: string): MeshError {
+  try {
+    checkName(name, 'model_name');
+  } catch (err) {
+    return err as MeshError;
+  }
+  return new NotFoundError(`model ${name} not found`);
+}
+
+/**
+ * The router's Open Inference Protocol service. ModelInfer takes the
+ * client's message as bytes, reads only what routing needs, forwards the
+ * bytes untouched over a replica's multiplexed stream and returns the
+ * replica's encoded answer as is. A request the replica could not take
+ * (stream broken, version not ready there) is retried once on another
+ * replica while its deadline allows; inference is idempotent.
+ */
+export function frontHandlers(table: RoutingTable, samples: SampleRecorder, o: FrontOptions) {
+  const fields: RouteFields = { modelName: '', modelVersion: '' };
+
+  const modelInfer = (call: grpc.ServerUnaryCall<Buffer, Buffer>, cb: grpc.sendUnaryData<Buffer>) => {
+    const t0 = performance.now();
+    const buf = call.request;
+    let route: Route | undefined;
+    let name: string;
+    try {
+      const sel = selectorOf(scanRouteFields(buf, fields));
+      name = sel.name;
+      route = NAME_RE.test(name) ? table.resolve(name, sel.selector) : undefined;
+      if (!route) throw notFound(table, name, sel.selector);
+    } catch (err) {
+      return cb(toStatus(err));
+    }
+    const d = call.getDeadline();
+    const deadlineMs = d instanceof Date ? d.getTime() : Number.isFinite(d) ? Number(d) : Infinity;
+    const budgetMs = Math.min(deadlineMs - Date.now(), o.defaultTimeoutMs);
+    if (budgetMs <= 0) return cb({ code: Status.DEADLINE_EXCEEDED, details: 'deadline exceeded before routing' });
+    const end = t0 + budgetMs;
+    const md = call.metadata.get('traceparent');
+    const traceparent = md.length ? String(md[0]) : '';
+    const version = route.record.version;
+    const modelName = route.record.name;
+    let tried: ReplicaConn | null = null;
+    let attempts = 0;
+
+    const finish = (code: number, message: string, response: Uint8Array | null) => {
+      samples.record(modelName, version, Math.round((performance.now() - t0) * 1000), code, buf, response);
+      if (code === 0) cb(null, Buffer.from(response!.buffer, response!.byteOffset, response!.byteLength));
+      else cb({ code, details: message });
+    };
+    const attempt = () => {
+      const replica = pick(route!.replicas, tried);
+      if (!replica) {
+        return finish(Status.UNAVAILABLE, tried ? `no other ready replica for model ${modelName} version ${version}` : `no ready replica for model ${modelName} version ${version}`, null);
+      }
+      tried = replica;
+      attempts++;
+      const left = end - performance.now();
+      replica.send(modelName, version, Math.max(1, Math.floor(left * 1000)), traceparent, buf, 0, (code, message, response) => {
+        if (code === Status.UNAVAILABLE && attempts < 2 && end - performance.now() > 1) return attempt();
+        finish(code, message, response);
+      });
+    };
+    attempt();
+  };
+
+  const find = (name: string, version: string) => {
+    const sel = selectorOf({ modelName: name, modelVersion: version });
+    checkName(sel.name, 'name');
+    const r = table.resolve(sel.name, sel.selector);
+    if (!r) throw notFound(table, sel.name, sel.selector);
+    return r;
+  };
+
+  return {
+    modelInfer,
+    serverLive: unary<oip.ServerLiveRequest, oip.ServerLiveResponse>(async () => ({ live: true })),
+    serverReady: unary<oip.ServerReadyRequest, oip.ServerReadyResponse>(async () => ({ ready: table.synced })),
+    modelReady: unary<oip.ModelReadyRequest, oip.ModelReadyResponse>(async (req) => ({ ready: find(req.name, req.version).replicas.length > 0 })),
+    serverMetadata: unary<oip.ServerMetadataRequest, oip.ServerMetadataResponse>(async () => ({
+      name: 'infermesh',
+      version: o.serverVersion,
+      extensions: [],
+    })),
+    modelMetadata: unary<oip.ModelMetadataRequest, oip.ModelMetadataResponse>(async (req) => {
+      const r = find(req.name, req.version);
+      const rec = r.record;
+      if (!rec.inputs.length) throw new UnavailableError('model metadata not available');
+      return {
+        name: rec.name,
+        versions: table.versionsOf(rec.name).map((v) => String(v.version)),
+        platform: 'onnxruntime_onnx',
+        inputs: rec.inputs.map((s) => ({ name: s.name, datatype: s.datatype, shape: s.shape })),
+        outputs: rec.outputs.map((s) => ({ name: s.name, datatype: s.datatype, shape: s.shape })),
+      };
+    }),
+  };
+}
+
+/** The OIP service definition with ModelInfer passing request and response through as bytes. */
+export function rawInferService(): grpc.ServiceDefinition {
+  const def = oip.GRPCInferenceServiceService;
+  return {
+    ...def,
+    modelInfer: { ...def.modelInfer, requestDeserialize: (b: Buffer) => b, responseSerialize: (b: Buffer) => b },
+  } as unknown as grpc.ServiceDefinition;
+}

@@ -1,0 +1,67 @@
+/** The router: the mesh's front door (OIP gRPC on 8500, health and metrics over HTTP on 8501). */
+import { randomBytes } from 'node:crypto';
+import http from 'node:http';
+import type * as grpc from '@grpc/grpc-js';
+import { commonSpec, int, loadConfig, num, str } from '../../libs/config/index.js';
+import { createLogger } from '../../libs/log/index.js';
+import { startTelemetry } from '../../libs/telemetry/index.js';
+import { connectNats, openBuckets } from '../../libs/bus/index.js';
+import { addHealthAndReflection, createGrpcServer, listen, shutdownServer } from '../../libs/grpc/index.js';
+import { frontHandlers, rawInferService } from './front.js';
+import { RoutingTable } from './routing-table.js';
+import { SampleRecorder } from './sample-recorder.js';
+
+const config = loadConfig(
+  {
+    ...commonSpec,
+    port: int({ env: 'INFERMESH_ROUTER_PORT', flag: 'port', default: 8500, min: 0, max: 65535 }),
+    restPort: int({ env: 'INFERMESH_REST_PORT', flag: 'rest-port', default: 8501, min: 0, max: 65535 }),
+    routerId: str({ env: 'INFERMESH_ROUTER_ID', flag: 'router-id', default: '', pattern: /^[A-Za-z0-9_-]{0,64}$/ }),
+    defaultTimeoutMs: int({ env: 'INFERMESH_DEFAULT_TIMEOUT_MS', flag: 'default-timeout-ms', default: 30_000, min: 1 }),
+    sampleRate: num({ env: 'INFERMESH_SAMPLE_RATE', flag: 'sample-rate', default: 0.01, min: 0, max: 1 }),
+    sampleFlushMs: int({ env: 'INFERMESH_SAMPLE_FLUSH_MS', flag: 'sample-flush-ms', default: 1000, min: 50 }),
+  },
+  process.argv.slice(2),
+  process.env,
+);
+
+const routerId = config.routerId || `router-${randomBytes(4).toString('hex')}`;
+const log = createLogger('router', config.logLevel, { router: routerId });
+const telemetry = startTelemetry('infermesh-router', process.env, { 'service.instance.id': routerId });
+const nc = await connectNats(config.natsUrl, `infermesh-${routerId}`, log);
+const buckets = await openBuckets(nc);
+const table = await RoutingTable.create(buckets.models, buckets.replicas, { maxMessageBytes: config.maxMessageBytes, log });
+const samples = new SampleRecorder(nc, { routerId, flushMs: config.sampleFlushMs, sampleRate: config.sampleRate }, log);
+
+const server = createGrpcServer({ maxMessageBytes: config.maxMessageBytes });
+server.addService(rawInferService(), frontHandlers(table, samples, { defaultTimeoutMs: config.defaultTimeoutMs, serverVersion: '0.1.0' }) as unknown as grpc.UntypedServiceImplementation);
+const health = addHealthAndReflection(server, ['inference/grpc_service.proto'], ['inference.GRPCInferenceService']);
+const port = await listen(server, config.host, config.port);
+
+// OIP REST health endpoints (the full REST gateway comes with the REST issue).
+const rest = http.createServer((req, res) => {
+  const ok = req.url === '/v2/health/live' || (req.url === '/v2/health/ready' && table.synced);
+  res.writeHead(req.url?.startsWith('/v2/health/') ? (ok ? 200 : 503) : 404, { 'content-type': 'application/json' });
+  res.end(req.url?.startsWith('/v2/health/') ? (ok ? '{}' : '{"error":"not ready"}') : '{"error":"not found"}');
+});
+const restPort = await new Promise<number>((resolve, reject) => {
+  rest.once('error', reject);
+  rest.listen(config.restPort, config.host, () => resolve((rest.address() as { port: number }).port));
+});
+health.set('SERVING');
+log.info({ grpcPort: port, restPort }, 'listening');
+
+let closing: Promise<void> | null = null;
+const close = () =>
+  (closing ??= (async () => {
+    health.set('NOT_SERVING');
+    await shutdownServer(server, config.shutdownGraceMs);
+    rest.close();
+    samples.close();
+    table.close();
+    await nc.drain().catch(() => undefined);
+    await telemetry.shutdown();
+    process.exit(0);
+  })());
+process.once('SIGINT', close);
+process.once('SIGTERM', close);

@@ -1,0 +1,127 @@
+import * as grpc from '@grpc/grpc-js';
+import { channelOptions } from '../../libs/grpc/index.js';
+import type { Logger } from '../../libs/log/index.js';
+import { RequestFrame, ResponseFrame, RuntimeService, type RequestItem } from '../../libs/proto/index.js';
+import { Status } from '../../libs/errors/index.js';
+
+/** Called once with a request's terminal status; `response` is a serialized ModelInferResponse when OK. */
+export type Reply = (code: number, message: string, response: Uint8Array | null) => void;
+
+interface Pending {
+  reply: Reply;
+  deadline: number;
+}
+
+const RAW_INFER = { ...RuntimeService.infer, requestSerialize: (b: Buffer) => b, responseDeserialize: (b: Buffer) => b };
+
+/**
+ * One inference replica as the router sees it: a long-lived multiplexed
+ * bidirectional stream carrying many requests at once. Requests submitted in
+ * one event-loop turn travel in one frame. A request is answered exactly
+ * once: by the replica, by the sweeper when its deadline passes, or with
+ * UNAVAILABLE when the stream breaks (the caller may then retry elsewhere).
+ */
+export class ReplicaConn {
+  /** Requests sent and not yet answered (power-of-two-choices load signal). */
+  outstanding = 0;
+  private readonly client: grpc.Client;
+  private stream: grpc.ClientDuplexStream<Buffer, Buffer> | null = null;
+  private readonly pending = new Map<number, Pending>();
+  private queue: RequestItem[] = [];
+  private scheduled = false;
+  private nextId = 1;
+  private closed = false;
+  private backoffMs = 50;
+  private readonly sweeper: NodeJS.Timeout;
+
+  constructor(readonly id: string, readonly address: string, maxMessageBytes: number, private readonly log: Logger) {
+    this.client = new grpc.Client(address, grpc.credentials.createInsecure(), {
+      ...channelOptions(maxMessageBytes),
+      'grpc.max_concurrent_streams': 100,
+    } as grpc.ChannelOptions);
+    this.open();
+    this.sweeper = setInterval(() => this.sweep(), 25);
+    this.sweeper.unref();
+  }
+
+  /** Queues one request for the next frame. `timeoutMicros` is also the replica's budget. */
+  send(model: string, version: number, timeoutMicros: number, traceparent: string, request: Uint8Array, priority: number, reply: Reply): void {
+    if (this.closed) return reply(Status.UNAVAILABLE, 'replica is gone', null);
+    const id = this.nextId++;
+    this.pending.set(id, { reply, deadline: performance.now() + timeoutMicros / 1000 });
+    this.outstanding++;
+    this.queue.push({ id, model, version, timeoutMicros, traceparent, request, priority });
+    if (!this.scheduled) {
+      this.scheduled = true;
+      setImmediate(this.flush);
+    }
+  }
+
+  private readonly flush = (): void => {
+    this.scheduled = false;
+    if (this.queue.length === 0) return;
+    const items = this.queue;
+    this.queue = [];
+    if (!this.stream) this.open();
+    const u8 = RequestFrame.encode({ items }).finish();
+    this.stream!.write(Buffer.from(u8.buffer, u8.byteOffset, u8.byteLength));
+  };
+
+  private open(): void {
+    if (this.closed) return;
+    const s = this.client.makeBidiStreamRequest(RAW_INFER.path, RAW_INFER.requestSerialize, RAW_INFER.responseDeserialize) as grpc.ClientDuplexStream<Buffer, Buffer>;
+    this.stream = s;
+    s.on('data', (buf: Buffer) => {
+      this.backoffMs = 50;
+      let frame: ResponseFrame;
+      try {
+        frame = ResponseFrame.decode(buf);
+      } catch {
+        this.log.warn({ replica: this.id }, 'malformed response frame');
+        return;
+      }
+      for (const it of frame.items) this.answer(it.id, it.code, it.message, it.code === 0 ? it.response : null);
+    });
+    const broken = (why: string) => {
+      if (this.stream !== s) return;
+      this.stream = null;
+      // Everything in flight on this stream is lost: answer UNAVAILABLE so callers can retry.
+      for (const id of [...this.pending.keys()]) this.answer(id, Status.UNAVAILABLE, `replica ${this.id} stream ${why}`, null);
+      if (!this.closed) {
+        const wait = this.backoffMs;
+        this.backoffMs = Math.min(this.backoffMs * 2, 2000);
+        setTimeout(() => {
+          if (!this.stream && !this.closed) this.open();
+        }, wait).unref();
+      }
+    };
+    s.on('error', (e: grpc.ServiceError) => broken(`failed: ${grpc.status[e.code] ?? e.code}`));
+    s.on('end', () => broken('ended'));
+  }
+
+  private answer(id: number, code: number, message: string, response: Uint8Array | null): void {
+    const p = this.pending.get(id);
+    if (!p) return;
+    this.pending.delete(id);
+    this.outstanding--;
+    p.reply(code, message, response);
+  }
+
+  private sweep(): void {
+    if (this.pending.size === 0) return;
+    const now = performance.now();
+    for (const [id, p] of this.pending) {
+      if (p.deadline <= now) this.answer(id, Status.DEADLINE_EXCEEDED, 'deadline exceeded waiting for the replica', null);
+    }
+  }
+
+  /** Fails what is pending and closes the channel. Idempotent. */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    clearInterval(this.sweeper);
+    for (const id of [...this.pending.keys()]) this.answer(id, Status.UNAVAILABLE, `replica ${this.id} left`, null);
+    this.stream?.cancel();
+    this.client.close();
+  }
+}

@@ -1,0 +1,173 @@
+import type { KV } from 'nats';
+import { KvMirror, parseModelKey } from '../../libs/bus/index.js';
+import type { Logger } from '../../libs/log/index.js';
+import { ReplicaRecord, TrafficRecord, VersionRecord, VersionState } from '../../libs/proto/index.js';
+import { ReplicaConn } from './replica-conn.js';
+
+/** Where requests for one model version go. */
+export interface Route {
+  readonly record: VersionRecord;
+  /** Replicas on which this version is ready and that accept work. */
+  readonly replicas: ReplicaConn[];
+}
+
+interface ModelRoutes {
+  byVersion: Map<number, Route>;
+  aliases: Map<string, Route>;
+  /** Used when a request names no version: `production`, else the newest ready version. */
+  fallback: Route | null;
+}
+
+export interface RoutingTableOptions {
+  maxMessageBytes: number;
+  log: Logger;
+}
+
+/**
+ * The router's picture of the mesh, built from the registry's KV (versions,
+ * aliases) and the replicas' heartbeats, held in memory so that serving
+ * never waits on NATS. Rebuilt whenever either bucket changes.
+ *
+ * An alias moves to its new version only once that version is ready on at
+ * least one replica; until then it keeps serving its previous target.
+ */
+export class RoutingTable {
+  private readonly versions = new Map<string, Map<number, VersionRecord>>();
+  private readonly traffic = new Map<string, TrafficRecord>();
+  private readonly replicas = new Map<string, { rec: ReplicaRecord; conn: ReplicaConn }>();
+  private readonly effective = new Map<string, number>();
+  private routes = new Map<string, ModelRoutes>();
+  private mirrors: KvMirror[] = [];
+  private rebuildScheduled = false;
+  synced = false;
+
+  private constructor(private readonly o: RoutingTableOptions) {}
+
+  static async create(models: KV, replicas: KV, o: RoutingTableOptions): Promise<RoutingTable> {
+    const t = new RoutingTable(o);
+    t.mirrors.push(await KvMirror.start(models, { log: o.log, onChange: (k, v) => t.applyModel(k, v) }));
+    t.mirrors.push(await KvMirror.start(replicas, { log: o.log, onChange: (k, v) => t.applyReplica(k, v), reconcileMs: 15_000 }));
+    t.rebuild();
+    t.synced = true;
+    return t;
+  }
+
+  /** The model's routes, or undefined when the router knows no such model. */
+  model(name: string): ModelRoutes | undefined {
+    return this.routes.get(name);
+  }
+
+  /** Resolves a version selector: "" (default), digits (a version) or an alias name. */
+  resolve(name: string, selector: string): Route | undefined {
+    const m = this.routes.get(name);
+    if (!m) return undefined;
+    if (selector === '') return m.fallback ?? undefined;
+    const c = selector.charCodeAt(0);
+    if (c >= 48 && c <= 57) return m.byVersion.get(Number(selector));
+    return m.aliases.get(selector);
+  }
+
+  /** All known versions of a model, newest first. */
+  versionsOf(name: string): VersionRecord[] {
+    return [...(this.versions.get(name)?.values() ?? [])].sort((a, b) => b.version - a.version);
+  }
+
+  replicaCount(): number {
+    return this.replicas.size;
+  }
+
+  private applyModel(key: string, value: Uint8Array | null): void {
+    const k = parseModelKey(key);
+    if (!k) return;
+    try {
+      if (k.kind === 'version') {
+        let m = this.versions.get(k.name);
+        if (!value) m?.delete(k.version);
+        else {
+          if (!m) this.versions.set(k.name, (m = new Map()));
+          m.set(k.version, VersionRecord.decode(value));
+        }
+      } else if (!value) this.traffic.delete(k.name);
+      else this.traffic.set(k.name, TrafficRecord.decode(value));
+    } catch (err) {
+      this.o.log.warn({ key, err: String(err) }, 'undecodable registry record ignored');
+    }
+    this.scheduleRebuild();
+  }
+
+  private applyReplica(key: string, value: Uint8Array | null): void {
+    const cur = this.replicas.get(key);
+    if (!value) {
+      if (cur) {
+        this.replicas.delete(key);
+        cur.conn.close();
+        this.o.log.info({ replica: key }, 'replica left');
+      }
+      return this.scheduleRebuild();
+    }
+    let rec: ReplicaRecord;
+    try {
+      rec = ReplicaRecord.decode(value);
+    } catch {
+      return;
+    }
+    if (cur && cur.rec.address === rec.address) cur.rec = rec;
+    else {
+      cur?.conn.close();
+      this.replicas.set(key, { rec, conn: new ReplicaConn(rec.id, rec.address, this.o.maxMessageBytes, this.o.log) });
+      this.o.log.info({ replica: key, address: rec.address }, 'replica joined');
+    }
+    this.scheduleRebuild();
+  }
+
+  private scheduleRebuild(): void {
+    if (this.rebuildScheduled) return;
+    this.rebuildScheduled = true;
+    queueMicrotask(() => {
+      this.rebuildScheduled = false;
+      this.rebuild();
+    });
+  }
+
+  private rebuild(): void {
+    const ready = new Map<string, ReplicaConn[]>();
+    for (const { rec, conn } of this.replicas.values()) {
+      if (!rec.accepting) continue;
+      for (const v of rec.versions) {
+        if (v.state !== VersionState.VERSION_STATE_READY) continue;
+        const key = `${v.name}:${v.version}`;
+        let list = ready.get(key);
+        if (!list) ready.set(key, (list = []));
+        list.push(conn);
+      }
+    }
+    const routes = new Map<string, ModelRoutes>();
+    for (const [name, versions] of this.versions) {
+      const byVersion = new Map<number, Route>();
+      let newestReady: Route | null = null;
+      for (const [v, record] of versions) {
+        const route: Route = { record, replicas: ready.get(`${name}:${v}`) ?? [] };
+        byVersion.set(v, route);
+        if (route.replicas.length > 0 && (!newestReady || v > newestReady.record.version)) newestReady = route;
+      }
+      const aliases = new Map<string, Route>();
+      for (const [alias, target] of Object.entries(this.traffic.get(name)?.aliases ?? {})) {
+        const key = `${name}@${alias}`;
+        const want = byVersion.get(target);
+        const prev = this.effective.get(key);
+        // Gate: keep the previous target until the new one is ready somewhere.
+        const chosen = want && want.replicas.length > 0 ? target : prev !== undefined && (byVersion.get(prev)?.replicas.length ?? 0) > 0 ? prev : target;
+        this.effective.set(key, chosen);
+        const r = byVersion.get(chosen);
+        if (r) aliases.set(alias, r);
+      }
+      routes.set(name, { byVersion, aliases, fallback: aliases.get('production') ?? newestReady });
+    }
+    this.routes = routes;
+  }
+
+  close(): void {
+    for (const m of this.mirrors) m.close();
+    for (const { conn } of this.replicas.values()) conn.close();
+  }
+}

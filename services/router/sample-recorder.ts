@@ -1,0 +1,122 @@
+import type { NatsConnection } from 'nats';
+import { subjects } from '../../libs/bus/index.js';
+import type { Logger } from '../../libs/log/index.js';
+import { oip, SampleBatch, type PredictionSample, type VersionTraffic } from '../../libs/proto/index.js';
+import { datatype, rawToTyped } from '../../libs/tensor/index.js';
+
+interface VersionAcc {
+  latency: number[];
+  codes: number[];
+}
+
+interface Kept {
+  version: number;
+  latencyMicros: number;
+  code: number;
+  request: Buffer;
+  response: Uint8Array | null;
+  at: number;
+}
+
+export interface SampleRecorderOptions {
+  routerId: string;
+  flushMs: number;
+  /** Fraction of requests kept whole for the monitor (summaries of inputs and outputs). */
+  sampleRate: number;
+}
+
+/**
+ * Counts every request (latency and status per model version) and keeps a
+ * sampled few whole; publishes one SampleBatch per model on
+ * `infermesh.samples.<name>` every `flushMs`. Recording is two array pushes;
+ * decoding the kept samples happens at flush time, off the request path.
+ * Publishing is fire-and-forget: losing NATS or the monitor never fails a request.
+ */
+export class SampleRecorder {
+  private byModel = new Map<string, Map<number, VersionAcc>>();
+  private kept = new Map<string, Kept[]>();
+  private start = Date.now();
+  private readonly timer: NodeJS.Timeout;
+
+  constructor(private readonly nc: NatsConnection, private readonly o: SampleRecorderOptions, private readonly log: Logger) {
+    this.timer = setInterval(() => this.flush(), o.flushMs);
+    this.timer.unref();
+  }
+
+  record(model: string, version: number, latencyMicros: number, code: number, request: Buffer, response: Uint8Array | null): void {
+    let m = this.byModel.get(model);
+    if (!m) this.byModel.set(model, (m = new Map()));
+    let acc = m.get(version);
+    if (!acc) m.set(version, (acc = { latency: [], codes: [] }));
+    acc.latency.push(latencyMicros);
+    acc.codes.push(code);
+    if (this.o.sampleRate > 0 && Math.random() < this.o.sampleRate) {
+      let k = this.kept.get(model);
+      if (!k) this.kept.set(model, (k = []));
+      if (k.length < 1000) k.push({ version, latencyMicros, code, request, response, at: Date.now() });
+    }
+  }
+
+  flush(): void {
+    const end = Date.now();
+    const byModel = this.byModel;
+    const kept = this.kept;
+    this.byModel = new Map();
+    this.kept = new Map();
+    for (const [name, versions] of byModel) {
+      const vt: VersionTraffic[] = [];
+      for (const [version, acc] of versions) vt.push({ version, latencyMicros: acc.latency, codes: acc.codes });
+      const samples = (kept.get(name) ?? []).map(summarize);
+      const batch: SampleBatch = { routerId: this.o.routerId, name, versions: vt, samples, startMs: this.start, endMs: end };
+      try {
+        this.nc.publish(subjects.samples(name), SampleBatch.encode(batch).finish());
+      } catch (err) {
+        this.log.debug({ err: String(err) }, 'samples dropped');
+      }
+    }
+    this.start = end;
+  }
+
+  close(): void {
+    clearInterval(this.timer);
+    this.flush();
+  }
+}
+
+const SUMMARY_VALUES = 32;
+
+/** First values of the first row of each tensor: enough for drift, never whole payloads. */
+function firstValues(tensors: { datatype: string; shape: number[] }[], raw: Uint8Array[], typed: (oip.InferTensorContents | undefined)[]): number[] {
+  const out: number[] = [];
+  tensors.forEach((t, i) => {
+    const dt = datatype(t.datatype);
+    if (!dt) return;
+    const perRow = t.shape.length > 1 ? t.shape.slice(1).reduce((a, b) => a * b, 1) : 1;
+    const take = Math.min(perRow, SUMMARY_VALUES - out.length);
+    if (take <= 0) return;
+    if (raw[i] && raw[i]!.byteLength >= take * dt.bytes) {
+      const a = rawToTyped(dt, raw[i]!.subarray(0, take * dt.bytes));
+      for (let j = 0; j < take; j++) out.push(Number(a[j]));
+    } else if (typed[i] && dt.contents) {
+      const vals = typed[i]![dt.contents] as ArrayLike<number | boolean>;
+      for (let j = 0; j < take && j < vals.length; j++) out.push(Number(vals[j]));
+    }
+  });
+  return out;
+}
+
+function summarize(k: Kept): PredictionSample {
+  const s: PredictionSample = { requestId: '', version: k.version, latencyMicros: k.latencyMicros, code: k.code, traceId: '', inputSummary: [], outputSummary: [], atMs: k.at };
+  try {
+    const req = oip.ModelInferRequest.decode(k.request);
+    s.requestId = req.id;
+    s.inputSummary = firstValues(req.inputs, req.rawInputContents, req.inputs.map((t) => t.contents));
+    if (k.response) {
+      const res = oip.ModelInferResponse.decode(k.response);
+      s.outputSummary = firstValues(res.outputs, res.rawOutputContents, res.outputs.map((t) => t.contents));
+    }
+  } catch {
+    // A request that failed to decode was answered INVALID_ARGUMENT; its summary stays empty.
+  }
+  return s;
+}
