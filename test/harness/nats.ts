@@ -3,6 +3,7 @@
  * store directory, and a stop() that kills the whole process group.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
@@ -22,13 +23,11 @@ export interface NatsHandle {
 
 const BIN = 'nats-server';
 const READY_TIMEOUT_MS = 10_000;
-
-// Servers lead their own process groups, so they outlive a test process that
-// exits without stop() (a timed-out hook): kill what is left on exit.
-const live = new Set<ChildProcess>();
-process.once('exit', () => {
-  for (const p of live) if (p.pid !== undefined) signal(p.pid, 'SIGKILL');
-});
+// A server leads its own process group, so it would outlive a test worker
+// that is killed before stop() runs; setpriv (util-linux) makes the kernel
+// kill it when the worker dies, then execs nats-server under the same pid.
+const SETPRIV = '/usr/bin/setpriv';
+const withParentDeath = existsSync(SETPRIV);
 
 /** Starts nats-server with JetStream; resolves once its port accepts connections. */
 export async function startNats(): Promise<NatsHandle> {
@@ -58,7 +57,8 @@ export async function startNats(): Promise<NatsHandle> {
 
 async function launch(port: number, dir: string): Promise<ChildProcess> {
   // detached: the server leads its own process group, so stop() can kill the group.
-  const proc = spawn(BIN, ['-js', '-sd', dir, '-a', '127.0.0.1', '-p', String(port)], {
+  const args = ['-js', '-sd', dir, '-a', '127.0.0.1', '-p', String(port)];
+  const proc = spawn(withParentDeath ? SETPRIV : BIN, withParentDeath ? ['--pdeathsig', 'KILL', '--', BIN, ...args] : args, {
     detached: true,
     stdio: ['ignore', 'ignore', 'pipe'],
   });
@@ -68,11 +68,7 @@ async function launch(port: number, dir: string): Promise<ChildProcess> {
   });
   let exited: string | null = null;
   proc.once('error', (err) => (exited = String(err)));
-  live.add(proc);
-  proc.once('exit', (code, sig) => {
-    live.delete(proc);
-    exited = `exited with ${code ?? sig}`;
-  });
+  proc.once('exit', (code, sig) => (exited = `exited with ${code ?? sig}`));
 
   const deadline = Date.now() + READY_TIMEOUT_MS;
   while (!(await accepts(port))) {
