@@ -57,7 +57,7 @@ export function num(o: FieldBase<number> & { min?: number; max?: number }): Fiel
 
 /** A string, optionally matching `pattern` or one of `choices`. */
 export function str<T extends string = string>(
-  o: FieldBase<T> & { pattern?: RegExp; choices?: readonly T[] },
+  o: FieldBase<NoInfer<T>> & { pattern?: RegExp; choices?: readonly T[] },
 ): Field<T> {
   return {
     ...o,

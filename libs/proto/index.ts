@@ -54,8 +54,13 @@ export {
   type MonitorServer,
 } from './gen/infermesh/v1/monitor.js';
 
+import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 
-/** Absolute path of the repository's proto/ folder (for reflection). */
-export const PROTO_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../../proto');
+const here = path.dirname(fileURLToPath(import.meta.url));
+
+/** Absolute path of the repository's proto/ folder (for reflection); works from libs/ and from dist/libs/. */
+export const PROTO_DIR = [path.resolve(here, '../../proto'), path.resolve(here, '../../../proto')].find((d) =>
+  existsSync(path.join(d, 'inference', 'grpc_service.proto')),
+)!;

@@ -1,0 +1,169 @@
+/** `infermesh models push|list|show|promote`: the registry's management API for people and scripts. */
+import { readFile } from 'node:fs/promises';
+import { RegistryApi } from '../../libs/client/index.js';
+import type { ModelInfo, TensorSpec, VersionRecord } from '../../libs/proto/index.js';
+import type { GlobalOptions } from './addresses.js';
+import { CliError, printJson, printText, remote } from './output.js';
+import { formatBytes, renderFields, renderTable } from './table.js';
+
+export interface PushOptions extends GlobalOptions {
+  name: string;
+  alias?: string;
+  description?: string;
+  maxBatch?: number;
+  maxQueueDelayUs?: number;
+}
+
+/** `models push FILE`: uploads an ONNX file as the next version of `--name`. */
+export async function pushCommand(file: string, o: PushOptions): Promise<void> {
+  let bytes: Buffer;
+  try {
+    bytes = await readFile(file);
+  } catch (err) {
+    throw new CliError('NOT_FOUND', `cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+  }
+  const batching = o.maxBatch !== undefined || o.maxQueueDelayUs !== undefined ? { maxBatchSize: o.maxBatch ?? 0, maxQueueDelayMicros: o.maxQueueDelayUs ?? 0 } : undefined;
+  const api = new RegistryApi(o.registry);
+  try {
+    const v = await remote('registry', o.registry, () => api.push(bytes, { name: o.name, alias: o.alias ?? '', description: o.description ?? '', batching }));
+    if (o.json) {
+      printJson({ name: v.name, version: v.version, sha256: v.sha256, sizeBytes: v.sizeBytes, inputs: specsJson(v.inputs), outputs: specsJson(v.outputs), batchable: v.batchable, ...(o.alias ? { alias: o.alias } : {}) });
+      return;
+    }
+    printText(
+      renderFields([
+        ['name', v.name],
+        ['version', String(v.version)],
+        ['sha256', v.sha256],
+        ['size', formatBytes(v.sizeBytes)],
+        ['inputs', specsText(v.inputs)],
+        ['outputs', specsText(v.outputs)],
+        ['batchable', v.batchable ? 'yes' : 'no'],
+        ...(o.alias ? ([['alias', `${o.alias} → ${v.version}`]] as [string, string][]) : []),
+      ]),
+    );
+  } finally {
+    api.close();
+  }
+}
+
+/** `models list`: every model with its versions and aliases. */
+export async function listCommand(o: GlobalOptions): Promise<void> {
+  const api = new RegistryApi(o.registry);
+  try {
+    const models = await remote('registry', o.registry, () => api.list());
+    models.sort((a, b) => a.name.localeCompare(b.name));
+    if (o.json) {
+      printJson({
+        models: models.map((m) => ({ name: m.name, versions: m.versions.map((v) => v.version), latest: latest(m), aliases: aliases(m) })),
+      });
+      return;
+    }
+    if (models.length === 0) {
+      printText('no models yet (push one with: infermesh models push FILE --name NAME)');
+      return;
+    }
+    printText(
+      renderTable(
+        ['MODEL', 'VERSIONS', 'LATEST', 'ALIASES'],
+        models.map((m) => [m.name, String(m.versions.length), String(latest(m) || '-'), aliasesText(m) || '-']),
+      ),
+    );
+  } finally {
+    api.close();
+  }
+}
+
+/** `models show NAME`: versions (sha256 prefix, created, inputs/outputs) and aliases. */
+export async function showCommand(name: string, o: GlobalOptions): Promise<void> {
+  const api = new RegistryApi(o.registry);
+  try {
+    const m = await remote('registry', o.registry, () => api.get(name));
+    const versions = [...m.versions].sort((a, b) => a.version - b.version);
+    if (o.json) {
+      printJson({ name: m.name, aliases: aliases(m), versions: versions.map(versionJson) });
+      return;
+    }
+    const byVersion = new Map<number, string[]>();
+    for (const [alias, v] of Object.entries(aliases(m))) byVersion.set(v, [...(byVersion.get(v) ?? []), alias]);
+    printText(`model ${m.name}  aliases: ${aliasesText(m) || '-'}`);
+    printText(
+      renderTable(
+        ['VERSION', 'SHA256', 'SIZE', 'CREATED', 'INPUTS', 'OUTPUTS', 'ALIASES'],
+        versions.map((v) => [
+          String(v.version),
+          v.sha256.slice(0, 12),
+          formatBytes(v.sizeBytes),
+          created(v),
+          specsText(v.inputs),
+          specsText(v.outputs),
+          (byVersion.get(v.version) ?? []).sort().join(',') || '-',
+        ]),
+        ['right', 'left', 'right', 'left', 'left', 'left', 'left'],
+      ),
+    );
+  } finally {
+    api.close();
+  }
+}
+
+/** `models promote NAME VERSION`: points an alias (default production) at VERSION. */
+export async function promoteCommand(name: string, version: number, o: GlobalOptions & { alias: string }): Promise<void> {
+  const api = new RegistryApi(o.registry);
+  try {
+    const before = await remote('registry', o.registry, () => api.get(name));
+    const previous = aliases(before)[o.alias] ?? 0;
+    // Compare-and-set against what was just read, so a concurrent promote is not silently overwritten.
+    const after = await remote('registry', o.registry, () => api.setAlias(name, version, o.alias, previous));
+    const now = aliases(after)[o.alias] ?? version;
+    if (o.json) {
+      printJson({ name, alias: o.alias, version: now, previous: previous || null });
+      return;
+    }
+    printText(`${name}: ${o.alias} → ${now}${previous ? ` (was ${previous})` : ''}`);
+  } finally {
+    api.close();
+  }
+}
+
+function latest(m: ModelInfo): number {
+  return m.versions.reduce((a, v) => Math.max(a, v.version), 0);
+}
+
+function aliases(m: ModelInfo): Record<string, number> {
+  return Object.fromEntries(Object.entries(m.traffic?.aliases ?? {}).sort(([a], [b]) => a.localeCompare(b)));
+}
+
+function aliasesText(m: ModelInfo): string {
+  return Object.entries(aliases(m))
+    .map(([a, v]) => `${a}=${v}`)
+    .join(',');
+}
+
+function created(v: VersionRecord): string {
+  return v.createdAtMs ? new Date(v.createdAtMs).toISOString().replace(/\.\d{3}Z$/, 'Z') : '-';
+}
+
+function specsJson(specs: readonly TensorSpec[]): { name: string; datatype: string; shape: number[] }[] {
+  return specs.map((s) => ({ name: s.name, datatype: s.datatype, shape: [...s.shape] }));
+}
+
+/** `features FP32[-1,8]`, comma-separated. */
+export function specsText(specs: readonly TensorSpec[]): string {
+  return specs.map((s) => `${s.name} ${s.datatype}[${s.shape.join(',')}]`).join(', ');
+}
+
+function versionJson(v: VersionRecord) {
+  return {
+    version: v.version,
+    sha256: v.sha256,
+    sizeBytes: v.sizeBytes,
+    createdAt: v.createdAtMs ? new Date(v.createdAtMs).toISOString() : null,
+    createdBy: v.createdBy,
+    description: v.description,
+    inputs: specsJson(v.inputs),
+    outputs: specsJson(v.outputs),
+    batchable: v.batchable,
+    batching: v.batching ? { maxBatchSize: v.batching.maxBatchSize, maxQueueDelayMicros: v.batching.maxQueueDelayMicros } : null,
+  };
+}
