@@ -1,0 +1,193 @@
+/**
+ * Child processes of `infermesh up`: started with their output in
+ * `<logs>/<name>.log`, ready once they say so, stopped in tiers (highest
+ * first) with SIGTERM and then SIGKILL, and watched for unexpected exits.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createWriteStream, existsSync, type WriteStream } from 'node:fs';
+import path from 'node:path';
+import { childEnv } from './addresses.js';
+
+// A child leads its own process group (so a terminal's Ctrl-C reaches only
+// us, and we stop children in order). setpriv (util-linux) asks the kernel to
+// send it SIGTERM should we die without stopping it, then execs the command
+// under the same pid.
+const SETPRIV = '/usr/bin/setpriv';
+const withParentDeath = existsSync(SETPRIV);
+
+export interface StartSpec {
+  name: string;
+  command: string;
+  args: string[];
+  /** Stopped after every child of a higher tier. */
+  tier: number;
+  /** Ready when a stdout line parses as JSON and this returns true (its fields become `info`). */
+  readyLine?: (line: Record<string, unknown>) => boolean;
+  /** Ready when this resolves true (polled every 50 ms). */
+  readyProbe?: () => Promise<boolean>;
+  timeoutMs: number;
+}
+
+export interface Started {
+  name: string;
+  pid: number;
+  logFile: string;
+  /** The fields of the line that made it ready, if `readyLine` did. */
+  info: Record<string, unknown>;
+}
+
+interface Managed extends Started {
+  tier: number;
+  proc: ChildProcess;
+  log: WriteStream;
+  ready: boolean;
+  exit: Promise<void>;
+  exited: string | null;
+}
+
+/** How long a child has after SIGTERM before SIGKILL. */
+const STOP_GRACE_MS = 5_000;
+
+export class Supervisor {
+  private readonly children: Managed[] = [];
+  private stopping: Promise<void> | null = null;
+
+  /** `onUnexpectedExit` hears of a ready child that exits before stopAll(). */
+  constructor(private readonly logDir: string, private readonly onUnexpectedExit: (child: Started, how: string) => void) {}
+
+  /**
+   * Starts one child and resolves once it is ready. Rejects (and kills it)
+   * when it exits, fails to spawn, or is not ready within `timeoutMs`.
+   */
+  start(spec: StartSpec): Promise<Started> {
+    if (this.stopping) return Promise.reject(new Error('shutting down'));
+    const logFile = path.join(this.logDir, `${spec.name}.log`);
+    const log = createWriteStream(logFile, { flags: 'w' });
+    const proc = spawn(withParentDeath ? SETPRIV : spec.command, withParentDeath ? ['--pdeathsig', 'TERM', '--', spec.command, ...spec.args] : spec.args, {
+      detached: true,
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: childEnv(),
+    });
+    let exitedResolve!: () => void;
+    const child: Managed = {
+      name: spec.name,
+      pid: proc.pid ?? -1,
+      logFile,
+      info: {},
+      tier: spec.tier,
+      proc,
+      log,
+      ready: false,
+      exited: null,
+      exit: new Promise<void>((r) => (exitedResolve = r)),
+    };
+    this.children.push(child);
+
+    return new Promise<Started>((resolve, reject) => {
+      const settle = (err: Error | null) => {
+        clearTimeout(timer);
+        clearInterval(probe);
+        if (err) {
+          reject(err);
+          void this.stopOne(child);
+        } else if (!child.ready) {
+          child.ready = true;
+          resolve(child);
+        }
+      };
+      const timer = setTimeout(() => settle(new Error(`${spec.name} was not ready within ${spec.timeoutMs / 1000} s (see ${logFile})`)), spec.timeoutMs);
+      let probe: NodeJS.Timeout | undefined;
+      if (spec.readyProbe) {
+        let busy = false;
+        probe = setInterval(() => {
+          if (busy || child.ready || child.exited) return;
+          busy = true;
+          spec.readyProbe!().then(
+            (ok) => {
+              busy = false;
+              if (ok && !child.exited) settle(null);
+            },
+            () => (busy = false),
+          );
+        }, 50);
+      }
+      let buf = '';
+      proc.stdout!.on('data', (b: Buffer) => {
+        log.write(b);
+        if (child.ready || !spec.readyLine) return;
+        buf += b.toString();
+        let nl: number;
+        while ((nl = buf.indexOf('\n')) >= 0) {
+          const line = buf.slice(0, nl);
+          buf = buf.slice(nl + 1);
+          const json = parseJson(line);
+          if (json && spec.readyLine(json)) {
+            child.info = json;
+            buf = '';
+            settle(null);
+            return;
+          }
+        }
+      });
+      proc.stderr!.on('data', (b: Buffer) => log.write(b));
+      // 'close' comes after the last output, so the log file gets all of it.
+      proc.once('close', () => log.end());
+      proc.once('error', (err) => {
+        child.exited = String(err);
+        exitedResolve();
+        settle(new Error(`${spec.name} could not start: ${err.message}`));
+      });
+      proc.once('exit', (code, signal) => {
+        const how = signal ? `was killed by ${signal}` : `exited with status ${code}`;
+        child.exited = how;
+        exitedResolve();
+        if (!child.ready) settle(new Error(`${spec.name} ${how} before it was ready (see ${logFile})`));
+        else if (!this.stopping) this.onUnexpectedExit(child, how);
+      });
+    });
+  }
+
+  /** Pids of children that have not exited. */
+  pids(): number[] {
+    return this.children.filter((c) => !c.exited && c.pid > 0).map((c) => c.pid);
+  }
+
+  /** Stops every child, highest tier first (a tier in parallel); resolves once all have exited. Idempotent. */
+  stopAll(): Promise<void> {
+    return (this.stopping ??= (async () => {
+      const tiers = [...new Set(this.children.map((c) => c.tier))].sort((a, b) => b - a);
+      for (const tier of tiers) await Promise.all(this.children.filter((c) => c.tier === tier).map((c) => this.stopOne(c)));
+    })());
+  }
+
+  /** SIGKILL to every child still running (a second Ctrl-C). */
+  killAll(): void {
+    for (const c of this.children) if (!c.exited) signalGroup(c.pid, 'SIGKILL');
+  }
+
+  private async stopOne(c: Managed): Promise<void> {
+    if (c.exited || c.pid <= 0) return c.exit;
+    const timer = setTimeout(() => signalGroup(c.pid, 'SIGKILL'), STOP_GRACE_MS);
+    signalGroup(c.pid, 'SIGTERM');
+    await c.exit;
+    clearTimeout(timer);
+  }
+}
+
+/** Signals the child's process group (the child and anything it forked). */
+function signalGroup(pid: number, signal: NodeJS.Signals): void {
+  try {
+    process.kill(-pid, signal);
+  } catch {
+    // Already gone.
+  }
+}
+
+function parseJson(line: string): Record<string, unknown> | null {
+  if (!line.startsWith('{')) return null;
+  try {
+    return JSON.parse(line) as Record<string, unknown>;
+  } catch {
+    return null;
+  }
+}
