@@ -7,6 +7,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { createWriteStream, existsSync, type WriteStream } from 'node:fs';
 import path from 'node:path';
 import { childEnv } from './addresses.js';
+import { CliError } from './output.js';
 
 // A child leads its own process group (so a terminal's Ctrl-C reaches only
 // us, and we stop children in order). setpriv (util-linux) asks the kernel to
@@ -95,7 +96,15 @@ export class Supervisor {
           resolve(child);
         }
       };
-      const timer = setTimeout(() => settle(new Error(`${spec.name} was not ready within ${spec.timeoutMs / 1000} s (see ${logFile})`)), spec.timeoutMs);
+      const timer = setTimeout(
+        () => settle(new CliError('DEADLINE_EXCEEDED', `${spec.name} was not ready within ${spec.timeoutMs / 1000} s (see ${logFile})${lastLines(tail)}`)),
+        spec.timeoutMs,
+      );
+      // The end of the child's output, quoted when it fails to start.
+      let tail = '';
+      const keepTail = (b: Buffer) => {
+        if (!child.ready) tail = (tail + b.toString()).slice(-4000);
+      };
       let probe: NodeJS.Timeout | undefined;
       if (spec.readyProbe) {
         let busy = false;
@@ -114,6 +123,7 @@ export class Supervisor {
       let buf = '';
       proc.stdout!.on('data', (b: Buffer) => {
         log.write(b);
+        keepTail(b);
         if (child.ready || !spec.readyLine) return;
         buf += b.toString();
         let nl: number;
@@ -129,20 +139,34 @@ export class Supervisor {
           }
         }
       });
-      proc.stderr!.on('data', (b: Buffer) => log.write(b));
+      proc.stderr!.on('data', (b: Buffer) => {
+        log.write(b);
+        keepTail(b);
+      });
       // 'close' comes after the last output, so the log file gets all of it.
-      proc.once('close', () => log.end());
+      let closed: () => void = () => undefined;
+      proc.once('close', () => {
+        log.end();
+        closed();
+      });
       proc.once('error', (err) => {
         child.exited = String(err);
         exitedResolve();
-        settle(new Error(`${spec.name} could not start: ${err.message}`));
+        settle(new CliError('UNAVAILABLE', `${spec.name} could not start: ${err.message}`));
       });
       proc.once('exit', (code, signal) => {
         const how = signal ? `was killed by ${signal}` : `exited with status ${code}`;
         child.exited = how;
         exitedResolve();
-        if (!child.ready) settle(new Error(`${spec.name} ${how} before it was ready (see ${logFile})`));
-        else if (!this.stopping) this.onUnexpectedExit(child, how);
+        if (!child.ready) {
+          // Let the last output arrive so the error can quote it.
+          const report = () => settle(new CliError('UNAVAILABLE', `${spec.name} ${how} before it was ready (see ${logFile})${lastLines(tail)}`));
+          const t = setTimeout(report, 300);
+          closed = () => {
+            clearTimeout(t);
+            report();
+          };
+        } else if (!this.stopping) this.onUnexpectedExit(child, how);
       });
     });
   }
@@ -181,6 +205,20 @@ function signalGroup(pid: number, signal: NodeJS.Signals): void {
   } catch {
     // Already gone.
   }
+}
+
+/** The last few output lines, indented, for an error message (pino's JSON reduced to its msg and err). */
+function lastLines(text: string, n = 6): string {
+  const lines = text
+    .split('\n')
+    .filter((l) => l.trim() !== '')
+    .slice(-n)
+    .map((l) => {
+      const j = parseJson(l);
+      const shown = j ? [j.msg, j.err, j.error].filter((x) => x !== undefined).map((x) => (typeof x === 'string' ? x : JSON.stringify(x))).join(': ') || l : l;
+      return `  | ${shown.slice(0, 300)}`;
+    });
+  return lines.length ? `; its last output:\n${lines.join('\n')}` : '';
 }
 
 function parseJson(line: string): Record<string, unknown> | null {

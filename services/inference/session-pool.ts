@@ -53,8 +53,11 @@ export class SessionPool {
   private readonly workers: PoolWorker[];
   private onIdle: () => void = () => {};
 
+  private closing = false;
+
   constructor(private readonly o: SessionPoolOptions, onFatal: (err: Error) => void) {
-    this.workers = Array.from({ length: o.workers }, () => new PoolWorker(onFatal));
+    // A worker that dies while the pool is open loses its sessions: fatal. terminate() during close is not.
+    this.workers = Array.from({ length: o.workers }, () => new PoolWorker((err) => this.closing || onFatal(err)));
   }
 
   /** Called whenever a worker becomes idle. */
@@ -101,6 +104,7 @@ export class SessionPool {
   }
 
   async close(): Promise<void> {
+    this.closing = true;
     await Promise.all(this.workers.map((w) => w.worker.terminate()));
   }
 }
