@@ -37,7 +37,8 @@ export async function remote<T>(service: 'registry' | 'router' | 'monitor', addr
     return await fn();
   } catch (err) {
     if (isServiceError(err) && (err.code === Status.UNAVAILABLE || err.code === Status.DEADLINE_EXCEEDED) && /connect|No connection|Deadline/i.test(err.details)) {
-      throw new CliError(codeName(err.code), `cannot reach the ${service} at ${address} (${err.details}); is the mesh running? (infermesh up, or --${service} ADDR)`);
+      const why = err.details.replace(/\.?\s*Resolution note:.*$/s, '');
+      throw new CliError(codeName(err.code), `cannot reach the ${service} at ${address} (${why}); is the mesh running? (infermesh up, or --${service} ADDR)`);
     }
     throw err;
   }

@@ -63,6 +63,7 @@ export class Supervisor {
   start(spec: StartSpec): Promise<Started> {
     if (this.stopping) return Promise.reject(new Error('shutting down'));
     const logFile = path.join(this.logDir, `${spec.name}.log`);
+    const shownLog = path.relative(process.cwd(), logFile).startsWith('..') ? logFile : path.relative(process.cwd(), logFile);
     const log = createWriteStream(logFile, { flags: 'w' });
     const proc = spawn(withParentDeath ? SETPRIV : spec.command, withParentDeath ? ['--pdeathsig', 'TERM', '--', spec.command, ...spec.args] : spec.args, {
       detached: true,
@@ -97,7 +98,7 @@ export class Supervisor {
         }
       };
       const timer = setTimeout(
-        () => settle(new CliError('DEADLINE_EXCEEDED', `${spec.name} was not ready within ${spec.timeoutMs / 1000} s (see ${logFile})${lastLines(tail)}`)),
+        () => settle(new CliError('DEADLINE_EXCEEDED', `${spec.name} was not ready within ${spec.timeoutMs / 1000} s (see ${shownLog})${lastLines(tail)}`)),
         spec.timeoutMs,
       );
       // The end of the child's output, quoted when it fails to start.
@@ -160,7 +161,7 @@ export class Supervisor {
         exitedResolve();
         if (!child.ready) {
           // Let the last output arrive so the error can quote it.
-          const report = () => settle(new CliError('UNAVAILABLE', `${spec.name} ${how} before it was ready (see ${logFile})${lastLines(tail)}`));
+          const report = () => settle(new CliError('UNAVAILABLE', `${spec.name} ${how} before it was ready (see ${shownLog})${lastLines(tail)}`));
           const t = setTimeout(report, 300);
           closed = () => {
             clearTimeout(t);
@@ -169,6 +170,11 @@ export class Supervisor {
         } else if (!this.stopping) this.onUnexpectedExit(child, how);
       });
     });
+  }
+
+  /** How many children were started (running or not). */
+  get size(): number {
+    return this.children.length;
   }
 
   /** Pids of children that have not exited. */
@@ -211,7 +217,8 @@ function signalGroup(pid: number, signal: NodeJS.Signals): void {
 function lastLines(text: string, n = 6): string {
   const lines = text
     .split('\n')
-    .filter((l) => l.trim() !== '')
+    // A child's stack frames say nothing to the person reading this.
+    .filter((l) => l.trim() !== '' && !/^\s+at |^\s*\^\s*$|^Node\.js v\d/.test(l))
     .slice(-n)
     .map((l) => {
       const j = parseJson(l);

@@ -53,9 +53,10 @@ export async function upCommand(o: UpOptions): Promise<number> {
     if (stopping) return;
     stopping = true;
     abort.abort();
-    progress('stopping the mesh… ');
+    const any = supervisor.size > 0;
+    if (any) progress('stopping the mesh… ');
     void supervisor.stopAll().then(() => {
-      progress('stopped\n');
+      if (any) progress('stopped\n');
       clearInterval(keepAlive);
       finish(code);
     });
@@ -81,7 +82,8 @@ export async function upCommand(o: UpOptions): Promise<number> {
   process.on('SIGTERM', onSignal);
 
   try {
-    const natsUrl = o.nats ?? (await startNats(supervisor, dir, o.natsPort));
+    await checkPorts(o);
+    const natsUrl = o.nats ?? (await startNats(supervisor, dir, o.natsPort, abort.signal));
     const entry = (service: string) => fileURLToPath(new URL(`../${service}/main.js`, import.meta.url));
     const service = (name: string, tier: number, script: string, port: number, extra: string[] = []) =>
       announce(
@@ -95,6 +97,8 @@ export async function upCommand(o: UpOptions): Promise<number> {
           timeoutMs: SERVICE_START_TIMEOUT_MS,
         }),
         (c) => `:${c.info.grpcPort}${c.info.metricsPort !== undefined ? `, metrics :${c.info.metricsPort}` : ''}${c.info.restPort !== undefined ? `, REST :${c.info.restPort}` : ''}`,
+        true,
+        abort.signal,
       );
     const [registry, monitor, ...replicas] = await Promise.all([
       service('registry', 1, 'registry', o.registryPort),
@@ -105,7 +109,7 @@ export async function upCommand(o: UpOptions): Promise<number> {
 
     const addr = (c: Started) => `127.0.0.1:${c.info.grpcPort}`;
     const addresses = { router: addr(router), registry: addr(registry!), monitor: addr(monitor!) };
-    await announce('waiting for the router to be ready', waitRouterReady(addresses.router, abort.signal), () => '', false);
+    await announce('waiting for the router to be ready', waitRouterReady(addresses.router, abort.signal), () => '', false, abort.signal);
     const summary = {
       ready: true,
       ...addresses,
@@ -138,8 +142,30 @@ export async function upCommand(o: UpOptions): Promise<number> {
   return code;
 }
 
+/** Fails fast, naming the flag, when a port the mesh needs is taken. */
+async function checkPorts(o: UpOptions): Promise<void> {
+  const wanted: [number, string][] = [
+    [o.routerPort, '--router-port'],
+    [o.restPort, '--rest-port'],
+    [o.registryPort, '--registry-port'],
+    [o.monitorPort, '--monitor-port'],
+    [o.metricsPort, '--metrics-port'],
+    ...Array.from({ length: o.replicas }, (_, i): [number, string] => [o.inferencePort === 0 ? 0 : o.inferencePort + i, '--inference-port']),
+  ];
+  if (o.natsPort !== undefined && !o.nats) wanted.push([o.natsPort, '--nats-port']);
+  const taken: string[] = [];
+  const seen = new Map<number, string>();
+  for (const [port, flag] of wanted) {
+    if (port === 0) continue;
+    if (seen.has(port)) taken.push(`port ${port} is given to both ${seen.get(port)} and ${flag}`);
+    else if (!(await isPortFree(port))) taken.push(`port ${port} (${flag}) is already in use`);
+    seen.set(port, flag);
+  }
+  if (taken.length) throw new CliError('FAILED_PRECONDITION', `${taken.join('; ')}; choose other ports with the flags named, or stop what uses them`);
+}
+
 /** Starts nats-server with JetStream in `<dir>/nats` on `port` (default 4222 when free, else any free port). */
-async function startNats(supervisor: Supervisor, dir: string, port?: number): Promise<string> {
+async function startNats(supervisor: Supervisor, dir: string, port: number | undefined, signal: AbortSignal): Promise<string> {
   const bin = await ensureNatsServer();
   const p = port ?? ((await isPortFree(NATS_DEFAULT_PORT)) ? NATS_DEFAULT_PORT : await freePort());
   await announce(
@@ -153,12 +179,14 @@ async function startNats(supervisor: Supervisor, dir: string, port?: number): Pr
       timeoutMs: 15_000,
     }),
     () => `:${p}`,
+    true,
+    signal,
   );
   return `nats://127.0.0.1:${p}`;
 }
 
 /** Prints `starting <what>… ok (<detail>)` (or `failed`) once `work` settles; several may run at once. */
-async function announce<T>(what: string, work: Promise<T>, detail: (r: T) => string, starting = true): Promise<T> {
+async function announce<T>(what: string, work: Promise<T>, detail: (r: T) => string, starting = true, signal?: AbortSignal): Promise<T> {
   const label = starting ? `starting ${what}…` : `${what}…`;
   try {
     const r = await work;
@@ -166,7 +194,8 @@ async function announce<T>(what: string, work: Promise<T>, detail: (r: T) => str
     progress(`${label} ok${d ? ` (${d})` : ''}\n`);
     return r;
   } catch (err) {
-    progress(`${label} failed\n`);
+    // Once stopping, children that had not started yet are not news.
+    if (!signal?.aborted) progress(`${label} failed\n`);
     throw err;
   }
 }

@@ -62,7 +62,7 @@ export class Announcer {
     try {
       await this.kv.put(this.o.id, ReplicaRecord.encode(this.record()).finish());
     } catch (err) {
-      this.log.debug({ err: String(err) }, 'heartbeat not written');
+      this.log.warn({ err: String(err) }, 'heartbeat not written');
     }
   }
 

@@ -8,7 +8,8 @@ import * as grpc from '@grpc/grpc-js';
 import { connect, type NatsConnection } from 'nats';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { InferenceApi } from '../../libs/client/index.js';
-import { BUCKET_ARTIFACTS, BUCKET_MODELS, BUCKET_REPLICAS, keys } from '../../libs/bus/index.js';
+import { BUCKET_ARTIFACTS, BUCKET_MODELS, BUCKET_REPLICAS, KvMirror, keys } from '../../libs/bus/index.js';
+import { createLogger } from '../../libs/log/index.js';
 import { mlpModel } from '../../libs/onnx-builder/index.js';
 import { ModelEvent, ModelEvent_Kind, ReplicaRecord, VersionRecord, VersionState } from '../../libs/proto/index.js';
 import { startMesh, type Mesh } from '../harness/mesh.js';
@@ -20,13 +21,12 @@ const model = mlpModel({ inputs: 8, hidden: [16], outputs: 1, seed: 5 });
 const row = [1, 0, 1, 0, 1, 0, 1, 0];
 const input = [{ name: 'features', datatype: 'FP32', shape: [1, 8], data: row }];
 
+/** A snapshot of the replicas bucket (through a watcher: kv.keys() can miss keys while heartbeats churn). */
 async function replicaRecords(): Promise<ReplicaRecord[]> {
   const kv = await nc.jetstream().views.kv(BUCKET_REPLICAS);
-  const out: ReplicaRecord[] = [];
-  for await (const k of await kv.keys()) {
-    const e = await kv.get(k);
-    if (e?.operation === 'PUT' && e.value.length) out.push(ReplicaRecord.decode(e.value));
-  }
+  const m = await KvMirror.start(kv, { log: createLogger('test', 'silent'), onChange: () => {} });
+  const out = [...m.entries()].map(([, v]) => ReplicaRecord.decode(v));
+  m.close();
   return out;
 }
 

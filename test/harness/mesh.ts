@@ -58,12 +58,18 @@ export async function startService(service: string, args: string[], env: Record<
       reject(new Error(`${service} exited (${code}) before listening:\n${logs.join('\n')}`));
     });
   });
+  let stopping = false;
+  void exitP.then((code) => {
+    // A service that dies on its own is a finding: show why.
+    if (!stopping) process.stderr.write(`\n[harness] ${service} exited unexpectedly (${code ?? proc.signalCode}):\n${logs.slice(-30).join('\n')}\n`);
+  });
   return {
     name: service,
     proc,
     info,
     logs,
     stop(signal = 'SIGTERM') {
+      stopping = true;
       if (exited !== undefined) return Promise.resolve(exited);
       proc.kill(signal);
       const t = setTimeout(() => proc.kill('SIGKILL'), 15_000);

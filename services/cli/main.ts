@@ -1,0 +1,117 @@
+#!/usr/bin/env node
+/**
+ * infermesh: the command-line tool for people (tables) and scripts (--json).
+ * This file only wires commander to the command modules beside it; each
+ * command's module is loaded when that command runs, so start-up stays quick.
+ */
+import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
+import { defaultAddresses, type GlobalOptions } from './addresses.js';
+import { describeError } from './output.js';
+
+const program = new Command('infermesh')
+  .description('Deploy and operate ONNX models on the infermesh gRPC mesh')
+  .version('0.1.0')
+  // Program options only before the command, so `infer --version 2` means the model version.
+  .enablePositionalOptions()
+  .exitOverride()
+  // Commander's own error lines are replaced by ours (see the catch below).
+  .configureOutput({ outputError: () => undefined });
+
+/** Adds the options every command takes: service addresses and --json. */
+function withGlobals(cmd: Command): Command {
+  return cmd
+    .addOption(new Option('--registry <addr>', 'registry gRPC address (env INFERMESH_REGISTRY_ADDR)').default(defaultAddresses.registry))
+    .addOption(new Option('--router <addr>', 'router gRPC address (env INFERMESH_ROUTER_ADDR)').default(defaultAddresses.router))
+    .addOption(new Option('--monitor <addr>', 'monitor gRPC address (env INFERMESH_MONITOR_ADDR)').default(defaultAddresses.monitor))
+    .option('--json', 'print exactly one JSON object on stdout');
+}
+
+function int(min: number, max = Number.MAX_SAFE_INTEGER) {
+  return (raw: string): number => {
+    const n = Number(raw);
+    if (!/^-?\d+$/.test(raw.trim()) || n < min || n > max) throw new InvalidArgumentError(`expected an integer in [${min}, ${max}]`);
+    return n;
+  };
+}
+const port = int(0, 65535);
+
+program
+  .command('up')
+  .description('start a local mesh: nats-server (JetStream), registry, monitor, inference replicas, router; Ctrl-C stops it')
+  .option('--dir <dir>', 'state directory (NATS store, logs)', '.infermesh')
+  .option('--replicas <n>', 'inference replicas', int(1, 64), 2)
+  .option('--nats <url>', 'use this NATS server (JetStream enabled) instead of starting one')
+  .option('--nats-port <port>', 'port of the started nats-server (default 4222, or a free one when taken)', port)
+  .option('--router-port <port>', 'router gRPC port', port, 8500)
+  .option('--rest-port <port>', 'router REST port', port, 8501)
+  .option('--registry-port <port>', 'registry gRPC port', port, 8600)
+  .option('--monitor-port <port>', 'monitor gRPC port', port, 8700)
+  .option('--metrics-port <port>', 'monitor Prometheus port', port, 9464)
+  .option('--inference-port <port>', 'first inference replica port (replica i gets port+i; 0 = any free)', port, 8800)
+  .option('--demo', 'train and push the fraud demo model, send demo traffic, print its stats')
+  .option('--demo-requests <n>', 'demo scoring requests', int(1, 10_000_000), 2000)
+  .option('--json', 'print one JSON object (addresses, demo stats) on stdout once ready')
+  .action(async (o) => {
+    const { upCommand } = await import('./up.js');
+    process.exitCode = await upCommand(o);
+  });
+
+const models = program.command('models').description('push, list, show and promote model versions');
+
+withGlobals(models.command('push').argument('<file>', 'ONNX model file'))
+  .description('upload an ONNX model as the next version of a model')
+  .requiredOption('--name <name>', 'model name')
+  .option('--alias <alias>', 'point this alias (e.g. production) at the new version')
+  .option('--description <text>', 'free text kept with the version')
+  .option('--max-batch <n>', 'dynamic batching: largest batch (1 = off)', int(1, 65536))
+  .option('--max-queue-delay-us <n>', 'dynamic batching: longest wait for a batch to fill, in µs', int(0, 10_000_000))
+  .action(async (file: string, o) => (await import('./models.js')).pushCommand(file, o));
+
+withGlobals(models.command('list'))
+  .description('all models with their versions and aliases')
+  .action(async (o: GlobalOptions) => (await import('./models.js')).listCommand(o));
+
+withGlobals(models.command('show').argument('<name>', 'model name'))
+  .description("a model's versions (sha256, created, inputs/outputs) and aliases")
+  .action(async (name: string, o: GlobalOptions) => (await import('./models.js')).showCommand(name, o));
+
+withGlobals(models.command('promote').argument('<name>', 'model name').argument('<version>', 'version number', int(1)))
+  .description('point an alias (default production) at a version')
+  .option('--alias <alias>', 'alias to move', 'production')
+  .action(async (name: string, version: number, o) => (await import('./models.js')).promoteCommand(name, version, o));
+
+withGlobals(program.command('infer').argument('<name>', 'model name'))
+  .description('one inference through the router')
+  .requiredOption('--input <json>', 'inputs: {"<input>": nestedArray, …} or [{"name","datatype","shape","data"}], or @file')
+  .option('--version <v>', 'model version (default: the production alias)')
+  .option('--output <names...>', 'outputs to return (default: all)')
+  .option('--id <id>', 'request id, echoed in the response')
+  .option('--timeout-ms <n>', 'deadline', int(1), 10_000)
+  .action(async (name: string, o) => (await import('./infer.js')).inferCommand(name, o));
+
+withGlobals(program.command('stats').argument('[name]', 'model name (default: all models)'))
+  .description('requests, errors, latency percentiles and rate per model version, from the monitor')
+  .action(async (name: string | undefined, o: GlobalOptions) => (await import('./stats.js')).statsCommand(name, o));
+
+process.on('unhandledRejection', (err) => exitWith(err));
+
+try {
+  await program.parseAsync(process.argv);
+  process.exit(process.exitCode ?? 0);
+} catch (err) {
+  exitWith(err);
+}
+
+function exitWith(err: unknown): never {
+  if (err instanceof CommanderError) {
+    // --help and --version end here too, with status 0.
+    if (err.exitCode === 0) process.exit(0);
+    // No command given: commander has printed the help on stderr.
+    if (err.code === 'commander.help') process.exit(2);
+    process.stderr.write(`error: INVALID_ARGUMENT: ${err.message.replace(/^error: /, '')}\n(run with --help for usage)\n`);
+    process.exit(2);
+  }
+  const { line, exitCode } = describeError(err);
+  process.stderr.write(`${line}\n`);
+  process.exit(exitCode);
+}
