@@ -1,6 +1,6 @@
 import * as grpc from '@grpc/grpc-js';
 import { channelOptions, deadlineIn, call } from '../grpc/index.js';
-import { RegistryClient, type ModelInfo, type PushHeader, type VersionRecord, type PushModelResponse } from '../proto/index.js';
+import { PushHeader, RegistryClient, type ModelInfo, type VersionRecord, type PushModelResponse } from '../proto/index.js';
 
 const CHUNK = 1 << 20;
 
@@ -17,7 +17,7 @@ export class RegistryApi {
       const stream = this.client.pushModel(metadata, { deadline: deadlineIn(this.timeoutMs) }, (err: grpc.ServiceError | null, res?: PushModelResponse) =>
         err ? reject(err) : resolve(res!.version!),
       );
-      stream.write({ part: { $case: 'header', value: { description: '', alias: '', batching: undefined, ...header } } });
+      stream.write({ part: { $case: 'header', value: PushHeader.fromPartial(header) } });
       for (let off = 0; off < bytes.byteLength; off += CHUNK) stream.write({ part: { $case: 'chunk', value: bytes.subarray(off, off + CHUNK) } });
       stream.end();
     });

@@ -10,6 +10,7 @@ export {
   TrafficRecord,
   AliasHistory,
   ReplicaRecord,
+  ReplicaStats,
   LoadedVersion,
   VersionState,
   ModelEvent,

@@ -1,6 +1,7 @@
 import type { KV } from 'nats';
 import type { Logger } from '../../libs/log/index.js';
-import { ReplicaRecord, type LoadedVersion } from '../../libs/proto/index.js';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
+import { ReplicaRecord, type LoadedVersion, type ReplicaStats } from '../../libs/proto/index.js';
 
 export interface AnnouncerOptions {
   id: string;
@@ -22,8 +23,25 @@ export class Announcer {
   private scheduled = false;
   private closed = false;
 
-  constructor(private readonly kv: KV, private readonly o: AnnouncerOptions, private readonly versions: () => LoadedVersion[], private readonly log: Logger) {
-    this.timer = setInterval(() => void this.put(), o.intervalMs);
+  private readonly loop = monitorEventLoopDelay({ resolution: 1 });
+  private loopP99 = 0;
+  private loopMax = 0;
+
+  constructor(
+    private readonly kv: KV,
+    private readonly o: AnnouncerOptions,
+    private readonly versions: () => LoadedVersion[],
+    private readonly stats: () => ReplicaStats,
+    private readonly log: Logger,
+  ) {
+    this.loop.enable();
+    this.timer = setInterval(() => {
+      // Event-loop delay of the gRPC thread over the last interval: ONNX Runtime must never block it.
+      this.loopP99 = Math.round(this.loop.percentile(99) / 1000);
+      this.loopMax = Math.round(this.loop.max / 1000);
+      this.loop.reset();
+      void this.put();
+    }, o.intervalMs);
     this.timer.unref();
   }
 
@@ -38,6 +56,7 @@ export class Announcer {
       startedAtMs: this.startedAt,
       updatedAtMs: Date.now(),
       accepting: this.accepting,
+      stats: { ...this.stats(), eventLoopP99Micros: this.loopP99, eventLoopMaxMicros: this.loopMax, rssBytes: process.memoryUsage.rss() },
     };
   }
 
@@ -71,6 +90,7 @@ export class Announcer {
     if (this.closed) return;
     this.closed = true;
     clearInterval(this.timer);
+    this.loop.disable();
     await this.kv.delete(this.o.id).catch(() => undefined);
   }
 }

@@ -60,7 +60,7 @@ const pool = new SessionPool({ workers: config.workers, intraOpThreads: config.i
   log.fatal({ err: String(err) }, 'ONNX Runtime worker died');
   process.exit(1);
 });
-const scheduler = new Scheduler(pool, { maxQueue: config.maxQueue });
+const scheduler = new Scheduler(pool, { maxQueue: config.maxQueue, workers: config.workers });
 const nc = await connectNats(config.natsUrl, `infermesh-inference-${replicaId}`, log);
 const buckets = await openBuckets(nc);
 const events = new EventPublisher(nc, replicaId, log);
@@ -92,7 +92,7 @@ server.addService(
 const health = addHealthAndReflection(server, ['inference/grpc_service.proto', 'infermesh/v1/runtime.proto'], ['inference.GRPCInferenceService', 'infermesh.v1.Runtime']);
 const port = await listen(server, config.host, config.port);
 const address = config.advertise || `${config.host}:${port}`;
-announcer = new Announcer(buckets.replicas, { id: replicaId, address, device: device.provider, workers: config.workers, intervalMs: config.heartbeatMs }, () => manager.loaded(), log);
+announcer = new Announcer(buckets.replicas, { id: replicaId, address, device: device.provider, workers: config.workers, intervalMs: config.heartbeatMs }, () => manager.loaded(), () => ({ ...scheduler.stats, outstanding: scheduler.outstanding() }), log);
 await manager.start();
 await announcer.put();
 health.set('SERVING');

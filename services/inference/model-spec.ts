@@ -17,6 +17,8 @@ export interface ModelSpec {
   readonly batchable: boolean;
   readonly maxBatchSize: number;
   readonly maxQueueDelayMicros: number;
+  /** Response cache entries; 0 = no cache. */
+  readonly cacheEntries: number;
 }
 
 /** The key of a model version in sessions and maps: `name:version`. */
@@ -47,5 +49,6 @@ export function specOf(rec: VersionRecord, defaultMaxBatch: number): ModelSpec {
     batchable: rec.batchable && maxBatch > 1,
     maxBatchSize: Math.max(1, maxBatch),
     maxQueueDelayMicros: rec.batching?.maxQueueDelayMicros ?? 0,
+    cacheEntries: rec.cacheEntries,
   };
 }

@@ -60,6 +60,7 @@ export function oipHandlers(manager: ModelManager, scheduler: Scheduler, o: OipO
           req: decoded,
           enqueuedAt: now,
           deadline: now + Math.min(left, o.defaultTimeoutMs),
+          priority: priorityOf(call.metadata),
           done: (code, message, response) => {
             if (code === Status.OK) cb(null, Buffer.from(response!.buffer, response!.byteOffset, response!.byteLength));
             else cb({ code, details: message });
@@ -71,6 +72,16 @@ export function oipHandlers(manager: ModelManager, scheduler: Scheduler, o: OipO
     },
   };
 }
+
+/** `x-infermesh-priority` metadata: 0 (default, real-time) or a positive bulk level. */
+export function priorityOf(md: grpc.Metadata): number {
+  const v = md.get(PRIORITY_HEADER);
+  if (v.length === 0) return 0;
+  const n = Number(v[0]);
+  return Number.isInteger(n) && n > 0 ? Math.min(n, 255) : 0;
+}
+
+export const PRIORITY_HEADER = 'x-infermesh-priority';
 
 /** The OIP service definition with ModelInfer's response passed through as encoded bytes. */
 export function oipServiceRawResponse(): grpc.ServiceDefinition {

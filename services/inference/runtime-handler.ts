@@ -72,6 +72,7 @@ function handleItem(item: RequestItem, manager: ModelManager, scheduler: Schedul
     req: decoded,
     enqueuedAt: now,
     deadline: now + (item.timeoutMicros > 0 ? item.timeoutMicros / 1000 : o.defaultTimeoutMs),
+    priority: item.priority,
     done: (code, message, response, queueMicros, computeMicros) =>
       out.push({ id, code, message, response: response ?? EMPTY, queueMicros, computeMicros }),
   });

@@ -1,7 +1,8 @@
 import { Status } from '../../libs/errors/index.js';
-import { oip } from '../../libs/proto/index.js';
+import { oip, type ReplicaStats } from '../../libs/proto/index.js';
 import type { DecodedRequest } from './infer-request.js';
 import type { ModelSpec } from './model-spec.js';
+import { ResponseCache, type CachedAnswer } from './response-cache.js';
 import type { RunResult, SessionPool } from './session-pool.js';
 import type { WireTensor } from './wire.js';
 
@@ -14,26 +15,37 @@ export interface Job {
   /** performance.now() milliseconds after which the result is useless. */
   deadline: number;
   enqueuedAt: number;
+  /** 0 = real-time (default), higher = bulk: runs only when no real-time work waits. */
+  priority?: number;
   done: JobDone;
+  cacheKey?: string;
 }
 
 export interface SchedulerOptions {
   /** Queued jobs per model version before RESOURCE_EXHAUSTED. */
   maxQueue: number;
+  /** Worker threads sharing the queue (for wait estimates). */
+  workers: number;
 }
 
-class VersionQueue {
+/** One priority level of a version's queue. */
+class Lane {
   jobs: Job[] = [];
   head = 0;
-  inflight = 0;
-  timer: NodeJS.Timeout | null = null;
-  constructor(readonly spec: ModelSpec) {}
+  rows = 0;
   get length(): number {
     return this.jobs.length - this.head;
   }
+  peek(): Job {
+    return this.jobs[this.head]!;
+  }
   shift(): Job {
     const j = this.jobs[this.head++]!;
-    if (this.head > 1024 && this.head * 2 > this.jobs.length) {
+    this.rows -= Math.max(1, j.req.rows);
+    if (this.head === this.jobs.length) {
+      this.jobs = [];
+      this.head = 0;
+    } else if (this.head > 1024 && this.head * 2 > this.jobs.length) {
       this.jobs = this.jobs.slice(this.head);
       this.head = 0;
     }
@@ -41,19 +53,48 @@ class VersionQueue {
   }
 }
 
+class VersionQueue {
+  readonly lanes = [new Lane(), new Lane()];
+  inflight = 0;
+  timer: NodeJS.Timeout | null = null;
+  /** Smoothed time of one batch run, milliseconds (0 until measured). */
+  batchMs = 0;
+  readonly cache: ResponseCache | null;
+  constructor(readonly spec: ModelSpec) {
+    this.cache = spec.cacheEntries > 0 ? new ResponseCache(spec.cacheEntries) : null;
+  }
+  get length(): number {
+    return this.lanes[0]!.length + this.lanes[1]!.length;
+  }
+}
+
+function newStats(): ReplicaStats {
+  return {
+    requests: 0, batches: 0, batchedRows: 0, expiredInQueue: 0, refusedDeadline: 0, refusedQueueFull: 0,
+    startedAfterDeadline: 0, finishedAfterDeadline: 0, cacheHits: 0, cacheMisses: 0, outstanding: 0,
+    eventLoopP99Micros: 0, eventLoopMaxMicros: 0, rssBytes: 0,
+  };
+}
+
 /**
  * Per model version queues feeding the worker pool with dynamic batches.
- * A batch forms from the queue's head: consecutive requests whose inputs
- * agree on every dimension but the first, up to maxBatchSize rows; it is
- * sent when a worker is idle and either the batch is full or its oldest
- * request has waited maxQueueDelayMicros (0: send whatever is queued).
- * Expired requests are answered DEADLINE_EXCEEDED and never run.
+ *
+ * - A batch forms from the head of the highest-priority non-empty lane:
+ *   consecutive requests whose inputs agree on every dimension but the
+ *   first, up to maxBatchSize rows. It is sent when a worker is idle and the
+ *   batch is full or its oldest request has waited maxQueueDelayMicros
+ *   (0: send whatever is queued — batches grow only while workers are busy).
+ * - Deadline-aware: a request whose deadline cannot be met given the work
+ *   ahead of it is refused at once with DEADLINE_EXCEEDED; one that expires
+ *   while queued is answered DEADLINE_EXCEEDED and never run.
+ * - A full queue answers RESOURCE_EXHAUSTED at once.
  */
 export class Scheduler {
   private readonly queues = new Map<string, VersionQueue>();
   private order: VersionQueue[] = [];
   private rr = 0;
   private pumping = false;
+  readonly stats: ReplicaStats = newStats();
 
   constructor(private readonly pool: SessionPool, private readonly o: SchedulerOptions) {
     pool.setIdleListener(() => this.pump());
@@ -91,20 +132,48 @@ export class Scheduler {
     return n;
   }
 
-  /** Enqueues a job; answers at once when its version is gone or its queue is full. */
+  /** Enqueues a job, or answers it at once (cache hit, version gone, queue full, deadline unmeetable). */
   submit(job: Job): void {
     const q = this.queues.get(job.spec.key);
+    this.stats.requests++;
     if (!q) return job.done(Status.UNAVAILABLE, `model ${job.spec.name} version ${job.spec.version} is not loaded here`, null, 0, 0);
-    if (q.length >= this.o.maxQueue) return job.done(Status.RESOURCE_EXHAUSTED, `queue of ${job.spec.name} is full`, null, 0, 0);
-    if (job.deadline <= job.enqueuedAt) return job.done(Status.DEADLINE_EXCEEDED, 'deadline exceeded before queueing', null, 0, 0);
+    if (q.cache) {
+      job.cacheKey = ResponseCache.key(job.req);
+      const hit = q.cache.get(job.cacheKey);
+      if (hit) {
+        this.stats.cacheHits++;
+        return job.done(0, '', encode(job.spec, job.req.id, hit), 0, 0);
+      }
+      this.stats.cacheMisses++;
+    }
+    if (q.length >= this.o.maxQueue) {
+      this.stats.refusedQueueFull++;
+      return job.done(Status.RESOURCE_EXHAUSTED, `queue of ${job.spec.name} is full`, null, 0, 0);
+    }
+    const lane = q.lanes[job.priority ? 1 : 0]!;
+    if (job.deadline <= job.enqueuedAt || !this.canMeet(q, lane, job)) {
+      this.stats.refusedDeadline++;
+      return job.done(Status.DEADLINE_EXCEEDED, 'deadline cannot be met: the queue ahead takes longer', null, 0, 0);
+    }
     q.inflight++;
     const inner = job.done;
     job.done = (c, m, r, qm, cm) => {
       q.inflight--;
       inner(c, m, r, qm, cm);
     };
-    q.jobs.push(job);
+    lane.jobs.push(job);
+    lane.rows += Math.max(1, job.req.rows);
     this.pump();
+  }
+
+  /** Whether the job can finish by its deadline given the rows ahead of it (estimate from measured batch times). */
+  private canMeet(q: VersionQueue, lane: Lane, job: Job): boolean {
+    if (q.batchMs === 0) return true;
+    let ahead = lane.rows;
+    if (lane === q.lanes[1]) ahead += q.lanes[0]!.rows;
+    const batchesAhead = Math.floor(ahead / q.spec.maxBatchSize / Math.max(1, this.o.workers));
+    const busy = this.pool.idle() ? 0 : 1;
+    return job.enqueuedAt + (batchesAhead + busy + 1) * q.batchMs <= job.deadline;
   }
 
   /** Dispatches batches while a worker is idle. */
@@ -118,7 +187,7 @@ export class Scheduler {
         const batch = this.takeBatch(q);
         if (batch) {
           idleRounds = 0;
-          this.dispatch(q.spec, batch);
+          this.dispatch(q, batch);
         } else idleRounds++;
       }
     } finally {
@@ -128,23 +197,27 @@ export class Scheduler {
 
   private takeBatch(q: VersionQueue): Job[] | null {
     const now = performance.now();
-    while (q.length > 0 && q.jobs[q.head]!.deadline <= now) {
-      const j = q.shift();
-      j.done(Status.DEADLINE_EXCEEDED, 'deadline exceeded while queued', null, Math.round((now - j.enqueuedAt) * 1000), 0);
+    for (const lane of q.lanes) {
+      while (lane.length > 0 && lane.peek().deadline <= now) {
+        const j = lane.shift();
+        this.stats.expiredInQueue++;
+        j.done(Status.DEADLINE_EXCEEDED, 'deadline exceeded while queued', null, Math.round((now - j.enqueuedAt) * 1000), 0);
+      }
     }
-    if (q.length === 0) return null;
-    const first = q.jobs[q.head]!;
+    const lane = q.lanes[0]!.length > 0 ? q.lanes[0]! : q.lanes[1]!;
+    if (lane.length === 0) return null;
+    const first = lane.peek();
     const spec = q.spec;
-    if (!spec.batchable || first.req.rows <= 0) return [q.shift()];
+    if (!spec.batchable || first.req.rows <= 0) return [lane.shift()];
     let rows = 0;
-    let end = q.head;
-    while (end < q.jobs.length) {
-      const j = q.jobs[end]!;
-      if (j.req.rows <= 0 || rows + j.req.rows > spec.maxBatchSize || !sameTail(first.req.shapes, j.req.shapes)) break;
+    let end = lane.head;
+    while (end < lane.jobs.length) {
+      const j = lane.jobs[end]!;
+      if (j.req.rows <= 0 || rows + j.req.rows > spec.maxBatchSize || !sameTail(first.req.shapes, j.req.shapes) || j.deadline <= now) break;
       rows += j.req.rows;
       end++;
     }
-    if (end === q.head) return [q.shift()];
+    if (end === lane.head) return [lane.shift()];
     const delayMs = spec.maxQueueDelayMicros / 1000;
     if (rows < spec.maxBatchSize && delayMs > 0 && now - first.enqueuedAt < delayMs) {
       if (!q.timer) {
@@ -155,51 +228,78 @@ export class Scheduler {
       }
       return null;
     }
-    const batch = q.jobs.slice(q.head, end);
-    q.head = end;
-    if (q.head === q.jobs.length) {
-      q.jobs = [];
-      q.head = 0;
-    }
+    const batch: Job[] = new Array(end - lane.head);
+    for (let i = 0; i < batch.length; i++) batch[i] = lane.shift();
     return batch;
   }
 
-  private dispatch(spec: ModelSpec, batch: Job[]): void {
+  private dispatch(q: VersionQueue, batch: Job[]): void {
+    const spec = q.spec;
     const started = performance.now();
     const feeds: WireTensor[] = new Array(spec.inputs.length);
     let rows = 0;
-    for (const j of batch) rows += j.req.rows;
+    for (const j of batch) {
+      rows += j.req.rows;
+      if (j.deadline <= started) this.stats.startedAfterDeadline++;
+    }
+    this.stats.batches++;
+    this.stats.batchedRows += Math.max(rows, batch.length);
     for (let k = 0; k < spec.inputs.length; k++) {
-      let data: ArrayBuffer;
       let dims: number[];
-      if (batch.length === 1) {
-        // A copy the worker can own (request bytes may be a view into a pooled Buffer).
-        const src = batch[0]!.req.data[k]!;
-        const own = new Uint8Array(src.byteLength);
-        own.set(src);
-        data = own.buffer;
-        dims = batch[0]!.req.shapes[k]!;
-      } else {
-        let total = 0;
-        for (const j of batch) total += j.req.data[k]!.byteLength;
-        const buf = new Uint8Array(total);
-        let off = 0;
-        for (const j of batch) {
-          buf.set(j.req.data[k]!, off);
-          off += j.req.data[k]!.byteLength;
-        }
-        data = buf.buffer;
-        dims = [rows, ...batch[0]!.req.shapes[k]!.slice(1)];
+      let total = 0;
+      for (const j of batch) total += j.req.data[k]!.byteLength;
+      // One copy into a buffer the worker can own (request bytes may be views into pooled Buffers).
+      const buf = new Uint8Array(total);
+      let off = 0;
+      for (const j of batch) {
+        buf.set(j.req.data[k]!, off);
+        off += j.req.data[k]!.byteLength;
       }
-      feeds[k] = { name: spec.inputs[k]!.name, type: spec.inputTypes[k]!.ort, dims, data };
+      if (batch.length === 1) dims = batch[0]!.req.shapes[k]!;
+      else dims = [rows, ...batch[0]!.req.shapes[k]!.slice(1)];
+      feeds[k] = { name: spec.inputs[k]!.name, type: spec.inputTypes[k]!.ort, dims, data: buf.buffer };
     }
     this.pool.run(spec.key, feeds, spec.outputNames as string[]).then(
-      (res) => complete(spec, batch, res, started),
+      (res) => {
+        const ms = performance.now() - started;
+        q.batchMs = q.batchMs === 0 ? ms : q.batchMs * 0.8 + ms * 0.2;
+        this.complete(q, batch, res, started);
+      },
       (err: Error) => {
         const msg = `model execution failed: ${String(err.message).replace(/\/[^\s:'"]+/g, '<path>').split('\n')[0]!.slice(0, 200)}`;
         for (const j of batch) j.done(Status.INTERNAL, msg, null, Math.round((started - j.enqueuedAt) * 1000), 0);
       },
     );
+  }
+
+  /** Splits the batch's outputs back per request and answers each. */
+  private complete(q: VersionQueue, batch: Job[], res: RunResult, started: number): void {
+    const spec = q.spec;
+    const now = performance.now();
+    let row = 0;
+    for (const j of batch) {
+      if (now > j.deadline) this.stats.finishedAfterDeadline++;
+      const queueMicros = Math.round((started - j.enqueuedAt) * 1000);
+      const n = j.req.outputs.length;
+      const answer: CachedAnswer = { outputs: new Array(n), raw: new Array(n) };
+      for (let o = 0; o < n; o++) {
+        const idx = j.req.outputs[o]!;
+        const t = res.outputs[idx]!;
+        let shape = t.dims;
+        let bytes: Uint8Array;
+        if (batch.length === 1) bytes = new Uint8Array(t.data);
+        else {
+          const rowBytes = t.data.byteLength / t.dims[0]!;
+          bytes = new Uint8Array(t.data, row * rowBytes, j.req.rows * rowBytes);
+          shape = [j.req.rows, ...t.dims.slice(1)];
+        }
+        answer.outputs[o] = { name: spec.outputs[idx]!.name, datatype: spec.outputTypes[idx]!.oip, shape, parameters: {}, contents: undefined };
+        answer.raw[o] = bytes;
+      }
+      row += j.req.rows;
+      if (q.cache && j.cacheKey) q.cache.set(j.cacheKey, { outputs: answer.outputs, raw: answer.raw.map((b) => b.slice()) });
+      j.done(0, '', encode(spec, j.req.id, answer), queueMicros, res.computeMicros);
+    }
   }
 }
 
@@ -213,36 +313,13 @@ function sameTail(a: number[][], b: number[][]): boolean {
   return true;
 }
 
-/** Splits the batch's outputs back per request and answers each. */
-function complete(spec: ModelSpec, batch: Job[], res: RunResult, started: number): void {
-  let row = 0;
-  for (const j of batch) {
-    const queueMicros = Math.round((started - j.enqueuedAt) * 1000);
-    const outputs: oip.ModelInferResponse_InferOutputTensor[] = new Array(j.req.outputs.length);
-    const raw: Uint8Array[] = new Array(j.req.outputs.length);
-    for (let o = 0; o < j.req.outputs.length; o++) {
-      const idx = j.req.outputs[o]!;
-      const t = res.outputs[idx]!;
-      let shape = t.dims;
-      let bytes: Uint8Array;
-      if (batch.length === 1) bytes = new Uint8Array(t.data);
-      else {
-        const rowBytes = t.data.byteLength / t.dims[0]!;
-        bytes = new Uint8Array(t.data, row * rowBytes, j.req.rows * rowBytes);
-        shape = [j.req.rows, ...t.dims.slice(1)];
-      }
-      outputs[o] = { name: spec.outputs[idx]!.name, datatype: spec.outputTypes[idx]!.oip, shape, parameters: {}, contents: undefined };
-      raw[o] = bytes;
-    }
-    row += j.req.rows;
-    const response = oip.ModelInferResponse.encode({
-      modelName: spec.name,
-      modelVersion: spec.versionString,
-      id: j.req.id,
-      parameters: {},
-      outputs,
-      rawOutputContents: raw,
-    }).finish();
-    j.done(0, '', response, queueMicros, res.computeMicros);
-  }
+function encode(spec: ModelSpec, id: string, a: CachedAnswer): Uint8Array {
+  return oip.ModelInferResponse.encode({
+    modelName: spec.name,
+    modelVersion: spec.versionString,
+    id,
+    parameters: {},
+    outputs: a.outputs,
+    rawOutputContents: a.raw,
+  }).finish();
 }

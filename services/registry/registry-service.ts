@@ -73,6 +73,7 @@ export function registryHandlers(store: ModelStore, events: EventPublisher, o: R
         createdAtMs: Date.now(),
         createdBy: o.actor,
         batchable: sig.batchable,
+        cacheEntries: header.cacheEntries,
       });
       await events.publish({ name: version.name, version: version.version, kind: ModelEvent_Kind.REGISTERED });
       if (header.alias) await setAlias(version.name, header.alias, version.version);

@@ -83,6 +83,8 @@ export function frontHandlers(table: RoutingTable, samples: SampleRecorder, o: F
     const end = t0 + budgetMs;
     const md = call.metadata.get('traceparent');
     const traceparent = md.length ? String(md[0]) : '';
+    const pr = call.metadata.get('x-infermesh-priority');
+    const priority = pr.length ? Math.min(255, Math.max(0, Number(pr[0]) | 0)) : 0;
     const version = route.record.version;
     const modelName = route.record.name;
     let tried: ReplicaConn | null = null;
@@ -101,7 +103,7 @@ export function frontHandlers(table: RoutingTable, samples: SampleRecorder, o: F
       tried = replica;
       attempts++;
       const left = end - performance.now();
-      replica.send(modelName, version, Math.max(1, Math.floor(left * 1000)), traceparent, buf, 0, (code, message, response) => {
+      replica.send(modelName, version, Math.max(1, Math.floor(left * 1000)), traceparent, buf, priority, (code, message, response) => {
         if (code === Status.UNAVAILABLE && attempts < 2 && end - performance.now() > 1) return attempt();
         finish(code, message, response);
       });

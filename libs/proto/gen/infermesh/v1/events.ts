@@ -44,6 +44,8 @@ export interface VersionRecord {
   createdBy: string;
   /** Whether every input and output has a dynamic leading (batch) dimension. */
   batchable: boolean;
+  /** Response cache size in entries (identical inputs -> cached outputs); 0 = off. */
+  cacheEntries: number;
 }
 
 /**
@@ -89,6 +91,31 @@ export interface ReplicaRecord {
   updatedAtMs: number;
   /** False while the replica drains before exit. */
   accepting: boolean;
+  stats: ReplicaStats | undefined;
+}
+
+/** Counters since the replica started, and gauges at heartbeat time. */
+export interface ReplicaStats {
+  requests: number;
+  batches: number;
+  batchedRows: number;
+  /** Answered DEADLINE_EXCEEDED while queued: never run. */
+  expiredInQueue: number;
+  /** Refused at admission: the deadline could not be met given the queue. */
+  refusedDeadline: number;
+  /** Refused at admission: the queue was full (RESOURCE_EXHAUSTED). */
+  refusedQueueFull: number;
+  /** Must stay 0: a request is never started after its deadline. */
+  startedAfterDeadline: number;
+  /** Runs that finished after the request's deadline (it was within it at start). */
+  finishedAfterDeadline: number;
+  cacheHits: number;
+  cacheMisses: number;
+  outstanding: number;
+  /** Event-loop delay of the gRPC thread since the previous heartbeat. */
+  eventLoopP99Micros: number;
+  eventLoopMaxMicros: number;
+  rssBytes: number;
 }
 
 export interface LoadedVersion {
@@ -175,6 +202,7 @@ function createBaseVersionRecord(): VersionRecord {
     createdAtMs: 0,
     createdBy: "",
     batchable: false,
+    cacheEntries: 0,
   };
 }
 
@@ -212,6 +240,9 @@ export const VersionRecord: MessageFns<VersionRecord> = {
     }
     if (message.batchable !== false) {
       writer.uint32(88).bool(message.batchable);
+    }
+    if (message.cacheEntries !== 0) {
+      writer.uint32(96).uint32(message.cacheEntries);
     }
     return writer;
   },
@@ -317,6 +348,14 @@ export const VersionRecord: MessageFns<VersionRecord> = {
             message.batchable = reader.bool();
             continue;
           }
+          case 12: {
+            if (tag !== 96) {
+              break;
+            }
+
+            message.cacheEntries = reader.uint32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -347,6 +386,7 @@ export const VersionRecord: MessageFns<VersionRecord> = {
     message.createdAtMs = object.createdAtMs ?? 0;
     message.createdBy = object.createdBy ?? "";
     message.batchable = object.batchable ?? false;
+    message.cacheEntries = object.cacheEntries ?? 0;
     return message;
   },
 };
@@ -691,6 +731,7 @@ function createBaseReplicaRecord(): ReplicaRecord {
     startedAtMs: 0,
     updatedAtMs: 0,
     accepting: false,
+    stats: undefined,
   };
 }
 
@@ -719,6 +760,9 @@ export const ReplicaRecord: MessageFns<ReplicaRecord> = {
     }
     if (message.accepting !== false) {
       writer.uint32(64).bool(message.accepting);
+    }
+    if (message.stats !== undefined) {
+      ReplicaStats.encode(message.stats, writer.uint32(74).fork()).join();
     }
     return writer;
   },
@@ -800,6 +844,14 @@ export const ReplicaRecord: MessageFns<ReplicaRecord> = {
             message.accepting = reader.bool();
             continue;
           }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.stats = ReplicaStats.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -825,6 +877,235 @@ export const ReplicaRecord: MessageFns<ReplicaRecord> = {
     message.startedAtMs = object.startedAtMs ?? 0;
     message.updatedAtMs = object.updatedAtMs ?? 0;
     message.accepting = object.accepting ?? false;
+    message.stats = (object.stats !== undefined && object.stats !== null)
+      ? ReplicaStats.fromPartial(object.stats)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseReplicaStats(): ReplicaStats {
+  return {
+    requests: 0,
+    batches: 0,
+    batchedRows: 0,
+    expiredInQueue: 0,
+    refusedDeadline: 0,
+    refusedQueueFull: 0,
+    startedAfterDeadline: 0,
+    finishedAfterDeadline: 0,
+    cacheHits: 0,
+    cacheMisses: 0,
+    outstanding: 0,
+    eventLoopP99Micros: 0,
+    eventLoopMaxMicros: 0,
+    rssBytes: 0,
+  };
+}
+
+export const ReplicaStats: MessageFns<ReplicaStats> = {
+  encode(message: ReplicaStats, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.requests !== 0) {
+      writer.uint32(8).uint64(message.requests);
+    }
+    if (message.batches !== 0) {
+      writer.uint32(16).uint64(message.batches);
+    }
+    if (message.batchedRows !== 0) {
+      writer.uint32(24).uint64(message.batchedRows);
+    }
+    if (message.expiredInQueue !== 0) {
+      writer.uint32(32).uint64(message.expiredInQueue);
+    }
+    if (message.refusedDeadline !== 0) {
+      writer.uint32(40).uint64(message.refusedDeadline);
+    }
+    if (message.refusedQueueFull !== 0) {
+      writer.uint32(48).uint64(message.refusedQueueFull);
+    }
+    if (message.startedAfterDeadline !== 0) {
+      writer.uint32(56).uint64(message.startedAfterDeadline);
+    }
+    if (message.finishedAfterDeadline !== 0) {
+      writer.uint32(64).uint64(message.finishedAfterDeadline);
+    }
+    if (message.cacheHits !== 0) {
+      writer.uint32(72).uint64(message.cacheHits);
+    }
+    if (message.cacheMisses !== 0) {
+      writer.uint32(80).uint64(message.cacheMisses);
+    }
+    if (message.outstanding !== 0) {
+      writer.uint32(88).uint32(message.outstanding);
+    }
+    if (message.eventLoopP99Micros !== 0) {
+      writer.uint32(96).uint32(message.eventLoopP99Micros);
+    }
+    if (message.eventLoopMaxMicros !== 0) {
+      writer.uint32(104).uint32(message.eventLoopMaxMicros);
+    }
+    if (message.rssBytes !== 0) {
+      writer.uint32(112).uint64(message.rssBytes);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ReplicaStats {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseReplicaStats();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.requests = longToNumber(reader.uint64());
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.batches = longToNumber(reader.uint64());
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.batchedRows = longToNumber(reader.uint64());
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.expiredInQueue = longToNumber(reader.uint64());
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.refusedDeadline = longToNumber(reader.uint64());
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.refusedQueueFull = longToNumber(reader.uint64());
+            continue;
+          }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.startedAfterDeadline = longToNumber(reader.uint64());
+            continue;
+          }
+          case 8: {
+            if (tag !== 64) {
+              break;
+            }
+
+            message.finishedAfterDeadline = longToNumber(reader.uint64());
+            continue;
+          }
+          case 9: {
+            if (tag !== 72) {
+              break;
+            }
+
+            message.cacheHits = longToNumber(reader.uint64());
+            continue;
+          }
+          case 10: {
+            if (tag !== 80) {
+              break;
+            }
+
+            message.cacheMisses = longToNumber(reader.uint64());
+            continue;
+          }
+          case 11: {
+            if (tag !== 88) {
+              break;
+            }
+
+            message.outstanding = reader.uint32();
+            continue;
+          }
+          case 12: {
+            if (tag !== 96) {
+              break;
+            }
+
+            message.eventLoopP99Micros = reader.uint32();
+            continue;
+          }
+          case 13: {
+            if (tag !== 104) {
+              break;
+            }
+
+            message.eventLoopMaxMicros = reader.uint32();
+            continue;
+          }
+          case 14: {
+            if (tag !== 112) {
+              break;
+            }
+
+            message.rssBytes = longToNumber(reader.uint64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<ReplicaStats>, I>>(base?: I): ReplicaStats {
+    return ReplicaStats.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ReplicaStats>, I>>(object: I): ReplicaStats {
+    const message = createBaseReplicaStats();
+    message.requests = object.requests ?? 0;
+    message.batches = object.batches ?? 0;
+    message.batchedRows = object.batchedRows ?? 0;
+    message.expiredInQueue = object.expiredInQueue ?? 0;
+    message.refusedDeadline = object.refusedDeadline ?? 0;
+    message.refusedQueueFull = object.refusedQueueFull ?? 0;
+    message.startedAfterDeadline = object.startedAfterDeadline ?? 0;
+    message.finishedAfterDeadline = object.finishedAfterDeadline ?? 0;
+    message.cacheHits = object.cacheHits ?? 0;
+    message.cacheMisses = object.cacheMisses ?? 0;
+    message.outstanding = object.outstanding ?? 0;
+    message.eventLoopP99Micros = object.eventLoopP99Micros ?? 0;
+    message.eventLoopMaxMicros = object.eventLoopMaxMicros ?? 0;
+    message.rssBytes = object.rssBytes ?? 0;
     return message;
   },
 };

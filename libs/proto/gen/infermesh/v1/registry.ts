@@ -41,6 +41,8 @@ export interface PushHeader {
     | undefined;
   /** When set, point this alias at the new version once it is stored. */
   alias: string;
+  /** Response cache entries per replica; 0 (default) = no cache. */
+  cacheEntries: number;
 }
 
 export interface PushModelResponse {
@@ -155,7 +157,7 @@ export const PushModelRequest: MessageFns<PushModelRequest> = {
 };
 
 function createBasePushHeader(): PushHeader {
-  return { name: "", description: "", batching: undefined, alias: "" };
+  return { name: "", description: "", batching: undefined, alias: "", cacheEntries: 0 };
 }
 
 export const PushHeader: MessageFns<PushHeader> = {
@@ -171,6 +173,9 @@ export const PushHeader: MessageFns<PushHeader> = {
     }
     if (message.alias !== "") {
       writer.uint32(34).string(message.alias);
+    }
+    if (message.cacheEntries !== 0) {
+      writer.uint32(40).uint32(message.cacheEntries);
     }
     return writer;
   },
@@ -220,6 +225,14 @@ export const PushHeader: MessageFns<PushHeader> = {
             message.alias = reader.string();
             continue;
           }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.cacheEntries = reader.uint32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -243,6 +256,7 @@ export const PushHeader: MessageFns<PushHeader> = {
       ? BatchingPolicy.fromPartial(object.batching)
       : undefined;
     message.alias = object.alias ?? "";
+    message.cacheEntries = object.cacheEntries ?? 0;
     return message;
   },
 };
