@@ -89,6 +89,20 @@ withGlobals(program.command('infer').argument('<name>', 'model name'))
   .option('--timeout-ms <n>', 'deadline', int(1), 10_000)
   .action(async (name: string, o) => (await import('./infer.js')).inferCommand(name, o));
 
+program
+  .command('bench')
+  .description('measure in-process ONNX Runtime, a bare grpc-js echo, an inference replica and the full mesh under one h2load load; batching, event loop, memory')
+  .option('--requests <n>', 'calls per throughput run', int(100, 10_000_000), 40_000)
+  .option('--connections <n>', 'HTTP/2 connections', int(1, 1000), 4)
+  .option('--streams <n>', 'concurrent calls per connection', int(1, 1000), 32)
+  .option('--latency-requests <n>', 'calls per concurrency-1 run', int(100, 10_000_000), 5_000)
+  .option('--batch-requests <n>', 'calls per batching run (compute-bound model)', int(100, 10_000_000), 3_000)
+  .option('--json', 'print one JSON object')
+  .action(async (o) => {
+    const { benchCommand } = await import('./bench/bench.js');
+    process.exitCode = await benchCommand(o);
+  });
+
 withGlobals(program.command('stats').argument('[name]', 'model name (default: all models)'))
   .description('requests, errors, latency percentiles and rate per model version, from the monitor')
   .action(async (name: string | undefined, o: GlobalOptions) => (await import('./stats.js')).statsCommand(name, o));

@@ -14,9 +14,14 @@ const EXTRA_DIRS = ['/usr/sbin', '/usr/local/sbin', '/sbin', '/usr/local/bin', '
 
 /** The path of an executable nats-server, or null. */
 export function findNatsServer(): string | null {
+  return findBinary(BIN);
+}
+
+/** The path of an executable `bin` on PATH or in the sbin/bin folders, or null. */
+export function findBinary(bin: string): string | null {
   const dirs = [...(childEnv().PATH ?? '').split(path.delimiter).filter(Boolean), ...EXTRA_DIRS];
   for (const dir of dirs) {
-    const p = path.join(dir, BIN);
+    const p = path.join(dir, bin);
     try {
       accessSync(p, constants.X_OK);
       return p;
@@ -39,27 +44,35 @@ const HOW_TO_INSTALL = [
  * the Debian package first (apt-get's progress goes to stderr). Throws
  * FAILED_PRECONDITION with install instructions otherwise.
  */
-export async function ensureNatsServer(): Promise<string> {
-  const found = findNatsServer();
+export function ensureNatsServer(): Promise<string> {
+  return ensureBinary(BIN, BIN, HOW_TO_INSTALL);
+}
+
+/**
+ * Returns the path of `bin`; when it is missing and we are root, installs the
+ * Debian package `pkg` first. Throws FAILED_PRECONDITION with `howTo` otherwise.
+ */
+export async function ensureBinary(bin: string, pkg: string, howTo: string): Promise<string> {
+  const found = findBinary(bin);
   if (found) return found;
-  if (process.getuid?.() !== 0) throw new CliError('FAILED_PRECONDITION', HOW_TO_INSTALL);
-  progress('nats-server not found; installing the Debian package nats-server (apt-get)…\n');
-  await run('apt-get', ['update']);
-  await run('apt-get', ['install', '-y', BIN]);
-  const installed = findNatsServer();
-  if (!installed) throw new CliError('FAILED_PRECONDITION', `apt-get installed ${BIN} but it is still not found\n${HOW_TO_INSTALL}`);
+  if (process.getuid?.() !== 0) throw new CliError('FAILED_PRECONDITION', howTo);
+  progress(`${bin} not found; installing the Debian package ${pkg} (apt-get)…\n`);
+  await run('apt-get', ['update'], howTo);
+  await run('apt-get', ['install', '-y', pkg], howTo);
+  const installed = findBinary(bin);
+  if (!installed) throw new CliError('FAILED_PRECONDITION', `apt-get installed ${pkg} but ${bin} is still not found\n${howTo}`);
   progress(`installed ${installed}\n`);
   return installed;
 }
 
 /** Runs a command with its output on our stderr (stdout stays for results). */
-function run(command: string, args: string[]): Promise<void> {
+function run(command: string, args: string[], howTo: string): Promise<void> {
   progress(`$ ${command} ${args.join(' ')}\n`);
   return new Promise((resolve, reject) => {
     const p = spawn(command, args, { stdio: ['ignore', 2, 2], env: childEnv({ DEBIAN_FRONTEND: 'noninteractive' }) });
-    p.once('error', (err) => reject(new CliError('FAILED_PRECONDITION', `${command} could not run (${err.message})\n${HOW_TO_INSTALL}`)));
+    p.once('error', (err) => reject(new CliError('FAILED_PRECONDITION', `${command} could not run (${err.message})\n${howTo}`)));
     p.once('exit', (code, signal) =>
-      code === 0 ? resolve() : reject(new CliError('FAILED_PRECONDITION', `${command} ${args.join(' ')} failed (${signal ?? `status ${code}`})\n${HOW_TO_INSTALL}`)),
+      code === 0 ? resolve() : reject(new CliError('FAILED_PRECONDITION', `${command} ${args.join(' ')} failed (${signal ?? `status ${code}`})\n${howTo}`)),
     );
   });
 }

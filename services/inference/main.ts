@@ -54,7 +54,7 @@ const cores = os.availableParallelism();
 if (config.workers * config.intraOpThreads > cores && !config.oversubscribe) {
   log.warn({ workers: config.workers, intraOpThreads: config.intraOpThreads, cores }, 'workers × intra-op threads exceeds the cores; small models get slower (pass --oversubscribe to silence)');
 }
-const telemetry = startTelemetry('infermesh-inference', process.env, { 'service.instance.id': replicaId });
+const telemetry = await startTelemetry('infermesh-inference', process.env, { attributes: { 'service.instance.id': replicaId } });
 
 const pool = new SessionPool({ workers: config.workers, intraOpThreads: config.intraOpThreads, provider: device.provider }, (err) => {
   log.fatal({ err: String(err) }, 'ONNX Runtime worker died');

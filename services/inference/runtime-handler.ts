@@ -22,10 +22,17 @@ class StreamWriter {
   closed = false;
   constructor(private readonly call: grpc.ServerDuplexStream<Buffer, Buffer>) {}
 
+  /** Requests taken from this stream and not yet answered. */
+  pending = 0;
+
   push(item: ResponseItem): void {
+    this.pending--;
     if (this.closed) return;
     this.items.push(item);
-    if (!this.scheduled) {
+    if (this.pending === 0) {
+      // Nothing else is coming soon: answer now rather than an event-loop turn later.
+      this.flush();
+    } else if (!this.scheduled) {
       this.scheduled = true;
       setImmediate(this.flush);
     }
@@ -98,6 +105,7 @@ export function runtimeHandlers(manager: ModelManager, scheduler: Scheduler, o: 
           call.emit('error', { code: Status.INVALID_ARGUMENT, details: 'frame: malformed RequestFrame' });
           return;
         }
+        out.pending += frame.items.length;
         for (const item of frame.items) handleItem(item, manager, scheduler, o, out);
       });
       call.on('end', () => {

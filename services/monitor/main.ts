@@ -12,7 +12,7 @@ import { Monitor } from './monitor.js';
 async function main(): Promise<void> {
   const config = loadConfig(monitorSpec, process.argv.slice(2), process.env);
   const log = createLogger('monitor', config.logLevel);
-  const telemetry = startTelemetry('infermesh-monitor', process.env);
+  const telemetry = await startTelemetry('infermesh-monitor', process.env);
   const nc = await connectNats(config.natsUrl, 'infermesh-monitor', log);
   const monitor = await Monitor.create(config, { nc, log });
   log.info({ grpcPort: monitor.grpcPort, metricsPort: monitor.metricsPort }, 'listening');

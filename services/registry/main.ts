@@ -22,7 +22,7 @@ const config = loadConfig(
 );
 
 const log = createLogger('registry', config.logLevel);
-const telemetry = startTelemetry('infermesh-registry', process.env);
+const telemetry = await startTelemetry('infermesh-registry', process.env);
 const nc = await connectNats(config.natsUrl, 'infermesh-registry', log);
 const buckets = await openBuckets(nc);
 const store = new ModelStore(buckets.models, buckets.artifacts);

@@ -27,7 +27,7 @@ const config = loadConfig(
 
 const routerId = config.routerId || `router-${randomBytes(4).toString('hex')}`;
 const log = createLogger('router', config.logLevel, { router: routerId });
-const telemetry = startTelemetry('infermesh-router', process.env, { 'service.instance.id': routerId });
+const telemetry = await startTelemetry('infermesh-router', process.env, { attributes: { 'service.instance.id': routerId } });
 const nc = await connectNats(config.natsUrl, `infermesh-${routerId}`, log);
 const buckets = await openBuckets(nc);
 const table = await RoutingTable.create(buckets.models, buckets.replicas, { maxMessageBytes: config.maxMessageBytes, log });

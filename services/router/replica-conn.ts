@@ -51,7 +51,11 @@ export class ReplicaConn {
     this.pending.set(id, { reply, deadline: performance.now() + timeoutMicros / 1000 });
     this.outstanding++;
     this.queue.push({ id, model, version, timeoutMicros, traceparent, request, priority });
-    if (!this.scheduled) {
+    if (this.outstanding === 1) {
+      // Nothing else in flight: send now, an extra event-loop turn is pure latency.
+      this.flush();
+    } else if (!this.scheduled) {
+      // Under load: coalesce what arrives in this event-loop turn into one frame.
       this.scheduled = true;
       setImmediate(this.flush);
     }

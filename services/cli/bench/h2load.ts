@@ -1,0 +1,91 @@
+import { execFile } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+
+export interface LoadSpec {
+  /** host:port of a server answering /inference.GRPCInferenceService/ModelInfer. */
+  target: string;
+  /** A serialized ModelInferRequest (sent as the body of every call). */
+  payload: Uint8Array;
+  requests: number;
+  connections: number;
+  /** Concurrent streams per connection. */
+  streams: number;
+  /** Extra gRPC metadata as `name: value` headers. */
+  headers?: string[];
+}
+
+export interface LoadResult {
+  requests: number;
+  succeeded: number;
+  failed: number;
+  seconds: number;
+  rps: number;
+  p50Us: number;
+  p99Us: number;
+  p999Us: number;
+}
+
+/** The length-prefixed gRPC message framing h2load sends as the body. */
+export function grpcFrame(payload: Uint8Array): Buffer {
+  const b = Buffer.alloc(5 + payload.byteLength);
+  b.writeUInt32BE(payload.byteLength, 1);
+  b.set(payload, 5);
+  return b;
+}
+
+function quantile(sorted: number[], q: number): number {
+  if (sorted.length === 0) return 0;
+  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!;
+}
+
+/**
+ * Drives gRPC unary calls with h2load (nghttp2's C HTTP/2 load generator,
+ * one thread) and reads every request's latency from its log file. h2load
+ * judges HTTP status only; callers check gRPC status separately.
+ */
+export function runH2load(spec: LoadSpec): Promise<LoadResult> {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'infermesh-bench-'));
+  const body = path.join(dir, 'body.bin');
+  const log = path.join(dir, 'requests.log');
+  writeFileSync(body, grpcFrame(spec.payload));
+  const args = [
+    '-n', String(spec.requests), '-c', String(spec.connections), '-m', String(spec.streams), '-t', '1',
+    '-d', body, '--log-file', log,
+    '-H', 'content-type: application/grpc', '-H', 'te: trailers',
+    ...(spec.headers ?? []).flatMap((h) => ['-H', h]),
+    `http://${spec.target}/inference.GRPCInferenceService/ModelInfer`,
+  ];
+  return new Promise((resolve, reject) => {
+    execFile('h2load', args, { maxBuffer: 16 * 1024 * 1024 }, (err, stdout) => {
+      try {
+        if (err) throw new Error(`h2load failed: ${String(err.message).split('\n')[0]}`);
+        const fin = /finished in ([\d.]+)(ms|s)/.exec(stdout);
+        const req = /requests: (\d+) total, \d+ started, \d+ done, (\d+) succeeded, (\d+) failed/.exec(stdout);
+        if (!fin || !req) throw new Error(`unexpected h2load output: ${stdout.slice(0, 300)}`);
+        const seconds = Number(fin[1]) / (fin[2] === 'ms' ? 1000 : 1);
+        const lat = readFileSync(log, 'utf8')
+          .split('\n')
+          .filter(Boolean)
+          .map((l) => Number(l.split('\t')[2]))
+          .sort((a, b) => a - b);
+        const succeeded = Number(req[2]);
+        resolve({
+          requests: Number(req[1]),
+          succeeded,
+          failed: Number(req[3]),
+          seconds,
+          rps: succeeded / seconds,
+          p50Us: quantile(lat, 0.5),
+          p99Us: quantile(lat, 0.99),
+          p999Us: quantile(lat, 0.999),
+        });
+      } catch (e) {
+        reject(e);
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
+      }
+    });
+  });
+}
