@@ -1,0 +1,36 @@
+/**
+ * `infermesh bench` end to end with small counts: every scenario runs
+ * against real processes under h2load and the report is complete.
+ */
+import { execFile } from 'node:child_process';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+
+const CLI = path.resolve(import.meta.dirname, '../../dist/services/cli/main.js');
+
+describe('infermesh bench', () => {
+  it('measures in-process ORT, echo, direct and mesh, batching, event loop and memory', async () => {
+    const out = await new Promise<string>((resolve, reject) =>
+      execFile(process.execPath, [CLI, 'bench', '--json', '--requests', '400', '--latency-requests', '200', '--batch-requests', '200', '--connections', '2', '--streams', '8'], { timeout: 170_000, maxBuffer: 8 << 20 }, (err, stdout, stderr) =>
+        err ? reject(new Error(`${err.message}\n${stderr}`)) : resolve(stdout),
+      ),
+    );
+    const r = JSON.parse(out);
+    expect(r.generator).toContain('h2load');
+    expect(r.inProcess.calls).toBe(20000);
+    for (const k of ['grpc-js echo', 'inference direct', 'mesh (router)']) {
+      expect(r.transport[k].load.succeeded, k).toBe(400);
+      expect(r.transport[k].load.failed, k).toBe(0);
+      expect(r.transport[k].c1.succeeded, k).toBe(200);
+      expect(r.transport[k].load.p99Us, k).toBeGreaterThan(0);
+    }
+    expect(r.batching.on.succeeded).toBe(200);
+    expect(r.batching.off.succeeded).toBe(200);
+    expect(r.ratios.meshThroughputOverEcho).toBeGreaterThan(0);
+    expect(r.ratios.meshP50C1OverEcho).toBeGreaterThan(0);
+    expect(r.inferenceEventLoop.maxMs).toBeGreaterThan(0);
+    expect(r.memoryMb.afterDemoLoad.inference.peakMb).toBeGreaterThan(0);
+    expect(r.replicaStats.startedAfterDeadline).toBe(0);
+    expect(r.grpcErrors).toBe(0);
+  }, 180_000);
+});
