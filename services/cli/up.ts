@@ -4,6 +4,7 @@
  * router — then optional demo traffic, then it runs until SIGINT/SIGTERM and
  * stops everything in order. A child that dies stops the rest (exit 1).
  */
+import { SERVICE_NODE_FLAGS } from '../../libs/config/index.js';
 import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -91,7 +92,7 @@ export async function upCommand(o: UpOptions): Promise<number> {
         supervisor.start({
           name,
           command: process.execPath,
-          args: [entry(script), '--nats', natsUrl, '--host', '127.0.0.1', '--port', String(port), '--log-level', 'info', ...extra],
+          args: [...SERVICE_NODE_FLAGS, entry(script), '--nats', natsUrl, '--host', '127.0.0.1', '--port', String(port), '--log-level', 'info', ...extra],
           tier,
           readyLine: isListening,
           timeoutMs: SERVICE_START_TIMEOUT_MS,

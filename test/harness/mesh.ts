@@ -7,6 +7,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { InferenceApi, MonitorApi, RegistryApi } from '../../libs/client/index.js';
+import { SERVICE_NODE_FLAGS } from '../../libs/config/index.js';
 import { startNats, type NatsHandle } from './nats.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
@@ -23,7 +24,7 @@ export interface ServiceProc {
 
 /** Starts `services/<service>/main.js` with `args`; resolves when it logs `listening`. */
 export async function startService(service: string, args: string[], env: Record<string, string> = {}, timeoutMs = 30_000): Promise<ServiceProc> {
-  const proc = spawn(process.execPath, [path.join(ROOT, 'dist/services', service, 'main.js'), ...args], {
+  const proc = spawn(process.execPath, [...SERVICE_NODE_FLAGS, path.join(ROOT, 'dist/services', service, 'main.js'), ...args], {
     env: { ...process.env, INFERMESH_LOG_LEVEL: 'info', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });

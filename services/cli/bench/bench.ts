@@ -12,6 +12,7 @@ import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import * as ort from 'onnxruntime-node';
 import { InferenceApi, MonitorApi, RegistryApi, buildInferRequest } from '../../../libs/client/index.js';
+import { SERVICE_NODE_FLAGS } from '../../../libs/config/index.js';
 import { call as grpcCall } from '../../../libs/grpc/index.js';
 import { mlpModel, slowModel, trainFraudModel } from '../../../libs/onnx-builder/index.js';
 import { oip, RuntimeClient } from '../../../libs/proto/index.js';
@@ -66,7 +67,7 @@ export async function benchCommand(o: BenchOptions): Promise<number> {
     await sup.start({ name: 'nats', command: natsBin, args: ['-js', '-sd', path.join(dir, 'nats'), '-a', '127.0.0.1', '-p', String(natsPort)], tier: 0, readyProbe: () => accepts(natsPort), timeoutMs: 15_000 });
     const nats = `nats://127.0.0.1:${natsPort}`;
     const svc = (name: string, tier: number, extra: string[] = []) =>
-      sup.start({ name, command: process.execPath, args: [entry(name), '--nats', nats, '--port', '0', '--log-level', 'info', ...extra], tier, readyLine: isListening, timeoutMs: 60_000 });
+      sup.start({ name, command: process.execPath, args: [...SERVICE_NODE_FLAGS, entry(name), '--nats', nats, '--port', '0', '--log-level', 'info', ...extra], tier, readyLine: isListening, timeoutMs: 60_000 });
     const [registry, monitor, inference] = await Promise.all([
       svc('registry', 1),
       svc('monitor', 1, ['--metrics-port', '0']),
@@ -76,7 +77,7 @@ export async function benchCommand(o: BenchOptions): Promise<number> {
     const echo = await sup.start({
       name: 'echo',
       command: process.execPath,
-      args: [fileURLToPath(new URL('./echo-server.js', import.meta.url)), '--port', '0'],
+      args: [...SERVICE_NODE_FLAGS, fileURLToPath(new URL('./echo-server.js', import.meta.url)), '--port', '0'],
       tier: 3,
       readyLine: isListening,
       timeoutMs: 15_000,
