@@ -1,6 +1,6 @@
 import * as grpc from '@grpc/grpc-js';
 import { channelOptions, deadlineIn, call } from '../grpc/index.js';
-import { PushHeader, RegistryClient, type ModelInfo, type VersionRecord, type PushModelResponse } from '../proto/index.js';
+import { PushHeader, RegistryClient, type ModelEvent, type ModelInfo, type VersionRecord, type PushModelResponse } from '../proto/index.js';
 
 const CHUNK = 1 << 20;
 
@@ -33,6 +33,45 @@ export class RegistryApi {
 
   setAlias(name: string, version: number, alias = 'production', expectedVersion = 0): Promise<ModelInfo> {
     return call(this.client.setAlias, this.client, { name, alias, version, expectedVersion }, { timeoutMs: this.timeoutMs });
+  }
+
+  /**
+   * Points `alias` back at its previous target. Not idempotent: each call steps back once.
+   * Throws FAILED_PRECONDITION when the alias has no previous target, NOT_FOUND for an unknown model.
+   */
+  rollback(name: string, alias = 'production'): Promise<ModelInfo> {
+    return call(this.client.rollback, this.client, { name, alias }, { timeoutMs: this.timeoutMs });
+  }
+
+  /**
+   * Sends `weightPercent` (0 < w <= 100) of production traffic to `version`, sticky on
+   * `keyHeader` when given. Throws INVALID_ARGUMENT for a bad weight, NOT_FOUND for an unknown version.
+   */
+  setCanary(name: string, version: number, weightPercent: number, keyHeader = ''): Promise<ModelInfo> {
+    return call(this.client.setCanary, this.client, { name, version, weightPercent, keyHeader, clear: false }, { timeoutMs: this.timeoutMs });
+  }
+
+  /** Removes the model's canary; idempotent. */
+  clearCanary(name: string): Promise<ModelInfo> {
+    return call(this.client.setCanary, this.client, { name, version: 0, weightPercent: 0, keyHeader: '', clear: true }, { timeoutMs: this.timeoutMs });
+  }
+
+  /**
+   * Mirrors `percent` (0 < p <= 100) of live requests to `version`; its answers are compared, never returned.
+   * Throws INVALID_ARGUMENT for a bad percent, NOT_FOUND for an unknown version.
+   */
+  setShadow(name: string, version: number, percent = 100): Promise<ModelInfo> {
+    return call(this.client.setShadow, this.client, { name, version, percent, clear: false }, { timeoutMs: this.timeoutMs });
+  }
+
+  /** Removes the model's shadow; idempotent. */
+  clearShadow(name: string): Promise<ModelInfo> {
+    return call(this.client.setShadow, this.client, { name, version: 0, percent: 0, clear: true }, { timeoutMs: this.timeoutMs });
+  }
+
+  /** The model's lifecycle events, oldest first. */
+  async history(name: string): Promise<ModelEvent[]> {
+    return (await call(this.client.getHistory, this.client, { name }, { timeoutMs: this.timeoutMs })).events;
   }
 
   close(): void {

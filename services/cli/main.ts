@@ -56,7 +56,7 @@ program
     process.exitCode = await upCommand(o);
   });
 
-const models = program.command('models').description('push, list, show and promote model versions');
+const models = program.command('models').description('push, list, show, promote and roll back model versions; canary and shadow traffic; lifecycle history');
 
 withGlobals(models.command('push').argument('<file>', 'ONNX model file'))
   .description('upload an ONNX model as the next version of a model')
@@ -72,13 +72,35 @@ withGlobals(models.command('list'))
   .action(async (o: GlobalOptions) => (await import('./models.js')).listCommand(o));
 
 withGlobals(models.command('show').argument('<name>', 'model name'))
-  .description("a model's versions (sha256, created, inputs/outputs) and aliases")
+  .description("a model's versions (sha256, created, inputs/outputs), aliases, canary and shadow")
   .action(async (name: string, o: GlobalOptions) => (await import('./models.js')).showCommand(name, o));
 
 withGlobals(models.command('promote').argument('<name>', 'model name').argument('<version>', 'version number', int(1)))
   .description('point an alias (default production) at a version')
   .option('--alias <alias>', 'alias to move', 'production')
   .action(async (name: string, version: number, o) => (await import('./models.js')).promoteCommand(name, version, o));
+
+withGlobals(models.command('rollback').argument('<name>', 'model name'))
+  .description('point an alias (default production) back at its previous version')
+  .option('--alias <alias>', 'alias to roll back', 'production')
+  .action(async (name: string, o) => (await import('./lifecycle.js')).rollbackCommand(name, o));
+
+withGlobals(models.command('canary').argument('<name>', 'model name').argument('[version]', 'version that gets the share', int(1)))
+  .description('send a share of production traffic to a version (NAME VERSION --weight P), or remove the canary (NAME --clear)')
+  .option('--weight <percent>', 'share of production traffic, 0 < P <= 100')
+  .option('--key-header <key>', 'request metadata key whose value keeps a caller on one version (default: random per request)')
+  .option('--clear', 'remove the canary')
+  .action(async (name: string, version: number | undefined, o) => (await import('./lifecycle.js')).canaryCommand(name, version, o));
+
+withGlobals(models.command('shadow').argument('<name>', 'model name').argument('[version]', 'version that gets mirrored requests', int(1)))
+  .description("mirror live requests to a version and compare its answers with production's (NAME VERSION), or stop (NAME --clear)")
+  .option('--percent <percent>', 'share of requests mirrored, 0 < P <= 100 (default 100)')
+  .option('--clear', 'remove the shadow')
+  .action(async (name: string, version: number | undefined, o) => (await import('./lifecycle.js')).shadowCommand(name, version, o));
+
+withGlobals(models.command('history').argument('<name>', 'model name'))
+  .description("a model's lifecycle events, oldest first: registered, loading, ready, promoted, rolled back, canaried, shadowed, failed …")
+  .action(async (name: string, o: GlobalOptions) => (await import('./lifecycle.js')).historyCommand(name, o));
 
 withGlobals(program.command('infer').argument('<name>', 'model name'))
   .description('one inference through the router')
@@ -104,7 +126,7 @@ program
   });
 
 withGlobals(program.command('stats').argument('[name]', 'model name (default: all models)'))
-  .description('requests, errors, latency percentiles and rate per model version, from the monitor')
+  .description('requests, errors, latency percentiles and rate per model version, and shadow agreement, from the monitor')
   .action(async (name: string | undefined, o: GlobalOptions) => (await import('./stats.js')).statsCommand(name, o));
 
 process.on('unhandledRejection', (err) => exitWith(err));

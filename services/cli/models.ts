@@ -1,10 +1,11 @@
-/** `infermesh models push|list|show|promote`: the registry's management API for people and scripts. */
+/** `infermesh models push|list|show|promote`: the registry's management API for people and scripts (rollback, canary, shadow, history: lifecycle.ts). */
 import { readFile } from 'node:fs/promises';
 import { RegistryApi } from '../../libs/client/index.js';
 import type { ModelInfo, TensorSpec, VersionRecord } from '../../libs/proto/index.js';
 import type { GlobalOptions } from './addresses.js';
 import { CliError, printJson, printText, remote } from './output.js';
 import { formatBytes, renderFields, renderTable } from './table.js';
+import { aliases, aliasesText, canaryJson, canaryText, shadowJson, shadowText } from './traffic.js';
 
 export interface PushOptions extends GlobalOptions {
   name: string;
@@ -74,19 +75,23 @@ export async function listCommand(o: GlobalOptions): Promise<void> {
   }
 }
 
-/** `models show NAME`: versions (sha256 prefix, created, inputs/outputs) and aliases. */
+/** `models show NAME`: versions (sha256 prefix, created, inputs/outputs), aliases, canary and shadow. */
 export async function showCommand(name: string, o: GlobalOptions): Promise<void> {
   const api = new RegistryApi(o.registry);
   try {
     const m = await remote('registry', o.registry, () => api.get(name));
     const versions = [...m.versions].sort((a, b) => a.version - b.version);
     if (o.json) {
-      printJson({ name: m.name, aliases: aliases(m), versions: versions.map(versionJson) });
+      printJson({ name: m.name, aliases: aliases(m), canary: canaryJson(m), shadow: shadowJson(m), versions: versions.map(versionJson) });
       return;
     }
     const byVersion = new Map<number, string[]>();
     for (const [alias, v] of Object.entries(aliases(m))) byVersion.set(v, [...(byVersion.get(v) ?? []), alias]);
     printText(`model ${m.name}  aliases: ${aliasesText(m) || '-'}`);
+    const canary = canaryText(m);
+    if (canary) printText(`canary: ${canary}`);
+    const shadow = shadowText(m);
+    if (shadow) printText(`shadow: ${shadow}`);
     printText(
       renderTable(
         ['VERSION', 'SHA256', 'SIZE', 'CREATED', 'INPUTS', 'OUTPUTS', 'ALIASES'],
@@ -128,16 +133,6 @@ export async function promoteCommand(name: string, version: number, o: GlobalOpt
 
 function latest(m: ModelInfo): number {
   return m.versions.reduce((a, v) => Math.max(a, v.version), 0);
-}
-
-function aliases(m: ModelInfo): Record<string, number> {
-  return Object.fromEntries(Object.entries(m.traffic?.aliases ?? {}).sort(([a], [b]) => a.localeCompare(b)));
-}
-
-function aliasesText(m: ModelInfo): string {
-  return Object.entries(aliases(m))
-    .map(([a, v]) => `${a}=${v}`)
-    .join(',');
 }
 
 function created(v: VersionRecord): string {

@@ -1,6 +1,7 @@
-/** `infermesh stats [NAME]`: serving statistics per model version, from the monitor. */
+/** `infermesh stats [NAME]`: serving statistics per model version, and how shadow versions compare, from the monitor. */
 import { MonitorApi } from '../../libs/client/index.js';
-import type { VersionStats } from '../../libs/proto/index.js';
+import { call } from '../../libs/grpc/index.js';
+import type { GetModelStatsResponse, ShadowStats, VersionStats } from '../../libs/proto/index.js';
 import type { GlobalOptions } from './addresses.js';
 import { printJson, printText, remote } from './output.js';
 import { formatMs, formatNumber, renderTable } from './table.js';
@@ -8,12 +9,17 @@ import { formatMs, formatNumber, renderTable } from './table.js';
 export async function statsCommand(name: string | undefined, o: GlobalOptions): Promise<void> {
   const api = new MonitorApi(o.monitor);
   try {
-    const versions = await remote('monitor', o.monitor, () => api.stats(name ?? ''));
+    // The whole response (versions and shadows); MonitorApi.stats() returns the versions only.
+    const res = await remote('monitor', o.monitor, () =>
+      call<{ name: string }, GetModelStatsResponse>(api.client.getModelStats, api.client, { name: name ?? '' }, { timeoutMs: 10_000 }),
+    );
+    const { versions, shadows } = res;
     if (o.json) {
-      printJson({ versions });
+      printJson({ versions, shadows });
       return;
     }
     printText(versions.length ? statsTable(versions) : 'no traffic recorded yet');
+    if (shadows.length) printText(`\n${shadowTable(shadows)}`);
   } finally {
     api.close();
   }
@@ -25,4 +31,34 @@ export function statsTable(versions: readonly VersionStats[]): string {
     .sort((a, b) => a.name.localeCompare(b.name) || a.version - b.version)
     .map((v) => [v.name, String(v.version), String(v.requests), String(v.errors), formatMs(v.p50Ms), formatMs(v.p95Ms), formatMs(v.p99Ms), formatNumber(v.rps, 4)]);
   return renderTable(['MODEL', 'VERSION', 'REQUESTS', 'ERRORS', 'P50_MS', 'P95_MS', 'P99_MS', 'RPS'], rows, ['left', 'right', 'right', 'right', 'right', 'right', 'right', 'right']);
+}
+
+/**
+ * The shadow table (model, shadow and production versions, mirrored requests,
+ * agreement %, errors, p50/p99 ms of the shadow), sorted by model then shadow version.
+ * `agreementRate` is a fraction in [0, 1]; the table shows it as a percentage.
+ */
+export function shadowTable(shadows: readonly ShadowStats[]): string {
+  const rows = [...shadows]
+    .sort((a, b) => a.name.localeCompare(b.name) || a.version - b.version || a.productionVersion - b.productionVersion)
+    .map((s) => [
+      s.name,
+      String(s.version),
+      String(s.productionVersion),
+      String(s.requests),
+      (s.agreementRate * 100).toFixed(1),
+      String(s.errors),
+      formatMs(s.p50Ms),
+      formatMs(s.p99Ms),
+    ]);
+  return renderTable(['MODEL', 'SHADOW', 'PRODUCTION', 'REQUESTS', 'AGREEMENT %', 'ERRORS', 'P50_MS', 'P99_MS'], rows, [
+    'left',
+    'right',
+    'right',
+    'right',
+    'right',
+    'right',
+    'right',
+    'right',
+  ]);
 }

@@ -27,7 +27,8 @@ export interface ModelManagerOptions {
 /**
  * Decides which model versions this replica holds and drives each through
  * loading → warm-up → ready → draining → unloaded, from the registry's KV
- * state (aliased versions plus the newest `keepLatest`). Artifacts are
+ * state: aliased versions, each alias's previous target, canary and shadow
+ * versions, and the newest `keepLatest`; the rest are drained and unloaded. Artifacts are
  * read whole from the Object Store and their SHA-256 checked before ONNX
  * Runtime sees them. A version that fails never disturbs the others.
  */
@@ -128,8 +129,12 @@ export class ModelManager {
     const want = new Map<string, VersionRecord>();
     for (const [name, versions] of this.records) {
       const newest = [...versions.keys()].sort((a, b) => b - a).slice(0, this.o.keepLatest);
-      const aliased = Object.values(this.traffic.get(name)?.aliases ?? {});
-      for (const v of new Set([...newest, ...aliased])) {
+      const t = this.traffic.get(name);
+      const aliased = Object.values(t?.aliases ?? {});
+      // The previous target of each alias stays warm, so a rollback is instant.
+      const previous = Object.values(t?.history ?? {}).flatMap((h) => h.versions.slice(-1));
+      const routed = [t?.canary?.version, t?.shadow?.version].filter((v): v is number => v !== undefined && v > 0);
+      for (const v of new Set([...newest, ...aliased, ...previous, ...routed])) {
         const rec = versions.get(v);
         if (rec) want.set(`${name}:${v}`, rec);
       }

@@ -3,7 +3,7 @@
  * that does not decode, or decodes to something inconsistent, is counted in
  * infermesh_monitor_bad_messages_total and dropped.
  */
-import { ModelEvent, ModelEvent_Kind, SampleBatch } from '../../libs/proto/index.js';
+import { ModelEvent, ModelEvent_Kind, SampleBatch, type ShadowResult } from '../../libs/proto/index.js';
 import { NAME_RE } from '../../libs/bus/index.js';
 import { codeName } from '../../libs/errors/index.js';
 import type { Logger } from '../../libs/log/index.js';
@@ -43,6 +43,7 @@ export class Ingest {
       this.store.recordTraffic(batch.name, v, seenMs);
       this.observe(batch.name, v.version, v.latencyMicros, v.codes);
     }
+    if (batch.shadows.length > 0) this.shadows(batch.name, batch.shadows);
   }
 
   /**
@@ -72,6 +73,30 @@ export class Ingest {
       perCode.set(c, (perCode.get(c) ?? 0) + 1);
     }
     for (const [code, n] of perCode) this.metrics.requests.inc({ model, version: v, code: codeName(code) }, n);
+  }
+
+  /**
+   * Records shadow results run by run: consecutive results of the same
+   * (version, production version) pair share one series lookup and one
+   * counter increment (a batch usually holds a single run).
+   */
+  private shadows(model: string, results: ShadowResult[]): void {
+    let start = 0;
+    while (start < results.length) {
+      const { version, productionVersion } = results[start]!;
+      const series = this.store.shadowSeries(model, version, productionVersion);
+      const agreementsBefore = series.agreements;
+      let end = start;
+      for (; end < results.length; end++) {
+        const r = results[end]!;
+        if (r.version !== version || r.productionVersion !== productionVersion) break;
+        series.record(r);
+      }
+      const labels = { model, version: String(version), production_version: String(productionVersion) };
+      this.metrics.shadowRequests.inc(labels, end - start);
+      this.metrics.shadowAgreements.inc(labels, series.agreements - agreementsBefore);
+      start = end;
+    }
   }
 
   private bad(source: 'samples' | 'events', subject: string, reason: string, err?: unknown): void {

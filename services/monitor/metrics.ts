@@ -15,6 +15,8 @@ export class MonitorMetrics {
   readonly duration: Histogram<'model' | 'version'>;
   readonly events: Counter<'model' | 'kind'>;
   readonly badMessages: Counter<'source'>;
+  readonly shadowRequests: Counter<'model' | 'version' | 'production_version'>;
+  readonly shadowAgreements: Counter<'model' | 'version' | 'production_version'>;
 
   constructor() {
     const registers = [this.registry];
@@ -42,6 +44,18 @@ export class MonitorMetrics {
       name: 'infermesh_monitor_bad_messages_total',
       help: 'NATS messages dropped because they could not be decoded or were inconsistent.',
       labelNames: ['source'],
+      registers,
+    });
+    this.shadowRequests = new Counter({
+      name: 'infermesh_shadow_requests_total',
+      help: 'Mirrored calls to a shadow version, by model, shadow version and the production version it was compared with.',
+      labelNames: ['model', 'version', 'production_version'],
+      registers,
+    });
+    this.shadowAgreements = new Counter({
+      name: 'infermesh_shadow_agreements_total',
+      help: 'Successful mirrored calls whose answer agreed with production, by model, shadow version and production version.',
+      labelNames: ['model', 'version', 'production_version'],
       registers,
     });
     // Zero series exist from the start, so a scrape shows 0 rather than nothing.

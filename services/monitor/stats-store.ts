@@ -1,9 +1,10 @@
 /**
  * In-memory serving statistics per (model, version): exact request and error
  * counts, a latency histogram, a 60 s rate window, and the last lifecycle
- * event. Fed by the NATS consumers; read by GetModelStats.
+ * event; and per (model, shadow version, production version): how the
+ * mirrored calls compared. Fed by the NATS consumers; read by GetModelStats.
  */
-import type { ModelEvent, VersionStats, VersionTraffic } from '../../libs/proto/index.js';
+import type { ModelEvent, ShadowResult, ShadowStats, VersionStats, VersionTraffic } from '../../libs/proto/index.js';
 import { codeName } from '../../libs/errors/index.js';
 import { LatencyHistogram } from './latency-histogram.js';
 import { RateWindow } from './rate-window.js';
@@ -18,8 +19,26 @@ class VersionSeries {
   lastEvent: ModelEvent | undefined;
 }
 
+/** The mirrored calls of one shadow version against one production version. */
+export class ShadowSeries {
+  requests = 0;
+  agreements = 0;
+  errors = 0;
+  readonly latency = new LatencyHistogram();
+
+  /** Adds one shadow call; a failed call counts as an error, never as an agreement. */
+  record(r: ShadowResult): void {
+    this.requests++;
+    this.latency.record(r.latencyMicros);
+    if (r.code !== 0) this.errors++;
+    else if (r.agree) this.agreements++;
+  }
+}
+
 export class StatsStore {
   private readonly models = new Map<string, Map<number, VersionSeries>>();
+  // name -> shadow version -> production version -> series.
+  private readonly shadows = new Map<string, Map<number, Map<number, ShadowSeries>>>();
 
   /** `now` is the clock for the rate window (injected for tests). */
   constructor(private readonly now: () => number = Date.now) {}
@@ -54,9 +73,24 @@ export class StatsStore {
     return this.models.get(name)?.get(version)?.lastEvent;
   }
 
-  /** Whether anything (traffic or an event) was seen for `name`. */
+  /**
+   * The series of `name`'s shadow `version` compared against
+   * `productionVersion`, created on first use. The caller records into it
+   * (a batch usually holds one such pair, so it is looked up once per run).
+   */
+  shadowSeries(name: string, version: number, productionVersion: number): ShadowSeries {
+    let versions = this.shadows.get(name);
+    if (!versions) this.shadows.set(name, (versions = new Map()));
+    let productions = versions.get(version);
+    if (!productions) versions.set(version, (productions = new Map()));
+    let s = productions.get(productionVersion);
+    if (!s) productions.set(productionVersion, (s = new ShadowSeries()));
+    return s;
+  }
+
+  /** Whether anything (traffic, a shadow result or an event) was seen for `name`. */
   has(name: string): boolean {
-    return this.models.has(name);
+    return this.models.has(name) || this.shadows.has(name);
   }
 
   /** Statistics of `name`'s versions, or of every model when `name` is undefined; sorted by name, then version. */
@@ -82,6 +116,36 @@ export class StatsStore {
           meanMs: s.latency.mean() / 1000,
           lastSeenMs: s.lastSeenMs,
         });
+      }
+    }
+    return out;
+  }
+
+  /**
+   * Shadow statistics of `name`, or of every model when `name` is undefined;
+   * sorted by name, version, then production version. `agreementRate` is
+   * agreements over the calls that succeeded (requests − errors), 0 when none did.
+   */
+  shadowStats(name?: string): ShadowStats[] {
+    const names = name === undefined ? [...this.shadows.keys()].sort() : this.shadows.has(name) ? [name] : [];
+    const out: ShadowStats[] = [];
+    for (const n of names) {
+      const versions = [...this.shadows.get(n)!.entries()].sort((a, b) => a[0] - b[0]);
+      for (const [version, productions] of versions) {
+        for (const [productionVersion, s] of [...productions.entries()].sort((a, b) => a[0] - b[0])) {
+          const succeeded = s.requests - s.errors;
+          out.push({
+            name: n,
+            version,
+            productionVersion,
+            requests: s.requests,
+            agreements: s.agreements,
+            agreementRate: succeeded === 0 ? 0 : s.agreements / succeeded,
+            errors: s.errors,
+            p50Ms: s.latency.quantile(0.5) / 1000,
+            p99Ms: s.latency.quantile(0.99) / 1000,
+          });
+        }
       }
     }
     return out;

@@ -8,6 +8,7 @@ import { RegistryService } from '../../libs/proto/index.js';
 import { ModelStore } from './model-store.js';
 import { registryHandlers } from './registry-service.js';
 import { DEFAULT_DOMAINS } from './validate.js';
+import { ReplicaView } from './replica-view.js';
 
 const config = loadConfig(
   {
@@ -27,12 +28,13 @@ const nc = await connectNats(config.natsUrl, 'infermesh-registry', log);
 const buckets = await openBuckets(nc);
 const store = new ModelStore(buckets.models, buckets.artifacts);
 const events = new EventPublisher(nc, 'registry', log);
+const replicas = await ReplicaView.start(buckets.replicas, log);
 
 // Models travel in chunks, so the per-message limit stays small.
 const server = createGrpcServer({ maxMessageBytes: config.maxMessageBytes });
 server.addService(
   RegistryService,
-  registryHandlers(store, events, {
+  registryHandlers({ store, events, replicas, nc }, {
     maxModelBytes: config.maxModelBytes,
     allowedDomains: config.allowedDomains.split(',').map((d) => d.trim()),
     timeoutMs: config.validateTimeoutMs,
@@ -49,6 +51,7 @@ const close = () =>
   (closing ??= (async () => {
     health.set('NOT_SERVING');
     await shutdownServer(server, config.shutdownGraceMs);
+    replicas.close();
     await nc.drain().catch(() => undefined);
     await telemetry.shutdown();
     process.exit(0);

@@ -97,6 +97,29 @@ export class ModelStore {
     throw new AbortedError(`alias ${alias} of ${name} is changing too often; retry`);
   }
 
+  /**
+   * Applies `change` to the model's traffic record by compare-and-set,
+   * retrying on a lost race with fresh state. `change` may throw to refuse.
+   */
+  async updateTraffic(name: string, actor: string, change: (rec: TrafficRecord) => void): Promise<TrafficRecord> {
+    for (let attempt = 0; attempt < 10; attempt++) {
+      const cur = await this.getTraffic(name);
+      const rec = cur ? TrafficRecord.fromPartial(cur.rec) : TrafficRecord.fromPartial({ name });
+      change(rec);
+      rec.updatedAtMs = Date.now();
+      rec.updatedBy = actor;
+      const data = TrafficRecord.encode(rec).finish();
+      try {
+        if (cur) await this.kv.update(keys.traffic(name), data, cur.revision);
+        else await this.kv.create(keys.traffic(name), data);
+        return rec;
+      } catch (err) {
+        if (!isConflict(err)) throw unavailable(err);
+      }
+    }
+    throw new AbortedError(`traffic of ${name} is changing too often; retry`);
+  }
+
   /** One model's versions and traffic; NOT_FOUND when it has no version. */
   async getModel(name: string): Promise<ModelInfo> {
     const numbers = await this.versionNumbers(name);

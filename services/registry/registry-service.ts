@@ -1,5 +1,5 @@
 import { checkName, type EventPublisher } from '../../libs/bus/index.js';
-import { InvalidArgumentError, NotFoundError, ResourceExhaustedError } from '../../libs/errors/index.js';
+import { FailedPreconditionError, InvalidArgumentError, NotFoundError, ResourceExhaustedError } from '../../libs/errors/index.js';
 import { clientStream, unary } from '../../libs/grpc/index.js';
 import {
   ModelEvent_Kind,
@@ -12,8 +12,16 @@ import {
   type SetAliasRequest,
   type ListModelsResponse,
   type PushHeader,
+  type RollbackRequest,
+  type SetCanaryRequest,
+  type SetShadowRequest,
+  type GetHistoryRequest,
+  type GetHistoryResponse,
 } from '../../libs/proto/index.js';
+import type { NatsConnection } from 'nats';
+import { readHistory } from './history.js';
 import type { ModelStore } from './model-store.js';
+import type { ReplicaView } from './replica-view.js';
 import { validateModel, type ValidateOptions } from './validate.js';
 
 export interface RegistryOptions extends ValidateOptions {
@@ -24,13 +32,28 @@ export interface RegistryOptions extends ValidateOptions {
 
 export const DEFAULT_ALIAS = 'production';
 
-/** The Registry gRPC service: push, list, show, alias moves. */
-export function registryHandlers(store: ModelStore, events: EventPublisher, o: RegistryOptions): RegistryServer {
-  const setAlias = async (name: string, alias: string, version: number, expected?: number): Promise<ModelInfo> => {
+const HEADER_RE = /^[a-z0-9][a-z0-9_.-]{0,127}$/;
+
+export interface RegistryDeps {
+  store: ModelStore;
+  events: EventPublisher;
+  replicas: ReplicaView;
+  nc: NatsConnection;
+}
+
+/** The Registry gRPC service: push, list, show, alias moves, rollback, canary, shadow, history. */
+export function registryHandlers({ store, events, replicas, nc }: RegistryDeps, o: RegistryOptions): RegistryServer {
+  /** NOT_FOUND for an unknown version; FAILED_PRECONDITION for one that failed on a replica. */
+  const servable = async (name: string, version: number): Promise<void> => {
     if (!(await store.getVersion(name, version))) {
       const known = await store.versionNumbers(name);
       throw new NotFoundError(known.length ? `model ${name} has no version ${version}` : `model ${name} not found`);
     }
+    const failed = replicas.failure(name, version);
+    if (failed) throw new FailedPreconditionError(`model ${name} version ${version} failed to load: ${failed}`);
+  };
+  const setAlias = async (name: string, alias: string, version: number, expected?: number): Promise<ModelInfo> => {
+    await servable(name, version);
     const { previous } = await store.setAlias(name, alias, version, o.actor, expected);
     if (previous !== version) void events.publish({ name, version, kind: ModelEvent_Kind.PROMOTED, alias });
     return store.getModel(name);
@@ -93,5 +116,56 @@ export function registryHandlers(store: ModelStore, events: EventPublisher, o: R
       if (!req.version) throw new InvalidArgumentError('version', 'must be a version number ≥ 1');
       return setAlias(name, alias, req.version, req.expectedVersion || undefined);
     }),
+
+    rollback: unary<RollbackRequest, ModelInfo>(async (req) => {
+      const name = checkName(req.name, 'name');
+      const alias = checkName(req.alias || DEFAULT_ALIAS, 'alias');
+      let to = 0;
+      await store.getModel(name);
+      await store.updateTraffic(name, o.actor, (rec) => {
+        const h = rec.history[alias]?.versions ?? [];
+        if (h.length === 0) throw new FailedPreconditionError(`alias ${alias} of ${name} has no previous version`);
+        to = h[h.length - 1]!;
+        rec.history[alias] = { versions: h.slice(0, -1) };
+        rec.aliases[alias] = to;
+      });
+      void events.publish({ name, version: to, kind: ModelEvent_Kind.ROLLED_BACK, alias });
+      return store.getModel(name);
+    }),
+
+    setCanary: unary<SetCanaryRequest, ModelInfo>(async (req) => {
+      const name = checkName(req.name, 'name');
+      if (req.clear) {
+        await store.getModel(name);
+        await store.updateTraffic(name, o.actor, (rec) => void (rec.canary = undefined));
+        return store.getModel(name);
+      }
+      if (!(req.weightPercent > 0 && req.weightPercent <= 100)) throw new InvalidArgumentError('weight_percent', 'must be in (0, 100]');
+      if (req.keyHeader && !HEADER_RE.test(req.keyHeader)) throw new InvalidArgumentError('key_header', 'must be a lower-case gRPC metadata key');
+      await servable(name, req.version);
+      await store.updateTraffic(name, o.actor, (rec) => {
+        rec.canary = { version: req.version, weightPercent: req.weightPercent, keyHeader: req.keyHeader };
+      });
+      void events.publish({ name, version: req.version, kind: ModelEvent_Kind.CANARIED, reason: `${req.weightPercent}%` });
+      return store.getModel(name);
+    }),
+
+    setShadow: unary<SetShadowRequest, ModelInfo>(async (req) => {
+      const name = checkName(req.name, 'name');
+      if (req.clear) {
+        await store.getModel(name);
+        await store.updateTraffic(name, o.actor, (rec) => void (rec.shadow = undefined));
+        return store.getModel(name);
+      }
+      if (!(req.percent > 0 && req.percent <= 100)) throw new InvalidArgumentError('percent', 'must be in (0, 100]');
+      await servable(name, req.version);
+      await store.updateTraffic(name, o.actor, (rec) => {
+        rec.shadow = { version: req.version, percent: req.percent };
+      });
+      void events.publish({ name, version: req.version, kind: ModelEvent_Kind.SHADOWED, reason: `${req.percent}%` });
+      return store.getModel(name);
+    }),
+
+    getHistory: unary<GetHistoryRequest, GetHistoryResponse>(async (req) => ({ events: await readHistory(nc, checkName(req.name, 'name')) })),
   };
 }

@@ -6,12 +6,25 @@ import { oip } from '../../libs/proto/index.js';
 import type { ReplicaConn } from './replica-conn.js';
 import { scanRouteFields, type RouteFields } from './request-scan.js';
 import type { Route, RoutingTable } from './routing-table.js';
+import { agrees } from './shadow-compare.js';
 import type { SampleRecorder } from './sample-recorder.js';
 
 export interface FrontOptions {
   /** Deadline given to requests that arrive without one. */
   defaultTimeoutMs: number;
   serverVersion: string;
+  /** Largest difference between single-column shadow and production outputs that still agrees. */
+  shadowTolerance: number;
+}
+
+/** 32-bit FNV-1a of a routing key: the same key always lands in the same canary bucket. */
+function bucketOf(key: string): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < key.length; i++) {
+    h ^= key.charCodeAt(i);
+    h = Math.imul(h, 0x01000193);
+  }
+  return (h >>> 0) % 10_000;
 }
 
 /** Splits `model@alias` into name and selector; a model_version, when set, wins. */
@@ -68,11 +81,13 @@ export function frontHandlers(table: RoutingTable, samples: SampleRecorder, o: F
     const buf = call.request;
     let route: Route | undefined;
     let name: string;
+    let selector: string;
     try {
       const sel = selectorOf(scanRouteFields(buf, fields));
       name = sel.name;
-      route = NAME_RE.test(name) ? table.resolve(name, sel.selector) : undefined;
-      if (!route) throw notFound(table, name, sel.selector);
+      selector = sel.selector;
+      route = NAME_RE.test(name) ? table.resolve(name, selector) : undefined;
+      if (!route) throw notFound(table, name, selector);
     } catch (err) {
       return cb(toStatus(err));
     }
@@ -85,13 +100,32 @@ export function frontHandlers(table: RoutingTable, samples: SampleRecorder, o: F
     const traceparent = md.length ? String(md[0]) : '';
     const pr = call.metadata.get('x-infermesh-priority');
     const priority = pr.length ? Math.min(255, Math.max(0, Number(pr[0]) | 0)) : 0;
+
+    // Canary and shadow apply to production traffic: no version named, or the production alias.
+    let mirror: Route | null = null;
+    if (selector === '' || selector === 'production') {
+      const m = table.model(name)!;
+      const c = m.canary;
+      if (c) {
+        let bucket: number;
+        if (c.keyHeader) {
+          const k = call.metadata.get(c.keyHeader);
+          bucket = k.length ? bucketOf(String(k[0])) : (Math.random() * 10_000) | 0;
+        } else bucket = (Math.random() * 10_000) | 0;
+        if (bucket < c.basisPoints) route = c.route;
+      }
+      if (m.shadow && m.shadow.route !== route && Math.random() * 10_000 < m.shadow.basisPoints) mirror = m.shadow.route;
+    }
     const version = route.record.version;
     const modelName = route.record.name;
     let tried: ReplicaConn | null = null;
     let attempts = 0;
+    let shadowDone: ((production: Uint8Array | null) => void) | null = null;
+    if (mirror) shadowDone = startShadow(mirror, modelName, version, buf, traceparent, end);
 
     const finish = (code: number, message: string, response: Uint8Array | null) => {
       samples.record(modelName, version, Math.round((performance.now() - t0) * 1000), code, buf, response);
+      shadowDone?.(code === 0 ? response : null);
       if (code === 0) cb(null, Buffer.from(response!.buffer, response!.byteOffset, response!.byteLength));
       else cb({ code, details: message });
     };
@@ -109,6 +143,38 @@ export function frontHandlers(table: RoutingTable, samples: SampleRecorder, o: F
       });
     };
     attempt();
+  };
+
+  /**
+   * Sends a mirrored copy of the request to the shadow version (as bulk
+   * priority, so it never delays production work on a shared replica) and
+   * returns the callback that receives production's answer; once both are in,
+   * their agreement and the shadow's latency go to the monitor.
+   */
+  const startShadow = (mirror: Route, model: string, productionVersion: number, buf: Buffer, traceparent: string, end: number) => {
+    const replica = pick(mirror.replicas, null);
+    if (!replica) return null;
+    const t0 = performance.now();
+    let prod: Uint8Array | null | undefined;
+    let shadow: { code: number; response: Uint8Array | null; micros: number } | undefined;
+    const settle = () => {
+      if (prod === undefined || shadow === undefined) return;
+      samples.recordShadow(model, {
+        version: mirror.record.version,
+        productionVersion,
+        agree: shadow.code === 0 && prod !== null && agrees(prod, shadow.response!, o.shadowTolerance),
+        latencyMicros: shadow.micros,
+        code: shadow.code,
+      });
+    };
+    replica.send(model, mirror.record.version, Math.max(1, Math.floor((end - t0) * 1000)), traceparent, buf, 1, (code, _message, response) => {
+      shadow = { code, response, micros: Math.round((performance.now() - t0) * 1000) };
+      settle();
+    });
+    return (production: Uint8Array | null) => {
+      prod = production;
+      settle();
+    };
   };
 
   const find = (name: string, version: string) => {

@@ -20,6 +20,8 @@ const config = loadConfig(
     defaultTimeoutMs: int({ env: 'INFERMESH_DEFAULT_TIMEOUT_MS', flag: 'default-timeout-ms', default: 30_000, min: 1 }),
     sampleRate: num({ env: 'INFERMESH_SAMPLE_RATE', flag: 'sample-rate', default: 0.01, min: 0, max: 1 }),
     sampleFlushMs: int({ env: 'INFERMESH_SAMPLE_FLUSH_MS', flag: 'sample-flush-ms', default: 1000, min: 50 }),
+    promoteReadyFraction: num({ env: 'INFERMESH_PROMOTE_READY_FRACTION', flag: 'promote-ready-fraction', default: 1, min: 0, max: 1 }),
+    shadowTolerance: num({ env: 'INFERMESH_SHADOW_TOLERANCE', flag: 'shadow-tolerance', default: 0.01, min: 0 }),
   },
   process.argv.slice(2),
   process.env,
@@ -30,11 +32,11 @@ const log = createLogger('router', config.logLevel, { router: routerId });
 const telemetry = await startTelemetry('infermesh-router', process.env, { attributes: { 'service.instance.id': routerId } });
 const nc = await connectNats(config.natsUrl, `infermesh-${routerId}`, log);
 const buckets = await openBuckets(nc);
-const table = await RoutingTable.create(buckets.models, buckets.replicas, { maxMessageBytes: config.maxMessageBytes, log });
+const table = await RoutingTable.create(buckets.models, buckets.replicas, { maxMessageBytes: config.maxMessageBytes, promoteReadyFraction: config.promoteReadyFraction, log });
 const samples = new SampleRecorder(nc, { routerId, flushMs: config.sampleFlushMs, sampleRate: config.sampleRate }, log);
 
 const server = createGrpcServer({ maxMessageBytes: config.maxMessageBytes });
-server.addService(rawInferService(), frontHandlers(table, samples, { defaultTimeoutMs: config.defaultTimeoutMs, serverVersion: '0.1.0' }) as unknown as grpc.UntypedServiceImplementation);
+server.addService(rawInferService(), frontHandlers(table, samples, { defaultTimeoutMs: config.defaultTimeoutMs, serverVersion: '0.1.0', shadowTolerance: config.shadowTolerance }) as unknown as grpc.UntypedServiceImplementation);
 const health = addHealthAndReflection(server, ['inference/grpc_service.proto'], ['inference.GRPCInferenceService']);
 const port = await listen(server, config.host, config.port);
 

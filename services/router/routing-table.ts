@@ -11,15 +11,37 @@ export interface Route {
   readonly replicas: ReplicaConn[];
 }
 
-interface ModelRoutes {
+/** A share of production traffic sent to another version (only while it is ready somewhere). */
+export interface CanaryRoute {
+  route: Route;
+  /** Weight in basis points (1 % = 100). */
+  basisPoints: number;
+  /** Lower-case metadata key that makes the choice sticky; '' = random. */
+  keyHeader: string;
+}
+
+export interface ShadowRoute {
+  route: Route;
+  /** Share mirrored, basis points. */
+  basisPoints: number;
+}
+
+export interface ModelRoutes {
   byVersion: Map<number, Route>;
   aliases: Map<string, Route>;
   /** Used when a request names no version: `production`, else the newest ready version. */
   fallback: Route | null;
+  canary: CanaryRoute | null;
+  shadow: ShadowRoute | null;
 }
 
 export interface RoutingTableOptions {
   maxMessageBytes: number;
+  /**
+   * Share of the replicas serving a model on which a new alias target must be
+   * ready before the alias moves for this router (1 = all of them).
+   */
+  promoteReadyFraction: number;
   log: Logger;
 }
 
@@ -131,9 +153,16 @@ export class RoutingTable {
 
   private rebuild(): void {
     const ready = new Map<string, ReplicaConn[]>();
+    // Replicas that serve (or are loading) some version of each model.
+    const serving = new Map<string, Set<string>>();
     for (const { rec, conn } of this.replicas.values()) {
       if (!rec.accepting) continue;
       for (const v of rec.versions) {
+        if (v.state === VersionState.VERSION_STATE_READY || v.state === VersionState.VERSION_STATE_LOADING) {
+          let set = serving.get(v.name);
+          if (!set) serving.set(v.name, (set = new Set()));
+          set.add(rec.id);
+        }
         if (v.state !== VersionState.VERSION_STATE_READY) continue;
         const key = `${v.name}:${v.version}`;
         let list = ready.get(key);
@@ -150,18 +179,33 @@ export class RoutingTable {
         byVersion.set(v, route);
         if (route.replicas.length > 0 && (!newestReady || v > newestReady.record.version)) newestReady = route;
       }
+      const needed = Math.max(1, Math.ceil(this.o.promoteReadyFraction * (serving.get(name)?.size ?? 0)));
+      const enough = (v: number | undefined) => v !== undefined && (byVersion.get(v)?.replicas.length ?? 0) >= needed;
+      const any = (v: number | undefined) => v !== undefined && (byVersion.get(v)?.replicas.length ?? 0) > 0;
+      const traffic = this.traffic.get(name);
       const aliases = new Map<string, Route>();
-      for (const [alias, target] of Object.entries(this.traffic.get(name)?.aliases ?? {})) {
+      for (const [alias, target] of Object.entries(traffic?.aliases ?? {})) {
         const key = `${name}@${alias}`;
-        const want = byVersion.get(target);
         const prev = this.effective.get(key);
-        // Gate: keep the previous target until the new one is ready somewhere.
-        const chosen = want && want.replicas.length > 0 ? target : prev !== undefined && (byVersion.get(prev)?.replicas.length ?? 0) > 0 ? prev : target;
+        // Gate: the alias moves once its target is ready on enough replicas;
+        // until then the previous target keeps serving.
+        const chosen = enough(target) || prev === undefined || prev === target || !any(prev) ? target : prev;
+        if (chosen !== prev) this.o.log.info({ model: name, alias, version: chosen, previous: prev }, 'alias switched');
         this.effective.set(key, chosen);
         const r = byVersion.get(chosen);
         if (r) aliases.set(alias, r);
       }
-      routes.set(name, { byVersion, aliases, fallback: aliases.get('production') ?? newestReady });
+      const c = traffic?.canary;
+      const canaryRoute = c && c.weightPercent > 0 ? byVersion.get(c.version) : undefined;
+      const sh = traffic?.shadow;
+      const shadowRoute = sh && sh.percent > 0 ? byVersion.get(sh.version) : undefined;
+      routes.set(name, {
+        byVersion,
+        aliases,
+        fallback: aliases.get('production') ?? newestReady,
+        canary: canaryRoute && canaryRoute.replicas.length > 0 ? { route: canaryRoute, basisPoints: Math.round(c!.weightPercent * 100), keyHeader: c!.keyHeader.toLowerCase() } : null,
+        shadow: shadowRoute && shadowRoute.replicas.length > 0 ? { route: shadowRoute, basisPoints: Math.round(sh!.percent * 100) } : null,
+      });
     }
     this.routes = routes;
   }

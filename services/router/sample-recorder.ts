@@ -1,7 +1,7 @@
 import type { NatsConnection } from 'nats';
 import { subjects } from '../../libs/bus/index.js';
 import type { Logger } from '../../libs/log/index.js';
-import { oip, SampleBatch, type PredictionSample, type VersionTraffic } from '../../libs/proto/index.js';
+import { oip, SampleBatch, type PredictionSample, type ShadowResult, type VersionTraffic } from '../../libs/proto/index.js';
 import { datatype, rawToTyped } from '../../libs/tensor/index.js';
 
 interface VersionAcc {
@@ -35,6 +35,7 @@ export interface SampleRecorderOptions {
 export class SampleRecorder {
   private byModel = new Map<string, Map<number, VersionAcc>>();
   private kept = new Map<string, Kept[]>();
+  private shadows = new Map<string, ShadowResult[]>();
   private start = Date.now();
   private readonly timer: NodeJS.Timeout;
 
@@ -57,17 +58,26 @@ export class SampleRecorder {
     }
   }
 
+  /** Records how a mirrored request's shadow answer compared with production's. */
+  recordShadow(model: string, r: ShadowResult): void {
+    let list = this.shadows.get(model);
+    if (!list) this.shadows.set(model, (list = []));
+    list.push(r);
+  }
+
   flush(): void {
     const end = Date.now();
     const byModel = this.byModel;
     const kept = this.kept;
+    const shadows = this.shadows;
     this.byModel = new Map();
     this.kept = new Map();
-    for (const [name, versions] of byModel) {
+    this.shadows = new Map();
+    for (const name of new Set([...byModel.keys(), ...shadows.keys()])) {
       const vt: VersionTraffic[] = [];
-      for (const [version, acc] of versions) vt.push({ version, latencyMicros: acc.latency, codes: acc.codes });
+      for (const [version, acc] of byModel.get(name) ?? []) vt.push({ version, latencyMicros: acc.latency, codes: acc.codes });
       const samples = (kept.get(name) ?? []).map(summarize);
-      const batch: SampleBatch = { routerId: this.o.routerId, name, versions: vt, samples, startMs: this.start, endMs: end };
+      const batch: SampleBatch = { routerId: this.o.routerId, name, versions: vt, samples, startMs: this.start, endMs: end, shadows: shadows.get(name) ?? [] };
       try {
         this.nc.publish(subjects.samples(name), SampleBatch.encode(batch).finish());
       } catch (err) {

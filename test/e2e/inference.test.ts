@@ -11,7 +11,7 @@ import { InferenceApi } from '../../libs/client/index.js';
 import { BUCKET_ARTIFACTS, BUCKET_MODELS, BUCKET_REPLICAS, KvMirror, keys } from '../../libs/bus/index.js';
 import { createLogger } from '../../libs/log/index.js';
 import { mlpModel } from '../../libs/onnx-builder/index.js';
-import { ModelEvent, ModelEvent_Kind, ReplicaRecord, VersionRecord, VersionState } from '../../libs/proto/index.js';
+import { ModelEvent, ModelEvent_Kind, ReplicaRecord, TrafficRecord, VersionRecord, VersionState } from '../../libs/proto/index.js';
 import { startMesh, type Mesh } from '../harness/mesh.js';
 
 let mesh: Mesh;
@@ -105,10 +105,20 @@ describe('inference replicas', () => {
     expect(failed[0]!.reason).toContain('digest mismatch');
     const recs = await eventually(replicaRecords, (r) => r.every((x) => x.versions.some((v) => v.version === 2 && v.state === VersionState.VERSION_STATE_FAILED)));
     for (const r of recs) expect(r.versions.find((v) => v.version === 1)?.state).toBe(VersionState.VERSION_STATE_READY);
-    // Moving production to the failed version changes nothing for callers: the router keeps v1.
-    await mesh.clients.registry.setAlias('scorer', 2);
+    // The registry refuses to promote it, with the reason.
+    const refused = await mesh.clients.registry.setAlias('scorer', 2).then(
+      () => null,
+      (e: grpc.ServiceError) => e,
+    );
+    expect(refused?.code).toBe(grpc.status.FAILED_PRECONDITION);
+    expect(refused?.details).toContain('digest mismatch');
+    // Even if the alias is moved behind the registry's back (a promote that raced the failure
+    // report), routers keep serving v1: the new target is never ready.
+    const traffic = TrafficRecord.decode((await kv.get(keys.traffic('scorer')))!.value);
+    await kv.put(keys.traffic('scorer'), TrafficRecord.encode({ ...traffic, aliases: { production: 2 } }).finish());
+    await new Promise((r) => setTimeout(r, 300));
     for (let i = 0; i < 20; i++) expect((await mesh.clients.router.infer('scorer', input)).response.modelVersion).toBe('1');
-    await mesh.clients.registry.setAlias('scorer', 1);
+    await kv.put(keys.traffic('scorer'), TrafficRecord.encode(traffic).finish());
   });
 
   it('drain on SIGTERM under load: zero failed calls, and the replica exits cleanly', async () => {

@@ -11,6 +11,8 @@ import {
   PROTO_DIR,
   SampleBatch,
   type GetModelStatsResponse,
+  type ShadowResult,
+  type ShadowStats,
   type VersionStats,
 } from '../../libs/proto/index.js';
 import { call } from '../../libs/grpc/index.js';
@@ -83,6 +85,16 @@ async function until<T>(what: string, fn: () => Promise<T | undefined>, timeoutM
 function batch(name: string, versions: { version: number; latencyMicros: number[]; codes: number[] }[]): Uint8Array {
   return SampleBatch.encode(
     SampleBatch.fromPartial({ routerId: 'router-test', name, versions, startMs: Date.now() - 1000, endMs: Date.now() }),
+  ).finish();
+}
+
+function shadowBatch(
+  name: string,
+  shadows: ShadowResult[],
+  versions: { version: number; latencyMicros: number[]; codes: number[] }[] = [],
+): Uint8Array {
+  return SampleBatch.encode(
+    SampleBatch.fromPartial({ routerId: 'router-test', name, versions, shadows, startMs: Date.now() - 1000, endMs: Date.now() }),
   ).finish();
 }
 
@@ -188,6 +200,86 @@ describe('monitor', () => {
     const other = await fetch(`http://127.0.0.1:${monitor.metricsPort}/other`);
     expect(other.status).toBe(404);
     await other.text();
+  });
+
+  it('counts shadow results exactly, agreement over successful calls only, per version and production version', async () => {
+    // ranker v2 shadowing production v1: 100 calls over two batches (interleaved with a v3 run).
+    // Every 5th call disagrees (20); calls 1, 2, 3 (agree = true) and 10 (disagree) fail.
+    // So 4 errors, 96 successful calls, of which 80 − 3 = 77 agree.
+    const lat = latencies(100, 4);
+    const fails = new Map([[1, Status.UNAVAILABLE], [2, Status.UNAVAILABLE], [3, Status.DEADLINE_EXCEEDED], [10, Status.INTERNAL]]);
+    const r21: ShadowResult[] = lat.map((latencyMicros, i) => ({
+      version: 2,
+      productionVersion: 1,
+      agree: i % 5 !== 0,
+      latencyMicros,
+      code: fails.get(i) ?? 0,
+    }));
+    // ranker v3 vs v1: both calls fail (agreementRate 0, not NaN); v2 vs v3 (after a promotion): one agreeing call.
+    const r31: ShadowResult[] = [
+      { version: 3, productionVersion: 1, agree: true, latencyMicros: 900, code: Status.UNAVAILABLE },
+      { version: 3, productionVersion: 1, agree: false, latencyMicros: 1100, code: Status.INTERNAL },
+    ];
+    const r23: ShadowResult = { version: 2, productionVersion: 3, agree: true, latencyMicros: 4321, code: 0 };
+    // scout has shadow results only: two agree, one disagrees.
+    const scout: ShadowResult[] = [
+      { version: 5, productionVersion: 4, agree: true, latencyMicros: 2000, code: 0 },
+      { version: 5, productionVersion: 4, agree: false, latencyMicros: 3000, code: 0 },
+      { version: 5, productionVersion: 4, agree: true, latencyMicros: 4000, code: 0 },
+    ];
+
+    pub.publish(subjects.samples('scout'), shadowBatch('scout', scout));
+    pub.publish(
+      subjects.samples('ranker'),
+      shadowBatch('ranker', [...r21.slice(0, 60), r31[0]!], [{ version: 1, latencyMicros: [500, 600], codes: [0, 0] }]),
+    );
+    pub.publish(subjects.samples('ranker'), shadowBatch('ranker', [r23, ...r21.slice(60), r31[1]!]));
+    await pub.flush();
+    const all = await until('shadow results', async () => {
+      const r = await stats('');
+      return r.shadows.reduce((n, s) => n + s.requests, 0) === 106 ? r : undefined;
+    });
+
+    expect(all.shadows.map((s) => `${s.name}/${s.version}/${s.productionVersion}`)).toEqual([
+      'ranker/2/1',
+      'ranker/2/3',
+      'ranker/3/1',
+      'scout/5/4',
+    ]);
+    const [s21, s23, s31, s54] = all.shadows as [ShadowStats, ShadowStats, ShadowStats, ShadowStats];
+    expect(s21).toMatchObject({ requests: 100, agreements: 77, errors: 4 });
+    expect(s21.agreementRate).toBeCloseTo(77 / 96, 12);
+    expectWithinBucket(s21.p50Ms, truth(lat, 0.5));
+    expectWithinBucket(s21.p99Ms, truth(lat, 0.99));
+    expect(s23).toMatchObject({ requests: 1, agreements: 1, errors: 0, agreementRate: 1 });
+    expectWithinBucket(s23.p50Ms, 4321);
+    expect(s31).toMatchObject({ requests: 2, agreements: 0, errors: 2, agreementRate: 0 });
+    expect(s54).toMatchObject({ requests: 3, agreements: 2, errors: 0 });
+    expect(s54.agreementRate).toBeCloseTo(2 / 3, 12);
+    expectWithinBucket(s54.p50Ms, 3000);
+    expectWithinBucket(s54.p99Ms, 4000);
+
+    // Filtered by name like versions; shadow traffic is not regular traffic.
+    const ranker = await stats('ranker');
+    expect(ranker.versions.map((v) => [v.version, v.requests])).toEqual([[1, 2]]);
+    expect(ranker.shadows).toEqual([s21, s23, s31]);
+    // A model with shadow results only is found, with no versions.
+    expect(await stats('scout')).toEqual({ versions: [], shadows: [s54] });
+    expect((await stats('fraud')).shadows).toEqual([]);
+
+    const m = await scrape();
+    const shadow = (metric: string, model: string, version: string, production_version: string) =>
+      metricValue(m, metric, { model, version, production_version });
+    expect(shadow('infermesh_shadow_requests_total', 'ranker', '2', '1')).toBe(100);
+    expect(shadow('infermesh_shadow_agreements_total', 'ranker', '2', '1')).toBe(77);
+    expect(shadow('infermesh_shadow_requests_total', 'ranker', '2', '3')).toBe(1);
+    expect(shadow('infermesh_shadow_agreements_total', 'ranker', '2', '3')).toBe(1);
+    expect(shadow('infermesh_shadow_requests_total', 'ranker', '3', '1')).toBe(2);
+    expect(shadow('infermesh_shadow_agreements_total', 'ranker', '3', '1')).toBe(0);
+    expect(shadow('infermesh_shadow_requests_total', 'scout', '5', '4')).toBe(3);
+    expect(shadow('infermesh_shadow_agreements_total', 'scout', '5', '4')).toBe(2);
+    expect(metricValue(m, 'infermesh_requests_total', { model: 'ranker', version: '1', code: 'OK' })).toBe(2);
+    expect(metricValue(m, 'infermesh_requests_total', { model: 'ranker', version: '2', code: 'OK' })).toBeUndefined();
   });
 
   it('answers INVALID_ARGUMENT for a malformed name and NOT_FOUND for an unseen model', async () => {

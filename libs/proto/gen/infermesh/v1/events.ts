@@ -60,6 +60,15 @@ export interface TrafficRecord {
   updatedBy: string;
   /** Previous targets of each alias, newest last (for rollback). */
   history: { [key: string]: AliasHistory };
+  /** A share of the `production` alias's traffic served by another version. */
+  canary:
+    | Canary
+    | undefined;
+  /**
+   * A version that receives a mirrored copy of live requests; its answers are
+   * compared with production's and never returned.
+   */
+  shadow: Shadow | undefined;
 }
 
 export interface TrafficRecord_AliasesEntry {
@@ -70,6 +79,23 @@ export interface TrafficRecord_AliasesEntry {
 export interface TrafficRecord_HistoryEntry {
   key: string;
   value: AliasHistory | undefined;
+}
+
+export interface Canary {
+  version: number;
+  /** 0 < weight <= 100. */
+  weightPercent: number;
+  /**
+   * Request metadata key whose value makes the choice sticky (same value,
+   * same version); without it the choice is random per request.
+   */
+  keyHeader: string;
+}
+
+export interface Shadow {
+  version: number;
+  /** Share of requests mirrored, 0 < percent <= 100. */
+  percent: number;
 }
 
 export interface AliasHistory {
@@ -168,6 +194,21 @@ export interface SampleBatch {
   samples: PredictionSample[];
   startMs: number;
   endMs: number;
+  shadows: ShadowResult[];
+}
+
+/** One mirrored request: how the shadow version's answer compared. */
+export interface ShadowResult {
+  version: number;
+  productionVersion: number;
+  /**
+   * Same top class (multi-column outputs) or every score within the
+   * router's tolerance (single-column outputs).
+   */
+  agree: boolean;
+  latencyMicros: number;
+  /** gRPC status of the shadow call. */
+  code: number;
 }
 
 export interface VersionTraffic {
@@ -392,7 +433,7 @@ export const VersionRecord: MessageFns<VersionRecord> = {
 };
 
 function createBaseTrafficRecord(): TrafficRecord {
-  return { name: "", aliases: {}, updatedAtMs: 0, updatedBy: "", history: {} };
+  return { name: "", aliases: {}, updatedAtMs: 0, updatedBy: "", history: {}, canary: undefined, shadow: undefined };
 }
 
 export const TrafficRecord: MessageFns<TrafficRecord> = {
@@ -412,6 +453,12 @@ export const TrafficRecord: MessageFns<TrafficRecord> = {
     globalThis.Object.entries(message.history).forEach(([key, value]: [string, AliasHistory]) => {
       TrafficRecord_HistoryEntry.encode({ key: key as any, value }, writer.uint32(42).fork()).join();
     });
+    if (message.canary !== undefined) {
+      Canary.encode(message.canary, writer.uint32(50).fork()).join();
+    }
+    if (message.shadow !== undefined) {
+      Shadow.encode(message.shadow, writer.uint32(58).fork()).join();
+    }
     return writer;
   },
 
@@ -474,6 +521,22 @@ export const TrafficRecord: MessageFns<TrafficRecord> = {
             }
             continue;
           }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.canary = Canary.decode(reader, reader.uint32());
+            continue;
+          }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.shadow = Shadow.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -512,6 +575,12 @@ export const TrafficRecord: MessageFns<TrafficRecord> = {
       },
       {},
     );
+    message.canary = (object.canary !== undefined && object.canary !== null)
+      ? Canary.fromPartial(object.canary)
+      : undefined;
+    message.shadow = (object.shadow !== undefined && object.shadow !== null)
+      ? Shadow.fromPartial(object.shadow)
+      : undefined;
     return message;
   },
 };
@@ -648,6 +717,152 @@ export const TrafficRecord_HistoryEntry: MessageFns<TrafficRecord_HistoryEntry> 
     message.value = (object.value !== undefined && object.value !== null)
       ? AliasHistory.fromPartial(object.value)
       : undefined;
+    return message;
+  },
+};
+
+function createBaseCanary(): Canary {
+  return { version: 0, weightPercent: 0, keyHeader: "" };
+}
+
+export const Canary: MessageFns<Canary> = {
+  encode(message: Canary, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.version !== 0) {
+      writer.uint32(8).uint64(message.version);
+    }
+    if (message.weightPercent !== 0) {
+      writer.uint32(17).double(message.weightPercent);
+    }
+    if (message.keyHeader !== "") {
+      writer.uint32(26).string(message.keyHeader);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): Canary {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCanary();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.version = longToNumber(reader.uint64());
+            continue;
+          }
+          case 2: {
+            if (tag !== 17) {
+              break;
+            }
+
+            message.weightPercent = reader.double();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.keyHeader = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<Canary>, I>>(base?: I): Canary {
+    return Canary.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<Canary>, I>>(object: I): Canary {
+    const message = createBaseCanary();
+    message.version = object.version ?? 0;
+    message.weightPercent = object.weightPercent ?? 0;
+    message.keyHeader = object.keyHeader ?? "";
+    return message;
+  },
+};
+
+function createBaseShadow(): Shadow {
+  return { version: 0, percent: 0 };
+}
+
+export const Shadow: MessageFns<Shadow> = {
+  encode(message: Shadow, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.version !== 0) {
+      writer.uint32(8).uint64(message.version);
+    }
+    if (message.percent !== 0) {
+      writer.uint32(17).double(message.percent);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): Shadow {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseShadow();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.version = longToNumber(reader.uint64());
+            continue;
+          }
+          case 2: {
+            if (tag !== 17) {
+              break;
+            }
+
+            message.percent = reader.double();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<Shadow>, I>>(base?: I): Shadow {
+    return Shadow.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<Shadow>, I>>(object: I): Shadow {
+    const message = createBaseShadow();
+    message.version = object.version ?? 0;
+    message.percent = object.percent ?? 0;
     return message;
   },
 };
@@ -1341,7 +1556,7 @@ export const ModelEvent: MessageFns<ModelEvent> = {
 };
 
 function createBaseSampleBatch(): SampleBatch {
-  return { routerId: "", name: "", versions: [], samples: [], startMs: 0, endMs: 0 };
+  return { routerId: "", name: "", versions: [], samples: [], startMs: 0, endMs: 0, shadows: [] };
 }
 
 export const SampleBatch: MessageFns<SampleBatch> = {
@@ -1363,6 +1578,9 @@ export const SampleBatch: MessageFns<SampleBatch> = {
     }
     if (message.endMs !== 0) {
       writer.uint32(48).int64(message.endMs);
+    }
+    for (const v of message.shadows) {
+      ShadowResult.encode(v!, writer.uint32(58).fork()).join();
     }
     return writer;
   },
@@ -1428,6 +1646,14 @@ export const SampleBatch: MessageFns<SampleBatch> = {
             message.endMs = longToNumber(reader.int64());
             continue;
           }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.shadows.push(ShadowResult.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1451,6 +1677,110 @@ export const SampleBatch: MessageFns<SampleBatch> = {
     message.samples = object.samples?.map((e) => PredictionSample.fromPartial(e)) || [];
     message.startMs = object.startMs ?? 0;
     message.endMs = object.endMs ?? 0;
+    message.shadows = object.shadows?.map((e) => ShadowResult.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseShadowResult(): ShadowResult {
+  return { version: 0, productionVersion: 0, agree: false, latencyMicros: 0, code: 0 };
+}
+
+export const ShadowResult: MessageFns<ShadowResult> = {
+  encode(message: ShadowResult, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.version !== 0) {
+      writer.uint32(8).uint64(message.version);
+    }
+    if (message.productionVersion !== 0) {
+      writer.uint32(16).uint64(message.productionVersion);
+    }
+    if (message.agree !== false) {
+      writer.uint32(24).bool(message.agree);
+    }
+    if (message.latencyMicros !== 0) {
+      writer.uint32(32).uint32(message.latencyMicros);
+    }
+    if (message.code !== 0) {
+      writer.uint32(40).uint32(message.code);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ShadowResult {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseShadowResult();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.version = longToNumber(reader.uint64());
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.productionVersion = longToNumber(reader.uint64());
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.agree = reader.bool();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.latencyMicros = reader.uint32();
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.code = reader.uint32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<ShadowResult>, I>>(base?: I): ShadowResult {
+    return ShadowResult.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ShadowResult>, I>>(object: I): ShadowResult {
+    const message = createBaseShadowResult();
+    message.version = object.version ?? 0;
+    message.productionVersion = object.productionVersion ?? 0;
+    message.agree = object.agree ?? false;
+    message.latencyMicros = object.latencyMicros ?? 0;
+    message.code = object.code ?? 0;
     return message;
   },
 };

@@ -31,6 +31,21 @@ export interface GetModelStatsRequest {
 
 export interface GetModelStatsResponse {
   versions: VersionStats[];
+  shadows: ShadowStats[];
+}
+
+/** How a shadow version compared with production on mirrored requests. */
+export interface ShadowStats {
+  name: string;
+  version: number;
+  productionVersion: number;
+  requests: number;
+  agreements: number;
+  /** agreements / (requests - errors); 0 when no mirrored call succeeded. */
+  agreementRate: number;
+  errors: number;
+  p50Ms: number;
+  p99Ms: number;
 }
 
 export interface VersionStats {
@@ -110,13 +125,16 @@ export const GetModelStatsRequest: MessageFns<GetModelStatsRequest> = {
 };
 
 function createBaseGetModelStatsResponse(): GetModelStatsResponse {
-  return { versions: [] };
+  return { versions: [], shadows: [] };
 }
 
 export const GetModelStatsResponse: MessageFns<GetModelStatsResponse> = {
   encode(message: GetModelStatsResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     for (const v of message.versions) {
       VersionStats.encode(v!, writer.uint32(10).fork()).join();
+    }
+    for (const v of message.shadows) {
+      ShadowStats.encode(v!, writer.uint32(18).fork()).join();
     }
     return writer;
   },
@@ -142,6 +160,14 @@ export const GetModelStatsResponse: MessageFns<GetModelStatsResponse> = {
             message.versions.push(VersionStats.decode(reader, reader.uint32()));
             continue;
           }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.shadows.push(ShadowStats.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -160,6 +186,168 @@ export const GetModelStatsResponse: MessageFns<GetModelStatsResponse> = {
   fromPartial<I extends Exact<DeepPartial<GetModelStatsResponse>, I>>(object: I): GetModelStatsResponse {
     const message = createBaseGetModelStatsResponse();
     message.versions = object.versions?.map((e) => VersionStats.fromPartial(e)) || [];
+    message.shadows = object.shadows?.map((e) => ShadowStats.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseShadowStats(): ShadowStats {
+  return {
+    name: "",
+    version: 0,
+    productionVersion: 0,
+    requests: 0,
+    agreements: 0,
+    agreementRate: 0,
+    errors: 0,
+    p50Ms: 0,
+    p99Ms: 0,
+  };
+}
+
+export const ShadowStats: MessageFns<ShadowStats> = {
+  encode(message: ShadowStats, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    if (message.version !== 0) {
+      writer.uint32(16).uint64(message.version);
+    }
+    if (message.productionVersion !== 0) {
+      writer.uint32(24).uint64(message.productionVersion);
+    }
+    if (message.requests !== 0) {
+      writer.uint32(32).uint64(message.requests);
+    }
+    if (message.agreements !== 0) {
+      writer.uint32(40).uint64(message.agreements);
+    }
+    if (message.agreementRate !== 0) {
+      writer.uint32(49).double(message.agreementRate);
+    }
+    if (message.errors !== 0) {
+      writer.uint32(56).uint64(message.errors);
+    }
+    if (message.p50Ms !== 0) {
+      writer.uint32(65).double(message.p50Ms);
+    }
+    if (message.p99Ms !== 0) {
+      writer.uint32(73).double(message.p99Ms);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ShadowStats {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseShadowStats();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.version = longToNumber(reader.uint64());
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.productionVersion = longToNumber(reader.uint64());
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.requests = longToNumber(reader.uint64());
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.agreements = longToNumber(reader.uint64());
+            continue;
+          }
+          case 6: {
+            if (tag !== 49) {
+              break;
+            }
+
+            message.agreementRate = reader.double();
+            continue;
+          }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.errors = longToNumber(reader.uint64());
+            continue;
+          }
+          case 8: {
+            if (tag !== 65) {
+              break;
+            }
+
+            message.p50Ms = reader.double();
+            continue;
+          }
+          case 9: {
+            if (tag !== 73) {
+              break;
+            }
+
+            message.p99Ms = reader.double();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<ShadowStats>, I>>(base?: I): ShadowStats {
+    return ShadowStats.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ShadowStats>, I>>(object: I): ShadowStats {
+    const message = createBaseShadowStats();
+    message.name = object.name ?? "";
+    message.version = object.version ?? 0;
+    message.productionVersion = object.productionVersion ?? 0;
+    message.requests = object.requests ?? 0;
+    message.agreements = object.agreements ?? 0;
+    message.agreementRate = object.agreementRate ?? 0;
+    message.errors = object.errors ?? 0;
+    message.p50Ms = object.p50Ms ?? 0;
+    message.p99Ms = object.p99Ms ?? 0;
     return message;
   },
 };

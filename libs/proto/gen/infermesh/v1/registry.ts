@@ -21,13 +21,43 @@ import {
   type UntypedServiceImplementation,
 } from "@grpc/grpc-js";
 import { BatchingPolicy } from "./common.js";
-import { TrafficRecord, VersionRecord } from "./events.js";
+import { ModelEvent, TrafficRecord, VersionRecord } from "./events.js";
 
 export const protobufPackage = "infermesh.v1";
 
 export const protobufFileName = "infermesh/v1/registry.proto";
 
 /** The registry's management API (default port 8600). */
+
+export interface RollbackRequest {
+  name: string;
+  /** Default: production. */
+  alias: string;
+}
+
+export interface SetCanaryRequest {
+  name: string;
+  version: number;
+  weightPercent: number;
+  keyHeader: string;
+  /** Remove the canary (other fields ignored). */
+  clear: boolean;
+}
+
+export interface SetShadowRequest {
+  name: string;
+  version: number;
+  percent: number;
+  clear: boolean;
+}
+
+export interface GetHistoryRequest {
+  name: string;
+}
+
+export interface GetHistoryResponse {
+  events: ModelEvent[];
+}
 
 export interface PushModelRequest {
   part: { $case: "header"; value: PushHeader } | { $case: "chunk"; value: Uint8Array } | undefined;
@@ -74,6 +104,377 @@ export interface SetAliasRequest {
   /** When non-zero, the alias must currently point here (optimistic locking). */
   expectedVersion: number;
 }
+
+function createBaseRollbackRequest(): RollbackRequest {
+  return { name: "", alias: "" };
+}
+
+export const RollbackRequest: MessageFns<RollbackRequest> = {
+  encode(message: RollbackRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    if (message.alias !== "") {
+      writer.uint32(18).string(message.alias);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RollbackRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRollbackRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.alias = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<RollbackRequest>, I>>(base?: I): RollbackRequest {
+    return RollbackRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<RollbackRequest>, I>>(object: I): RollbackRequest {
+    const message = createBaseRollbackRequest();
+    message.name = object.name ?? "";
+    message.alias = object.alias ?? "";
+    return message;
+  },
+};
+
+function createBaseSetCanaryRequest(): SetCanaryRequest {
+  return { name: "", version: 0, weightPercent: 0, keyHeader: "", clear: false };
+}
+
+export const SetCanaryRequest: MessageFns<SetCanaryRequest> = {
+  encode(message: SetCanaryRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    if (message.version !== 0) {
+      writer.uint32(16).uint64(message.version);
+    }
+    if (message.weightPercent !== 0) {
+      writer.uint32(25).double(message.weightPercent);
+    }
+    if (message.keyHeader !== "") {
+      writer.uint32(34).string(message.keyHeader);
+    }
+    if (message.clear !== false) {
+      writer.uint32(40).bool(message.clear);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SetCanaryRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSetCanaryRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.version = longToNumber(reader.uint64());
+            continue;
+          }
+          case 3: {
+            if (tag !== 25) {
+              break;
+            }
+
+            message.weightPercent = reader.double();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.keyHeader = reader.string();
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.clear = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<SetCanaryRequest>, I>>(base?: I): SetCanaryRequest {
+    return SetCanaryRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<SetCanaryRequest>, I>>(object: I): SetCanaryRequest {
+    const message = createBaseSetCanaryRequest();
+    message.name = object.name ?? "";
+    message.version = object.version ?? 0;
+    message.weightPercent = object.weightPercent ?? 0;
+    message.keyHeader = object.keyHeader ?? "";
+    message.clear = object.clear ?? false;
+    return message;
+  },
+};
+
+function createBaseSetShadowRequest(): SetShadowRequest {
+  return { name: "", version: 0, percent: 0, clear: false };
+}
+
+export const SetShadowRequest: MessageFns<SetShadowRequest> = {
+  encode(message: SetShadowRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    if (message.version !== 0) {
+      writer.uint32(16).uint64(message.version);
+    }
+    if (message.percent !== 0) {
+      writer.uint32(25).double(message.percent);
+    }
+    if (message.clear !== false) {
+      writer.uint32(32).bool(message.clear);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SetShadowRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSetShadowRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.version = longToNumber(reader.uint64());
+            continue;
+          }
+          case 3: {
+            if (tag !== 25) {
+              break;
+            }
+
+            message.percent = reader.double();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.clear = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<SetShadowRequest>, I>>(base?: I): SetShadowRequest {
+    return SetShadowRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<SetShadowRequest>, I>>(object: I): SetShadowRequest {
+    const message = createBaseSetShadowRequest();
+    message.name = object.name ?? "";
+    message.version = object.version ?? 0;
+    message.percent = object.percent ?? 0;
+    message.clear = object.clear ?? false;
+    return message;
+  },
+};
+
+function createBaseGetHistoryRequest(): GetHistoryRequest {
+  return { name: "" };
+}
+
+export const GetHistoryRequest: MessageFns<GetHistoryRequest> = {
+  encode(message: GetHistoryRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetHistoryRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetHistoryRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<GetHistoryRequest>, I>>(base?: I): GetHistoryRequest {
+    return GetHistoryRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<GetHistoryRequest>, I>>(object: I): GetHistoryRequest {
+    const message = createBaseGetHistoryRequest();
+    message.name = object.name ?? "";
+    return message;
+  },
+};
+
+function createBaseGetHistoryResponse(): GetHistoryResponse {
+  return { events: [] };
+}
+
+export const GetHistoryResponse: MessageFns<GetHistoryResponse> = {
+  encode(message: GetHistoryResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.events) {
+      ModelEvent.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetHistoryResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetHistoryResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.events.push(ModelEvent.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<GetHistoryResponse>, I>>(base?: I): GetHistoryResponse {
+    return GetHistoryResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<GetHistoryResponse>, I>>(object: I): GetHistoryResponse {
+    const message = createBaseGetHistoryResponse();
+    message.events = object.events?.map((e) => ModelEvent.fromPartial(e)) || [];
+    return message;
+  },
+};
 
 function createBasePushModelRequest(): PushModelRequest {
   return { part: undefined };
@@ -702,6 +1103,63 @@ export const RegistryService = {
     responseSerialize: (value: ModelInfo): Buffer => Buffer.from(ModelInfo.encode(value).finish()),
     responseDeserialize: (value: Buffer): ModelInfo => ModelInfo.decode(value),
   },
+  /**
+   * Point an alias back at its previous target (instant: replicas keep it
+   * loaded). Not idempotent: each call steps back once.
+   * INVALID_ARGUMENT: bad name or alias. NOT_FOUND: unknown model.
+   * FAILED_PRECONDITION: the alias has no previous target.
+   * ABORTED: the alias moved concurrently. UNAVAILABLE: NATS is down.
+   */
+  rollback: {
+    path: "/infermesh.v1.Registry/Rollback" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: RollbackRequest): Buffer => Buffer.from(RollbackRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): RollbackRequest => RollbackRequest.decode(value),
+    responseSerialize: (value: ModelInfo): Buffer => Buffer.from(ModelInfo.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ModelInfo => ModelInfo.decode(value),
+  },
+  /**
+   * Send a share of production traffic to a version, or clear the canary.
+   * Idempotent. INVALID_ARGUMENT: bad name, weight outside (0, 100], bad key
+   * header. NOT_FOUND: unknown model/version. FAILED_PRECONDITION: the version
+   * failed to load. ABORTED: concurrent change. UNAVAILABLE: NATS is down.
+   */
+  setCanary: {
+    path: "/infermesh.v1.Registry/SetCanary" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: SetCanaryRequest): Buffer => Buffer.from(SetCanaryRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): SetCanaryRequest => SetCanaryRequest.decode(value),
+    responseSerialize: (value: ModelInfo): Buffer => Buffer.from(ModelInfo.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ModelInfo => ModelInfo.decode(value),
+  },
+  /**
+   * Mirror a share of live requests to a version, or clear the shadow.
+   * Idempotent. Codes as SetCanary.
+   */
+  setShadow: {
+    path: "/infermesh.v1.Registry/SetShadow" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: SetShadowRequest): Buffer => Buffer.from(SetShadowRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): SetShadowRequest => SetShadowRequest.decode(value),
+    responseSerialize: (value: ModelInfo): Buffer => Buffer.from(ModelInfo.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ModelInfo => ModelInfo.decode(value),
+  },
+  /**
+   * The model's lifecycle events, oldest first (from the JetStream event
+   * stream). Idempotent. INVALID_ARGUMENT: bad name. UNAVAILABLE: NATS down.
+   */
+  getHistory: {
+    path: "/infermesh.v1.Registry/GetHistory" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: GetHistoryRequest): Buffer => Buffer.from(GetHistoryRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): GetHistoryRequest => GetHistoryRequest.decode(value),
+    responseSerialize: (value: GetHistoryResponse): Buffer => Buffer.from(GetHistoryResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): GetHistoryResponse => GetHistoryResponse.decode(value),
+  },
 } as const;
 
 export interface RegistryServer extends UntypedServiceImplementation {
@@ -730,6 +1188,31 @@ export interface RegistryServer extends UntypedServiceImplementation {
    * UNAVAILABLE: NATS is down.
    */
   setAlias: handleUnaryCall<SetAliasRequest, ModelInfo>;
+  /**
+   * Point an alias back at its previous target (instant: replicas keep it
+   * loaded). Not idempotent: each call steps back once.
+   * INVALID_ARGUMENT: bad name or alias. NOT_FOUND: unknown model.
+   * FAILED_PRECONDITION: the alias has no previous target.
+   * ABORTED: the alias moved concurrently. UNAVAILABLE: NATS is down.
+   */
+  rollback: handleUnaryCall<RollbackRequest, ModelInfo>;
+  /**
+   * Send a share of production traffic to a version, or clear the canary.
+   * Idempotent. INVALID_ARGUMENT: bad name, weight outside (0, 100], bad key
+   * header. NOT_FOUND: unknown model/version. FAILED_PRECONDITION: the version
+   * failed to load. ABORTED: concurrent change. UNAVAILABLE: NATS is down.
+   */
+  setCanary: handleUnaryCall<SetCanaryRequest, ModelInfo>;
+  /**
+   * Mirror a share of live requests to a version, or clear the shadow.
+   * Idempotent. Codes as SetCanary.
+   */
+  setShadow: handleUnaryCall<SetShadowRequest, ModelInfo>;
+  /**
+   * The model's lifecycle events, oldest first (from the JetStream event
+   * stream). Idempotent. INVALID_ARGUMENT: bad name. UNAVAILABLE: NATS down.
+   */
+  getHistory: handleUnaryCall<GetHistoryRequest, GetHistoryResponse>;
 }
 
 export interface RegistryClient extends Client {
@@ -814,6 +1297,87 @@ export interface RegistryClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: ModelInfo) => void,
+  ): ClientUnaryCall;
+  /**
+   * Point an alias back at its previous target (instant: replicas keep it
+   * loaded). Not idempotent: each call steps back once.
+   * INVALID_ARGUMENT: bad name or alias. NOT_FOUND: unknown model.
+   * FAILED_PRECONDITION: the alias has no previous target.
+   * ABORTED: the alias moved concurrently. UNAVAILABLE: NATS is down.
+   */
+  rollback(
+    request: RollbackRequest,
+    callback: (error: ServiceError | null, response: ModelInfo) => void,
+  ): ClientUnaryCall;
+  rollback(
+    request: RollbackRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ModelInfo) => void,
+  ): ClientUnaryCall;
+  rollback(
+    request: RollbackRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ModelInfo) => void,
+  ): ClientUnaryCall;
+  /**
+   * Send a share of production traffic to a version, or clear the canary.
+   * Idempotent. INVALID_ARGUMENT: bad name, weight outside (0, 100], bad key
+   * header. NOT_FOUND: unknown model/version. FAILED_PRECONDITION: the version
+   * failed to load. ABORTED: concurrent change. UNAVAILABLE: NATS is down.
+   */
+  setCanary(
+    request: SetCanaryRequest,
+    callback: (error: ServiceError | null, response: ModelInfo) => void,
+  ): ClientUnaryCall;
+  setCanary(
+    request: SetCanaryRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ModelInfo) => void,
+  ): ClientUnaryCall;
+  setCanary(
+    request: SetCanaryRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ModelInfo) => void,
+  ): ClientUnaryCall;
+  /**
+   * Mirror a share of live requests to a version, or clear the shadow.
+   * Idempotent. Codes as SetCanary.
+   */
+  setShadow(
+    request: SetShadowRequest,
+    callback: (error: ServiceError | null, response: ModelInfo) => void,
+  ): ClientUnaryCall;
+  setShadow(
+    request: SetShadowRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ModelInfo) => void,
+  ): ClientUnaryCall;
+  setShadow(
+    request: SetShadowRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ModelInfo) => void,
+  ): ClientUnaryCall;
+  /**
+   * The model's lifecycle events, oldest first (from the JetStream event
+   * stream). Idempotent. INVALID_ARGUMENT: bad name. UNAVAILABLE: NATS down.
+   */
+  getHistory(
+    request: GetHistoryRequest,
+    callback: (error: ServiceError | null, response: GetHistoryResponse) => void,
+  ): ClientUnaryCall;
+  getHistory(
+    request: GetHistoryRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: GetHistoryResponse) => void,
+  ): ClientUnaryCall;
+  getHistory(
+    request: GetHistoryRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: GetHistoryResponse) => void,
   ): ClientUnaryCall;
 }
 
