@@ -1,6 +1,6 @@
 import * as grpc from '@grpc/grpc-js';
 import { call, channelOptions } from '../grpc/index.js';
-import { MonitorClient, type VersionStats } from '../proto/index.js';
+import { MonitorClient, type GetModelStatsResponse, type VersionStats } from '../proto/index.js';
 
 /** The monitor's query API. */
 export class MonitorApi {
@@ -10,7 +10,12 @@ export class MonitorApi {
   }
 
   async stats(name = ''): Promise<VersionStats[]> {
-    return (await call(this.client.getModelStats, this.client, { name }, { timeoutMs: this.timeoutMs })).versions;
+    return (await this.report(name)).versions;
+  }
+
+  /** Per-version stats and shadow comparisons. NOT_FOUND for a named model with no traffic yet. */
+  report(name = ''): Promise<GetModelStatsResponse> {
+    return call(this.client.getModelStats, this.client, { name }, { timeoutMs: this.timeoutMs });
   }
 
   close(): void {

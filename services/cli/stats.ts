@@ -1,7 +1,6 @@
 /** `infermesh stats [NAME]`: serving statistics per model version, and how shadow versions compare, from the monitor. */
 import { MonitorApi } from '../../libs/client/index.js';
-import { call } from '../../libs/grpc/index.js';
-import type { GetModelStatsResponse, ShadowStats, VersionStats } from '../../libs/proto/index.js';
+import type { ShadowStats, VersionStats } from '../../libs/proto/index.js';
 import type { GlobalOptions } from './addresses.js';
 import { printJson, printText, remote } from './output.js';
 import { formatMs, formatNumber, renderTable } from './table.js';
@@ -9,10 +8,7 @@ import { formatMs, formatNumber, renderTable } from './table.js';
 export async function statsCommand(name: string | undefined, o: GlobalOptions): Promise<void> {
   const api = new MonitorApi(o.monitor);
   try {
-    // The whole response (versions and shadows); MonitorApi.stats() returns the versions only.
-    const res = await remote('monitor', o.monitor, () =>
-      call<{ name: string }, GetModelStatsResponse>(api.client.getModelStats, api.client, { name: name ?? '' }, { timeoutMs: 10_000 }),
-    );
+    const res = await remote('monitor', o.monitor, () => api.report(name ?? ''));
     const { versions, shadows } = res;
     if (o.json) {
       printJson({ versions, shadows });
