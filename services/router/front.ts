@@ -65,20 +65,27 @@ function checkNameError(name: string): MeshError {
   return new NotFoundError(`model ${name} not found`);
 }
 
+/** Request headers as the router reads them: grpc-js Metadata, or the REST gateway's HTTP headers. */
+export interface HeaderSource {
+  get(key: string): (string | Buffer)[];
+}
+
+/** The one terminal answer of a request: a serialized ModelInferResponse when `code` is OK. */
+export type InferReply = (code: number, message: string, response: Uint8Array | null) => void;
+
 /**
- * The router's Open Inference Protocol service. ModelInfer takes the
- * client's message as bytes, reads only what routing needs, forwards the
- * bytes untouched over a replica's multiplexed stream and returns the
- * replica's encoded answer as is. A request the replica could not take
- * (stream broken, version not ready there) is retried once on another
- * replica while its deadline allows; inference is idempotent.
+ * The router's request path, shared by gRPC and REST: takes a serialized
+ * ModelInferRequest, reads only what routing needs, forwards the bytes
+ * untouched over a replica's multiplexed stream and replies with the
+ * replica's encoded answer. A request the replica could not take (stream
+ * broken, version not ready there) is retried once on another replica while
+ * its deadline allows; inference is idempotent.
  */
-export function frontHandlers(table: RoutingTable, samples: SampleRecorder, o: FrontOptions) {
+export function createInferPath(table: RoutingTable, samples: SampleRecorder, o: FrontOptions) {
   const fields: RouteFields = { modelName: '', modelVersion: '' };
 
-  const modelInfer = (call: grpc.ServerUnaryCall<Buffer, Buffer>, cb: grpc.sendUnaryData<Buffer>) => {
+  const infer = (buf: Buffer, headers: HeaderSource, deadlineMs: number, reply: InferReply): void => {
     const t0 = performance.now();
-    const buf = call.request;
     let route: Route | undefined;
     let name: string;
     let selector: string;
@@ -89,16 +96,15 @@ export function frontHandlers(table: RoutingTable, samples: SampleRecorder, o: F
       route = NAME_RE.test(name) ? table.resolve(name, selector) : undefined;
       if (!route) throw notFound(table, name, selector);
     } catch (err) {
-      return cb(toStatus(err));
+      const st = toStatus(err);
+      return reply(st.code, st.details, null);
     }
-    const d = call.getDeadline();
-    const deadlineMs = d instanceof Date ? d.getTime() : Number.isFinite(d) ? Number(d) : Infinity;
     const budgetMs = Math.min(deadlineMs - Date.now(), o.defaultTimeoutMs);
-    if (budgetMs <= 0) return cb({ code: Status.DEADLINE_EXCEEDED, details: 'deadline exceeded before routing' });
+    if (budgetMs <= 0) return reply(Status.DEADLINE_EXCEEDED, 'deadline exceeded before routing', null);
     const end = t0 + budgetMs;
-    const md = call.metadata.get('traceparent');
+    const md = headers.get('traceparent');
     const traceparent = md.length ? String(md[0]) : '';
-    const pr = call.metadata.get('x-infermesh-priority');
+    const pr = headers.get('x-infermesh-priority');
     const priority = pr.length ? Math.min(255, Math.max(0, Number(pr[0]) | 0)) : 0;
 
     // Canary and shadow apply to production traffic: no version named, or the production alias.
@@ -109,7 +115,7 @@ export function frontHandlers(table: RoutingTable, samples: SampleRecorder, o: F
       if (c) {
         let bucket: number;
         if (c.keyHeader) {
-          const k = call.metadata.get(c.keyHeader);
+          const k = headers.get(c.keyHeader);
           bucket = k.length ? bucketOf(String(k[0])) : (Math.random() * 10_000) | 0;
         } else bucket = (Math.random() * 10_000) | 0;
         if (bucket < c.basisPoints) route = c.route;
@@ -126,8 +132,7 @@ export function frontHandlers(table: RoutingTable, samples: SampleRecorder, o: F
     const finish = (code: number, message: string, response: Uint8Array | null) => {
       samples.record(modelName, version, Math.round((performance.now() - t0) * 1000), code, buf, response);
       shadowDone?.(code === 0 ? response : null);
-      if (code === 0) cb(null, Buffer.from(response!.buffer, response!.byteOffset, response!.byteLength));
-      else cb({ code, details: message });
+      reply(code, message, response);
     };
     const attempt = () => {
       const replica = pick(route!.replicas, tried);
@@ -175,6 +180,20 @@ export function frontHandlers(table: RoutingTable, samples: SampleRecorder, o: F
       prod = production;
       settle();
     };
+  };
+
+  return infer;
+}
+
+/** The router's Open Inference Protocol service over gRPC. */
+export function frontHandlers(table: RoutingTable, infer: ReturnType<typeof createInferPath>, o: FrontOptions) {
+  const modelInfer = (call: grpc.ServerUnaryCall<Buffer, Buffer>, cb: grpc.sendUnaryData<Buffer>) => {
+    const d = call.getDeadline();
+    const deadlineMs = d instanceof Date ? d.getTime() : Number.isFinite(d) ? Number(d) : Infinity;
+    infer(call.request, call.metadata, deadlineMs, (code, message, response) => {
+      if (code === 0) cb(null, Buffer.from(response!.buffer, response!.byteOffset, response!.byteLength));
+      else cb({ code, details: message });
+    });
   };
 
   const find = (name: string, version: string) => {

@@ -7,7 +7,7 @@ import { createLogger } from '../../libs/log/index.js';
 import { startTelemetry } from '../../libs/telemetry/index.js';
 import { connectNats, openBuckets } from '../../libs/bus/index.js';
 import { addHealthAndReflection, createGrpcServer, listen, shutdownServer } from '../../libs/grpc/index.js';
-import { frontHandlers, rawInferService } from './front.js';
+import { createInferPath, frontHandlers, rawInferService } from './front.js';
 import { RoutingTable } from './routing-table.js';
 import { SampleRecorder } from './sample-recorder.js';
 
@@ -36,7 +36,9 @@ const table = await RoutingTable.create(buckets.models, buckets.replicas, { maxM
 const samples = new SampleRecorder(nc, { routerId, flushMs: config.sampleFlushMs, sampleRate: config.sampleRate }, log);
 
 const server = createGrpcServer({ maxMessageBytes: config.maxMessageBytes });
-server.addService(rawInferService(), frontHandlers(table, samples, { defaultTimeoutMs: config.defaultTimeoutMs, serverVersion: '0.1.0', shadowTolerance: config.shadowTolerance }) as unknown as grpc.UntypedServiceImplementation);
+const frontOptions = { defaultTimeoutMs: config.defaultTimeoutMs, serverVersion: '0.1.0', shadowTolerance: config.shadowTolerance };
+const infer = createInferPath(table, samples, frontOptions);
+server.addService(rawInferService(), frontHandlers(table, infer, frontOptions) as unknown as grpc.UntypedServiceImplementation);
 const health = addHealthAndReflection(server, ['inference/grpc_service.proto'], ['inference.GRPCInferenceService']);
 const port = await listen(server, config.host, config.port);
 
