@@ -1,4 +1,5 @@
-import type { NatsConnection, JetStreamClient } from 'nats';
+import { headers as natsHeaders, type NatsConnection, type JetStreamClient } from 'nats';
+import { context, propagation } from '@opentelemetry/api';
 import { ModelEvent, ModelEvent_Kind } from '../proto/index.js';
 import type { Logger } from '../log/index.js';
 import { subjects } from './names.js';
@@ -18,7 +19,10 @@ export class EventPublisher {
   async publish(e: Partial<ModelEvent> & { name: string; kind: ModelEvent_Kind }): Promise<boolean> {
     const ev = ModelEvent.fromPartial({ actor: this.actor, atMs: Date.now(), ...e });
     try {
-      await this.js.publish(subjects.events(ev.name), ModelEvent.encode(ev).finish(), { timeout: 5_000 });
+      // Trace context travels in the message headers (W3C traceparent).
+      const h = natsHeaders();
+      propagation.inject(context.active(), h, { set: (carrier, key, value) => carrier.set(key, value) });
+      await this.js.publish(subjects.events(ev.name), ModelEvent.encode(ev).finish(), { timeout: 5_000, headers: h });
       return true;
     } catch (err) {
       this.log.warn({ err: String(err), event: ModelEvent_Kind[ev.kind], model: ev.name }, 'event not published');

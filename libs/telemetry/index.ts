@@ -3,7 +3,8 @@
  * variables: OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES,
  * OTEL_TRACES_SAMPLER(_ARG) (default here: parentbased_traceidratio at 5 %),
  * OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT (OTLP over gRPC; nothing is exported
- * when unset, but context still propagates).
+ * when unset, but context still propagates). INFERMESH_TRACE_FILE also writes
+ * spans as JSON lines to a file (tests, quick looks without a collector).
  *
  * Built from the tracing part of the Node SDK (sdk-trace-node: tracer
  * provider, W3C propagator, AsyncLocalStorage context) rather than
@@ -14,10 +15,19 @@
  */
 import { trace, type Tracer } from '@opentelemetry/api';
 import { detectResources, envDetector, resourceFromAttributes } from '@opentelemetry/resources';
-import { BatchSpanProcessor, NodeTracerProvider, type SpanExporter, type SpanProcessor } from '@opentelemetry/sdk-trace-node';
+import { BatchSpanProcessor, NodeTracerProvider, SimpleSpanProcessor, type SpanExporter, type SpanProcessor } from '@opentelemetry/sdk-trace-node';
+import { FileSpanExporter } from './file-exporter.js';
+
+export { parseTraceparent, formatTraceparent, isSampled, epochMs } from './traceparent.js';
 
 export interface Telemetry {
   tracer: Tracer;
+  /**
+   * Share of requests without a sampled parent that start a trace (from
+   * OTEL_TRACES_SAMPLER_ARG): the hot path decides with it before creating
+   * any span, so unsampled requests cost nothing.
+   */
+  rootRatio: number;
   /** Flushes and stops the provider. Idempotent. */
   shutdown(): Promise<void>;
 }
@@ -36,6 +46,7 @@ export async function startTelemetry(serviceName: string, env: NodeJS.ProcessEnv
     env.OTEL_TRACES_SAMPLER_ARG ??= '0.05';
   }
   const processors: SpanProcessor[] = [...(o.processors ?? [])];
+  if (env.INFERMESH_TRACE_FILE) processors.push(new SimpleSpanProcessor(new FileSpanExporter(env.INFERMESH_TRACE_FILE, env.OTEL_SERVICE_NAME || serviceName)));
   if (!o.processors && (env.OTEL_EXPORTER_OTLP_ENDPOINT || env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT)) {
     // Loaded only when used: the exporter pulls in the OTLP transformer.
     const { OTLPTraceExporter } = await import('@opentelemetry/exporter-trace-otlp-grpc');
@@ -47,8 +58,10 @@ export async function startTelemetry(serviceName: string, env: NodeJS.ProcessEnv
   const provider = new NodeTracerProvider({ resource, spanProcessors: processors });
   provider.register();
   let done: Promise<void> | null = null;
+  const ratio = /^parentbased_traceidratio|traceidratio$/.test(env.OTEL_TRACES_SAMPLER) ? Number(env.OTEL_TRACES_SAMPLER_ARG ?? '1') : env.OTEL_TRACES_SAMPLER.endsWith('always_off') ? 0 : 1;
   return {
     tracer: trace.getTracer('infermesh'),
+    rootRatio: Number.isFinite(ratio) ? Math.min(1, Math.max(0, ratio)) : 0.05,
     shutdown: () => (done ??= provider.shutdown().catch(() => undefined)),
   };
 }

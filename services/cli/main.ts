@@ -125,6 +125,25 @@ program
     process.exitCode = await benchCommand(o);
   });
 
+program
+  .command('tune')
+  .argument('<name>', 'model name the tried versions are pushed under')
+  .description('find the batching policy and worker count with the most rows/s within a p99 target, on a local mesh of its own under h2load')
+  .requiredOption('--model <file>', 'ONNX model file')
+  .option('--input <json>', 'the request, as for infer ({"<input>": nestedArray, …}, [{"name","datatype","shape","data"}] or @file); default: one row of zeros')
+  .option('--p99-target-ms <ms>', 'p99 latency target', '50')
+  .option('--batch-sizes <list>', 'max batch sizes to try, comma-separated', '1,8,32,64')
+  .option('--queue-delays-us <list>', 'max queue delays to try, in µs, comma-separated', '0,500,2000')
+  .option('--workers <list>', 'worker threads per inference replica to try, comma-separated', '1,2')
+  .option('--requests <n>', 'calls per configuration', int(100, 10_000_000), 2000)
+  .option('--connections <n>', 'HTTP/2 connections', int(1, 1000), 2)
+  .option('--streams <n>', 'concurrent calls per connection', int(1, 1000), 32)
+  .option('--json', 'print one JSON object')
+  .action(async (name: string, o) => {
+    const { tuneCommand } = await import('./tune/tune.js');
+    process.exitCode = await tuneCommand(name, o);
+  });
+
 withGlobals(program.command('stats').argument('[name]', 'model name (default: all models)'))
   .description('requests, errors, latency percentiles and rate per model version, and shadow agreement, from the monitor')
   .action(async (name: string | undefined, o: GlobalOptions) => (await import('./stats.js')).statsCommand(name, o));

@@ -60,7 +60,7 @@ const pool = new SessionPool({ workers: config.workers, intraOpThreads: config.i
   log.fatal({ err: String(err) }, 'ONNX Runtime worker died');
   process.exit(1);
 });
-const scheduler = new Scheduler(pool, { maxQueue: config.maxQueue, workers: config.workers });
+const scheduler = new Scheduler(pool, { maxQueue: config.maxQueue, workers: config.workers, tracer: telemetry.tracer });
 const nc = await connectNats(config.natsUrl, `infermesh-inference-${replicaId}`, log);
 const buckets = await openBuckets(nc);
 const events = new EventPublisher(nc, replicaId, log);

@@ -3,6 +3,8 @@ import { checkName } from '../../libs/bus/index.js';
 import { MeshError, NotFoundError, Status, toStatus, UnavailableError } from '../../libs/errors/index.js';
 import { unary } from '../../libs/grpc/index.js';
 import { oip, VersionState } from '../../libs/proto/index.js';
+import type { SpanContext } from '@opentelemetry/api';
+import { isSampled, parseTraceparent } from '../../libs/telemetry/index.js';
 import { decodeRequest } from './infer-request.js';
 import type { ModelManager } from './model-manager.js';
 import type { Scheduler } from './scheduler.js';
@@ -61,6 +63,7 @@ export function oipHandlers(manager: ModelManager, scheduler: Scheduler, o: OipO
           enqueuedAt: now,
           deadline: now + Math.min(left, o.defaultTimeoutMs),
           priority: priorityOf(call.metadata),
+          trace: sampledParent(call.metadata),
           done: (code, message, response) => {
             if (code === Status.OK) cb(null, Buffer.from(response!.buffer, response!.byteOffset, response!.byteLength));
             else cb({ code, details: message });
@@ -82,6 +85,13 @@ export function priorityOf(md: grpc.Metadata): number {
 }
 
 export const PRIORITY_HEADER = 'x-infermesh-priority';
+
+/** The caller's span context when its `traceparent` is sampled, else null. */
+function sampledParent(md: grpc.Metadata): SpanContext | null {
+  const v = md.get('traceparent');
+  const c = v.length ? parseTraceparent(String(v[0])) : null;
+  return isSampled(c) ? c : null;
+}
 
 /** The OIP service definition with ModelInfer's response passed through as encoded bytes. */
 export function oipServiceRawResponse(): grpc.ServiceDefinition {

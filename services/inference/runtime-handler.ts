@@ -3,6 +3,8 @@ import { checkName } from '../../libs/bus/index.js';
 import { FailedPreconditionError, InvalidArgumentError, MeshError, NotFoundError, Status } from '../../libs/errors/index.js';
 import { unary } from '../../libs/grpc/index.js';
 import { oip, RequestFrame, ResponseFrame, VersionState, type LoadRequest, type LoadResponse, type ReplicaRecord, type RequestItem, type ResponseItem, type StatusRequest, type UnloadRequest, type UnloadResponse } from '../../libs/proto/index.js';
+import type { SpanContext } from '@opentelemetry/api';
+import { isSampled, parseTraceparent } from '../../libs/telemetry/index.js';
 import { decodeRequest } from './infer-request.js';
 import type { ModelManager } from './model-manager.js';
 import type { Scheduler } from './scheduler.js';
@@ -80,12 +82,19 @@ function handleItem(item: RequestItem, manager: ModelManager, scheduler: Schedul
     enqueuedAt: now,
     deadline: now + (item.timeoutMicros > 0 ? item.timeoutMicros / 1000 : o.defaultTimeoutMs),
     priority: item.priority,
+    trace: item.traceparent ? sampledContext(item.traceparent) : null,
     done: (code, message, response, queueMicros, computeMicros) =>
       out.push({ id, code, message, response: response ?? EMPTY, queueMicros, computeMicros }),
   });
 }
 
 const EMPTY = new Uint8Array(0);
+
+/** The router's span context when it sampled the request, else null (no spans here either). */
+function sampledContext(traceparent: string): SpanContext | null {
+  const c = parseTraceparent(traceparent);
+  return isSampled(c) ? c : null;
+}
 
 /** The Runtime service: the multiplexed Infer stream plus load/unload/status. */
 export function runtimeHandlers(manager: ModelManager, scheduler: Scheduler, o: RuntimeOptions, streams: Set<grpc.ServerDuplexStream<Buffer, Buffer>>) {

@@ -1,4 +1,6 @@
+import { ROOT_CONTEXT, SpanKind, trace, type Link, type Span, type SpanContext, type Tracer } from '@opentelemetry/api';
 import { Status } from '../../libs/errors/index.js';
+import { epochMs } from '../../libs/telemetry/index.js';
 import { oip, type ReplicaStats } from '../../libs/proto/index.js';
 import type { DecodedRequest } from './infer-request.js';
 import type { ModelSpec } from './model-spec.js';
@@ -19,6 +21,8 @@ export interface Job {
   priority?: number;
   done: JobDone;
   cacheKey?: string;
+  /** The caller's span when the request is sampled: the replica adds its spans under it. */
+  trace?: SpanContext | null;
 }
 
 export interface SchedulerOptions {
@@ -26,6 +30,8 @@ export interface SchedulerOptions {
   maxQueue: number;
   /** Worker threads sharing the queue (for wait estimates). */
   workers: number;
+  /** Spans for sampled requests: inference, queue, batch (linked to every request in it), onnx.run. */
+  tracer?: Tracer;
 }
 
 /** One priority level of a version's queue. */
@@ -272,10 +278,47 @@ export class Scheduler {
     );
   }
 
+  /**
+   * Records the spans of the sampled requests in a finished batch, after the
+   * fact from timestamps already taken (nothing is traced for the others):
+   * per request `inference` (parent: the router's forward span) with `queue`
+   * and `encode` children; one `batch` span linked to every sampled request,
+   * with `onnx.run` under it.
+   */
+  private traceBatch(spec: ModelSpec, batch: Job[], started: number, finished: number, res: RunResult): Span[] | null {
+    const tracer = this.o.tracer;
+    if (!tracer) return null;
+    let requestSpans: Span[] | null = null;
+    for (const j of batch) {
+      if (!j.trace) continue;
+      const s = tracer.startSpan(
+        'inference',
+        { kind: SpanKind.SERVER, startTime: epochMs(j.enqueuedAt), attributes: { 'infermesh.model': spec.name, 'infermesh.version': spec.version, 'infermesh.rows': j.req.rows } },
+        trace.setSpanContext(ROOT_CONTEXT, j.trace),
+      );
+      tracer.startSpan('queue', { startTime: epochMs(j.enqueuedAt) }, trace.setSpan(ROOT_CONTEXT, s)).end(epochMs(started));
+      (requestSpans ??= []).push(s);
+    }
+    if (!requestSpans) return null;
+    const links: Link[] = requestSpans.map((s) => ({ context: s.spanContext() }));
+    const b = tracer.startSpan(
+      'batch',
+      { startTime: epochMs(started), links, attributes: { 'infermesh.batch_size': batch.length, 'infermesh.batch_rows': batch.reduce((n, j) => n + Math.max(1, j.req.rows), 0) } },
+      trace.setSpan(ROOT_CONTEXT, requestSpans[0]!),
+    );
+    const runEnd = Math.min(finished, started + res.computeMicros / 1000 + 1);
+    tracer.startSpan('onnx.run', { startTime: epochMs(runEnd - res.computeMicros / 1000), attributes: { 'infermesh.compute_us': res.computeMicros } }, trace.setSpan(ROOT_CONTEXT, b)).end(epochMs(runEnd));
+    b.end(epochMs(finished));
+    for (const s of requestSpans) s.setAttribute('infermesh.batch_span_id', b.spanContext().spanId);
+    return requestSpans;
+  }
+
   /** Splits the batch's outputs back per request and answers each. */
   private complete(q: VersionQueue, batch: Job[], res: RunResult, started: number): void {
     const spec = q.spec;
     const now = performance.now();
+    const spans = this.traceBatch(spec, batch, started, now, res);
+    let traced = 0;
     let row = 0;
     for (const j of batch) {
       if (now > j.deadline) this.stats.finishedAfterDeadline++;
@@ -298,7 +341,14 @@ export class Scheduler {
       }
       row += j.req.rows;
       if (q.cache && j.cacheKey) q.cache.set(j.cacheKey, { outputs: answer.outputs, raw: answer.raw.map((b) => b.slice()) });
-      j.done(0, '', encode(spec, j.req.id, answer), queueMicros, res.computeMicros);
+      if (spans && j.trace) {
+        const s = spans[traced++]!;
+        const t = performance.now();
+        const bytes = encode(spec, j.req.id, answer);
+        this.o.tracer!.startSpan('encode', { startTime: epochMs(t) }, trace.setSpan(ROOT_CONTEXT, s)).end();
+        j.done(0, '', bytes, queueMicros, res.computeMicros);
+        s.end();
+      } else j.done(0, '', encode(spec, j.req.id, answer), queueMicros, res.computeMicros);
     }
   }
 }

@@ -7,6 +7,10 @@
 import { type ConsumerMessages, type NatsConnection } from 'nats';
 import { EVENTS_STREAM, ensureEventStream, subjects } from '../../libs/bus/index.js';
 import type { Logger } from '../../libs/log/index.js';
+import { ROOT_CONTEXT, SpanKind, trace } from '@opentelemetry/api';
+import { parseTraceparent } from '../../libs/telemetry/index.js';
+
+const tracer = trace.getTracer('infermesh');
 
 export interface EventFeed {
   /** Stops the consumer. Idempotent. */
@@ -30,7 +34,14 @@ export async function followEvents(
   const messages: ConsumerMessages = await consumer.consume();
   const done = (async () => {
     try {
-      for await (const m of messages) onEvent(m.subject, m.data, m.seq > lastStored);
+      for await (const m of messages) {
+        const live = m.seq > lastStored;
+        // The consumer span joins the trace of the call that caused the event (traceparent header).
+        const parent = live ? parseTraceparent(m.headers?.get('traceparent')) : null;
+        const span = parent ? tracer.startSpan('event.consume', { kind: SpanKind.CONSUMER, attributes: { 'messaging.system': 'nats', 'messaging.destination.name': m.subject } }, trace.setSpanContext(ROOT_CONTEXT, parent)) : null;
+        onEvent(m.subject, m.data, live);
+        span?.end();
+      }
     } catch (err) {
       log.warn({ err: String(err) }, 'event feed stopped');
     }

@@ -1,18 +1,42 @@
 import type * as grpc from '@grpc/grpc-js';
 import { NAME_RE, checkName } from '../../libs/bus/index.js';
-import { MeshError, NotFoundError, Status, toStatus, UnavailableError } from '../../libs/errors/index.js';
+import { codeName, MeshError, NotFoundError, Status, toStatus, UnavailableError } from '../../libs/errors/index.js';
 import { unary } from '../../libs/grpc/index.js';
 import { oip } from '../../libs/proto/index.js';
 import type { ReplicaConn } from './replica-conn.js';
 import { scanRouteFields, type RouteFields } from './request-scan.js';
 import type { Route, RoutingTable } from './routing-table.js';
 import { agrees } from './shadow-compare.js';
+import { ROOT_CONTEXT, SpanKind, SpanStatusCode, trace, type Span, type Tracer } from '@opentelemetry/api';
+import { epochMs, formatTraceparent, isSampled, parseTraceparent } from '../../libs/telemetry/index.js';
+
+/**
+ * Appends the timing breakdown (and trace id) to an encoded ModelInferResponse
+ * as `parameters` entries: protobuf merges repeated encodings, so the
+ * replica's bytes stay untouched. Values in microseconds.
+ */
+function withTiming(response: Uint8Array, totalUs: number, replicaUs: number, queueUs: number, computeUs: number, traceId: string): Buffer {
+  const int = (value: number) => ({ parameterChoice: { $case: 'int64Param' as const, value } });
+  const parameters: Record<string, oip.InferParameter> = {
+    'infermesh.total_us': int(totalUs),
+    'infermesh.router_us': int(Math.max(0, totalUs - replicaUs)),
+    'infermesh.network_us': int(Math.max(0, replicaUs - queueUs - computeUs)),
+    'infermesh.queue_us': int(queueUs),
+    'infermesh.compute_us': int(computeUs),
+  };
+  if (traceId) parameters['infermesh.trace_id'] = { parameterChoice: { $case: 'stringParam', value: traceId } };
+  const extra = oip.ModelInferResponse.encode(oip.ModelInferResponse.fromPartial({ parameters })).finish();
+  return Buffer.concat([response, extra]);
+}
 import type { SampleRecorder } from './sample-recorder.js';
 
 export interface FrontOptions {
   /** Deadline given to requests that arrive without one. */
   defaultTimeoutMs: number;
   serverVersion: string;
+  tracer: Tracer;
+  /** Share of requests without a sampled `traceparent` that start a trace. */
+  traceRatio: number;
   /** Largest difference between single-column shadow and production outputs that still agrees. */
   shadowTolerance: number;
 }
@@ -103,12 +127,13 @@ export function createInferPath(table: RoutingTable, samples: SampleRecorder, o:
     if (budgetMs <= 0) return reply(Status.DEADLINE_EXCEEDED, 'deadline exceeded before routing', null);
     const end = t0 + budgetMs;
     const md = headers.get('traceparent');
-    const traceparent = md.length ? String(md[0]) : '';
+    const clientTp = md.length ? String(md[0]) : '';
     const pr = headers.get('x-infermesh-priority');
     const priority = pr.length ? Math.min(255, Math.max(0, Number(pr[0]) | 0)) : 0;
 
     // Canary and shadow apply to production traffic: no version named, or the production alias.
     let mirror: Route | null = null;
+    let canaried = false;
     if (selector === '' || selector === 'production') {
       const m = table.model(name)!;
       const c = m.canary;
@@ -118,33 +143,76 @@ export function createInferPath(table: RoutingTable, samples: SampleRecorder, o:
           const k = headers.get(c.keyHeader);
           bucket = k.length ? bucketOf(String(k[0])) : (Math.random() * 10_000) | 0;
         } else bucket = (Math.random() * 10_000) | 0;
-        if (bucket < c.basisPoints) route = c.route;
+        if (bucket < c.basisPoints) {
+          route = c.route;
+          canaried = true;
+        }
       }
       if (m.shadow && m.shadow.route !== route && Math.random() * 10_000 < m.shadow.basisPoints) mirror = m.shadow.route;
     }
     const version = route.record.version;
     const modelName = route.record.name;
+
+    // Tracing is decided before any span exists: unsampled requests pay nothing.
+    const parent = clientTp ? parseTraceparent(clientTp) : null;
+    let span: Span | null = null;
+    if (parent ? isSampled(parent) : o.traceRatio > 0 && Math.random() < o.traceRatio) {
+      span = o.tracer.startSpan(
+        'ModelInfer',
+        {
+          kind: SpanKind.SERVER,
+          startTime: epochMs(t0),
+          attributes: {
+            'rpc.system': 'grpc',
+            'rpc.method': 'ModelInfer',
+            'infermesh.model': modelName,
+            'infermesh.version': version,
+            'infermesh.selector': selector,
+            'infermesh.canary': canaried,
+            'infermesh.shadowed': mirror !== null,
+          },
+        },
+        parent ? trace.setSpanContext(ROOT_CONTEXT, parent) : ROOT_CONTEXT,
+      );
+    }
+    const traceId = span ? span.spanContext().traceId : '';
     let tried: ReplicaConn | null = null;
     let attempts = 0;
     let shadowDone: ((production: Uint8Array | null) => void) | null = null;
-    if (mirror) shadowDone = startShadow(mirror, modelName, version, buf, traceparent, end);
+    if (mirror) shadowDone = startShadow(mirror, modelName, version, buf, span ? formatTraceparent(span.spanContext()) : clientTp, end);
 
-    const finish = (code: number, message: string, response: Uint8Array | null) => {
-      samples.record(modelName, version, Math.round((performance.now() - t0) * 1000), code, buf, response);
+    const finish = (code: number, message: string, response: Uint8Array | null, replicaUs: number, queueUs: number, computeUs: number) => {
+      const totalUs = Math.round((performance.now() - t0) * 1000);
+      samples.record(modelName, version, totalUs, code, buf, response);
       shadowDone?.(code === 0 ? response : null);
-      reply(code, message, response);
+      if (span) {
+        span.setAttribute('rpc.grpc.status_code', code);
+        if (code !== 0) span.setStatus({ code: SpanStatusCode.ERROR, message: codeName(code) });
+        span.end();
+      }
+      reply(code, message, code === 0 ? withTiming(response!, totalUs, replicaUs, queueUs, computeUs, traceId) : null);
     };
     const attempt = () => {
       const replica = pick(route!.replicas, tried);
       if (!replica) {
-        return finish(Status.UNAVAILABLE, tried ? `no other ready replica for model ${modelName} version ${version}` : `no ready replica for model ${modelName} version ${version}`, null);
+        const msg = tried ? `no other ready replica for model ${modelName} version ${version}` : `no ready replica for model ${modelName} version ${version}`;
+        return finish(Status.UNAVAILABLE, msg, null, 0, 0, 0);
       }
       tried = replica;
       attempts++;
-      const left = end - performance.now();
-      replica.send(modelName, version, Math.max(1, Math.floor(left * 1000)), traceparent, buf, priority, (code, message, response) => {
+      const sent = performance.now();
+      const fwd = span
+        ? o.tracer.startSpan('forward', { kind: SpanKind.CLIENT, startTime: epochMs(sent), attributes: { 'infermesh.replica': replica.id, 'infermesh.attempt': attempts } }, trace.setSpan(ROOT_CONTEXT, span))
+        : null;
+      const tp = fwd ? formatTraceparent(fwd.spanContext()) : clientTp;
+      replica.send(modelName, version, Math.max(1, Math.floor((end - sent) * 1000)), tp, buf, priority, (code, message, response, queueUs, computeUs) => {
+        const replicaUs = Math.round((performance.now() - sent) * 1000);
+        if (fwd) {
+          fwd.setAttributes({ 'infermesh.queue_us': queueUs, 'infermesh.compute_us': computeUs, 'rpc.grpc.status_code': code });
+          fwd.end();
+        }
         if (code === Status.UNAVAILABLE && attempts < 2 && end - performance.now() > 1) return attempt();
-        finish(code, message, response);
+        finish(code, message, response, replicaUs, queueUs, computeUs);
       });
     };
     attempt();

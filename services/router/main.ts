@@ -1,6 +1,5 @@
 /** The router: the mesh's front door (OIP gRPC on 8500, health and metrics over HTTP on 8501). */
 import { randomBytes } from 'node:crypto';
-import http from 'node:http';
 import type * as grpc from '@grpc/grpc-js';
 import { commonSpec, int, loadConfig, num, str } from '../../libs/config/index.js';
 import { createLogger } from '../../libs/log/index.js';
@@ -8,6 +7,7 @@ import { startTelemetry } from '../../libs/telemetry/index.js';
 import { connectNats, openBuckets } from '../../libs/bus/index.js';
 import { addHealthAndReflection, createGrpcServer, listen, shutdownServer } from '../../libs/grpc/index.js';
 import { createInferPath, frontHandlers, rawInferService } from './front.js';
+import { createRestServer } from './rest-server.js';
 import { RoutingTable } from './routing-table.js';
 import { SampleRecorder } from './sample-recorder.js';
 
@@ -36,18 +36,14 @@ const table = await RoutingTable.create(buckets.models, buckets.replicas, { maxM
 const samples = new SampleRecorder(nc, { routerId, flushMs: config.sampleFlushMs, sampleRate: config.sampleRate }, log);
 
 const server = createGrpcServer({ maxMessageBytes: config.maxMessageBytes });
-const frontOptions = { defaultTimeoutMs: config.defaultTimeoutMs, serverVersion: '0.1.0', shadowTolerance: config.shadowTolerance };
+const frontOptions = { defaultTimeoutMs: config.defaultTimeoutMs, serverVersion: '0.1.0', shadowTolerance: config.shadowTolerance, tracer: telemetry.tracer, traceRatio: telemetry.rootRatio };
 const infer = createInferPath(table, samples, frontOptions);
 server.addService(rawInferService(), frontHandlers(table, infer, frontOptions) as unknown as grpc.UntypedServiceImplementation);
 const health = addHealthAndReflection(server, ['inference/grpc_service.proto'], ['inference.GRPCInferenceService']);
 const port = await listen(server, config.host, config.port);
 
-// OIP REST health endpoints (the full REST gateway comes with the REST issue).
-const rest = http.createServer((req, res) => {
-  const ok = req.url === '/v2/health/live' || (req.url === '/v2/health/ready' && table.synced);
-  res.writeHead(req.url?.startsWith('/v2/health/') ? (ok ? 200 : 503) : 404, { 'content-type': 'application/json' });
-  res.end(req.url?.startsWith('/v2/health/') ? (ok ? '{}' : '{"error":"not ready"}') : '{"error":"not found"}');
-});
+// The REST gateway (TF Serving and OIP REST), on the same request path as gRPC.
+const rest = createRestServer(table, infer, { maxBodyBytes: config.maxMessageBytes, defaultTimeoutMs: config.defaultTimeoutMs, serverVersion: frontOptions.serverVersion, log });
 const restPort = await new Promise<number>((resolve, reject) => {
   rest.once('error', reject);
   rest.listen(config.restPort, config.host, () => resolve((rest.address() as { port: number }).port));

@@ -4,8 +4,11 @@ import type { Logger } from '../../libs/log/index.js';
 import { RequestFrame, ResponseFrame, RuntimeService, type RequestItem } from '../../libs/proto/index.js';
 import { Status } from '../../libs/errors/index.js';
 
-/** Called once with a request's terminal status; `response` is a serialized ModelInferResponse when OK. */
-export type Reply = (code: number, message: string, response: Uint8Array | null) => void;
+/**
+ * Called once with a request's terminal status; `response` is a serialized
+ * ModelInferResponse when OK; queue and compute time as the replica measured them.
+ */
+export type Reply = (code: number, message: string, response: Uint8Array | null, queueMicros: number, computeMicros: number) => void;
 
 interface Pending {
   reply: Reply;
@@ -46,7 +49,7 @@ export class ReplicaConn {
 
   /** Queues one request for the next frame. `timeoutMicros` is also the replica's budget. */
   send(model: string, version: number, timeoutMicros: number, traceparent: string, request: Uint8Array, priority: number, reply: Reply): void {
-    if (this.closed) return reply(Status.UNAVAILABLE, 'replica is gone', null);
+    if (this.closed) return reply(Status.UNAVAILABLE, 'replica is gone', null, 0, 0);
     const id = this.nextId++;
     this.pending.set(id, { reply, deadline: performance.now() + timeoutMicros / 1000 });
     this.outstanding++;
@@ -84,7 +87,7 @@ export class ReplicaConn {
         this.log.warn({ replica: this.id }, 'malformed response frame');
         return;
       }
-      for (const it of frame.items) this.answer(it.id, it.code, it.message, it.code === 0 ? it.response : null);
+      for (const it of frame.items) this.answer(it.id, it.code, it.message, it.code === 0 ? it.response : null, it.queueMicros, it.computeMicros);
     });
     const broken = (why: string) => {
       if (this.stream !== s) return;
@@ -103,12 +106,12 @@ export class ReplicaConn {
     s.on('end', () => broken('ended'));
   }
 
-  private answer(id: number, code: number, message: string, response: Uint8Array | null): void {
+  private answer(id: number, code: number, message: string, response: Uint8Array | null, queueMicros = 0, computeMicros = 0): void {
     const p = this.pending.get(id);
     if (!p) return;
     this.pending.delete(id);
     this.outstanding--;
-    p.reply(code, message, response);
+    p.reply(code, message, response, queueMicros, computeMicros);
   }
 
   private sweep(): void {

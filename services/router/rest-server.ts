@@ -1,0 +1,199 @@
+/**
+ * The router's REST gateway (port 8501): TensorFlow Serving's REST API and
+ * the Open Inference Protocol's REST binding. Every inference goes through
+ * the router's one request path (createInferPath), so routing, canary,
+ * shadow, batching and samples are the same as over gRPC; HTTP headers are
+ * passed as its metadata (lower-case keys).
+ *
+ * Endpoints:
+ *   POST /v1/models/<m>[/versions/<v>|/labels/<l>]:predict
+ *   GET  /v1/models/<m>[/versions/<v>|/labels/<l>]            (status)
+ *   GET  /v1/models/<m>[/versions/<v>|/labels/<l>]/metadata
+ *   POST /v2/models/<m>[/versions/<v>]/infer
+ *   GET  /v2/models/<m>[/versions/<v>][/ready]
+ *   GET  /v2, /v2/health/live, /v2/health/ready
+ *
+ * Every error is `{"error": "<message>"}`: 400 bad input (naming the field),
+ * 404 unknown model or path, 405 wrong method, 413 body too large, 429
+ * overloaded, 503 unavailable, 504 deadline exceeded, 500 otherwise.
+ */
+import http from 'node:http';
+import { fromStatus, InternalError, InvalidArgumentError, NotFoundError } from '../../libs/errors/index.js';
+import type { Logger } from '../../libs/log/index.js';
+import { oip } from '../../libs/proto/index.js';
+import type { createInferPath, HeaderSource } from './front.js';
+import { HttpError, httpErrorOf, parseJsonObject, readBody, sendJson, type Out } from './rest-json.js';
+import { isReady, modelRef, oipModelRef, resolveRoute, signatureOf, type ModelRef } from './rest-models.js';
+import { oipInferRequest, oipInferResponse, oipMetadata } from './rest-oip.js';
+import { tfMetadata, tfPredictRequest, tfPredictResponse, tfStatus } from './rest-tfserving.js';
+import type { RoutingTable } from './routing-table.js';
+
+export type InferPath = ReturnType<typeof createInferPath>;
+
+export interface RestOptions {
+  /** Largest request body accepted, in bytes (the router's max message size). */
+  maxBodyBytes: number;
+  /** Deadline of requests that carry no `x-infermesh-timeout-ms` header. */
+  defaultTimeoutMs: number;
+  serverVersion: string;
+  log: Logger;
+}
+
+/** Header that sets a request's deadline, in milliseconds from now. */
+export const TIMEOUT_HEADER = 'x-infermesh-timeout-ms';
+
+interface Endpoint {
+  method: 'GET' | 'POST';
+  run: () => Promise<[number, Out]>;
+}
+
+/** The REST gateway's HTTP server (not yet listening). It never throws on bad input and never crashes on it. */
+export function createRestServer(table: RoutingTable, infer: InferPath, o: RestOptions): http.Server {
+  const call = (req: http.IncomingMessage, buf: Buffer): Promise<oip.ModelInferResponse> => {
+    const deadline = deadlineOf(req, o.defaultTimeoutMs);
+    return new Promise((resolve, reject) => {
+      infer(buf, headerSource(req), deadline, (code, message, response) => {
+        if (code !== 0) return reject(fromStatus(code, message));
+        try {
+          resolve(oip.ModelInferResponse.decode(response!));
+        } catch (err) {
+          reject(new InternalError('undecodable answer from the replica', { cause: err }));
+        }
+      });
+    });
+  };
+
+  const body = async (req: http.IncomingMessage) => parseJsonObject(await readBody(req, o.maxBodyBytes));
+
+  const v1 = (req: http.IncomingMessage, s: string[]): Endpoint | null => {
+    let last = s[s.length - 1]!;
+    const colon = last.indexOf(':');
+    const verb = colon < 0 ? '' : last.slice(colon + 1);
+    if (colon >= 0) s = [...s.slice(0, -1), (last = last.slice(0, colon))];
+    let rest = s.slice(4);
+    let kind: 'version' | 'label' | '' = '';
+    let selector = '';
+    if ((rest[0] === 'versions' || rest[0] === 'labels') && rest.length >= 2) {
+      kind = rest[0] === 'versions' ? 'version' : 'label';
+      selector = rest[1]!;
+      rest = rest.slice(2);
+    }
+    const ref = () => modelRef(s[3]!, kind, selector);
+    if (verb) {
+      if (verb !== 'predict' || rest.length) return null;
+      return {
+        method: 'POST',
+        run: async () => {
+          const r = ref();
+          const b = await body(req);
+          const p = tfPredictRequest(signatureOf(resolveRoute(table, r)), r, b);
+          return [200, tfPredictResponse(await call(req, p.request), p)];
+        },
+      };
+    }
+    if (rest.length === 0) return { method: 'GET', run: async () => [200, tfStatus(table, ref())] };
+    if (rest.length === 1 && rest[0] === 'metadata') return { method: 'GET', run: async () => [200, tfMetadata(signatureOf(resolveRoute(table, ref())))] };
+    return null;
+  };
+
+  const v2 = (req: http.IncomingMessage, s: string[]): Endpoint | null => {
+    if (s.length === 2) return { method: 'GET', run: async () => [200, { name: 'infermesh', version: o.serverVersion, extensions: [] }] };
+    if (s[2] === 'health' && s.length === 4 && s[3] === 'live') return { method: 'GET', run: async () => [200, { live: true }] };
+    if (s[2] === 'health' && s.length === 4 && s[3] === 'ready') {
+      return { method: 'GET', run: async () => (table.synced ? [200, { ready: true }] : [503, { ready: false, error: 'router has not read the registry yet' }]) };
+    }
+    if (s[2] !== 'models' || s.length < 4) return null;
+    let rest = s.slice(4);
+    let version = '';
+    if (rest[0] === 'versions' && rest.length >= 2) {
+      version = rest[1]!;
+      rest = rest.slice(2);
+    }
+    const ref = () => oipModelRef(s[3]!, version);
+    if (rest.length === 0) return { method: 'GET', run: async () => [200, oipMetadata(table, routeWithSignature(table, ref()))] };
+    if (rest.length === 1 && rest[0] === 'ready') {
+      return {
+        method: 'GET',
+        run: async () => {
+          const r = ref();
+          if (!table.model(r.name)) throw new NotFoundError(`model ${r.name} not found`);
+          const route = table.resolve(r.name, r.selector);
+          if (!route && r.selector) resolveRoute(table, r);
+          const ready = !!route && isReady(table, r.name, route.record.version);
+          return ready ? [200, { name: r.name, ready }] : [503, { name: r.name, ready, error: `model ${r.name}${r.selector ? ` version ${r.selector}` : ''} is not ready` }];
+        },
+      };
+    }
+    if (rest.length === 1 && rest[0] === 'infer') {
+      return {
+        method: 'POST',
+        run: async () => {
+          const r = ref();
+          const buf = oipInferRequest(r, await body(req));
+          return [200, oipInferResponse(await call(req, buf))];
+        },
+      };
+    }
+    return null;
+  };
+
+  const handle = async (req: http.IncomingMessage, res: http.ServerResponse): Promise<void> => {
+    const url = req.url ?? '/';
+    const q = url.indexOf('?');
+    let path = q < 0 ? url : url.slice(0, q);
+    if (path.length > 1 && path.endsWith('/')) path = path.slice(0, -1);
+    let s: string[];
+    try {
+      s = path.split('/').map(decodeURIComponent);
+    } catch {
+      throw new HttpError(400, 'path: malformed percent-encoding');
+    }
+    const ep = s[0] !== '' ? null : s[1] === 'v1' && s[2] === 'models' && s.length >= 4 ? v1(req, s) : s[1] === 'v2' ? v2(req, s) : null;
+    if (!ep) throw new HttpError(404, `no endpoint ${req.method} ${path}`);
+    const method = req.method === 'HEAD' ? 'GET' : req.method;
+    if (method !== ep.method) throw new HttpError(405, `${req.method} is not allowed on ${path}; use ${ep.method}`, { allow: ep.method === 'GET' ? 'GET, HEAD' : 'POST' });
+    const [status, out] = await ep.run();
+    sendJson(res, status, out);
+  };
+
+  const server = http.createServer((req, res) => {
+    handle(req, res).catch((err: unknown) => {
+      const e = httpErrorOf(err);
+      if (e.internal) o.log.error({ err, method: req.method, url: req.url }, 'REST request failed');
+      sendJson(res, e.status, { error: e.message }, e.headers);
+    });
+  });
+  // Requests Node cannot parse still get a JSON answer.
+  server.on('clientError', (err: NodeJS.ErrnoException, socket) => {
+    if (!socket.writable || err.code === 'ECONNRESET') return void socket.destroy();
+    const status = err.code === 'HPE_HEADER_OVERFLOW' ? 431 : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;
+    const text = JSON.stringify({ error: status === 431 ? 'request headers too large' : status === 408 ? 'request timed out' : 'malformed HTTP request' });
+    socket.end(`HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(text)}\r\nconnection: close\r\n\r\n${text}`);
+  });
+  return server;
+}
+
+function routeWithSignature(table: RoutingTable, ref: ModelRef) {
+  const route = resolveRoute(table, ref);
+  signatureOf(route);
+  return route;
+}
+
+/** The request's deadline (epoch ms) from `x-infermesh-timeout-ms`, else `defaultMs` from now. */
+function deadlineOf(req: http.IncomingMessage, defaultMs: number): number {
+  const h = req.headers[TIMEOUT_HEADER];
+  if (h === undefined) return Date.now() + defaultMs;
+  const ms = Number(Array.isArray(h) ? h[0] : h);
+  if (!(ms > 0) || !Number.isFinite(ms)) throw new InvalidArgumentError(TIMEOUT_HEADER, 'must be a positive number of milliseconds');
+  return Date.now() + ms;
+}
+
+/** HTTP headers as the request path's metadata (Node gives lower-case keys). */
+function headerSource(req: http.IncomingMessage): HeaderSource {
+  return {
+    get(key: string) {
+      const v = req.headers[key];
+      return v === undefined ? [] : Array.isArray(v) ? v : [v];
+    },
+  };
+}
