@@ -15,7 +15,7 @@
  */
 import { trace, type Tracer } from '@opentelemetry/api';
 import { detectResources, envDetector, resourceFromAttributes } from '@opentelemetry/resources';
-import { BatchSpanProcessor, NodeTracerProvider, SimpleSpanProcessor, type SpanExporter, type SpanProcessor } from '@opentelemetry/sdk-trace-node';
+import { BatchSpanProcessor, NodeTracerProvider, type SpanExporter, type SpanProcessor } from '@opentelemetry/sdk-trace-node';
 import { FileSpanExporter } from './file-exporter.js';
 
 export { parseTraceparent, formatTraceparent, isSampled, epochMs } from './traceparent.js';
@@ -46,7 +46,10 @@ export async function startTelemetry(serviceName: string, env: NodeJS.ProcessEnv
     env.OTEL_TRACES_SAMPLER_ARG ??= '0.05';
   }
   const processors: SpanProcessor[] = [...(o.processors ?? [])];
-  if (env.INFERMESH_TRACE_FILE) processors.push(new SimpleSpanProcessor(new FileSpanExporter(env.INFERMESH_TRACE_FILE, env.OTEL_SERVICE_NAME || serviceName)));
+  if (env.INFERMESH_TRACE_FILE) {
+    // Batched like an OTLP export would be, flushed often so a test sees its spans quickly.
+    processors.push(new BatchSpanProcessor(new FileSpanExporter(env.INFERMESH_TRACE_FILE, env.OTEL_SERVICE_NAME || serviceName), { scheduledDelayMillis: 100 }));
+  }
   if (!o.processors && (env.OTEL_EXPORTER_OTLP_ENDPOINT || env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT)) {
     // Loaded only when used: the exporter pulls in the OTLP transformer.
     const { OTLPTraceExporter } = await import('@opentelemetry/exporter-trace-otlp-grpc');

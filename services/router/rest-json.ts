@@ -55,7 +55,7 @@ export function httpErrorOf(err: unknown): { status: number; message: string; he
  */
 export function readBody(req: http.IncomingMessage, limit: number): Promise<Buffer> {
   return new Promise((resolve, reject) => {
-    const tooLarge = () => new HttpError(413, `request body exceeds ${limit} bytes`, { connection: 'close' });
+    const tooLarge = () => new HttpError(413, `request body exceeds ${limit} bytes`);
     const declared = req.headers['content-length'];
     if (declared !== undefined && Number(declared) > limit) {
       drain(req, limit);

@@ -19,6 +19,9 @@ export interface PlainTensor {
   data: Leaf[];
 }
 
+/** Deepest nesting accepted (ONNX Runtime itself refuses more dimensions long before). */
+const MAX_RANK = 32;
+
 /**
  * The shape and row-major leaves of a nested JSON list (a scalar has shape []).
  * Throws INVALID_ARGUMENT naming `field` when the list is ragged.
@@ -26,6 +29,7 @@ export interface PlainTensor {
 export function flatten(value: Json, field: string): { shape: number[]; leaves: Json[] } {
   const shape: number[] = [];
   for (let v = value; Array.isArray(v); v = v[0]!) {
+    if (shape.length === MAX_RANK) throw new InvalidArgumentError(field, `nested lists go deeper than ${MAX_RANK} levels`);
     shape.push(v.length);
     if (v.length === 0) break;
   }

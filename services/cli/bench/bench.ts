@@ -66,14 +66,22 @@ export async function benchCommand(o: BenchOptions): Promise<number> {
     const natsPort = await freePort();
     await sup.start({ name: 'nats', command: natsBin, args: ['-js', '-sd', path.join(dir, 'nats'), '-a', '127.0.0.1', '-p', String(natsPort)], tier: 0, readyProbe: () => accepts(natsPort), timeoutMs: 15_000 });
     const nats = `nats://127.0.0.1:${natsPort}`;
-    const svc = (name: string, tier: number, extra: string[] = []) =>
-      sup.start({ name, command: process.execPath, args: [...SERVICE_NODE_FLAGS, entry(name), '--nats', nats, '--port', '0', '--log-level', 'info', ...extra], tier, readyLine: isListening, timeoutMs: 60_000 });
+    const svc = (name: string, tier: number, extra: string[] = [], script = name) =>
+      sup.start({ name, command: process.execPath, args: [...SERVICE_NODE_FLAGS, entry(script), '--nats', nats, '--port', '0', '--log-level', 'info', ...extra], tier, readyLine: isListening, timeoutMs: 60_000 });
+    // The mesh runs with tracing as deployed: default sampling (5 % of roots), spans
+    // exported through the batch processor (to /dev/null). A second router with
+    // tracing off serves the comparison.
+    process.env.INFERMESH_TRACE_FILE = '/dev/null';
     const [registry, monitor, inference] = await Promise.all([
       svc('registry', 1),
       svc('monitor', 1, ['--metrics-port', '0']),
       svc('inference', 2, ['--heartbeat-ms', '1000']),
     ]);
     const router = await svc('router', 3, ['--rest-port', '0', '--sample-flush-ms', '250']);
+    delete process.env.INFERMESH_TRACE_FILE;
+    process.env.OTEL_TRACES_SAMPLER = 'always_off';
+    const routerOff = await svc('router-untraced', 3, ['--rest-port', '0', '--sample-flush-ms', '250'], 'router');
+    delete process.env.OTEL_TRACES_SAMPLER;
     const echo = await sup.start({
       name: 'echo',
       command: process.execPath,
@@ -123,6 +131,7 @@ export async function benchCommand(o: BenchOptions): Promise<number> {
       ['grpc-js echo', addr(echo)],
       ['inference direct', replicaAddr],
       ['mesh (router)', routerAddr],
+      ['mesh, tracing off', addr(routerOff)],
     ];
     for (const [label, target] of targets) {
       progress(`bench: ${label}: warm-up, ${o.requests} calls at ${o.connections}×${o.streams} in flight, ${o.latencyRequests} calls at concurrency 1…\n`);
@@ -179,6 +188,8 @@ export async function benchCommand(o: BenchOptions): Promise<number> {
       meshThroughputOverEcho: meshR.load.rps / echoR.load.rps,
       directThroughputOverEcho: directR.load.rps / echoR.load.rps,
       meshP50C1OverEcho: meshR.c1.p50Us / echoR.c1.p50Us,
+      tracingP99OverOff: meshR.load.p99Us / (results['mesh, tracing off'] as { load: LoadResult }).load.p99Us,
+      tracingC1P99OverOff: meshR.c1.p99Us / (results['mesh, tracing off'] as { load: LoadResult; c1: LoadResult }).c1.p99Us,
       batchingRowsPerSecOnOverOff: batchOn.rps / batchOff.rps,
       batchingP99OnOverOff: batchOn.p99Us / batchOff.p99Us,
     };
@@ -230,6 +241,7 @@ function renderReport(r: { ratios: Record<string, number>; batching: { on: LoadR
     '',
     `mesh / echo throughput:        ${f2(r.ratios.meshThroughputOverEcho!)}  (inference direct / echo: ${f2(r.ratios.directThroughputOverEcho!)})`,
     `mesh / echo p50 at c1:         ${f2(r.ratios.meshP50C1OverEcho!)}`,
+    `tracing (default sampling) / off, p99: ${f2(r.ratios.tracingP99OverOff!)} under load, ${f2(r.ratios.tracingC1P99OverOff!)} at c1`,
     `batching on / off rows/s:      ${f2(r.ratios.batchingRowsPerSecOnOverOff!)}  (p99 on / off: ${f2(r.ratios.batchingP99OnOverOff!)})`,
     `inference event-loop delay under a 50 ms model: p99 ${f2(r.inferenceEventLoop.p99Ms)} ms, max ${f2(r.inferenceEventLoop.maxMs)} ms`,
     `RSS, demo model only: inference ${r.memoryMb.afterDemoLoad!.inference!.peakMb} MB peak (idle ${r.memoryMb.idleWithDemoModel!.inference!.nowMb}), router ${r.memoryMb.afterDemoLoad!.router!.peakMb} MB peak (idle ${r.memoryMb.idleWithDemoModel!.router!.nowMb})`,
