@@ -4,7 +4,8 @@
 # the Node flags of SERVICE_NODE_FLAGS in libs/config/index.ts.
 set -eu
 SERVICE_NODE_FLAGS="--max-semi-space-size=8"
-cd /app
+# The app root: /app in the image (this file is /app/deploy/docker/entrypoint.sh).
+cd "$(dirname "$0")/../.."
 service="${1:-help}"
 [ "$#" -gt 0 ] && shift
 case "$service" in

@@ -1,32 +1,95 @@
-import { headers as natsHeaders, type NatsConnection, type JetStreamClient } from 'nats';
+import { headers as natsHeaders, type MsgHdrs, type NatsConnection, type JetStreamClient } from 'nats';
 import { context, propagation } from '@opentelemetry/api';
 import { ModelEvent, ModelEvent_Kind } from '../proto/index.js';
 import type { Logger } from '../log/index.js';
 import { subjects } from './names.js';
 
+/** Events kept while NATS is unreachable; beyond this the oldest are dropped (and counted). */
+const OUTBOX_LIMIT = 10_000;
+const RETRY_MS = 500;
+
+interface Pending {
+  subject: string;
+  data: Uint8Array;
+  headers: MsgHdrs;
+}
+
 /**
  * Publishes lifecycle events on `infermesh.events.model.<name>` through
- * JetStream (acknowledged, stored), so an event is either stored or the
- * publisher knows it was not. Never blocks its caller: failures are logged.
+ * JetStream (acknowledged, stored). An event that cannot be stored now (NATS
+ * down) waits in an in-memory outbox and is retried in order until it is, so
+ * events raised during an outage reach consumers after it. Never throws.
  */
 export class EventPublisher {
   private readonly js: JetStreamClient;
+  private readonly outbox: Pending[] = [];
+  private draining = false;
+  private timer: NodeJS.Timeout | null = null;
+  /** Events dropped because the outbox overflowed. */
+  dropped = 0;
+
   constructor(nc: NatsConnection, private readonly actor: string, private readonly log: Logger) {
     this.js = nc.jetstream();
   }
 
-  /** Publishes one event; resolves true once stored, false (logged) when it could not be. */
+  /** Events waiting for NATS. */
+  get backlog(): number {
+    return this.outbox.length;
+  }
+
+  /** Publishes one event; resolves true once stored now, false when it was queued for retry. */
   async publish(e: Partial<ModelEvent> & { name: string; kind: ModelEvent_Kind }): Promise<boolean> {
     const ev = ModelEvent.fromPartial({ actor: this.actor, atMs: Date.now(), ...e });
+    // Trace context travels in the message headers (W3C traceparent).
+    const h = natsHeaders();
+    propagation.inject(context.active(), h, { set: (carrier, key, value) => carrier.set(key, value) });
+    const p: Pending = { subject: subjects.events(ev.name), data: ModelEvent.encode(ev).finish(), headers: h };
+    if (this.outbox.length === 0 && (await this.send(p))) return true;
+    this.outbox.push(p);
+    if (this.outbox.length > OUTBOX_LIMIT) {
+      this.outbox.shift();
+      this.dropped++;
+    }
+    this.log.warn({ event: ModelEvent_Kind[ev.kind], model: ev.name, backlog: this.outbox.length }, 'event queued until NATS is back');
+    this.schedule();
+    return false;
+  }
+
+  private async send(p: Pending): Promise<boolean> {
     try {
-      // Trace context travels in the message headers (W3C traceparent).
-      const h = natsHeaders();
-      propagation.inject(context.active(), h, { set: (carrier, key, value) => carrier.set(key, value) });
-      await this.js.publish(subjects.events(ev.name), ModelEvent.encode(ev).finish(), { timeout: 5_000, headers: h });
+      await this.js.publish(p.subject, p.data, { timeout: 5_000, headers: p.headers });
       return true;
-    } catch (err) {
-      this.log.warn({ err: String(err), event: ModelEvent_Kind[ev.kind], model: ev.name }, 'event not published');
+    } catch {
       return false;
     }
+  }
+
+  private schedule(): void {
+    if (this.timer || this.draining) return;
+    this.timer = setTimeout(() => {
+      this.timer = null;
+      void this.drain();
+    }, RETRY_MS);
+    this.timer.unref();
+  }
+
+  private async drain(): Promise<void> {
+    this.draining = true;
+    try {
+      while (this.outbox.length > 0) {
+        if (!(await this.send(this.outbox[0]!))) break;
+        this.outbox.shift();
+      }
+    } finally {
+      this.draining = false;
+    }
+    if (this.outbox.length > 0) this.schedule();
+    else this.log.info('queued events published');
+  }
+
+  /** Stops retrying. Idempotent. */
+  close(): void {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
   }
 }

@@ -1,5 +1,5 @@
 import { InvalidArgumentError } from '../../libs/errors/index.js';
-import { elementCount, hasTypedContents, typedContentsToBytes } from '../../libs/tensor/index.js';
+import { elementCount, hasTypedContents, rawToTyped, typedContentsToBytes, type DatatypeInfo } from '../../libs/tensor/index.js';
 import { oip } from '../../libs/proto/index.js';
 import type { ModelSpec } from './model-spec.js';
 
@@ -15,10 +15,30 @@ export interface DecodedRequest {
 }
 
 /**
+ * What a replica does with NaN or ±Infinity in floating-point inputs: `reject`
+ * (default) answers INVALID_ARGUMENT naming the input, so a broken feature
+ * pipeline cannot silently score; `allow` passes them to the model. Every
+ * replica of a mesh should run with the same policy (set it in one place:
+ * INFERMESH_NONFINITE_INPUTS).
+ */
+export type NonFinitePolicy = 'reject' | 'allow';
+
+/** Index of the first NaN/±Inf value in a float tensor's bytes, or -1. */
+function firstNonFinite(dt: DatatypeInfo, bytes: Uint8Array): number {
+  if (dt.oip === 'FP16') {
+    for (let i = 0; i + 1 < bytes.length; i += 2) if ((bytes[i + 1]! & 0x7c) === 0x7c) return i / 2;
+    return -1;
+  }
+  const a = rawToTyped(dt, bytes) as Float32Array | Float64Array;
+  for (let i = 0; i < a.length; i++) if (!Number.isFinite(a[i]!)) return i;
+  return -1;
+}
+
+/**
  * Validates `req` against the model and returns its tensors as bytes.
  * Throws INVALID_ARGUMENT naming the offending field.
  */
-export function decodeRequest(spec: ModelSpec, req: oip.ModelInferRequest): DecodedRequest {
+export function decodeRequest(spec: ModelSpec, req: oip.ModelInferRequest, nonFinite: NonFinitePolicy = 'reject'): DecodedRequest {
   const n = req.inputs.length;
   if (n === 0) throw new InvalidArgumentError('inputs', 'no inputs');
   const raw = req.rawInputContents;
@@ -61,6 +81,10 @@ export function decodeRequest(spec: ModelSpec, req: oip.ModelInferRequest): Deco
       if (!dt.contents) throw new InvalidArgumentError(`inputs[${i}].contents`, `${dt.oip} needs raw_input_contents`);
       bytes = typedContentsToBytes(dt, t.contents ?? oip.InferTensorContents.create(), count);
       if (!bytes) throw new InvalidArgumentError(`inputs[${i}].contents`, `${dt.contents.replace('Contents', '_contents')} must hold ${count} values for shape [${shape.join(',')}]`);
+    }
+    if (nonFinite === 'reject' && (dt.oip === 'FP32' || dt.oip === 'FP64' || dt.oip === 'FP16')) {
+      const at = firstNonFinite(dt, bytes);
+      if (at >= 0) throw new InvalidArgumentError(`inputs[${i}]`, `input "${t.name}" holds NaN or Infinity (element ${at}); this mesh rejects non-finite inputs`);
     }
     shapes[idx] = shape;
     data[idx] = bytes;

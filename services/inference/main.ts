@@ -31,6 +31,7 @@ const config = loadConfig(
     defaultTimeoutMs: int({ env: 'INFERMESH_DEFAULT_TIMEOUT_MS', flag: 'default-timeout-ms', default: 30_000, min: 1 }),
     heartbeatMs: int({ env: 'INFERMESH_HEARTBEAT_MS', flag: 'heartbeat-ms', default: 2_000, min: 100 }),
     drainMs: int({ env: 'INFERMESH_DRAIN_MS', flag: 'drain-ms', default: 30_000, min: 0 }),
+    nonFinite: str<'reject' | 'allow'>({ env: 'INFERMESH_NONFINITE_INPUTS', flag: 'nonfinite-inputs', default: 'reject', choices: ['reject', 'allow'] }),
     oversubscribe: bool({ env: 'INFERMESH_OVERSUBSCRIBE', flag: 'oversubscribe', default: false }),
   },
   process.argv.slice(2),
@@ -83,11 +84,11 @@ const server = createGrpcServer({ maxMessageBytes: config.maxMessageBytes });
 // The runtime stream carries frames as bytes; they are decoded in the handler.
 server.addService(
   { ...RuntimeService, infer: { ...RuntimeService.infer, requestDeserialize: (b: Buffer) => b, responseSerialize: (b: Buffer) => b } } as unknown as grpc.ServiceDefinition,
-  runtimeHandlers(manager, scheduler, { defaultTimeoutMs: config.defaultTimeoutMs, accepting: () => accepting, record: () => announcer!.record() }, streams) as unknown as grpc.UntypedServiceImplementation,
+  runtimeHandlers(manager, scheduler, { defaultTimeoutMs: config.defaultTimeoutMs, nonFinite: config.nonFinite, accepting: () => accepting, record: () => announcer!.record() }, streams) as unknown as grpc.UntypedServiceImplementation,
 );
 server.addService(
   oipServiceRawResponse(),
-  oipHandlers(manager, scheduler, { defaultTimeoutMs: config.defaultTimeoutMs, serverVersion: '0.1.0', ready: () => accepting }) as unknown as grpc.UntypedServiceImplementation,
+  oipHandlers(manager, scheduler, { defaultTimeoutMs: config.defaultTimeoutMs, nonFinite: config.nonFinite, serverVersion: '0.1.0', ready: () => accepting }) as unknown as grpc.UntypedServiceImplementation,
 );
 const health = addHealthAndReflection(server, ['inference/grpc_service.proto', 'infermesh/v1/runtime.proto'], ['inference.GRPCInferenceService', 'infermesh.v1.Runtime']);
 const port = await listen(server, config.host, config.port);

@@ -5,12 +5,13 @@ import { unary } from '../../libs/grpc/index.js';
 import { oip, VersionState } from '../../libs/proto/index.js';
 import type { SpanContext } from '@opentelemetry/api';
 import { isSampled, parseTraceparent } from '../../libs/telemetry/index.js';
-import { decodeRequest } from './infer-request.js';
+import { decodeRequest, type NonFinitePolicy } from './infer-request.js';
 import type { ModelManager } from './model-manager.js';
 import type { Scheduler } from './scheduler.js';
 
 export interface OipOptions {
   defaultTimeoutMs: number;
+  nonFinite: NonFinitePolicy;
   serverVersion: string;
   ready: () => boolean;
 }
@@ -53,7 +54,7 @@ export function oipHandlers(manager: ModelManager, scheduler: Scheduler, o: OipO
         const req = call.request;
         const e = find(req.modelName, req.modelVersion);
         if (e.state !== VersionState.VERSION_STATE_READY) throw new UnavailableError(`model ${req.modelName} is not ready`);
-        const decoded = decodeRequest(e.spec, req);
+        const decoded = decodeRequest(e.spec, req, o.nonFinite);
         const now = performance.now();
         const d = call.getDeadline();
         const left = d instanceof Date ? d.getTime() - Date.now() : Number.isFinite(d) ? Number(d) - Date.now() : o.defaultTimeoutMs;

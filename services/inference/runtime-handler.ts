@@ -5,13 +5,14 @@ import { unary } from '../../libs/grpc/index.js';
 import { oip, RequestFrame, ResponseFrame, VersionState, type LoadRequest, type LoadResponse, type ReplicaRecord, type RequestItem, type ResponseItem, type StatusRequest, type UnloadRequest, type UnloadResponse } from '../../libs/proto/index.js';
 import type { SpanContext } from '@opentelemetry/api';
 import { isSampled, parseTraceparent } from '../../libs/telemetry/index.js';
-import { decodeRequest } from './infer-request.js';
+import { decodeRequest, type NonFinitePolicy } from './infer-request.js';
 import type { ModelManager } from './model-manager.js';
-import type { Scheduler } from './scheduler.js';
+import type { Job, Scheduler } from './scheduler.js';
 
 export interface RuntimeOptions {
   /** Deadline applied to a request that arrives without one. */
   defaultTimeoutMs: number;
+  nonFinite: NonFinitePolicy;
   /** False while draining: new requests are refused with UNAVAILABLE. */
   accepting: () => boolean;
   record: () => ReplicaRecord;
@@ -26,6 +27,8 @@ class StreamWriter {
 
   /** Requests taken from this stream and not yet answered. */
   pending = 0;
+  /** Queued jobs by request id, so that a cancel can find them. */
+  readonly jobs = new Map<number, Job>();
 
   push(item: ResponseItem): void {
     this.pending--;
@@ -56,6 +59,13 @@ class StreamWriter {
  */
 function handleItem(item: RequestItem, manager: ModelManager, scheduler: Scheduler, o: RuntimeOptions, out: StreamWriter): void {
   const id = item.id;
+  if (item.cancel) {
+    // The router already answered its caller; this only frees the queue slot.
+    out.pending--;
+    const job = out.jobs.get(id);
+    if (job) scheduler.cancel(job);
+    return;
+  }
   const fail = (code: number, message: string) => out.push({ id, code, message, response: EMPTY, queueMicros: 0, computeMicros: 0 });
   if (!o.accepting()) return fail(Status.UNAVAILABLE, 'replica is draining');
   const entry = manager.lookup(item.model, item.version);
@@ -70,22 +80,30 @@ function handleItem(item: RequestItem, manager: ModelManager, scheduler: Schedul
   }
   let decoded;
   try {
-    decoded = decodeRequest(entry.spec, req);
+    decoded = decodeRequest(entry.spec, req, o.nonFinite);
   } catch (err) {
     if (err instanceof MeshError) return fail(err.code, err.message);
     return fail(Status.INVALID_ARGUMENT, 'request: invalid');
   }
   const now = performance.now();
-  scheduler.submit({
+  let answered = false;
+  const job: Job = {
     spec: entry.spec,
     req: decoded,
     enqueuedAt: now,
     deadline: now + (item.timeoutMicros > 0 ? item.timeoutMicros / 1000 : o.defaultTimeoutMs),
     priority: item.priority,
     trace: item.traceparent ? sampledContext(item.traceparent) : null,
-    done: (code, message, response, queueMicros, computeMicros) =>
-      out.push({ id, code, message, response: response ?? EMPTY, queueMicros, computeMicros }),
-  });
+    done: (code, message, response, queueMicros, computeMicros) => {
+      answered = true;
+      out.jobs.delete(id);
+      // A cancelled request's answer is not sent: the router has answered its caller.
+      if (code === Status.CANCELLED) out.pending--;
+      else out.push({ id, code, message, response: response ?? EMPTY, queueMicros, computeMicros });
+    },
+  };
+  scheduler.submit(job);
+  if (!answered) out.jobs.set(id, job);
 }
 
 const EMPTY = new Uint8Array(0);

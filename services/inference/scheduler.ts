@@ -23,6 +23,10 @@ export interface Job {
   cacheKey?: string;
   /** The caller's span when the request is sampled: the replica adds its spans under it. */
   trace?: SpanContext | null;
+  /** Set once the job is in a batch sent to a worker. */
+  started?: boolean;
+  /** Set when the caller gave up before it started: it is dropped, never run. */
+  cancelled?: boolean;
 }
 
 export interface SchedulerOptions {
@@ -76,7 +80,7 @@ class VersionQueue {
 
 function newStats(): ReplicaStats {
   return {
-    requests: 0, batches: 0, batchedRows: 0, expiredInQueue: 0, refusedDeadline: 0, refusedQueueFull: 0,
+    requests: 0, batches: 0, batchedRows: 0, expiredInQueue: 0, refusedDeadline: 0, refusedQueueFull: 0, cancelled: 0,
     startedAfterDeadline: 0, finishedAfterDeadline: 0, cacheHits: 0, cacheMisses: 0, outstanding: 0,
     eventLoopP99Micros: 0, eventLoopMaxMicros: 0, rssBytes: 0,
   };
@@ -182,6 +186,19 @@ export class Scheduler {
     return job.enqueuedAt + (batchesAhead + busy + 1) * q.batchMs <= job.deadline;
   }
 
+  /**
+   * The caller gave up: a job not yet started is answered CANCELLED now (its
+   * queue slot is free at once) and dropped when it reaches the head.
+   * Returns false when it had already started (it completes normally).
+   */
+  cancel(job: Job): boolean {
+    if (job.started || job.cancelled) return false;
+    job.cancelled = true;
+    this.stats.cancelled++;
+    job.done(Status.CANCELLED, 'cancelled by the caller', null, Math.round((performance.now() - job.enqueuedAt) * 1000), 0);
+    return true;
+  }
+
   /** Dispatches batches while a worker is idle. */
   pump(): void {
     if (this.pumping) return;
@@ -204,8 +221,9 @@ export class Scheduler {
   private takeBatch(q: VersionQueue): Job[] | null {
     const now = performance.now();
     for (const lane of q.lanes) {
-      while (lane.length > 0 && lane.peek().deadline <= now) {
+      while (lane.length > 0 && (lane.peek().cancelled || lane.peek().deadline <= now)) {
         const j = lane.shift();
+        if (j.cancelled) continue;
         this.stats.expiredInQueue++;
         j.done(Status.DEADLINE_EXCEEDED, 'deadline exceeded while queued', null, Math.round((now - j.enqueuedAt) * 1000), 0);
       }
@@ -219,7 +237,7 @@ export class Scheduler {
     let end = lane.head;
     while (end < lane.jobs.length) {
       const j = lane.jobs[end]!;
-      if (j.req.rows <= 0 || rows + j.req.rows > spec.maxBatchSize || !sameTail(first.req.shapes, j.req.shapes) || j.deadline <= now) break;
+      if (j.req.rows <= 0 || rows + j.req.rows > spec.maxBatchSize || !sameTail(first.req.shapes, j.req.shapes) || j.deadline <= now || j.cancelled) break;
       rows += j.req.rows;
       end++;
     }
@@ -246,6 +264,7 @@ export class Scheduler {
     let rows = 0;
     for (const j of batch) {
       rows += j.req.rows;
+      j.started = true;
       if (j.deadline <= started) this.stats.startedAfterDeadline++;
     }
     this.stats.batches++;

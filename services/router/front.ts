@@ -1,4 +1,4 @@
-import type * as grpc from '@grpc/grpc-js';
+import * as grpc from '@grpc/grpc-js';
 import { NAME_RE, checkName } from '../../libs/bus/index.js';
 import { codeName, MeshError, NotFoundError, Status, toStatus, UnavailableError } from '../../libs/errors/index.js';
 import { unary } from '../../libs/grpc/index.js';
@@ -7,6 +7,7 @@ import type { ReplicaConn } from './replica-conn.js';
 import { scanRouteFields, type RouteFields } from './request-scan.js';
 import type { Route, RoutingTable } from './routing-table.js';
 import { agrees } from './shadow-compare.js';
+import type { RouterCounters } from './router-metrics.js';
 import { ROOT_CONTEXT, SpanKind, SpanStatusCode, trace, type Span, type Tracer } from '@opentelemetry/api';
 import { epochMs, formatTraceparent, isSampled, parseTraceparent } from '../../libs/telemetry/index.js';
 
@@ -39,7 +40,12 @@ export interface FrontOptions {
   traceRatio: number;
   /** Largest difference between single-column shadow and production outputs that still agrees. */
   shadowTolerance: number;
+  /** Requests in flight through this router before new ones are shed with RESOURCE_EXHAUSTED. */
+  maxInflight: number;
 }
+
+/** How long a shed caller is asked to wait before retrying (gRPC `grpc-retry-pushback-ms`). */
+export const RETRY_PUSHBACK_MS = 100;
 
 /** 32-bit FNV-1a of a routing key: the same key always lands in the same canary bucket. */
 function bucketOf(key: string): number {
@@ -58,17 +64,26 @@ function selectorOf(f: RouteFields): { name: string; selector: string } {
   return { name: f.modelName.slice(0, at), selector: f.modelVersion || f.modelName.slice(at + 1) };
 }
 
-/** Power of two choices on outstanding requests, skipping replicas already tried. */
+/**
+ * Power of two choices on outstanding requests, skipping the replica already
+ * tried and ejected ones, unless ejection would take out most replicas (then
+ * ejection is ignored: serving on a slow replica beats serving on none).
+ */
 function pick(replicas: ReplicaConn[], tried: ReplicaConn | null): ReplicaConn | null {
   const n = replicas.length;
   if (n === 0) return null;
   if (n === 1) return replicas[0] === tried ? null : replicas[0]!;
+  const now = performance.now();
+  let ejected = 0;
+  for (let i = 0; i < n; i++) if (replicas[i]!.ejectedUntil > now) ejected++;
+  const skipEjected = ejected > 0 && ejected * 2 <= n;
+  const usable = (r: ReplicaConn) => r !== tried && !(skipEjected && r.ejectedUntil > now);
   let a = replicas[(Math.random() * n) | 0]!;
   let b = replicas[(Math.random() * n) | 0]!;
-  if (a === tried) a = b;
-  if (b === tried) b = a;
-  if (a === tried) {
-    for (const r of replicas) if (r !== tried) return r;
+  if (!usable(a)) a = b;
+  if (!usable(b)) b = a;
+  if (!usable(a)) {
+    for (const r of replicas) if (usable(r)) return r;
     return null;
   }
   return a.outstanding <= b.outstanding ? a : b;
@@ -105,10 +120,11 @@ export type InferReply = (code: number, message: string, response: Uint8Array | 
  * broken, version not ready there) is retried once on another replica while
  * its deadline allows; inference is idempotent.
  */
-export function createInferPath(table: RoutingTable, samples: SampleRecorder, o: FrontOptions) {
+export function createInferPath(table: RoutingTable, samples: SampleRecorder, o: FrontOptions, counters: RouterCounters) {
   const fields: RouteFields = { modelName: '', modelVersion: '' };
 
-  const infer = (buf: Buffer, headers: HeaderSource, deadlineMs: number, reply: InferReply): void => {
+  /** Routes one request; returns a function that cancels it (the caller went away). */
+  const infer = (buf: Buffer, headers: HeaderSource, deadlineMs: number, reply: InferReply): (() => void) | null => {
     const t0 = performance.now();
     let route: Route | undefined;
     let name: string;
@@ -121,10 +137,22 @@ export function createInferPath(table: RoutingTable, samples: SampleRecorder, o:
       if (!route) throw notFound(table, name, selector);
     } catch (err) {
       const st = toStatus(err);
-      return reply(st.code, st.details, null);
+      reply(st.code, st.details, null);
+      return null;
     }
     const budgetMs = Math.min(deadlineMs - Date.now(), o.defaultTimeoutMs);
-    if (budgetMs <= 0) return reply(Status.DEADLINE_EXCEEDED, 'deadline exceeded before routing', null);
+    if (budgetMs <= 0) {
+      reply(Status.DEADLINE_EXCEEDED, 'deadline exceeded before routing', null);
+      return null;
+    }
+    if (counters.inflight >= o.maxInflight) {
+      counters.shed++;
+      // Shed at once: a fast, cheap answer the caller can back off on.
+      samples.record(route.record.name, route.record.version, Math.round((performance.now() - t0) * 1000), Status.RESOURCE_EXHAUSTED, buf, null);
+      reply(Status.RESOURCE_EXHAUSTED, `router overloaded (${o.maxInflight} requests in flight); retry after ${RETRY_PUSHBACK_MS} ms`, null);
+      return null;
+    }
+    counters.inflight++;
     const end = t0 + budgetMs;
     const md = headers.get('traceparent');
     const clientTp = md.length ? String(md[0]) : '';
@@ -178,10 +206,15 @@ export function createInferPath(table: RoutingTable, samples: SampleRecorder, o:
     const traceId = span ? span.spanContext().traceId : '';
     let tried: ReplicaConn | null = null;
     let attempts = 0;
+    let sentId = 0;
+    let done = false;
     let shadowDone: ((production: Uint8Array | null) => void) | null = null;
     if (mirror) shadowDone = startShadow(mirror, modelName, version, buf, span ? formatTraceparent(span.spanContext()) : clientTp, end);
 
     const finish = (code: number, message: string, response: Uint8Array | null, replicaUs: number, queueUs: number, computeUs: number) => {
+      done = true;
+      counters.inflight--;
+      if (code === Status.CANCELLED) counters.cancelled++;
       const totalUs = Math.round((performance.now() - t0) * 1000);
       samples.record(modelName, version, totalUs, code, buf, response);
       shadowDone?.(code === 0 ? response : null);
@@ -205,7 +238,7 @@ export function createInferPath(table: RoutingTable, samples: SampleRecorder, o:
         ? o.tracer.startSpan('forward', { kind: SpanKind.CLIENT, startTime: epochMs(sent), attributes: { 'infermesh.replica': replica.id, 'infermesh.attempt': attempts } }, trace.setSpan(ROOT_CONTEXT, span))
         : null;
       const tp = fwd ? formatTraceparent(fwd.spanContext()) : clientTp;
-      replica.send(modelName, version, Math.max(1, Math.floor((end - sent) * 1000)), tp, buf, priority, (code, message, response, queueUs, computeUs) => {
+      sentId = replica.send(modelName, version, Math.max(1, Math.floor((end - sent) * 1000)), tp, buf, priority, (code, message, response, queueUs, computeUs) => {
         const replicaUs = Math.round((performance.now() - sent) * 1000);
         if (fwd) {
           fwd.setAttributes({ 'infermesh.queue_us': queueUs, 'infermesh.compute_us': computeUs, 'rpc.grpc.status_code': code });
@@ -216,6 +249,12 @@ export function createInferPath(table: RoutingTable, samples: SampleRecorder, o:
       });
     };
     attempt();
+    return done
+      ? null
+      : () => {
+          // Frees the router's slot at once and the replica's queue slot if the request has not started.
+          if (!done && tried && sentId) tried.cancel(sentId);
+        };
   };
 
   /**
@@ -253,15 +292,23 @@ export function createInferPath(table: RoutingTable, samples: SampleRecorder, o:
   return infer;
 }
 
+function pushback(): grpc.Metadata {
+  const md = new grpc.Metadata();
+  md.set('grpc-retry-pushback-ms', String(RETRY_PUSHBACK_MS));
+  return md;
+}
+
 /** The router's Open Inference Protocol service over gRPC. */
 export function frontHandlers(table: RoutingTable, infer: ReturnType<typeof createInferPath>, o: FrontOptions) {
   const modelInfer = (call: grpc.ServerUnaryCall<Buffer, Buffer>, cb: grpc.sendUnaryData<Buffer>) => {
     const d = call.getDeadline();
     const deadlineMs = d instanceof Date ? d.getTime() : Number.isFinite(d) ? Number(d) : Infinity;
-    infer(call.request, call.metadata, deadlineMs, (code, message, response) => {
+    const cancel = infer(call.request, call.metadata, deadlineMs, (code, message, response) => {
       if (code === 0) cb(null, Buffer.from(response!.buffer, response!.byteOffset, response!.byteLength));
+      else if (code === Status.RESOURCE_EXHAUSTED) cb({ code, details: message, metadata: pushback() });
       else cb({ code, details: message });
     });
+    if (cancel) call.once('cancelled', cancel);
   };
 
   const find = (name: string, version: string) => {

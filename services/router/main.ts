@@ -1,4 +1,4 @@
-/** The router: the mesh's front door (OIP gRPC on 8500, health and metrics over HTTP on 8501). */
+/** The router: the mesh's front door (OIP gRPC on 8500; REST — TF Serving and OIP — plus /metrics on 8501). */
 import { randomBytes } from 'node:crypto';
 import type * as grpc from '@grpc/grpc-js';
 import { commonSpec, int, loadConfig, num, str } from '../../libs/config/index.js';
@@ -8,6 +8,7 @@ import { connectNats, openBuckets } from '../../libs/bus/index.js';
 import { addHealthAndReflection, createGrpcServer, listen, shutdownServer } from '../../libs/grpc/index.js';
 import { createInferPath, frontHandlers, rawInferService } from './front.js';
 import { createRestServer } from './rest-server.js';
+import { routerMetrics, type RouterCounters } from './router-metrics.js';
 import { RoutingTable } from './routing-table.js';
 import { SampleRecorder } from './sample-recorder.js';
 
@@ -21,6 +22,7 @@ const config = loadConfig(
     sampleRate: num({ env: 'INFERMESH_SAMPLE_RATE', flag: 'sample-rate', default: 0.01, min: 0, max: 1 }),
     sampleFlushMs: int({ env: 'INFERMESH_SAMPLE_FLUSH_MS', flag: 'sample-flush-ms', default: 1000, min: 50 }),
     promoteReadyFraction: num({ env: 'INFERMESH_PROMOTE_READY_FRACTION', flag: 'promote-ready-fraction', default: 1, min: 0, max: 1 }),
+    maxInflight: int({ env: 'INFERMESH_MAX_INFLIGHT', flag: 'max-inflight', default: 10_000, min: 1 }),
     shadowTolerance: num({ env: 'INFERMESH_SHADOW_TOLERANCE', flag: 'shadow-tolerance', default: 0.01, min: 0 }),
   },
   process.argv.slice(2),
@@ -36,14 +38,15 @@ const table = await RoutingTable.create(buckets.models, buckets.replicas, { maxM
 const samples = new SampleRecorder(nc, { routerId, flushMs: config.sampleFlushMs, sampleRate: config.sampleRate }, log);
 
 const server = createGrpcServer({ maxMessageBytes: config.maxMessageBytes });
-const frontOptions = { defaultTimeoutMs: config.defaultTimeoutMs, serverVersion: '0.1.0', shadowTolerance: config.shadowTolerance, tracer: telemetry.tracer, traceRatio: telemetry.rootRatio };
-const infer = createInferPath(table, samples, frontOptions);
+const frontOptions = { defaultTimeoutMs: config.defaultTimeoutMs, serverVersion: '0.1.0', shadowTolerance: config.shadowTolerance, maxInflight: config.maxInflight, tracer: telemetry.tracer, traceRatio: telemetry.rootRatio };
+const counters: RouterCounters = { inflight: 0, shed: 0, cancelled: 0 };
+const infer = createInferPath(table, samples, frontOptions, counters);
 server.addService(rawInferService(), frontHandlers(table, infer, frontOptions) as unknown as grpc.UntypedServiceImplementation);
 const health = addHealthAndReflection(server, ['inference/grpc_service.proto'], ['inference.GRPCInferenceService']);
 const port = await listen(server, config.host, config.port);
 
 // The REST gateway (TF Serving and OIP REST), on the same request path as gRPC.
-const rest = createRestServer(table, infer, { maxBodyBytes: config.maxMessageBytes, defaultTimeoutMs: config.defaultTimeoutMs, serverVersion: frontOptions.serverVersion, log });
+const rest = createRestServer(table, infer, { metrics: routerMetrics(table, counters), maxBodyBytes: config.maxMessageBytes, defaultTimeoutMs: config.defaultTimeoutMs, serverVersion: frontOptions.serverVersion, log });
 const restPort = await new Promise<number>((resolve, reject) => {
   rest.once('error', reject);
   rest.listen(config.restPort, config.host, () => resolve((rest.address() as { port: number }).port));

@@ -24,9 +24,19 @@ const RAW_INFER = { ...RuntimeService.infer, requestSerialize: (b: Buffer) => b,
  * once: by the replica, by the sweeper when its deadline passes, or with
  * UNAVAILABLE when the stream breaks (the caller may then retry elsewhere).
  */
+/** Timeouts in a row after which a replica is ejected (outlier detection). */
+const EJECT_AFTER = 3;
+const EJECT_BASE_MS = 1_000;
+const EJECT_MAX_MS = 30_000;
+const EMPTY = new Uint8Array(0);
+
 export class ReplicaConn {
   /** Requests sent and not yet answered (power-of-two-choices load signal). */
   outstanding = 0;
+  /** performance.now() until which the router avoids this replica (0 = in rotation). */
+  ejectedUntil = 0;
+  private timeoutsInARow = 0;
+  private ejections = 0;
   private readonly client: grpc.Client;
   private stream: grpc.ClientDuplexStream<Buffer, Buffer> | null = null;
   private readonly pending = new Map<number, Pending>();
@@ -47,13 +57,32 @@ export class ReplicaConn {
     this.sweeper.unref();
   }
 
-  /** Queues one request for the next frame. `timeoutMicros` is also the replica's budget. */
-  send(model: string, version: number, timeoutMicros: number, traceparent: string, request: Uint8Array, priority: number, reply: Reply): void {
-    if (this.closed) return reply(Status.UNAVAILABLE, 'replica is gone', null, 0, 0);
+  /**
+   * Queues one request for the next frame. `timeoutMicros` is also the
+   * replica's budget. Returns the request's id on this stream (for cancel), 0
+   * when it was answered at once.
+   */
+  send(model: string, version: number, timeoutMicros: number, traceparent: string, request: Uint8Array, priority: number, reply: Reply): number {
+    if (this.closed) {
+      reply(Status.UNAVAILABLE, 'replica is gone', null, 0, 0);
+      return 0;
+    }
     const id = this.nextId++;
     this.pending.set(id, { reply, deadline: performance.now() + timeoutMicros / 1000 });
     this.outstanding++;
-    this.queue.push({ id, model, version, timeoutMicros, traceparent, request, priority });
+    this.enqueue({ id, model, version, timeoutMicros, traceparent, request, priority, cancel: false });
+    return id;
+  }
+
+  /** The caller gave up: answer CANCELLED now (freeing the slot) and tell the replica to drop it. */
+  cancel(id: number): void {
+    if (!this.pending.has(id)) return;
+    this.answer(id, Status.CANCELLED, 'cancelled by the caller', null);
+    this.enqueue({ id, model: '', version: 0, timeoutMicros: 0, traceparent: '', request: EMPTY, priority: 0, cancel: true });
+  }
+
+  private enqueue(item: RequestItem): void {
+    this.queue.push(item);
     if (this.outstanding === 1) {
       // Nothing else in flight: send now, an extra event-loop turn is pure latency.
       this.flush();
@@ -80,6 +109,11 @@ export class ReplicaConn {
     this.stream = s;
     s.on('data', (buf: Buffer) => {
       this.backoffMs = 50;
+      // It answers again: back in rotation.
+      if (this.ejectedUntil) {
+        this.ejectedUntil = 0;
+        this.ejections = 0;
+      }
       let frame: ResponseFrame;
       try {
         frame = ResponseFrame.decode(buf);
@@ -111,14 +145,34 @@ export class ReplicaConn {
     if (!p) return;
     this.pending.delete(id);
     this.outstanding--;
+    if (code === 0) this.timeoutsInARow = 0;
     p.reply(code, message, response, queueMicros, computeMicros);
+  }
+
+  /** True while ejected for timing out repeatedly. */
+  ejected(now: number): boolean {
+    return this.ejectedUntil > now;
   }
 
   private sweep(): void {
     if (this.pending.size === 0) return;
     const now = performance.now();
+    let expired = 0;
     for (const [id, p] of this.pending) {
-      if (p.deadline <= now) this.answer(id, Status.DEADLINE_EXCEEDED, 'deadline exceeded waiting for the replica', null);
+      if (p.deadline <= now) {
+        expired++;
+        this.answer(id, Status.DEADLINE_EXCEEDED, 'deadline exceeded waiting for the replica', null);
+      }
+    }
+    if (expired === 0) return;
+    // Outlier detection: a replica that lets requests time out again and again
+    // (frozen, overloaded) leaves the rotation for a while, longer each time.
+    this.timeoutsInARow += expired;
+    if (this.timeoutsInARow >= EJECT_AFTER && !this.ejected(now)) {
+      const ms = Math.min(EJECT_MAX_MS, EJECT_BASE_MS * 2 ** this.ejections++);
+      this.ejectedUntil = now + ms;
+      this.timeoutsInARow = 0;
+      this.log.warn({ replica: this.id, ms }, 'replica ejected after repeated timeouts');
     }
   }
 

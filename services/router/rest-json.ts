@@ -49,18 +49,20 @@ export function httpErrorOf(err: unknown): { status: number; message: string; he
 }
 
 /**
- * Reads the request body, refusing more than `limit` bytes with 413 (at once
- * when Content-Length says so). A refused body is drained in the background
- * up to a bound, so that the client reads the answer instead of a reset.
+ * Reads the request body, refusing more than `limit` bytes with 413. A
+ * refused body is read to its end and discarded before the answer goes out,
+ * so that clients that send the whole body before reading (Python's
+ * http.client) see the 413 rather than a broken pipe; past 16× the limit the
+ * answer goes out at once and the connection is closed.
  */
 export function readBody(req: http.IncomingMessage, limit: number): Promise<Buffer> {
   return new Promise((resolve, reject) => {
-    const tooLarge = () => new HttpError(413, `request body exceeds ${limit} bytes`);
+    const refuse = () =>
+      void discard(req, 16 * limit).then((complete) =>
+        reject(new HttpError(413, `request body exceeds ${limit} bytes`, complete ? {} : { connection: 'close' })),
+      );
     const declared = req.headers['content-length'];
-    if (declared !== undefined && Number(declared) > limit) {
-      drain(req, limit);
-      return reject(tooLarge());
-    }
+    if (declared !== undefined && Number(declared) > limit) return refuse();
     const chunks: Buffer[] = [];
     let size = 0;
     const onData = (chunk: Buffer) => {
@@ -68,8 +70,7 @@ export function readBody(req: http.IncomingMessage, limit: number): Promise<Buff
       if (size <= limit) return void chunks.push(chunk);
       cleanup();
       chunks.length = 0;
-      drain(req, limit);
-      reject(tooLarge());
+      refuse();
     };
     const onEnd = () => {
       cleanup();
@@ -90,15 +91,30 @@ export function readBody(req: http.IncomingMessage, limit: number): Promise<Buff
   });
 }
 
-/** Discards the rest of a refused body; a client that keeps sending past 16× the limit is cut off. */
-function drain(req: http.IncomingMessage, limit: number): void {
-  let more = 0;
-  req.on('data', (chunk: Buffer) => {
-    more += chunk.length;
-    if (more > 16 * limit) req.socket.destroy();
+/** Reads and drops the rest of a body; resolves true at its end, false past `cap` bytes or when the client goes away. */
+function discard(req: http.IncomingMessage, cap: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    if (req.complete) return resolve(true);
+    let more = 0;
+    const stop = (complete: boolean) => {
+      req.off('data', onData);
+      req.off('end', onEnd);
+      req.off('close', onClose);
+      if (!complete) req.on('data', () => undefined);
+      resolve(complete);
+    };
+    const onData = (chunk: Buffer) => {
+      more += chunk.length;
+      if (more > cap) stop(false);
+    };
+    const onEnd = () => stop(true);
+    const onClose = () => stop(req.complete);
+    req.on('data', onData);
+    req.on('end', onEnd);
+    req.on('close', onClose);
+    req.on('error', () => undefined);
+    req.resume();
   });
-  req.on('error', () => undefined);
-  req.resume();
 }
 
 /** Parses a body that must be one JSON object; 400 with the parser's reason otherwise. */

@@ -21,7 +21,6 @@ export function modelRef(name: string, kind: 'version' | 'label' | '', selector:
   checkName(name, 'model_name');
   if (kind === 'version' && !/^[1-9]\d{0,15}$/.test(selector)) throw new InvalidArgumentError('version', `"${selector}" is not a version number`);
   if (kind === 'label') checkName(selector, 'label');
-  if (kind === '' && selector !== '') throw new InvalidArgumentError('version', 'unexpected selector');
   return { name, selector };
 }
 

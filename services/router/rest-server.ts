@@ -18,6 +18,7 @@
  * overloaded, 503 unavailable, 504 deadline exceeded, 500 otherwise.
  */
 import http from 'node:http';
+import type { Registry } from 'prom-client';
 import { fromStatus, InternalError, InvalidArgumentError, NotFoundError } from '../../libs/errors/index.js';
 import type { Logger } from '../../libs/log/index.js';
 import { oip } from '../../libs/proto/index.js';
@@ -33,6 +34,8 @@ export type InferPath = ReturnType<typeof createInferPath>;
 export interface RestOptions {
   /** Largest request body accepted, in bytes (the router's max message size). */
   maxBodyBytes: number;
+  /** Served as Prometheus text on GET /metrics. */
+  metrics?: Registry;
   /** Deadline of requests that carry no `x-infermesh-timeout-ms` header. */
   defaultTimeoutMs: number;
   serverVersion: string;
@@ -66,10 +69,11 @@ export function createRestServer(table: RoutingTable, infer: InferPath, o: RestO
   const body = async (req: http.IncomingMessage) => parseJsonObject(await readBody(req, o.maxBodyBytes));
 
   const v1 = (req: http.IncomingMessage, s: string[]): Endpoint | null => {
-    let last = s[s.length - 1]!;
+    // The verb rides on the last segment: /v1/models/m:predict, /v1/models/m/versions/2:predict.
+    const last = s[s.length - 1]!;
     const colon = last.indexOf(':');
     const verb = colon < 0 ? '' : last.slice(colon + 1);
-    if (colon >= 0) s = [...s.slice(0, -1), (last = last.slice(0, colon))];
+    if (colon >= 0) s = [...s.slice(0, -1), last.slice(0, colon)];
     let rest = s.slice(4);
     let kind: 'version' | 'label' | '' = '';
     let selector = '';
@@ -139,6 +143,12 @@ export function createRestServer(table: RoutingTable, infer: InferPath, o: RestO
 
   const handle = async (req: http.IncomingMessage, res: http.ServerResponse): Promise<void> => {
     const url = req.url ?? '/';
+    if (o.metrics && (url === '/metrics' || url.startsWith('/metrics?')) && (req.method === 'GET' || req.method === 'HEAD')) {
+      const text = await o.metrics.metrics();
+      res.writeHead(200, { 'content-type': o.metrics.contentType });
+      res.end(text);
+      return;
+    }
     const q = url.indexOf('?');
     let path = q < 0 ? url : url.slice(0, q);
     if (path.length > 1 && path.endsWith('/')) path = path.slice(0, -1);

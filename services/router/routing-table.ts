@@ -98,6 +98,14 @@ export class RoutingTable {
     return this.replicas.size;
   }
 
+  /** Replicas currently out of rotation (outlier detection). */
+  ejectedCount(): number {
+    const now = performance.now();
+    let n = 0;
+    for (const { conn } of this.replicas.values()) if (conn.ejected(now)) n++;
+    return n;
+  }
+
   private applyModel(key: string, value: Uint8Array | null): void {
     const k = parseModelKey(key);
     if (!k) return;

@@ -12,7 +12,11 @@ import { ROOT } from './code-facts.js';
 
 const require = createRequire(import.meta.url);
 
-export type K8sObject = { apiVersion: string; kind: string; metadata: { name: string; namespace?: string } } & Record<string, unknown>;
+export type K8sObject = {
+  apiVersion: string;
+  kind: string;
+  metadata: { name: string; namespace?: string; labels?: Record<string, string>; annotations?: Record<string, string> };
+} & Record<string, unknown>;
 
 /** The schema errors of `obj` (empty when valid, or a line saying no schema is known for its kind). */
 export function schemaErrors(obj: K8sObject): string[] {

@@ -103,12 +103,19 @@ const serviceSelects = (svc: Obj, labels: Record<string, string>) => svc.spec.se
 type Reach = 'open' | 'opt-in' | 'closed';
 
 /**
- * Whether a container port of a pod with `labels` can be reached by a peer:
+ * Whether a container port of a pod with `labels`, in a namespace with
+ * `namespaceLabels`, can be reached by a peer:
  * `inside` (any pod of the namespace) or `outside` (another namespace or
  * outside the cluster). For outside, `opt-in` means only from namespaces
  * carrying a specific label.
  */
-function reach(policies: Obj[], labels: Record<string, string>, port: { containerPort: number; name?: string }, peer: 'inside' | 'outside'): Reach {
+function reach(
+  policies: Obj[],
+  namespaceLabels: Record<string, string>,
+  labels: Record<string, string>,
+  port: { containerPort: number; name?: string },
+  peer: 'inside' | 'outside',
+): Reach {
   const applying = policies.filter((p) => selects(p.spec.podSelector, labels) && (p.spec.policyTypes ?? ['Ingress']).includes('Ingress'));
   if (applying.length === 0) return 'open';
   let best: Reach = 'closed';
@@ -122,10 +129,13 @@ function reach(policies: Obj[], labels: Record<string, string>, port: { containe
       for (const from of rule.from) {
         if (from.ipBlock) return 'open';
         if (peer === 'inside') {
-          // A pod of this namespace with labels of its own: only an all-pods selector admits any such pod.
-          if (!from.namespaceSelector && from.podSelector && Object.keys(from.podSelector).length === 0) return 'open';
+          // Any pod of this namespace, whatever its labels: only an all-pods selector admits every such pod.
+          const allPods = !from.podSelector || Object.keys(from.podSelector).length === 0;
+          const thisNamespace = from.namespaceSelector ? selects(from.namespaceSelector, namespaceLabels) : !!from.podSelector;
+          if (allPods && thisNamespace) return 'open';
         } else if (from.namespaceSelector) {
           const ns = from.namespaceSelector;
+          if (ns.matchLabels?.['kubernetes.io/metadata.name'] === NAMESPACE) continue; // this namespace only
           if (!ns.matchLabels && !ns.matchExpressions) return 'open';
           best = 'opt-in';
         }
@@ -150,7 +160,7 @@ describe.each(OVERLAYS)('deploy/k8s/overlays/%s', (overlay) => {
       if (!CLUSTER_SCOPED.has(o.kind)) expect(o.metadata.namespace, `${o.kind}/${o.metadata.name}`).toBe(NAMESPACE);
     }
     // One Deployment per service of the code base (services/*/main.ts, less the CLI).
-    expect(SERVICES).toEqual(['inference', 'monitor', 'registry', 'router']);
+    expect(SERVICES, 'a new service needs its Deployment in deploy/k8s/base').toEqual(['inference', 'monitor', 'registry', 'router']);
     for (const s of SERVICES) expect(serviceWorkload(objs(), s).w.kind).toBe('Deployment');
   });
 
@@ -321,6 +331,7 @@ describe.each(OVERLAYS)('deploy/k8s/overlays/%s', (overlay) => {
   it('lets only the router be reached from outside the namespace', () => {
     const policies = ofKind(objs(), 'NetworkPolicy');
     expect(policies.length).toBeGreaterThan(0);
+    const ns = { ...named(objs(), 'Namespace', NAMESPACE)!.metadata.labels, 'kubernetes.io/metadata.name': NAMESPACE };
     const publicPorts = new Set(servicePorts('router').all);
     const monitor = servicePorts('monitor');
     const metricsPorts = new Set(monitor.all.filter((p) => p !== monitor.grpc));
@@ -330,8 +341,8 @@ describe.each(OVERLAYS)('deploy/k8s/overlays/%s', (overlay) => {
       for (const c of podSpec(w).containers) {
         for (const p of c.ports ?? []) {
           const id = `${w.metadata.name}:${p.containerPort}`;
-          expect(reach(policies, labels, p, 'inside'), `${id} from inside the namespace`).toBe('open');
-          const outside = reach(policies, labels, p, 'outside');
+          expect(reach(policies, ns, labels, p, 'inside'), `${id} from inside the namespace`).toBe('open');
+          const outside = reach(policies, ns, labels, p, 'outside');
           if (isRouter && publicPorts.has(p.containerPort)) expect(outside, id).toBe('open');
           else if (serviceOfContainer(c) === 'monitor' && metricsPorts.has(p.containerPort)) {
             // Prometheus elsewhere may scrape /metrics from namespaces that opt in by label.
@@ -341,28 +352,28 @@ describe.each(OVERLAYS)('deploy/k8s/overlays/%s', (overlay) => {
       }
     }
     // A pod nobody declared (e.g. kubectl run in another namespace) is denied by default.
-    expect(reach(policies, { 'app.kubernetes.io/name': 'other' }, { containerPort: 1234 }, 'outside')).toBe('closed');
-  });
-
-  it.runIf(overlay === 'gpu')('gpu: inference gets one NVIDIA GPU, CUDA and GPU nodes', () => {
-    const { w, c } = serviceWorkload(objs(), 'inference');
-    expect(String(c.resources.limits['nvidia.com/gpu'])).toBe('1');
-    expect(c.env.find((e: any) => e.name === 'INFERMESH_DEVICE')?.value).toBe('cuda');
-    const spec = podSpec(w);
-    expect(Object.keys(spec.nodeSelector ?? {}).some((k) => k.startsWith('nvidia.com/')) || (spec.tolerations ?? []).some((t: any) => t.key === 'nvidia.com/gpu')).toBe(true);
-    expect((spec.tolerations ?? []).map((t: any) => t.key)).toContain('nvidia.com/gpu');
-    // Nothing else asks for a GPU.
-    for (const s of SERVICES.filter((x) => x !== 'inference')) expect(serviceWorkload(objs(), s).c.resources.limits['nvidia.com/gpu'], s).toBeUndefined();
-  });
-
-  it.runIf(overlay === 'cpu')('cpu: inference runs on the CPU and nothing asks for a GPU', () => {
-    const { c } = serviceWorkload(objs(), 'inference');
-    expect(c.env.find((e: any) => e.name === 'INFERMESH_DEVICE')?.value).toBe('cpu');
-    expect(JSON.stringify(objs())).not.toContain('nvidia.com/gpu');
+    expect(reach(policies, ns, { 'app.kubernetes.io/name': 'other' }, { containerPort: 1234 }, 'outside')).toBe('closed');
   });
 });
 
 describe('overlays', () => {
+  it('gpu: inference gets one NVIDIA GPU, CUDA and a place on GPU nodes', () => {
+    const { w, c } = serviceWorkload(rendered.gpu, 'inference');
+    expect(String(c.resources.limits['nvidia.com/gpu'])).toBe('1');
+    expect(c.env.find((e: any) => e.name === 'INFERMESH_DEVICE')?.value).toBe('cuda');
+    expect(Object.keys(podSpec(w).nodeSelector ?? {}).some((k) => k.startsWith('nvidia.com/'))).toBe(true);
+    expect((podSpec(w).tolerations ?? []).map((t: any) => t.key)).toContain('nvidia.com/gpu');
+    for (const s of SERVICES.filter((x) => x !== 'inference')) {
+      expect(serviceWorkload(rendered.gpu, s).c.resources.limits['nvidia.com/gpu'], `${s} asks for no GPU`).toBeUndefined();
+    }
+  });
+
+  it('cpu: inference runs on the CPU and nothing asks for a GPU', () => {
+    const { c } = serviceWorkload(rendered.cpu, 'inference');
+    expect(c.env.find((e: any) => e.name === 'INFERMESH_DEVICE')?.value).toBe('cpu');
+    expect(JSON.stringify(rendered.cpu)).not.toContain('nvidia.com/gpu');
+  });
+
   it('differ only in the inference replicas\' device and the image tag', () => {
     const strip = (objs: Obj[]) =>
       objs

@@ -300,7 +300,7 @@ describe('request headers reach the routing path', () => {
 });
 
 describe('a non-Node client', () => {
-  it('Python urllib posts the seed-style JSON and reads predictions and errors', () => {
+  it('Python urllib posts the seed-style JSON and reads predictions, errors and 413', () => {
     const script = `
 import json, sys, urllib.request, urllib.error
 base = sys.argv[1]
@@ -313,13 +313,22 @@ try:
     bad = None
 except urllib.error.HTTPError as e:
     bad = {"status": e.code, "body": json.load(e)}
-print(json.dumps({"ok": ok, "bad": bad}))
+# http.client sends the whole body before reading: the 413 must still arrive (not a broken pipe).
+try:
+    urllib.request.urlopen(urllib.request.Request(base + "/v1/models/my_model:predict", data=json.dumps({"instances": [[0.5] * 1200000]}).encode()), timeout=20)
+    big = None
+except urllib.error.HTTPError as e:
+    big = {"status": e.code, "body": json.load(e)}
+print(json.dumps({"ok": ok, "bad": bad, "big": big}))
 `;
     const out = execFileSync('/usr/bin/python3', ['-c', script, base, JSON.stringify(rows)], { encoding: 'utf8' });
-    const r = JSON.parse(out) as { ok: { status: number; body: { predictions: number[][] } }; bad: { status: number; body: { error: string } } };
+    type Err = { status: number; body: { error: string } };
+    const r = JSON.parse(out) as { ok: { status: number; body: { predictions: number[][] } }; bad: Err; big: Err };
     expect(r.ok.status).toBe(200);
     expectScores(r.ok.body.predictions, v1);
     expect(r.bad.status).toBe(404);
     expect(r.bad.body.error).toMatch(/nope/);
+    expect(r.big.status).toBe(413);
+    expect(r.big.body.error).toMatch(/exceeds/);
   });
 });

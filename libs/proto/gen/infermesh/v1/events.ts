@@ -142,6 +142,8 @@ export interface ReplicaStats {
   eventLoopP99Micros: number;
   eventLoopMaxMicros: number;
   rssBytes: number;
+  /** Dropped before they started because the caller cancelled. */
+  cancelled: number;
 }
 
 export interface LoadedVersion {
@@ -1115,6 +1117,7 @@ function createBaseReplicaStats(): ReplicaStats {
     eventLoopP99Micros: 0,
     eventLoopMaxMicros: 0,
     rssBytes: 0,
+    cancelled: 0,
   };
 }
 
@@ -1161,6 +1164,9 @@ export const ReplicaStats: MessageFns<ReplicaStats> = {
     }
     if (message.rssBytes !== 0) {
       writer.uint32(112).uint64(message.rssBytes);
+    }
+    if (message.cancelled !== 0) {
+      writer.uint32(120).uint64(message.cancelled);
     }
     return writer;
   },
@@ -1290,6 +1296,14 @@ export const ReplicaStats: MessageFns<ReplicaStats> = {
             message.rssBytes = longToNumber(reader.uint64());
             continue;
           }
+          case 15: {
+            if (tag !== 120) {
+              break;
+            }
+
+            message.cancelled = longToNumber(reader.uint64());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1321,6 +1335,7 @@ export const ReplicaStats: MessageFns<ReplicaStats> = {
     message.eventLoopP99Micros = object.eventLoopP99Micros ?? 0;
     message.eventLoopMaxMicros = object.eventLoopMaxMicros ?? 0;
     message.rssBytes = object.rssBytes ?? 0;
+    message.cancelled = object.cancelled ?? 0;
     return message;
   },
 };

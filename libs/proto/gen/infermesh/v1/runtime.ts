@@ -52,6 +52,11 @@ export interface RequestItem {
   request: Uint8Array;
   /** 0 = normal (real-time); higher runs later. */
   priority: number;
+  /**
+   * The caller gave up on request `id` (sent earlier on this stream): drop it
+   * if it has not started. Answered CANCELLED; other fields are empty.
+   */
+  cancel: boolean;
 }
 
 export interface ResponseFrame {
@@ -147,7 +152,16 @@ export const RequestFrame: MessageFns<RequestFrame> = {
 };
 
 function createBaseRequestItem(): RequestItem {
-  return { id: 0, model: "", version: 0, timeoutMicros: 0, traceparent: "", request: new Uint8Array(0), priority: 0 };
+  return {
+    id: 0,
+    model: "",
+    version: 0,
+    timeoutMicros: 0,
+    traceparent: "",
+    request: new Uint8Array(0),
+    priority: 0,
+    cancel: false,
+  };
 }
 
 export const RequestItem: MessageFns<RequestItem> = {
@@ -172,6 +186,9 @@ export const RequestItem: MessageFns<RequestItem> = {
     }
     if (message.priority !== 0) {
       writer.uint32(56).uint32(message.priority);
+    }
+    if (message.cancel !== false) {
+      writer.uint32(64).bool(message.cancel);
     }
     return writer;
   },
@@ -245,6 +262,14 @@ export const RequestItem: MessageFns<RequestItem> = {
             message.priority = reader.uint32();
             continue;
           }
+          case 8: {
+            if (tag !== 64) {
+              break;
+            }
+
+            message.cancel = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -269,6 +294,7 @@ export const RequestItem: MessageFns<RequestItem> = {
     message.traceparent = object.traceparent ?? "";
     message.request = object.request ?? new Uint8Array(0);
     message.priority = object.priority ?? 0;
+    message.cancel = object.cancel ?? false;
     return message;
   },
 };

@@ -1,0 +1,30 @@
+import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+import type { RoutingTable } from './routing-table.js';
+
+/** Counters the request path keeps (plain fields: the hot path only does `++`). */
+export interface RouterCounters {
+  inflight: number;
+  shed: number;
+  cancelled: number;
+}
+
+/**
+ * The router's own Prometheus metrics on its REST port (`/metrics`): what
+ * only it knows — requests in flight, load shed, replicas known and ejected.
+ * Values are read from the plain counters at scrape time. Per-model latency
+ * and errors come from the monitor, which every router feeds.
+ */
+export function routerMetrics(table: RoutingTable, c: RouterCounters): Registry {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry, prefix: 'infermesh_router_' });
+  const gauge = (name: string, help: string, read: () => number) =>
+    new Gauge({ name, help, registers: [registry], collect() { this.set(read()); } });
+  const counter = (name: string, help: string, read: () => number) =>
+    new Counter({ name, help, registers: [registry], collect() { this.reset(); this.inc(read()); } });
+  gauge('infermesh_router_inflight_requests', 'Requests in flight through this router', () => c.inflight);
+  gauge('infermesh_router_replicas', 'Inference replicas this router knows', () => table.replicaCount());
+  gauge('infermesh_router_ejected_replicas', 'Replicas out of rotation after repeated timeouts', () => table.ejectedCount());
+  counter('infermesh_router_shed_requests_total', 'Requests refused with RESOURCE_EXHAUSTED because too many were in flight', () => c.shed);
+  counter('infermesh_router_cancelled_requests_total', 'Requests their callers cancelled', () => c.cancelled);
+  return registry;
+}
