@@ -76,8 +76,13 @@ export class ReplicaConn {
 
   /** The caller gave up: answer CANCELLED now (freeing the slot) and tell the replica to drop it. */
   cancel(id: number): void {
-    if (!this.pending.has(id)) return;
+    const p = this.pending.get(id);
+    if (!p) return;
+    const now = performance.now();
+    // A caller whose own deadline fired cancels just before the sweeper would: that is a timeout too.
+    const timedOut = p.deadline - now < 5;
     this.answer(id, Status.CANCELLED, 'cancelled by the caller', null);
+    if (timedOut) this.noteTimeouts(1, now);
     this.enqueue({ id, model: '', version: 0, timeoutMicros: 0, traceparent: '', request: EMPTY, priority: 0, cancel: true });
   }
 
@@ -164,10 +169,15 @@ export class ReplicaConn {
         this.answer(id, Status.DEADLINE_EXCEEDED, 'deadline exceeded waiting for the replica', null);
       }
     }
-    if (expired === 0) return;
-    // Outlier detection: a replica that lets requests time out again and again
-    // (frozen, overloaded) leaves the rotation for a while, longer each time.
-    this.timeoutsInARow += expired;
+    if (expired > 0) this.noteTimeouts(expired, now);
+  }
+
+  /**
+   * Outlier detection: a replica that lets requests time out again and again
+   * (frozen, overloaded) leaves the rotation for a while, longer each time.
+   */
+  private noteTimeouts(n: number, now: number): void {
+    this.timeoutsInARow += n;
     if (this.timeoutsInARow >= EJECT_AFTER && !this.ejected(now)) {
       const ms = Math.min(EJECT_MAX_MS, EJECT_BASE_MS * 2 ** this.ejections++);
       this.ejectedUntil = now + ms;

@@ -19,6 +19,10 @@ export interface NatsHandle {
   stop(): Promise<void>;
   /** Kills the server and starts it again on the same port and store (an outage). */
   restart(): Promise<void>;
+  /** Kills the server, keeping its store (the start of a longer outage). */
+  down(): Promise<void>;
+  /** Starts it again on the same port and store. */
+  up(): Promise<void>;
 }
 
 const BIN = 'nats-server';
@@ -51,6 +55,14 @@ export async function startNats(): Promise<NatsHandle> {
       if (stopped) throw new Error('nats-server was stopped');
       if (proc) await kill(proc);
       proc = await launch(port, dir);
+    },
+    async down() {
+      if (proc) await kill(proc);
+      proc = null;
+    },
+    async up() {
+      if (stopped) throw new Error('nats-server was stopped');
+      if (!proc) proc = await launch(port, dir);
     },
   };
 }
