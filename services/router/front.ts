@@ -8,7 +8,8 @@ import { scanRouteFields, type RouteFields } from './request-scan.js';
 import type { Route, RoutingTable } from './routing-table.js';
 import { agrees } from './shadow-compare.js';
 import type { RouterCounters } from './router-metrics.js';
-import { ROOT_CONTEXT, SpanKind, SpanStatusCode, trace, type Span, type Tracer } from '@opentelemetry/api';
+import { randomBytes } from 'node:crypto';
+import { ROOT_CONTEXT, SpanKind, SpanStatusCode, TraceFlags, trace, type Span, type SpanContext, type Tracer } from '@opentelemetry/api';
 import { epochMs, formatTraceparent, isSampled, parseTraceparent } from '../../libs/telemetry/index.js';
 
 /**
@@ -215,8 +216,16 @@ export function createInferPath(table: RoutingTable, samples: SampleRecorder, o:
       done = true;
       counters.inflight--;
       if (code === Status.CANCELLED) counters.cancelled++;
-      const totalUs = Math.round((performance.now() - t0) * 1000);
-      samples.record(modelName, version, totalUs, code, buf, response);
+      const now = performance.now();
+      const totalUs = Math.round((now - t0) * 1000);
+      let tid = traceId;
+      if (totalUs > samples.slowFloor(modelName)) {
+        // Among this window's slowest: keep it, with a trace even if the head sampler said no.
+        const b = { queue: queueUs, compute: computeUs, network: Math.max(0, replicaUs - queueUs - computeUs), router: Math.max(0, totalUs - replicaUs) };
+        if (!tid) tid = traceAfterTheFact(o.tracer, parent, t0, now, modelName, version, selector, code, b);
+        samples.recordSlow(modelName, version, totalUs, code, tid, b);
+      }
+      samples.record(modelName, version, totalUs, code, buf, response, tid);
       shadowDone?.(code === 0 ? response : null);
       if (span) {
         span.setAttribute('rpc.grpc.status_code', code);
@@ -290,6 +299,42 @@ export function createInferPath(table: RoutingTable, samples: SampleRecorder, o:
   };
 
   return infer;
+}
+
+/**
+ * Records a slow request's router span after it finished, under a sampled
+ * parent (the caller's ids when it sent a traceparent, else new ones), so the
+ * slowest requests always have a trace even when the head sampler dropped
+ * them. The replica took no spans for it; the breakdown is in the attributes.
+ */
+function traceAfterTheFact(tracer: Tracer, parent: SpanContext | null, t0: number, end: number, model: string, version: number, selector: string, code: number, b: { queue: number; compute: number; network: number; router: number }): string {
+  const ctx: SpanContext = {
+    traceId: parent?.traceId ?? randomBytes(16).toString('hex'),
+    spanId: parent?.spanId ?? randomBytes(8).toString('hex'),
+    traceFlags: TraceFlags.SAMPLED,
+    isRemote: true,
+  };
+  const span = tracer.startSpan(
+    'ModelInfer',
+    {
+      kind: SpanKind.SERVER,
+      startTime: epochMs(t0),
+      attributes: {
+        'infermesh.model': model,
+        'infermesh.version': version,
+        'infermesh.selector': selector,
+        'infermesh.slow': true,
+        'infermesh.queue_us': b.queue,
+        'infermesh.compute_us': b.compute,
+        'infermesh.network_us': b.network,
+        'infermesh.router_us': b.router,
+        'rpc.grpc.status_code': code,
+      },
+    },
+    trace.setSpanContext(ROOT_CONTEXT, ctx),
+  );
+  span.end(epochMs(end));
+  return span.spanContext().traceId;
 }
 
 function pushback(): grpc.Metadata {

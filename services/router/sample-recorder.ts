@@ -16,7 +16,19 @@ interface Kept {
   request: Buffer;
   response: Uint8Array | null;
   at: number;
+  traceId: string;
 }
+
+/** Where one request's time went, microseconds. */
+export interface Breakdown {
+  queue: number;
+  compute: number;
+  network: number;
+  router: number;
+}
+
+/** The slowest requests kept per model per window. */
+const SLOWEST_PER_WINDOW = 5;
 
 export interface SampleRecorderOptions {
   routerId: string;
@@ -36,6 +48,7 @@ export class SampleRecorder {
   private byModel = new Map<string, Map<number, VersionAcc>>();
   private kept = new Map<string, Kept[]>();
   private shadows = new Map<string, ShadowResult[]>();
+  private slowest = new Map<string, PredictionSample[]>();
   private start = Date.now();
   private readonly timer: NodeJS.Timeout;
 
@@ -44,7 +57,25 @@ export class SampleRecorder {
     this.timer.unref();
   }
 
-  record(model: string, version: number, latencyMicros: number, code: number, request: Buffer, response: Uint8Array | null): void {
+  /** Latency of the fastest request among a model's kept slowest (0 while fewer are kept): callers skip faster ones cheaply. */
+  slowFloor(model: string): number {
+    const list = this.slowest.get(model);
+    return list && list.length >= SLOWEST_PER_WINDOW ? list[list.length - 1]!.latencyMicros : 0;
+  }
+
+  /** Keeps a slow request (it must have a trace id) among the window's slowest of its model. */
+  recordSlow(model: string, version: number, latencyMicros: number, code: number, traceId: string, b: Breakdown): void {
+    let list = this.slowest.get(model);
+    if (!list) this.slowest.set(model, (list = []));
+    list.push({
+      requestId: '', version, latencyMicros, code, traceId, inputSummary: [], outputSummary: [], atMs: Date.now(),
+      queueMicros: b.queue, computeMicros: b.compute, networkMicros: b.network, routerMicros: b.router,
+    });
+    list.sort((a, c) => c.latencyMicros - a.latencyMicros);
+    if (list.length > SLOWEST_PER_WINDOW) list.length = SLOWEST_PER_WINDOW;
+  }
+
+  record(model: string, version: number, latencyMicros: number, code: number, request: Buffer, response: Uint8Array | null, traceId = ''): void {
     let m = this.byModel.get(model);
     if (!m) this.byModel.set(model, (m = new Map()));
     let acc = m.get(version);
@@ -54,7 +85,7 @@ export class SampleRecorder {
     if (this.o.sampleRate > 0 && Math.random() < this.o.sampleRate) {
       let k = this.kept.get(model);
       if (!k) this.kept.set(model, (k = []));
-      if (k.length < 1000) k.push({ version, latencyMicros, code, request, response, at: Date.now() });
+      if (k.length < 1000) k.push({ version, latencyMicros, code, request, response, at: Date.now(), traceId });
     }
   }
 
@@ -70,14 +101,16 @@ export class SampleRecorder {
     const byModel = this.byModel;
     const kept = this.kept;
     const shadows = this.shadows;
+    const slowest = this.slowest;
     this.byModel = new Map();
     this.kept = new Map();
     this.shadows = new Map();
+    this.slowest = new Map();
     for (const name of new Set([...byModel.keys(), ...shadows.keys()])) {
       const vt: VersionTraffic[] = [];
       for (const [version, acc] of byModel.get(name) ?? []) vt.push({ version, latencyMicros: acc.latency, codes: acc.codes });
       const samples = (kept.get(name) ?? []).map(summarize);
-      const batch: SampleBatch = { routerId: this.o.routerId, name, versions: vt, samples, startMs: this.start, endMs: end, shadows: shadows.get(name) ?? [] };
+      const batch: SampleBatch = { routerId: this.o.routerId, name, versions: vt, samples, startMs: this.start, endMs: end, shadows: shadows.get(name) ?? [], slowest: slowest.get(name) ?? [] };
       try {
         this.nc.publish(subjects.samples(name), SampleBatch.encode(batch).finish());
       } catch (err) {
@@ -116,7 +149,10 @@ function firstValues(tensors: { datatype: string; shape: number[] }[], raw: Uint
 }
 
 function summarize(k: Kept): PredictionSample {
-  const s: PredictionSample = { requestId: '', version: k.version, latencyMicros: k.latencyMicros, code: k.code, traceId: '', inputSummary: [], outputSummary: [], atMs: k.at };
+  const s: PredictionSample = {
+    requestId: '', version: k.version, latencyMicros: k.latencyMicros, code: k.code, traceId: k.traceId, inputSummary: [], outputSummary: [], atMs: k.at,
+    queueMicros: 0, computeMicros: 0, networkMicros: 0, routerMicros: 0,
+  };
   try {
     const req = oip.ModelInferRequest.decode(k.request);
     s.requestId = req.id;

@@ -197,6 +197,11 @@ export interface SampleBatch {
   startMs: number;
   endMs: number;
   shadows: ShadowResult[];
+  /**
+   * The slowest requests of this window (at most a few per model), always with
+   * a trace id: slow requests are traced even when the head sampler dropped them.
+   */
+  slowest: PredictionSample[];
 }
 
 /** One mirrored request: how the shadow version's answer compared. */
@@ -230,6 +235,14 @@ export interface PredictionSample {
   inputSummary: number[];
   outputSummary: number[];
   atMs: number;
+  /**
+   * Where the time went (microseconds): replica queue, model run, the
+   * router↔replica round trip beyond those, and the router itself.
+   */
+  queueMicros: number;
+  computeMicros: number;
+  networkMicros: number;
+  routerMicros: number;
 }
 
 function createBaseVersionRecord(): VersionRecord {
@@ -1571,7 +1584,7 @@ export const ModelEvent: MessageFns<ModelEvent> = {
 };
 
 function createBaseSampleBatch(): SampleBatch {
-  return { routerId: "", name: "", versions: [], samples: [], startMs: 0, endMs: 0, shadows: [] };
+  return { routerId: "", name: "", versions: [], samples: [], startMs: 0, endMs: 0, shadows: [], slowest: [] };
 }
 
 export const SampleBatch: MessageFns<SampleBatch> = {
@@ -1596,6 +1609,9 @@ export const SampleBatch: MessageFns<SampleBatch> = {
     }
     for (const v of message.shadows) {
       ShadowResult.encode(v!, writer.uint32(58).fork()).join();
+    }
+    for (const v of message.slowest) {
+      PredictionSample.encode(v!, writer.uint32(66).fork()).join();
     }
     return writer;
   },
@@ -1669,6 +1685,14 @@ export const SampleBatch: MessageFns<SampleBatch> = {
             message.shadows.push(ShadowResult.decode(reader, reader.uint32()));
             continue;
           }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.slowest.push(PredictionSample.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1693,6 +1717,7 @@ export const SampleBatch: MessageFns<SampleBatch> = {
     message.startMs = object.startMs ?? 0;
     message.endMs = object.endMs ?? 0;
     message.shadows = object.shadows?.map((e) => ShadowResult.fromPartial(e)) || [];
+    message.slowest = object.slowest?.map((e) => PredictionSample.fromPartial(e)) || [];
     return message;
   },
 };
@@ -1917,6 +1942,10 @@ function createBasePredictionSample(): PredictionSample {
     inputSummary: [],
     outputSummary: [],
     atMs: 0,
+    queueMicros: 0,
+    computeMicros: 0,
+    networkMicros: 0,
+    routerMicros: 0,
   };
 }
 
@@ -1953,6 +1982,18 @@ export const PredictionSample: MessageFns<PredictionSample> = {
     }
     if (message.atMs !== 0) {
       writer.uint32(64).int64(message.atMs);
+    }
+    if (message.queueMicros !== 0) {
+      writer.uint32(72).uint32(message.queueMicros);
+    }
+    if (message.computeMicros !== 0) {
+      writer.uint32(80).uint32(message.computeMicros);
+    }
+    if (message.networkMicros !== 0) {
+      writer.uint32(88).uint32(message.networkMicros);
+    }
+    if (message.routerMicros !== 0) {
+      writer.uint32(96).uint32(message.routerMicros);
     }
     return writer;
   },
@@ -2054,6 +2095,38 @@ export const PredictionSample: MessageFns<PredictionSample> = {
             message.atMs = longToNumber(reader.int64());
             continue;
           }
+          case 9: {
+            if (tag !== 72) {
+              break;
+            }
+
+            message.queueMicros = reader.uint32();
+            continue;
+          }
+          case 10: {
+            if (tag !== 80) {
+              break;
+            }
+
+            message.computeMicros = reader.uint32();
+            continue;
+          }
+          case 11: {
+            if (tag !== 88) {
+              break;
+            }
+
+            message.networkMicros = reader.uint32();
+            continue;
+          }
+          case 12: {
+            if (tag !== 96) {
+              break;
+            }
+
+            message.routerMicros = reader.uint32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2079,6 +2152,10 @@ export const PredictionSample: MessageFns<PredictionSample> = {
     message.inputSummary = object.inputSummary?.map((e) => e) || [];
     message.outputSummary = object.outputSummary?.map((e) => e) || [];
     message.atMs = object.atMs ?? 0;
+    message.queueMicros = object.queueMicros ?? 0;
+    message.computeMicros = object.computeMicros ?? 0;
+    message.networkMicros = object.networkMicros ?? 0;
+    message.routerMicros = object.routerMicros ?? 0;
     return message;
   },
 };

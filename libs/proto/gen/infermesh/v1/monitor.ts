@@ -25,6 +25,29 @@ export const protobufFileName = "infermesh/v1/monitor.proto";
 
 /** The monitor's query API (default port 8700). */
 
+export interface GetSlowRequestsRequest {
+  name: string;
+  /** At most this many (default 20, at most 100). */
+  limit: number;
+}
+
+export interface GetSlowRequestsResponse {
+  requests: SlowRequest[];
+}
+
+export interface SlowRequest {
+  name: string;
+  version: number;
+  traceId: string;
+  latencyMs: number;
+  queueMs: number;
+  computeMs: number;
+  networkMs: number;
+  routerMs: number;
+  code: number;
+  atMs: number;
+}
+
 export interface GetModelStatsRequest {
   name: string;
 }
@@ -68,6 +91,302 @@ export interface VersionStats_ErrorsByCodeEntry {
   key: string;
   value: number;
 }
+
+function createBaseGetSlowRequestsRequest(): GetSlowRequestsRequest {
+  return { name: "", limit: 0 };
+}
+
+export const GetSlowRequestsRequest: MessageFns<GetSlowRequestsRequest> = {
+  encode(message: GetSlowRequestsRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    if (message.limit !== 0) {
+      writer.uint32(16).uint32(message.limit);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetSlowRequestsRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetSlowRequestsRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.limit = reader.uint32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<GetSlowRequestsRequest>, I>>(base?: I): GetSlowRequestsRequest {
+    return GetSlowRequestsRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<GetSlowRequestsRequest>, I>>(object: I): GetSlowRequestsRequest {
+    const message = createBaseGetSlowRequestsRequest();
+    message.name = object.name ?? "";
+    message.limit = object.limit ?? 0;
+    return message;
+  },
+};
+
+function createBaseGetSlowRequestsResponse(): GetSlowRequestsResponse {
+  return { requests: [] };
+}
+
+export const GetSlowRequestsResponse: MessageFns<GetSlowRequestsResponse> = {
+  encode(message: GetSlowRequestsResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.requests) {
+      SlowRequest.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetSlowRequestsResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetSlowRequestsResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.requests.push(SlowRequest.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<GetSlowRequestsResponse>, I>>(base?: I): GetSlowRequestsResponse {
+    return GetSlowRequestsResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<GetSlowRequestsResponse>, I>>(object: I): GetSlowRequestsResponse {
+    const message = createBaseGetSlowRequestsResponse();
+    message.requests = object.requests?.map((e) => SlowRequest.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseSlowRequest(): SlowRequest {
+  return {
+    name: "",
+    version: 0,
+    traceId: "",
+    latencyMs: 0,
+    queueMs: 0,
+    computeMs: 0,
+    networkMs: 0,
+    routerMs: 0,
+    code: 0,
+    atMs: 0,
+  };
+}
+
+export const SlowRequest: MessageFns<SlowRequest> = {
+  encode(message: SlowRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    if (message.version !== 0) {
+      writer.uint32(16).uint64(message.version);
+    }
+    if (message.traceId !== "") {
+      writer.uint32(26).string(message.traceId);
+    }
+    if (message.latencyMs !== 0) {
+      writer.uint32(33).double(message.latencyMs);
+    }
+    if (message.queueMs !== 0) {
+      writer.uint32(41).double(message.queueMs);
+    }
+    if (message.computeMs !== 0) {
+      writer.uint32(49).double(message.computeMs);
+    }
+    if (message.networkMs !== 0) {
+      writer.uint32(57).double(message.networkMs);
+    }
+    if (message.routerMs !== 0) {
+      writer.uint32(65).double(message.routerMs);
+    }
+    if (message.code !== 0) {
+      writer.uint32(72).uint32(message.code);
+    }
+    if (message.atMs !== 0) {
+      writer.uint32(80).int64(message.atMs);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SlowRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSlowRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.version = longToNumber(reader.uint64());
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.traceId = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 33) {
+              break;
+            }
+
+            message.latencyMs = reader.double();
+            continue;
+          }
+          case 5: {
+            if (tag !== 41) {
+              break;
+            }
+
+            message.queueMs = reader.double();
+            continue;
+          }
+          case 6: {
+            if (tag !== 49) {
+              break;
+            }
+
+            message.computeMs = reader.double();
+            continue;
+          }
+          case 7: {
+            if (tag !== 57) {
+              break;
+            }
+
+            message.networkMs = reader.double();
+            continue;
+          }
+          case 8: {
+            if (tag !== 65) {
+              break;
+            }
+
+            message.routerMs = reader.double();
+            continue;
+          }
+          case 9: {
+            if (tag !== 72) {
+              break;
+            }
+
+            message.code = reader.uint32();
+            continue;
+          }
+          case 10: {
+            if (tag !== 80) {
+              break;
+            }
+
+            message.atMs = longToNumber(reader.int64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<SlowRequest>, I>>(base?: I): SlowRequest {
+    return SlowRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<SlowRequest>, I>>(object: I): SlowRequest {
+    const message = createBaseSlowRequest();
+    message.name = object.name ?? "";
+    message.version = object.version ?? 0;
+    message.traceId = object.traceId ?? "";
+    message.latencyMs = object.latencyMs ?? 0;
+    message.queueMs = object.queueMs ?? 0;
+    message.computeMs = object.computeMs ?? 0;
+    message.networkMs = object.networkMs ?? 0;
+    message.routerMs = object.routerMs ?? 0;
+    message.code = object.code ?? 0;
+    message.atMs = object.atMs ?? 0;
+    return message;
+  },
+};
 
 function createBaseGetModelStatsRequest(): GetModelStatsRequest {
   return { name: "" };
@@ -636,6 +955,23 @@ export const MonitorService = {
       Buffer.from(GetModelStatsResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): GetModelStatsResponse => GetModelStatsResponse.decode(value),
   },
+  /**
+   * The slowest requests of a model over the retention window (default 15
+   * min), slowest first, each with its trace id and time breakdown — kept
+   * even when the head sampler dropped their trace. Idempotent.
+   * INVALID_ARGUMENT: bad name. NOT_FOUND: a model with no traffic yet.
+   */
+  getSlowRequests: {
+    path: "/infermesh.v1.Monitor/GetSlowRequests" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: GetSlowRequestsRequest): Buffer =>
+      Buffer.from(GetSlowRequestsRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): GetSlowRequestsRequest => GetSlowRequestsRequest.decode(value),
+    responseSerialize: (value: GetSlowRequestsResponse): Buffer =>
+      Buffer.from(GetSlowRequestsResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): GetSlowRequestsResponse => GetSlowRequestsResponse.decode(value),
+  },
 } as const;
 
 export interface MonitorServer extends UntypedServiceImplementation {
@@ -645,6 +981,13 @@ export interface MonitorServer extends UntypedServiceImplementation {
    * INVALID_ARGUMENT: bad name. NOT_FOUND: a named model with no traffic yet.
    */
   getModelStats: handleUnaryCall<GetModelStatsRequest, GetModelStatsResponse>;
+  /**
+   * The slowest requests of a model over the retention window (default 15
+   * min), slowest first, each with its trace id and time breakdown — kept
+   * even when the head sampler dropped their trace. Idempotent.
+   * INVALID_ARGUMENT: bad name. NOT_FOUND: a model with no traffic yet.
+   */
+  getSlowRequests: handleUnaryCall<GetSlowRequestsRequest, GetSlowRequestsResponse>;
 }
 
 export interface MonitorClient extends Client {
@@ -667,6 +1010,27 @@ export interface MonitorClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: GetModelStatsResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * The slowest requests of a model over the retention window (default 15
+   * min), slowest first, each with its trace id and time breakdown — kept
+   * even when the head sampler dropped their trace. Idempotent.
+   * INVALID_ARGUMENT: bad name. NOT_FOUND: a model with no traffic yet.
+   */
+  getSlowRequests(
+    request: GetSlowRequestsRequest,
+    callback: (error: ServiceError | null, response: GetSlowRequestsResponse) => void,
+  ): ClientUnaryCall;
+  getSlowRequests(
+    request: GetSlowRequestsRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: GetSlowRequestsResponse) => void,
+  ): ClientUnaryCall;
+  getSlowRequests(
+    request: GetSlowRequestsRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: GetSlowRequestsResponse) => void,
   ): ClientUnaryCall;
 }
 
