@@ -67,8 +67,7 @@ describe('deadlines on a queue of slow requests', () => {
     const exceeded = results.filter((r) => r.code === grpc.status.DEADLINE_EXCEEDED);
     // One replica, one worker, 200 ms per run: at most two of ten fit in 300 ms.
     expect(exceeded.length).toBeGreaterThanOrEqual(8);
-    // Quickly: none is held much past its own deadline.
-    // "Quickly": well before anything like the 30 s default cap, with room for a loaded 2-core machine.
+    // Quickly: none is held much past its own deadline (room left for a loaded 2-core machine).
     for (const r of exceeded) expect(r.ms).toBeLessThan(300 + 700);
 
     const after = await settledStats();
