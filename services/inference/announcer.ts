@@ -19,6 +19,7 @@ export interface AnnouncerOptions {
 export class Announcer {
   private readonly startedAt = Date.now();
   private accepting = true;
+  private leaving = false;
   private timer: NodeJS.Timeout;
   private scheduled = false;
   private closed = false;
@@ -56,6 +57,7 @@ export class Announcer {
       startedAtMs: this.startedAt,
       updatedAtMs: Date.now(),
       accepting: this.accepting,
+      leaving: this.leaving,
       stats: { ...this.stats(), eventLoopP99Micros: this.loopP99, eventLoopMaxMicros: this.loopMax, rssBytes: process.memoryUsage.rss() },
     };
   }
@@ -68,6 +70,12 @@ export class Announcer {
       this.scheduled = false;
       void this.put();
     });
+  }
+
+  /** Marks the replica as leaving: others take over its models while it still serves. */
+  async startLeaving(): Promise<void> {
+    this.leaving = true;
+    await this.put();
   }
 
   /** Marks the replica as draining: routers stop sending it new requests. */

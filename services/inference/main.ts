@@ -25,11 +25,13 @@ const config = loadConfig(
     device: str<'cpu' | 'cuda' | 'auto'>({ env: 'INFERMESH_DEVICE', flag: 'device', default: 'auto', choices: ['cpu', 'cuda', 'auto'] as const }),
     workers: int({ env: 'INFERMESH_WORKERS', flag: 'workers', default: 1, min: 1, max: 256 }),
     intraOpThreads: int({ env: 'INFERMESH_INTRA_OP_THREADS', flag: 'intra-op-threads', default: 1, min: 1, max: 256 }),
+    memoryBudgetMb: int({ env: 'INFERMESH_MEMORY_BUDGET_MB', flag: 'memory-budget-mb', default: 0, min: 0 }),
     keepLatest: int({ env: 'INFERMESH_KEEP_VERSIONS', flag: 'keep-versions', default: 2, min: 0, max: 100 }),
     maxBatch: int({ env: 'INFERMESH_MAX_BATCH', flag: 'max-batch', default: 64, min: 1, max: 65536 }),
     maxQueue: int({ env: 'INFERMESH_MAX_QUEUE', flag: 'max-queue', default: 2048, min: 1, max: 1_000_000 }),
     defaultTimeoutMs: int({ env: 'INFERMESH_DEFAULT_TIMEOUT_MS', flag: 'default-timeout-ms', default: 30_000, min: 1 }),
     heartbeatMs: int({ env: 'INFERMESH_HEARTBEAT_MS', flag: 'heartbeat-ms', default: 2_000, min: 100 }),
+    handOverMs: int({ env: 'INFERMESH_HAND_OVER_MS', flag: 'hand-over-ms', default: 30_000, min: 0 }),
     drainMs: int({ env: 'INFERMESH_DRAIN_MS', flag: 'drain-ms', default: 30_000, min: 0 }),
     nonFinite: str<'reject' | 'allow'>({ env: 'INFERMESH_NONFINITE_INPUTS', flag: 'nonfinite-inputs', default: 'reject', choices: ['reject', 'allow'] }),
     oversubscribe: bool({ env: 'INFERMESH_OVERSUBSCRIBE', flag: 'oversubscribe', default: false }),
@@ -69,12 +71,13 @@ const events = new EventPublisher(nc, replicaId, log);
 let announcer: Announcer | null = null;
 const manager = new ModelManager(
   buckets.models,
+  buckets.replicas,
   buckets.artifacts,
   pool,
   scheduler,
   events,
   log,
-  { keepLatest: config.keepLatest, defaultMaxBatch: config.maxBatch, drainMs: config.drainMs, replicaId },
+  { keepLatest: config.keepLatest, memoryBudgetBytes: config.memoryBudgetMb * 1024 * 1024, workers: config.workers, defaultMaxBatch: config.maxBatch, drainMs: config.drainMs, replicaId },
   () => announcer?.changed(),
 );
 
@@ -102,7 +105,10 @@ log.info({ grpcPort: port, address, device: device.provider, workers: config.wor
 let closing: Promise<void> | null = null;
 const close = () =>
   (closing ??= (async () => {
-    // Stop taking new work, let routers see it, finish what is queued, then go.
+    // Hand the models over (others load them while this one still serves), then
+    // stop taking new work, let routers see it, finish what is queued, and go.
+    await announcer!.startLeaving();
+    await manager.handOver(config.handOverMs);
     accepting = false;
     health.set('NOT_SERVING');
     await announcer!.stopAccepting();

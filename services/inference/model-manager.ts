@@ -2,9 +2,10 @@ import { createHash } from 'node:crypto';
 import type { KV, ObjectStore } from 'nats';
 import { KvMirror, parseModelKey, type EventPublisher } from '../../libs/bus/index.js';
 import type { Logger } from '../../libs/log/index.js';
-import { ModelEvent_Kind, TrafficRecord, VersionRecord, VersionState, type LoadedVersion } from '../../libs/proto/index.js';
+import { ModelEvent_Kind, ReplicaRecord, TrafficRecord, VersionRecord, VersionState, type LoadedVersion } from '../../libs/proto/index.js';
 import { elementCount } from '../../libs/tensor/index.js';
 import { specOf, type ModelSpec } from './model-spec.js';
+import { holders } from './placement.js';
 import type { Scheduler } from './scheduler.js';
 import type { SessionPool } from './session-pool.js';
 
@@ -18,6 +19,13 @@ export interface LoadedEntry {
 export interface ModelManagerOptions {
   /** Newest versions of each model kept loaded besides the aliased ones. */
   keepLatest: number;
+  /**
+   * Estimated memory this replica may give to models, bytes (0 = no limit):
+   * each version counts its ONNX size once per worker. Versions that do not
+   * fit are not loaded (aliased versions and newer ones first).
+   */
+  memoryBudgetBytes: number;
+  workers: number;
   defaultMaxBatch: number;
   /** How long a version being unloaded may take to finish its in-flight requests. */
   drainMs: number;
@@ -28,7 +36,9 @@ export interface ModelManagerOptions {
  * Decides which model versions this replica holds and drives each through
  * loading → warm-up → ready → draining → unloaded, from the registry's KV
  * state: aliased versions, each alias's previous target, canary and shadow
- * versions, and the newest `keepLatest`; the rest are drained and unloaded. Artifacts are
+ * versions, and the newest `keepLatest` — of the models placed on this
+ * replica (all, or k chosen by rendezvous hashing), within its memory budget.
+ * The rest are drained and unloaded. Artifacts are
  * read whole from the Object Store and their SHA-256 checked before ONNX
  * Runtime sees them. A version that fails never disturbs the others.
  */
@@ -38,12 +48,20 @@ export class ModelManager {
   private readonly traffic = new Map<string, TrafficRecord>();
   private readonly pinned = new Set<string>();
   private mirror: KvMirror | null = null;
+  private replicaMirror: KvMirror | null = null;
+  /** Ids of the replicas alive now (from their heartbeats), this one included. */
+  private readonly live = new Set<string>();
+  /** Other replicas' records, for hand-over when this one leaves. */
+  private readonly others = new Map<string, ReplicaRecord>();
+  private leaving = false;
+  private overBudget = new Set<string>();
   private reconciling = false;
   private again = false;
   private closed = false;
 
   constructor(
     private readonly kv: KV,
+    private readonly replicasKv: KV,
     private readonly artifacts: ObjectStore,
     private readonly pool: SessionPool,
     private readonly scheduler: Scheduler,
@@ -55,6 +73,31 @@ export class ModelManager {
 
   /** Starts watching the registry; resolves after the first sync (loading continues in the background). */
   async start(): Promise<void> {
+    this.live.add(this.o.replicaId);
+    this.replicaMirror = await KvMirror.start(this.replicasKv, {
+      log: this.log,
+      reconcileMs: 15_000,
+      onChange: (key, value) => {
+        // A leaving or draining replica no longer counts: its models move to the next in their ranking.
+        let alive = key === this.o.replicaId && !this.leaving;
+        if (key !== this.o.replicaId) {
+          this.others.delete(key);
+          if (value) {
+            try {
+              const r = ReplicaRecord.decode(value);
+              this.others.set(key, r);
+              alive = r.accepting && !r.leaving;
+            } catch {
+              alive = false;
+            }
+          }
+        }
+        const had = this.live.has(key);
+        if (alive) this.live.add(key);
+        else this.live.delete(key);
+        if (had !== alive) this.reconcile();
+      },
+    });
     this.mirror = await KvMirror.start(this.kv, {
       log: this.log,
       onChange: (key, value) => this.applyKv(key, value),
@@ -86,6 +129,23 @@ export class ModelManager {
     const out: LoadedVersion[] = [];
     for (const [name, vs] of this.byName) for (const [version, e] of vs) out.push({ name, version, state: e.state, reason: e.reason });
     return out;
+  }
+
+  /**
+   * Starts leaving: placement stops counting this replica (others pick up its
+   * models) while it keeps serving. Resolves once every version it serves is
+   * ready on another replica, or after `timeoutMs`.
+   */
+  async handOver(timeoutMs: number): Promise<void> {
+    this.leaving = true;
+    this.live.delete(this.o.replicaId);
+    const mine = this.loaded().filter((v) => v.state === VersionState.VERSION_STATE_READY);
+    const covered = () =>
+      mine.every((v) =>
+        [...this.others.values()].some((r) => r.accepting && !r.leaving && r.versions.some((x) => x.name === v.name && x.version === v.version && x.state === VersionState.VERSION_STATE_READY)),
+      );
+    const until = Date.now() + timeoutMs;
+    while (!covered() && Date.now() < until) await new Promise((r) => setTimeout(r, 50));
   }
 
   /** Pins a version (Runtime.Load) so the version policy keeps it; resolves when it settles. */
@@ -128,13 +188,17 @@ export class ModelManager {
   private desired(): Map<string, VersionRecord> {
     const want = new Map<string, VersionRecord>();
     for (const [name, versions] of this.records) {
-      const newest = [...versions.keys()].sort((a, b) => b - a).slice(0, this.o.keepLatest);
+      const newest = [...versions.keys()].sort((a, b) => b - a);
+      // Placement: a model asking for k replicas lives on the k that rendezvous hashing picks.
+      const k = versions.get(newest[0]!)?.replicas ?? 0;
+      // While leaving, keep everything: it serves until the hand-over is done.
+      if (k > 0 && !this.leaving && !holders(name, this.live, k).has(this.o.replicaId)) continue;
       const t = this.traffic.get(name);
       const aliased = Object.values(t?.aliases ?? {});
       // The previous target of each alias stays warm, so a rollback is instant.
       const previous = Object.values(t?.history ?? {}).flatMap((h) => h.versions.slice(-1));
       const routed = [t?.canary?.version, t?.shadow?.version].filter((v): v is number => v !== undefined && v > 0);
-      for (const v of new Set([...newest, ...aliased, ...previous, ...routed])) {
+      for (const v of new Set([...aliased, ...routed, ...newest.slice(0, this.o.keepLatest), ...previous])) {
         const rec = versions.get(v);
         if (rec) want.set(`${name}:${v}`, rec);
       }
@@ -144,7 +208,26 @@ export class ModelManager {
       const rec = this.records.get(name!)?.get(Number(v));
       if (rec) want.set(key, rec);
     }
-    return want;
+    return this.o.memoryBudgetBytes > 0 ? this.withinBudget(want) : want;
+  }
+
+  /** Keeps the desired versions that fit the memory budget, in priority order (the order `desired` built). */
+  private withinBudget(want: Map<string, VersionRecord>): Map<string, VersionRecord> {
+    const kept = new Map<string, VersionRecord>();
+    const over = new Set<string>();
+    let used = 0;
+    for (const [key, rec] of want) {
+      const cost = Number(rec.sizeBytes) * Math.max(1, this.o.workers);
+      if (used + cost > this.o.memoryBudgetBytes) {
+        over.add(key);
+        continue;
+      }
+      used += cost;
+      kept.set(key, rec);
+    }
+    for (const key of over) if (!this.overBudget.has(key)) this.log.warn({ version: key, budgetBytes: this.o.memoryBudgetBytes }, 'version not loaded: over the memory budget');
+    this.overBudget = over;
+    return kept;
   }
 
   /** Brings the loaded set to the desired set, one change at a time. */
@@ -272,5 +355,6 @@ export class ModelManager {
   close(): void {
     this.closed = true;
     this.mirror?.close();
+    this.replicaMirror?.close();
   }
 }

@@ -97,6 +97,7 @@ export function registryHandlers({ store, events, replicas, nc }: RegistryDeps, 
         createdBy: o.actor,
         batchable: sig.batchable,
         cacheEntries: header.cacheEntries,
+        replicas: header.replicas,
       });
       await events.publish({ name: version.name, version: version.version, kind: ModelEvent_Kind.REGISTERED });
       if (header.alias) await setAlias(version.name, header.alias, version.version);

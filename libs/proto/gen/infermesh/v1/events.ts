@@ -46,6 +46,12 @@ export interface VersionRecord {
   batchable: boolean;
   /** Response cache size in entries (identical inputs -> cached outputs); 0 = off. */
   cacheEntries: number;
+  /**
+   * How many replicas hold this model (0 = every replica). Replicas choose by
+   * rendezvous hashing of (model, replica id), so a model lands on the same k
+   * replicas for all its versions and a leaving replica moves only its own.
+   */
+  replicas: number;
 }
 
 /**
@@ -117,7 +123,15 @@ export interface ReplicaRecord {
   updatedAtMs: number;
   /** False while the replica drains before exit. */
   accepting: boolean;
-  stats: ReplicaStats | undefined;
+  stats:
+    | ReplicaStats
+    | undefined;
+  /**
+   * Set while the replica is about to leave: it still serves, but placement
+   * already moves its models to other replicas; it stops accepting once they
+   * are ready there.
+   */
+  leaving: boolean;
 }
 
 /** Counters since the replica started, and gauges at heartbeat time. */
@@ -259,6 +273,7 @@ function createBaseVersionRecord(): VersionRecord {
     createdBy: "",
     batchable: false,
     cacheEntries: 0,
+    replicas: 0,
   };
 }
 
@@ -299,6 +314,9 @@ export const VersionRecord: MessageFns<VersionRecord> = {
     }
     if (message.cacheEntries !== 0) {
       writer.uint32(96).uint32(message.cacheEntries);
+    }
+    if (message.replicas !== 0) {
+      writer.uint32(104).uint32(message.replicas);
     }
     return writer;
   },
@@ -412,6 +430,14 @@ export const VersionRecord: MessageFns<VersionRecord> = {
             message.cacheEntries = reader.uint32();
             continue;
           }
+          case 13: {
+            if (tag !== 104) {
+              break;
+            }
+
+            message.replicas = reader.uint32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -443,6 +469,7 @@ export const VersionRecord: MessageFns<VersionRecord> = {
     message.createdBy = object.createdBy ?? "";
     message.batchable = object.batchable ?? false;
     message.cacheEntries = object.cacheEntries ?? 0;
+    message.replicas = object.replicas ?? 0;
     return message;
   },
 };
@@ -962,6 +989,7 @@ function createBaseReplicaRecord(): ReplicaRecord {
     updatedAtMs: 0,
     accepting: false,
     stats: undefined,
+    leaving: false,
   };
 }
 
@@ -993,6 +1021,9 @@ export const ReplicaRecord: MessageFns<ReplicaRecord> = {
     }
     if (message.stats !== undefined) {
       ReplicaStats.encode(message.stats, writer.uint32(74).fork()).join();
+    }
+    if (message.leaving !== false) {
+      writer.uint32(80).bool(message.leaving);
     }
     return writer;
   },
@@ -1082,6 +1113,14 @@ export const ReplicaRecord: MessageFns<ReplicaRecord> = {
             message.stats = ReplicaStats.decode(reader, reader.uint32());
             continue;
           }
+          case 10: {
+            if (tag !== 80) {
+              break;
+            }
+
+            message.leaving = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1110,6 +1149,7 @@ export const ReplicaRecord: MessageFns<ReplicaRecord> = {
     message.stats = (object.stats !== undefined && object.stats !== null)
       ? ReplicaStats.fromPartial(object.stats)
       : undefined;
+    message.leaving = object.leaving ?? false;
     return message;
   },
 };

@@ -73,6 +73,8 @@ export interface PushHeader {
   alias: string;
   /** Response cache entries per replica; 0 (default) = no cache. */
   cacheEntries: number;
+  /** Replicas that should hold the model; 0 (default) = all. */
+  replicas: number;
 }
 
 export interface PushModelResponse {
@@ -558,7 +560,7 @@ export const PushModelRequest: MessageFns<PushModelRequest> = {
 };
 
 function createBasePushHeader(): PushHeader {
-  return { name: "", description: "", batching: undefined, alias: "", cacheEntries: 0 };
+  return { name: "", description: "", batching: undefined, alias: "", cacheEntries: 0, replicas: 0 };
 }
 
 export const PushHeader: MessageFns<PushHeader> = {
@@ -577,6 +579,9 @@ export const PushHeader: MessageFns<PushHeader> = {
     }
     if (message.cacheEntries !== 0) {
       writer.uint32(40).uint32(message.cacheEntries);
+    }
+    if (message.replicas !== 0) {
+      writer.uint32(48).uint32(message.replicas);
     }
     return writer;
   },
@@ -634,6 +639,14 @@ export const PushHeader: MessageFns<PushHeader> = {
             message.cacheEntries = reader.uint32();
             continue;
           }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.replicas = reader.uint32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -658,6 +671,7 @@ export const PushHeader: MessageFns<PushHeader> = {
       : undefined;
     message.alias = object.alias ?? "";
     message.cacheEntries = object.cacheEntries ?? 0;
+    message.replicas = object.replicas ?? 0;
     return message;
   },
 };
