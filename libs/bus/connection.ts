@@ -33,20 +33,24 @@ export async function connectNats(url: string, name: string, log: Logger): Promi
   return nc;
 }
 
-/** Opens (creating when missing) the mesh's KV buckets, Object Store and event stream. */
-export async function openBuckets(nc: NatsConnection): Promise<Buckets> {
+/**
+ * Opens (creating when missing) the mesh's KV buckets, Object Store and event
+ * stream. `replicas` is the JetStream replication factor used when creating
+ * them (3 on a 3-node NATS cluster; existing buckets keep theirs).
+ */
+export async function openBuckets(nc: NatsConnection, replicas = 1): Promise<Buckets> {
   const js = nc.jetstream();
-  const [models, replicas, artifacts] = await Promise.all([
-    js.views.kv(BUCKET_MODELS, { history: 16 }),
-    js.views.kv(BUCKET_REPLICAS, { history: 1, ttl: REPLICA_TTL_MS }),
-    js.views.os(BUCKET_ARTIFACTS),
+  const [models, replicaKv, artifacts] = await Promise.all([
+    js.views.kv(BUCKET_MODELS, { history: 16, replicas }),
+    js.views.kv(BUCKET_REPLICAS, { history: 1, ttl: REPLICA_TTL_MS, replicas }),
+    js.views.os(BUCKET_ARTIFACTS, { replicas }),
   ]);
-  await ensureEventStream(nc);
-  return { models, replicas, artifacts };
+  await ensureEventStream(nc, replicas);
+  return { models, replicas: replicaKv, artifacts };
 }
 
 /** The JetStream stream that keeps lifecycle events, so none is lost while a consumer is away. */
-export async function ensureEventStream(nc: NatsConnection): Promise<void> {
+export async function ensureEventStream(nc: NatsConnection, replicas = 1): Promise<void> {
   const jsm = await nc.jetstreamManager();
   try {
     await jsm.streams.info(EVENTS_STREAM);
@@ -59,6 +63,7 @@ export async function ensureEventStream(nc: NatsConnection): Promise<void> {
         storage: StorageType.File,
         max_age: 7 * 24 * 3600 * 1e9,
         max_msgs_per_subject: 10_000,
+        num_replicas: replicas,
       });
     } catch (err) {
       // Another service created it at the same moment.

@@ -119,6 +119,8 @@ export function loadConfig<S extends Spec>(spec: S, argv: readonly string[], env
 /** Fields every service shares: NATS, logging, message limits. */
 export const commonSpec = {
   natsUrl: str({ env: 'INFERMESH_NATS_URL', flag: 'nats', default: 'nats://127.0.0.1:4222' }),
+  /** JetStream replication of the buckets and event stream this service creates (3 on a 3-node cluster). */
+  natsReplicas: int({ env: 'INFERMESH_NATS_REPLICAS', flag: 'nats-replicas', default: 1, min: 1, max: 5 }),
   logLevel: str({
     env: 'INFERMESH_LOG_LEVEL',
     flag: 'log-level',

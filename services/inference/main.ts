@@ -65,7 +65,7 @@ const pool = new SessionPool({ workers: config.workers, intraOpThreads: config.i
 });
 const scheduler = new Scheduler(pool, { maxQueue: config.maxQueue, workers: config.workers, tracer: telemetry.tracer });
 const nc = await connectNats(config.natsUrl, `infermesh-inference-${replicaId}`, log);
-const buckets = await openBuckets(nc);
+const buckets = await openBuckets(nc, config.natsReplicas);
 const events = new EventPublisher(nc, replicaId, log);
 
 let announcer: Announcer | null = null;

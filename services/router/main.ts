@@ -33,7 +33,7 @@ const routerId = config.routerId || `router-${randomBytes(4).toString('hex')}`;
 const log = createLogger('router', config.logLevel, { router: routerId });
 const telemetry = await startTelemetry('infermesh-router', process.env, { attributes: { 'service.instance.id': routerId } });
 const nc = await connectNats(config.natsUrl, `infermesh-${routerId}`, log);
-const buckets = await openBuckets(nc);
+const buckets = await openBuckets(nc, config.natsReplicas);
 const table = await RoutingTable.create(buckets.models, buckets.replicas, { maxMessageBytes: config.maxMessageBytes, promoteReadyFraction: config.promoteReadyFraction, log });
 const samples = new SampleRecorder(nc, { routerId, flushMs: config.sampleFlushMs, sampleRate: config.sampleRate }, log);
 
