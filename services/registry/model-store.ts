@@ -65,47 +65,38 @@ export class ModelStore {
 
   /**
    * Points `alias` at `version` by compare-and-set on the traffic record.
-   * With `expected` set, the alias must point there now, else ABORTED; without
-   * it, a lost race is retried on fresh state.
+   * With `expected` set, the alias must point there now, else ABORTED (also
+   * when it moves between the read and the write); without it, a lost race is
+   * retried on fresh state.
    */
   async setAlias(name: string, alias: string, version: number, actor: string, expected?: number): Promise<{ rec: TrafficRecord; previous: number | undefined }> {
-    for (let attempt = 0; attempt < 10; attempt++) {
-      const cur = await this.getTraffic(name);
-      const rec = cur ? TrafficRecord.fromPartial(cur.rec) : TrafficRecord.fromPartial({ name });
-      const previous = rec.aliases[alias];
+    let previous: number | undefined;
+    const rec = await this.updateTraffic(name, actor, (r) => {
+      previous = r.aliases[alias];
       if (expected !== undefined && expected !== 0 && previous !== expected) {
         throw new AbortedError(`alias ${alias} of ${name} points to ${previous ?? 'nothing'}, not ${expected}`);
       }
-      if (previous === version) return { rec, previous };
+      if (previous === version) return false;
       if (previous !== undefined) {
-        const h = (rec.history[alias] ??= { versions: [] });
+        const h = (r.history[alias] ??= { versions: [] });
         h.versions = [...h.versions, previous].slice(-HISTORY_DEPTH);
       }
-      rec.aliases[alias] = version;
-      rec.updatedAtMs = Date.now();
-      rec.updatedBy = actor;
-      const data = TrafficRecord.encode(rec).finish();
-      try {
-        if (cur) await this.kv.update(keys.traffic(name), data, cur.revision);
-        else await this.kv.create(keys.traffic(name), data);
-        return { rec, previous };
-      } catch (err) {
-        if (!isConflict(err)) throw unavailable(err);
-        if (expected !== undefined && expected !== 0) throw new AbortedError(`alias ${alias} of ${name} changed concurrently`);
-      }
-    }
-    throw new AbortedError(`alias ${alias} of ${name} is changing too often; retry`);
+      r.aliases[alias] = version;
+    });
+    return { rec, previous };
   }
 
   /**
    * Applies `change` to the model's traffic record by compare-and-set,
-   * retrying on a lost race with fresh state. `change` may throw to refuse.
+   * retrying on a lost race with fresh state. `change` may throw to refuse,
+   * or return false when there is nothing to write.
    */
-  async updateTraffic(name: string, actor: string, change: (rec: TrafficRecord) => void): Promise<TrafficRecord> {
+  async updateTraffic(name: string, actor: string, change: (rec: TrafficRecord) => void | false): Promise<TrafficRecord> {
     for (let attempt = 0; attempt < 10; attempt++) {
       const cur = await this.getTraffic(name);
       const rec = cur ? TrafficRecord.fromPartial(cur.rec) : TrafficRecord.fromPartial({ name });
-      change(rec);
+      // `false`: nothing to change (e.g. the alias already points there).
+      if (change(rec) === false) return rec;
       rec.updatedAtMs = Date.now();
       rec.updatedBy = actor;
       const data = TrafficRecord.encode(rec).finish();
