@@ -1,6 +1,6 @@
 import * as grpc from '@grpc/grpc-js';
 import { call, channelOptions } from '../grpc/index.js';
-import { MonitorClient, type GetModelStatsResponse, type VersionStats } from '../proto/index.js';
+import { MonitorClient, type GetModelStatsResponse, type SlowRequest, type VersionStats } from '../proto/index.js';
 
 /** The monitor's query API. */
 export class MonitorApi {
@@ -16,6 +16,15 @@ export class MonitorApi {
   /** Per-version stats and shadow comparisons. NOT_FOUND for a named model with no traffic yet. */
   report(name = ''): Promise<GetModelStatsResponse> {
     return call(this.client.getModelStats, this.client, { name }, { timeoutMs: this.timeoutMs });
+  }
+
+  /**
+   * The `limit` (at most 100) slowest requests of `name` over the monitor's
+   * retention window, slowest first, each with its trace id and time
+   * breakdown. INVALID_ARGUMENT for a bad name, NOT_FOUND for a model with no traffic yet.
+   */
+  async slowRequests(name: string, limit = 20): Promise<SlowRequest[]> {
+    return (await call(this.client.getSlowRequests, this.client, { name, limit }, { timeoutMs: this.timeoutMs })).requests;
   }
 
   close(): void {

@@ -109,6 +109,7 @@ withGlobals(program.command('infer').argument('<name>', 'model name'))
   .option('--output <names...>', 'outputs to return (default: all)')
   .option('--id <id>', 'request id, echoed in the response')
   .option('--timeout-ms <n>', 'deadline', int(1), 10_000)
+  .option('--timing', "also print where the time went (the router's total, router, network, queue and compute ms) and the trace id")
   .action(async (name: string, o) => (await import('./infer.js')).inferCommand(name, o));
 
 program
@@ -147,6 +148,13 @@ program
 withGlobals(program.command('stats').argument('[name]', 'model name (default: all models)'))
   .description('requests, errors, latency percentiles and rate per model version, and shadow agreement, from the monitor')
   .action(async (name: string | undefined, o: GlobalOptions) => (await import('./stats.js')).statsCommand(name, o));
+
+const traces = program.command('traces').description("find the traces of a model's slow requests");
+
+withGlobals(traces.command('slow').argument('<name>', 'model name'))
+  .description("the slowest requests of a model over the monitor's window (default 15 min), slowest first: trace id and where the time went")
+  .option('--limit <n>', 'at most this many', int(1, 100), 20)
+  .action(async (name: string, o) => (await import('./traces.js')).slowCommand(name, o));
 
 process.on('unhandledRejection', (err) => exitWith(err));
 

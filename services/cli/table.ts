@@ -35,6 +35,11 @@ export function formatMs(v: number): string {
   return v.toFixed(2);
 }
 
+/** Milliseconds with three decimals (microsecond resolution), for per-request breakdowns. */
+export function formatMsFine(v: number): string {
+  return v.toFixed(3);
+}
+
 /** A byte count for people: 1536 -> "1.5 KiB". */
 export function formatBytes(n: number): string {
   if (n < 1024) return `${n} B`;

@@ -1,23 +1,30 @@
 /**
- * Turns NATS payloads into statistics and metrics. Never throws: a payload
- * that does not decode, or decodes to something inconsistent, is counted in
- * infermesh_monitor_bad_messages_total and dropped.
+ * Turns NATS payloads into statistics, slow requests and metrics. Never
+ * throws: a payload that does not decode, or decodes to something
+ * inconsistent, is counted in infermesh_monitor_bad_messages_total and dropped.
  */
-import { ModelEvent, ModelEvent_Kind, SampleBatch, type ShadowResult } from '../../libs/proto/index.js';
+import { ModelEvent, ModelEvent_Kind, SampleBatch, type PredictionSample, type ShadowResult } from '../../libs/proto/index.js';
 import { NAME_RE } from '../../libs/bus/index.js';
 import { codeName } from '../../libs/errors/index.js';
 import type { Logger } from '../../libs/log/index.js';
 import type { StatsStore } from './stats-store.js';
+import type { SlowRequests } from './slow-requests.js';
 import type { MonitorMetrics } from './metrics.js';
 
 const SAMPLES_PREFIX = 'infermesh.samples.';
+/** A W3C trace id: 32 lowercase hex digits, not all zero. */
+const TRACE_ID_RE = /^(?!0{32})[0-9a-f]{32}$/;
 
 export class Ingest {
   // Reused per batch: requests per status code of one version.
   private readonly perCode = new Map<number, number>();
+  // Reused per version: trace ids of its traced requests by latency (µs), and the ids already taken.
+  private readonly traced = new Map<number, string[]>();
+  private readonly tracedIds = new Set<string>();
 
   constructor(
     private readonly store: StatsStore,
+    private readonly slow: SlowRequests,
     private readonly metrics: MonitorMetrics,
     private readonly log: Logger,
     private readonly now: () => number = Date.now,
@@ -41,8 +48,10 @@ export class Ingest {
     for (const v of batch.versions) {
       if (v.latencyMicros.length === 0) continue;
       this.store.recordTraffic(batch.name, v, seenMs);
+      this.collectTraced(v.version, batch);
       this.observe(batch.name, v.version, v.latencyMicros, v.codes);
     }
+    if (batch.slowest.length > 0) this.slow.record(batch.name, batch.slowest, seenMs);
     if (batch.shadows.length > 0) this.shadows(batch.name, batch.shadows);
   }
 
@@ -62,13 +71,47 @@ export class Ingest {
     if (live) this.metrics.events.inc({ model: ev.name, kind: (ModelEvent_Kind[ev.kind] ?? 'UNRECOGNIZED').toLowerCase() });
   }
 
+  /**
+   * Fills `traced` with the requests of `version` that came with a trace id
+   * (the window's slowest and the traced samples, each trace once), so that
+   * observe() can give them exemplars.
+   */
+  private collectTraced(version: number, batch: SampleBatch): void {
+    this.traced.clear();
+    if (batch.slowest.length === 0 && batch.samples.length === 0) return;
+    this.tracedIds.clear();
+    this.addTraced(version, batch.slowest);
+    this.addTraced(version, batch.samples);
+  }
+
+  private addTraced(version: number, list: PredictionSample[]): void {
+    for (const s of list) {
+      if (s.version !== version || this.tracedIds.has(s.traceId) || !TRACE_ID_RE.test(s.traceId)) continue;
+      this.tracedIds.add(s.traceId);
+      const ids = this.traced.get(s.latencyMicros);
+      if (ids) ids.push(s.traceId);
+      else this.traced.set(s.latencyMicros, [s.traceId]);
+    }
+  }
+
+  /**
+   * Every request is counted once, from `versions[].latencyMicros`. A traced
+   * request is one of those entries too (same version, same latency), so the
+   * first entry matching it is observed with the trace as exemplar instead
+   * of plainly: exemplars never add observations. A traced request with no
+   * matching entry gets no exemplar.
+   */
   private observe(model: string, version: number, latencies: number[], codes: number[]): void {
     const v = String(version);
     const duration = this.metrics.duration.labels(model, v);
+    const traced = this.traced;
     const perCode = this.perCode;
     perCode.clear();
     for (let i = 0; i < latencies.length; i++) {
-      duration.observe(latencies[i]! / 1e6);
+      const us = latencies[i]!;
+      const traceId = traced.size > 0 ? traced.get(us)?.pop() : undefined;
+      if (traceId === undefined) duration.observe(us / 1e6);
+      else this.metrics.observeTraced(model, v, us / 1e6, traceId);
       const c = codes[i]!;
       perCode.set(c, (perCode.get(c) ?? 0) + 1);
     }

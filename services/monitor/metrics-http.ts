@@ -1,7 +1,7 @@
-/** A plain HTTP server that serves a prom-client registry on GET /metrics and 404 elsewhere. */
+/** A plain HTTP server that serves a prom-client registry (in its own content type) on GET /metrics and 404 elsewhere. */
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import type { Registry } from 'prom-client';
+import type { Registry, RegistryContentType } from 'prom-client';
 
 export interface MetricsServer {
   readonly port: number;
@@ -10,7 +10,7 @@ export interface MetricsServer {
 }
 
 /** Binds `host:port` (0 = any free port). */
-export async function serveMetrics(registry: Registry, host: string, port: number): Promise<MetricsServer> {
+export async function serveMetrics(registry: Registry<RegistryContentType>, host: string, port: number): Promise<MetricsServer> {
   const server = http.createServer((req, res) => {
     const path = (req.url ?? '').split('?', 1)[0];
     if (path !== '/metrics' || (req.method !== 'GET' && req.method !== 'HEAD')) {

@@ -1,8 +1,10 @@
 /**
  * The monitor's Prometheus metrics, on a registry of its own (so several
- * monitors can live in one process, as in tests).
+ * monitors can live in one process, as in tests). The registry speaks
+ * OpenMetrics, the only text format that carries exemplars: the request
+ * duration histogram links each bucket to a recent trace (`trace_id`).
  */
-import { Counter, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Histogram, Registry, collectDefaultMetrics, type OpenMetricsContentType } from 'prom-client';
 
 /** Conventional request-duration buckets, 100 µs to 10 s. */
 export const DURATION_BUCKETS_SECONDS = [
@@ -10,7 +12,7 @@ export const DURATION_BUCKETS_SECONDS = [
 ];
 
 export class MonitorMetrics {
-  readonly registry = new Registry();
+  readonly registry = new Registry<OpenMetricsContentType>();
   readonly requests: Counter<'model' | 'version' | 'code'>;
   readonly duration: Histogram<'model' | 'version'>;
   readonly events: Counter<'model' | 'kind'>;
@@ -19,6 +21,7 @@ export class MonitorMetrics {
   readonly shadowAgreements: Counter<'model' | 'version' | 'production_version'>;
 
   constructor() {
+    this.registry.setContentType(Registry.OPENMETRICS_CONTENT_TYPE);
     const registers = [this.registry];
     collectDefaultMetrics({ register: this.registry });
     this.requests = new Counter({
@@ -32,6 +35,7 @@ export class MonitorMetrics {
       help: 'End-to-end request latency seen by the routers.',
       labelNames: ['model', 'version'],
       buckets: DURATION_BUCKETS_SECONDS,
+      enableExemplars: true,
       registers,
     });
     this.events = new Counter({
@@ -61,5 +65,20 @@ export class MonitorMetrics {
     // Zero series exist from the start, so a scrape shows 0 rather than nothing.
     this.badMessages.inc({ source: 'samples' }, 0);
     this.badMessages.inc({ source: 'events' }, 0);
+  }
+
+  /**
+   * Observes one request's latency (seconds) and makes its trace the
+   * exemplar of the bucket it falls in. Counts the request like
+   * `duration.labels(model, version).observe(seconds)` does, so a request
+   * goes through exactly one of the two.
+   */
+  observeTraced(model: string, version: string, seconds: number, traceId: string): void {
+    // prom-client types exemplarLabels with the metric's own label names; trace_id is an exemplar label only.
+    (this.duration as unknown as Histogram<'model' | 'version' | 'trace_id'>).observe({
+      labels: { model, version },
+      value: seconds,
+      exemplarLabels: { trace_id: traceId },
+    });
   }
 }

@@ -1,7 +1,8 @@
 /**
  * The monitor: consumes the routers' sample batches and the lifecycle events
- * from NATS, keeps statistics per model version, and serves them over gRPC
- * (infermesh.v1.Monitor, health, reflection) and Prometheus /metrics.
+ * from NATS, keeps statistics per model version and the slowest requests per
+ * model, and serves them over gRPC (infermesh.v1.Monitor, health, reflection)
+ * and Prometheus /metrics (OpenMetrics, with trace exemplars).
  */
 import type { Server } from '@grpc/grpc-js';
 import type { NatsConnection, Subscription } from 'nats';
@@ -10,6 +11,7 @@ import { addHealthAndReflection, createGrpcServer, listen, shutdownServer, type 
 import { subjects } from '../../libs/bus/index.js';
 import type { Logger } from '../../libs/log/index.js';
 import { StatsStore } from './stats-store.js';
+import { SlowRequests } from './slow-requests.js';
 import { MonitorMetrics } from './metrics.js';
 import { Ingest } from './ingest.js';
 import { followEvents, type EventFeed } from './event-feed.js';
@@ -26,13 +28,15 @@ export interface MonitorSettings {
   readonly metricsPort: number;
   readonly maxMessageBytes: number;
   readonly shutdownGraceMs: number;
+  /** How long GetSlowRequests lists a slow request after it happened. */
+  readonly slowRetentionMs: number;
 }
 
 export interface MonitorDeps {
   /** A connected NATS connection; the caller owns (and drains) it. */
   nc: NatsConnection;
   log: Logger;
-  /** Clock for rates (default Date.now). */
+  /** Clock for rates and the slow-request window (default Date.now). */
   now?: () => number;
   /** Proto files served by reflection, relative to PROTO_DIR (default: monitor.proto). */
   protoFiles?: readonly string[];
@@ -47,6 +51,7 @@ export class Monitor {
     /** The bound Prometheus port. */
     readonly metricsPort: number,
     readonly store: StatsStore,
+    readonly slow: SlowRequests,
     readonly metrics: MonitorMetrics,
     private readonly parts: Parts,
     private readonly settings: MonitorSettings,
@@ -59,8 +64,9 @@ export class Monitor {
   static async create(settings: MonitorSettings, deps: MonitorDeps): Promise<Monitor> {
     const now = deps.now ?? Date.now;
     const store = new StatsStore(now);
+    const slow = new SlowRequests(settings.slowRetentionMs, now);
     const metrics = new MonitorMetrics();
-    const ingest = new Ingest(store, metrics, deps.log, now);
+    const ingest = new Ingest(store, slow, metrics, deps.log, now);
     const parts: Parts = {};
     try {
       parts.samples = deps.nc.subscribe(subjects.allSamples, {
@@ -72,12 +78,12 @@ export class Monitor {
 
       const server = createGrpcServer({ maxMessageBytes: settings.maxMessageBytes });
       parts.grpc = server;
-      server.addService(MonitorService, monitorServer(store));
+      server.addService(MonitorService, monitorServer(store, slow));
       parts.health = addHealthAndReflection(server, deps.protoFiles ?? [MONITOR_PROTO], [MONITOR_SERVICE]);
       const grpcPort = await listen(server, settings.host, settings.port);
       parts.http = await serveMetrics(metrics.registry, settings.host, settings.metricsPort);
       parts.health.set('SERVING');
-      return new Monitor(grpcPort, parts.http.port, store, metrics, parts, settings);
+      return new Monitor(grpcPort, parts.http.port, store, slow, metrics, parts, settings);
     } catch (err) {
       await closeParts(parts, 0);
       throw err;

@@ -1,9 +1,19 @@
-/** The Monitor gRPC service: GetModelStats over the stats store. */
-import type { GetModelStatsRequest, GetModelStatsResponse, MonitorServer } from '../../libs/proto/index.js';
+/** The Monitor gRPC service: GetModelStats over the stats store, GetSlowRequests over the slow-request window. */
+import type {
+  GetModelStatsRequest,
+  GetModelStatsResponse,
+  GetSlowRequestsRequest,
+  GetSlowRequestsResponse,
+  MonitorServer,
+} from '../../libs/proto/index.js';
 import { unary } from '../../libs/grpc/index.js';
 import { checkName } from '../../libs/bus/index.js';
 import { NotFoundError } from '../../libs/errors/index.js';
 import type { StatsStore } from './stats-store.js';
+import { MAX_SLOW_REQUESTS, type SlowRequests } from './slow-requests.js';
+
+/** Requests GetSlowRequests returns when the request leaves `limit` at 0. */
+export const DEFAULT_SLOW_LIMIT = 20;
 
 /**
  * Statistics per model version, sorted by name then version, and per shadow
@@ -19,9 +29,24 @@ export async function getModelStats(store: StatsStore, req: GetModelStatsRequest
   return { versions: store.stats(name), shadows: store.shadowStats(name) };
 }
 
+/**
+ * The slowest requests of a model within the retention window, slowest
+ * first: `limit` of them (0 = 20; more than 100 is taken as 100). An empty
+ * list when the model has traffic but none of it is in the window. Throws
+ * INVALID_ARGUMENT for a malformed (or empty) name and NOT_FOUND for a model
+ * with no traffic yet.
+ */
+export async function getSlowRequests(store: StatsStore, slow: SlowRequests, req: GetSlowRequestsRequest): Promise<GetSlowRequestsResponse> {
+  const name = checkName(req.name, 'name');
+  if (!slow.has(name) && !store.hasTraffic(name)) throw new NotFoundError(`model ${name} has no traffic yet`);
+  const limit = req.limit === 0 ? DEFAULT_SLOW_LIMIT : Math.min(req.limit, MAX_SLOW_REQUESTS);
+  return { requests: slow.slowest(name, limit) };
+}
+
 /** The grpc-js implementation of infermesh.v1.Monitor. */
-export function monitorServer(store: StatsStore): MonitorServer {
+export function monitorServer(store: StatsStore, slow: SlowRequests): MonitorServer {
   return {
     getModelStats: unary((req: GetModelStatsRequest) => getModelStats(store, req)),
+    getSlowRequests: unary((req: GetSlowRequestsRequest) => getSlowRequests(store, slow, req)),
   };
 }

@@ -93,6 +93,13 @@ export class StatsStore {
     return this.models.has(name) || this.shadows.has(name);
   }
 
+  /** Whether requests (not just events or shadow results) were seen for `name`. */
+  hasTraffic(name: string): boolean {
+    const versions = this.models.get(name);
+    if (versions) for (const s of versions.values()) if (s.requests > 0) return true;
+    return false;
+  }
+
   /** Statistics of `name`'s versions, or of every model when `name` is undefined; sorted by name, then version. */
   stats(name?: string): VersionStats[] {
     const names = name === undefined ? [...this.models.keys()].sort() : this.models.has(name) ? [name] : [];

@@ -11,6 +11,8 @@ import {
   PROTO_DIR,
   SampleBatch,
   type GetModelStatsResponse,
+  type GetSlowRequestsResponse,
+  type PredictionSample,
   type ShadowResult,
   type ShadowStats,
   type VersionStats,
@@ -23,7 +25,14 @@ import { startNats, type NatsHandle } from '../harness/nats.js';
 
 const Status = grpc.status;
 const log = createLogger('monitor-test', 'silent');
-const settings = { host: '127.0.0.1', port: 0, metricsPort: 0, maxMessageBytes: 4 * 1024 * 1024, shutdownGraceMs: 1000 };
+const settings = {
+  host: '127.0.0.1',
+  port: 0,
+  metricsPort: 0,
+  maxMessageBytes: 4 * 1024 * 1024,
+  shutdownGraceMs: 1000,
+  slowRetentionMs: 15 * 60_000,
+};
 // Reflection loads protos relative to PROTO_DIR; point it at this checkout's proto/ wherever PROTO_DIR resolves.
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const protoFiles = [path.relative(PROTO_DIR, path.join(REPO, 'proto', MONITOR_PROTO))];
@@ -50,11 +59,11 @@ function expectWithinBucket(ms: number, micros: number): void {
 
 type Sample = { labels: Record<string, string>; value: number };
 
-/** Parses Prometheus text exposition into series per metric name. */
+/** Parses Prometheus / OpenMetrics text exposition into series per metric name (exemplars are skipped). */
 function parseMetrics(text: string): Map<string, Sample[]> {
   const out = new Map<string, Sample[]>();
   for (const line of text.split('\n')) {
-    const m = /^([a-zA-Z_:][\w:]*)(?:\{(.*)\})? (\S+)$/.exec(line);
+    const m = /^([a-zA-Z_:][\w:]*)(?:\{(.*?)\})? (\S+)(?: # \{.*)?$/.exec(line);
     if (!m) continue;
     const labels: Record<string, string> = {};
     for (const l of (m[2] ?? '').matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)) labels[l[1]!] = l[2]!;
@@ -88,6 +97,23 @@ function batch(name: string, versions: { version: number; latencyMicros: number[
   ).finish();
 }
 
+/** A 32-hex trace id from a number (never all zeros for n > 0). */
+const tid = (n: number): string => n.toString(16).padStart(32, '0');
+
+type Slow = Pick<PredictionSample, 'version' | 'latencyMicros' | 'traceId' | 'atMs'> & Partial<PredictionSample>;
+
+/** A router's batch whose traffic is exactly `slowest` plus `other` latencies (version 1), all OK. */
+function slowBatch(name: string, routerId: string, slowest: Slow[], o: { other?: number[]; samples?: Partial<PredictionSample>[]; endMs?: number } = {}): Uint8Array {
+  const byVersion = new Map<number, number[]>();
+  for (const s of slowest) byVersion.set(s.version, [...(byVersion.get(s.version) ?? []), s.latencyMicros]);
+  if (o.other) byVersion.set(1, [...(byVersion.get(1) ?? []), ...o.other]);
+  const versions = [...byVersion].map(([version, latencyMicros]) => ({ version, latencyMicros, codes: latencyMicros.map(() => 0) }));
+  const endMs = o.endMs ?? Date.now();
+  return SampleBatch.encode(
+    SampleBatch.fromPartial({ routerId, name, versions, slowest, samples: o.samples ?? [], startMs: endMs - 1000, endMs }),
+  ).finish();
+}
+
 function shadowBatch(
   name: string,
   shadows: ShadowResult[],
@@ -106,6 +132,7 @@ describe('monitor', () => {
   let client: MonitorClient;
 
   const stats = (name: string): Promise<GetModelStatsResponse> => call(client.getModelStats, client, { name });
+  const slowOf = (c: MonitorClient, name: string, limit = 0): Promise<GetSlowRequestsResponse> => call(c.getSlowRequests, c, { name, limit });
   const scrape = async (m: Monitor = monitor) => {
     const res = await fetch(`http://127.0.0.1:${m.metricsPort}/metrics`);
     expect(res.status).toBe(200);
@@ -280,6 +307,107 @@ describe('monitor', () => {
     expect(shadow('infermesh_shadow_agreements_total', 'scout', '5', '4')).toBe(2);
     expect(metricValue(m, 'infermesh_requests_total', { model: 'ranker', version: '1', code: 'OK' })).toBe(2);
     expect(metricValue(m, 'infermesh_requests_total', { model: 'ranker', version: '2', code: 'OK' })).toBeUndefined();
+  });
+
+  it('lists the slowest requests over the retention window, slowest first, bounded by limit', async () => {
+    // A monitor of its own on a clock the test moves, with a 10 s window (sliced per ~667 ms).
+    let clock = 1_700_000_000_000;
+    const t0 = clock;
+    const own = await Monitor.create({ ...settings, slowRetentionMs: 10_000 }, { nc, log, protoFiles, now: () => clock });
+    const c = new MonitorClient(`127.0.0.1:${own.grpcPort}`, grpc.credentials.createInsecure());
+    try {
+      // Window 1 (router a, at t0): five slow requests, 100..500 ms. Window 2 (router b, t0 + 4 s): five, 150..550 ms,
+      // plus one of version 2 with an error code.
+      const w1: Slow[] = [1, 2, 3, 4, 5].map((i) => ({
+        version: 1, latencyMicros: i * 100_000, traceId: tid(i), atMs: t0 - i,
+        queueMicros: i * 1000, computeMicros: i * 2000, networkMicros: i * 3000, routerMicros: i * 100_000 - i * 6000,
+      }));
+      const w2: Slow[] = [1, 2, 3, 4, 5].map((i) => ({ version: 1, latencyMicros: i * 100_000 + 50_000, traceId: tid(10 + i), atMs: t0 + 4000 }));
+      w2.push({ version: 2, latencyMicros: 700_000, traceId: tid(99), atMs: t0 + 4000, code: Status.DEADLINE_EXCEEDED });
+      pub.publish(subjects.samples('slowpoke'), slowBatch('slowpoke', 'router-a', w1, { other: [900, 1200], endMs: t0 }));
+      pub.publish(subjects.samples('slowpoke'), slowBatch('slowpoke', 'router-b', w2, { endMs: t0 + 4000 }));
+      await pub.flush();
+      clock = t0 + 5000;
+      const all = await until('slow requests', async () => {
+        const r = await slowOf(c, 'slowpoke');
+        return r.requests.length === 11 ? r.requests : undefined;
+      });
+      expect(all.map((r) => r.latencyMs)).toEqual([700, 550, 500, 450, 400, 350, 300, 250, 200, 150, 100]);
+      expect(all[0]).toEqual({
+        name: 'slowpoke', version: 2, traceId: tid(99), latencyMs: 700, queueMs: 0, computeMs: 0, networkMs: 0, routerMs: 0,
+        code: Status.DEADLINE_EXCEEDED, atMs: t0 + 4000,
+      });
+      expect(all[2]).toEqual({
+        name: 'slowpoke', version: 1, traceId: tid(5), latencyMs: 500, queueMs: 5, computeMs: 10, networkMs: 15, routerMs: 470,
+        code: 0, atMs: t0 - 5,
+      });
+
+      expect((await slowOf(c, 'slowpoke', 3)).requests.map((r) => r.traceId)).toEqual([tid(99), tid(15), tid(5)]);
+
+      // Window 1 expires first: only window 2 is left, still slowest first.
+      clock = t0 + 10_500;
+      expect((await slowOf(c, 'slowpoke')).requests.map((r) => r.latencyMs)).toEqual([700, 550, 450, 350, 250, 150]);
+      // Then everything: an empty list, not NOT_FOUND (the model has had traffic).
+      clock = t0 + 15_000;
+      expect((await slowOf(c, 'slowpoke')).requests).toEqual([]);
+      // A late batch about requests already outside the window adds nothing.
+      pub.publish(subjects.samples('slowpoke'), slowBatch('slowpoke', 'router-a', [{ version: 1, latencyMicros: 9_000_000, traceId: tid(7), atMs: t0 }], { endMs: clock }));
+      // 150 slow requests in one window: the store keeps 100, the limit defaults to 20 and is capped at 100.
+      const many: Slow[] = Array.from({ length: 150 }, (_, i) => ({ version: 1, latencyMicros: 10_000 + i * 1000, traceId: tid(1000 + i), atMs: clock }));
+      pub.publish(subjects.samples('slowpoke'), slowBatch('slowpoke', 'router-c', many, { endMs: clock }));
+      await pub.flush();
+      const capped = await until('many slow requests', async () => {
+        const r = await slowOf(c, 'slowpoke', 500);
+        return r.requests.length > 0 ? r.requests : undefined;
+      });
+      expect(capped).toHaveLength(100);
+      expect(capped[0]!.latencyMs).toBe(10 + 149);
+      expect(capped[99]!.latencyMs).toBe(10 + 50);
+      expect(capped.some((r) => r.traceId === tid(7))).toBe(false);
+      expect((await slowOf(c, 'slowpoke')).requests).toHaveLength(20);
+
+      expect(await codeOf(slowOf(c, 'nobody'))).toBe(Status.NOT_FOUND);
+      expect(await codeOf(slowOf(c, 'Bad.Name'))).toBe(Status.INVALID_ARGUMENT);
+      expect(await codeOf(slowOf(c, ''))).toBe(Status.INVALID_ARGUMENT);
+    } finally {
+      c.close();
+      await own.close();
+    }
+  });
+
+  it('links histogram buckets to traces with OpenMetrics exemplars, counting each request once', async () => {
+    // Traffic: 0.9 ms, 1.8 ms (traced sample), 2 ms (untraced sample), 300 ms (slowest, traced; also a traced sample).
+    const slow = { version: 1, latencyMicros: 300_000, traceId: tid(0xabc), atMs: Date.now(), computeMicros: 250_000 };
+    pub.publish(
+      subjects.samples('traced'),
+      slowBatch('traced', 'router-a', [slow], {
+        other: [900, 1800, 2000],
+        samples: [
+          { version: 1, latencyMicros: 1800, traceId: tid(0xdef) },
+          { version: 1, latencyMicros: 2000, traceId: '' },
+          { version: 1, latencyMicros: 300_000, traceId: tid(0xabc) },
+        ],
+      }),
+    );
+    await pub.flush();
+    const res = await until('traced traffic', async () => {
+      const r = await fetch(`http://127.0.0.1:${monitor.metricsPort}/metrics`);
+      const text = await r.text();
+      return text.includes('model="traced"') ? { contentType: r.headers.get('content-type'), text } : undefined;
+    });
+    expect(res.contentType).toMatch(/^application\/openmetrics-text; version=1\.0\.0/);
+    expect(res.text.endsWith('# EOF\n')).toBe(true);
+    const bucket = (le: string) =>
+      res.text.split('\n').find((l) => l.startsWith(`infermesh_request_duration_seconds_bucket{le="${le}",model="traced",version="1"}`));
+    expect(bucket('0.5')).toMatch(new RegExp(`^\\S+ 4 # \\{trace_id="${tid(0xabc)}"\\} 0\\.3 \\d+(\\.\\d+)?$`));
+    expect(bucket('0.0025')).toMatch(new RegExp(`^\\S+ 3 # \\{trace_id="${tid(0xdef)}"\\} 0\\.0018 \\d+(\\.\\d+)?$`));
+    expect(bucket('0.001')).toMatch(/^\S+ 1$/);
+    const m = parseMetrics(res.text);
+    expect(metricValue(m, 'infermesh_request_duration_seconds_count', { model: 'traced', version: '1' })).toBe(4);
+    expect(metricValue(m, 'infermesh_request_duration_seconds_sum', { model: 'traced', version: '1' })).toBeCloseTo(0.3047, 9);
+    expect(metricValue(m, 'infermesh_requests_total', { model: 'traced', version: '1', code: 'OK' })).toBe(4);
+    // The monitor's GetSlowRequests has it too.
+    expect((await slowOf(client, 'traced')).requests.map((r) => [r.traceId, r.latencyMs, r.computeMs])).toEqual([[tid(0xabc), 300, 250]]);
   });
 
   it('answers INVALID_ARGUMENT for a malformed name and NOT_FOUND for an unseen model', async () => {
