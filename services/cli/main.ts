@@ -65,6 +65,8 @@ withGlobals(models.command('push').argument('<file>', 'ONNX model file'))
   .option('--description <text>', 'free text kept with the version')
   .option('--max-batch <n>', 'dynamic batching: largest batch (1 = off)', int(1, 65536))
   .option('--max-queue-delay-us <n>', 'dynamic batching: longest wait for a batch to fill, in µs', int(0, 10_000_000))
+  .option('--replicas <k>', 'inference replicas that hold the model (rendezvous placement; default: all)', int(1, 1000))
+  .option('--cache <entries>', 'response cache entries per replica for identical inputs (default: off)', int(1, 10_000_000))
   .action(async (file: string, o) => (await import('./models.js')).pushCommand(file, o));
 
 withGlobals(models.command('list'))

@@ -13,6 +13,8 @@ export interface PushOptions extends GlobalOptions {
   description?: string;
   maxBatch?: number;
   maxQueueDelayUs?: number;
+  replicas?: number;
+  cache?: number;
 }
 
 /** `models push FILE`: uploads an ONNX file as the next version of `--name`. */
@@ -26,7 +28,7 @@ export async function pushCommand(file: string, o: PushOptions): Promise<void> {
   const batching = o.maxBatch !== undefined || o.maxQueueDelayUs !== undefined ? { maxBatchSize: o.maxBatch ?? 0, maxQueueDelayMicros: o.maxQueueDelayUs ?? 0 } : undefined;
   const api = new RegistryApi(o.registry);
   try {
-    const v = await remote('registry', o.registry, () => api.push(bytes, { name: o.name, alias: o.alias ?? '', description: o.description ?? '', batching }));
+    const v = await remote('registry', o.registry, () => api.push(bytes, { name: o.name, alias: o.alias ?? '', description: o.description ?? '', batching, replicas: o.replicas ?? 0, cacheEntries: o.cache ?? 0 }));
     if (o.json) {
       printJson({ name: v.name, version: v.version, sha256: v.sha256, sizeBytes: v.sizeBytes, inputs: specsJson(v.inputs), outputs: specsJson(v.outputs), batchable: v.batchable, ...(o.alias ? { alias: o.alias } : {}) });
       return;
@@ -160,5 +162,7 @@ function versionJson(v: VersionRecord) {
     outputs: specsJson(v.outputs),
     batchable: v.batchable,
     batching: v.batching ? { maxBatchSize: v.batching.maxBatchSize, maxQueueDelayMicros: v.batching.maxQueueDelayMicros } : null,
+    replicas: v.replicas || null,
+    cacheEntries: v.cacheEntries || null,
   };
 }

@@ -168,7 +168,8 @@ async function checkPorts(o: UpOptions): Promise<void> {
 /** Starts nats-server with JetStream in `<dir>/nats` on `port` (default 4222 when free, else any free port). */
 async function startNats(supervisor: Supervisor, dir: string, port: number | undefined, signal: AbortSignal): Promise<string> {
   const bin = await ensureNatsServer();
-  const p = port ?? ((await isPortFree(NATS_DEFAULT_PORT)) ? NATS_DEFAULT_PORT : await freePort());
+  // 0 means any free port (nats-server itself would take 0 as its default, 4222).
+  const p = port === 0 ? await freePort() : (port ?? ((await isPortFree(NATS_DEFAULT_PORT)) ? NATS_DEFAULT_PORT : await freePort()));
   await announce(
     'nats-server',
     supervisor.start({

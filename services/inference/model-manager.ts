@@ -140,7 +140,10 @@ export class ModelManager {
     this.leaving = true;
     this.live.delete(this.o.replicaId);
     const mine = this.loaded().filter((v) => v.state === VersionState.VERSION_STATE_READY);
+    const successors = () => [...this.others.values()].some((r) => r.accepting && !r.leaving);
+    // With no replica left to take over (the whole mesh is stopping), there is nothing to wait for.
     const covered = () =>
+      !successors() ||
       mine.every((v) =>
         [...this.others.values()].some((r) => r.accepting && !r.leaving && r.versions.some((x) => x.name === v.name && x.version === v.version && x.state === VersionState.VERSION_STATE_READY)),
       );
