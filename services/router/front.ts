@@ -7,29 +7,12 @@ import type { ReplicaConn } from './replica-conn.js';
 import { scanRouteFields, type RouteFields } from './request-scan.js';
 import type { Route, RoutingTable } from './routing-table.js';
 import { agrees } from './shadow-compare.js';
+import { appendTiming } from './timing-params.js';
 import type { RouterCounters } from './router-metrics.js';
 import { randomBytes } from 'node:crypto';
 import { ROOT_CONTEXT, SpanKind, SpanStatusCode, TraceFlags, trace, type Span, type SpanContext, type Tracer } from '@opentelemetry/api';
 import { epochMs, formatTraceparent, isSampled, parseTraceparent } from '../../libs/telemetry/index.js';
 
-/**
- * Appends the timing breakdown (and trace id) to an encoded ModelInferResponse
- * as `parameters` entries: protobuf merges repeated encodings, so the
- * replica's bytes stay untouched. Values in microseconds.
- */
-function withTiming(response: Uint8Array, totalUs: number, replicaUs: number, queueUs: number, computeUs: number, traceId: string): Buffer {
-  const int = (value: number) => ({ parameterChoice: { $case: 'int64Param' as const, value } });
-  const parameters: Record<string, oip.InferParameter> = {
-    'infermesh.total_us': int(totalUs),
-    'infermesh.router_us': int(Math.max(0, totalUs - replicaUs)),
-    'infermesh.network_us': int(Math.max(0, replicaUs - queueUs - computeUs)),
-    'infermesh.queue_us': int(queueUs),
-    'infermesh.compute_us': int(computeUs),
-  };
-  if (traceId) parameters['infermesh.trace_id'] = { parameterChoice: { $case: 'stringParam', value: traceId } };
-  const extra = oip.ModelInferResponse.encode(oip.ModelInferResponse.fromPartial({ parameters })).finish();
-  return Buffer.concat([response, extra]);
-}
 import type { SampleRecorder } from './sample-recorder.js';
 
 export interface FrontOptions {
@@ -232,7 +215,11 @@ export function createInferPath(table: RoutingTable, samples: SampleRecorder, o:
         if (code !== 0) span.setStatus({ code: SpanStatusCode.ERROR, message: codeName(code) });
         span.end();
       }
-      reply(code, message, code === 0 ? withTiming(response!, totalUs, replicaUs, queueUs, computeUs, traceId) : null);
+      reply(
+        code,
+        message,
+        code === 0 ? appendTiming(response!, [totalUs, totalUs - replicaUs, replicaUs - queueUs - computeUs, queueUs, computeUs], traceId) : null,
+      );
     };
     const attempt = () => {
       const replica = pick(route!.replicas, tried);
