@@ -1,5 +1,5 @@
 import * as grpc from '@grpc/grpc-js';
-import { channelOptions } from '../grpc/index.js';
+import { channelOptions, type UnaryMethod } from '../grpc/index.js';
 import { oip } from '../proto/index.js';
 import { datatype, rawToTyped, toPlain, toRaw, toTypedContents } from '../tensor/index.js';
 
@@ -71,13 +71,6 @@ export interface InferenceApiOptions {
 const PUSHBACK = 'grpc-retry-pushback-ms';
 const BACKOFF_MIN_MS = 10;
 const BACKOFF_SPREAD_MS = 40;
-
-type UnaryMethod<Req, Res> = (
-  req: Req,
-  metadata: grpc.Metadata,
-  options: Partial<grpc.CallOptions>,
-  cb: (err: grpc.ServiceError | null, res?: Res) => void,
-) => grpc.ClientUnaryCall;
 
 /** Splits `'a:1,b:2'` and `['a:1', 'b:2,c:3']` into trimmed, non-empty addresses. */
 function parseAddresses(address: string | readonly string[]): string[] {

@@ -21,7 +21,8 @@ export const rawBytes = {
   deserialize: (b: Buffer): Buffer => b,
 };
 
-type UnaryMethod<Req, Res> = (
+/** A generated client's unary method (request, metadata, options, callback). */
+export type UnaryMethod<Req, Res> = (
   req: Req,
   metadata: grpc.Metadata,
   options: Partial<grpc.CallOptions>,

@@ -1,3 +1,4 @@
+import { readFile } from 'node:fs/promises';
 /**
  * Turns the `--input` JSON of `infermesh infer` into OIP input tensors. Two
  * forms: an object `{"<input>": nestedArray, …}` (datatype from the model's
@@ -6,7 +7,7 @@
  */
 import type { InputTensor } from '../../libs/client/index.js';
 import { DATATYPES, datatype, elementCount } from '../../libs/tensor/index.js';
-import { UsageError } from './output.js';
+import { CliError, UsageError } from './output.js';
 
 /** The part of a model's metadata the object form needs. */
 export interface InputMetadata {
@@ -104,4 +105,14 @@ export function flatten(v: unknown, where: string): { shape: number[]; data: Sca
   };
   walk(v, 0, where);
   return { shape, data };
+}
+
+/** `--input` as JSON text: the value itself, or the contents of the file named after `@`. */
+export async function inputText(input: string): Promise<string> {
+  if (!input.startsWith('@')) return input;
+  try {
+    return await readFile(input.slice(1), 'utf8');
+  } catch (err) {
+    throw new CliError('NOT_FOUND', `cannot read ${input.slice(1)}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`, 2);
+  }
 }

@@ -1,10 +1,9 @@
 /** `infermesh infer NAME --input JSON`: one OIP inference call through the router, optionally with its timing. */
-import { readFile } from 'node:fs/promises';
 import { InferenceApi, type InputTensor, type OutputTensor } from '../../libs/client/index.js';
 import type { oip } from '../../libs/proto/index.js';
 import type { GlobalOptions } from './addresses.js';
-import { parseInput, tensorsFromObject } from './infer-input.js';
-import { CliError, printJson, printText, remote } from './output.js';
+import { inputText, parseInput, tensorsFromObject } from './infer-input.js';
+import { printJson, printText, remote } from './output.js';
 import { formatMsFine, formatNumber, renderTable } from './table.js';
 
 export interface InferCommandOptions extends GlobalOptions {
@@ -63,15 +62,6 @@ export async function inferCommand(name: string, o: InferCommandOptions): Promis
     if (timing) printText(`\n${timingTable(timing)}`);
   } finally {
     api.close();
-  }
-}
-
-async function inputText(input: string): Promise<string> {
-  if (!input.startsWith('@')) return input;
-  try {
-    return await readFile(input.slice(1), 'utf8');
-  } catch (err) {
-    throw new CliError('NOT_FOUND', `cannot read ${input.slice(1)}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`, 2);
   }
 }
 

@@ -3,24 +3,15 @@
  * object or tensor JSON forms of `infermesh infer`), or, without it, one row
  * of zeros shaped by the model's input metadata.
  */
-import { readFile } from 'node:fs/promises';
 import type { InputTensor } from '../../../libs/client/index.js';
 import { datatype, elementCount } from '../../../libs/tensor/index.js';
-import { parseInput, tensorsFromObject, type InputMetadata, type ParsedInput } from '../infer-input.js';
-import { CliError, UsageError } from '../output.js';
+import { inputText, parseInput, tensorsFromObject, type InputMetadata, type ParsedInput } from '../infer-input.js';
+import { UsageError } from '../output.js';
 
 /** Reads `--input` (JSON text, or `@path` like `infer`) and parses it; undefined when not given. */
 export async function readTuneInput(input: string | undefined): Promise<ParsedInput | undefined> {
   if (input === undefined) return undefined;
-  let text = input;
-  if (input.startsWith('@')) {
-    try {
-      text = await readFile(input.slice(1), 'utf8');
-    } catch (err) {
-      throw new CliError('NOT_FOUND', `cannot read ${input.slice(1)}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`, 2);
-    }
-  }
-  return parseInput(text);
+  return parseInput(await inputText(input));
 }
 
 /** The request's tensors: the parsed `--input`, or zeros for every input of the model. */
