@@ -1,7 +1,7 @@
 import type * as grpc from '@grpc/grpc-js';
 import { checkName } from '../../libs/bus/index.js';
 import { FailedPreconditionError, InvalidArgumentError, MeshError, NotFoundError, Status } from '../../libs/errors/index.js';
-import { unary } from '../../libs/grpc/index.js';
+import { FrameCoalescer, unary } from '../../libs/grpc/index.js';
 import { oip, RequestFrame, ResponseFrame, VersionState, type LoadRequest, type LoadResponse, type ReplicaRecord, type RequestItem, type ResponseItem, type StatusRequest, type UnloadRequest, type UnloadResponse } from '../../libs/proto/index.js';
 import type { SpanContext } from '@opentelemetry/api';
 import { isSampled, parseTraceparent } from '../../libs/telemetry/index.js';
@@ -20,36 +20,27 @@ export interface RuntimeOptions {
 
 /** Answers written back on one stream, coalesced into one frame per event-loop turn. */
 class StreamWriter {
-  private items: ResponseItem[] = [];
-  private scheduled = false;
   closed = false;
-  constructor(private readonly call: grpc.ServerDuplexStream<Buffer, Buffer>) {}
-
   /** Requests taken from this stream and not yet answered. */
   pending = 0;
   /** Queued jobs by request id, so that a cancel can find them. */
   readonly jobs = new Map<number, Job>();
+  private readonly frames: FrameCoalescer<ResponseItem>;
+
+  constructor(call: grpc.ServerDuplexStream<Buffer, Buffer>) {
+    this.frames = new FrameCoalescer<ResponseItem>((items) => {
+      if (this.closed) return;
+      const u8 = ResponseFrame.encode({ items }).finish();
+      call.write(Buffer.from(u8.buffer, u8.byteOffset, u8.byteLength));
+    });
+  }
 
   push(item: ResponseItem): void {
     this.pending--;
     if (this.closed) return;
-    this.items.push(item);
-    if (this.pending === 0) {
-      // Nothing else is coming soon: answer now rather than an event-loop turn later.
-      this.flush();
-    } else if (!this.scheduled) {
-      this.scheduled = true;
-      setImmediate(this.flush);
-    }
+    // Nothing else is coming soon: answer now rather than an event-loop turn later.
+    this.frames.add(item, this.pending === 0);
   }
-
-  private readonly flush = (): void => {
-    this.scheduled = false;
-    if (this.closed || this.items.length === 0) return;
-    const u8 = ResponseFrame.encode({ items: this.items }).finish();
-    this.items = [];
-    this.call.write(Buffer.from(u8.buffer, u8.byteOffset, u8.byteLength));
-  };
 }
 
 /**

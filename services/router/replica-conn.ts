@@ -1,5 +1,5 @@
 import * as grpc from '@grpc/grpc-js';
-import { channelOptions } from '../../libs/grpc/index.js';
+import { channelOptions, FrameCoalescer } from '../../libs/grpc/index.js';
 import type { Logger } from '../../libs/log/index.js';
 import { RequestFrame, ResponseFrame, RuntimeService, type RequestItem } from '../../libs/proto/index.js';
 import { Status } from '../../libs/errors/index.js';
@@ -40,8 +40,7 @@ export class ReplicaConn {
   private readonly client: grpc.Client;
   private stream: grpc.ClientDuplexStream<Buffer, Buffer> | null = null;
   private readonly pending = new Map<number, Pending>();
-  private queue: RequestItem[] = [];
-  private scheduled = false;
+  private readonly frames = new FrameCoalescer<RequestItem>((items) => this.sendFrame(items));
   private nextId = 1;
   private closed = false;
   private backoffMs = 50;
@@ -87,26 +86,15 @@ export class ReplicaConn {
   }
 
   private enqueue(item: RequestItem): void {
-    this.queue.push(item);
-    if (this.outstanding === 1) {
-      // Nothing else in flight: send now, an extra event-loop turn is pure latency.
-      this.flush();
-    } else if (!this.scheduled) {
-      // Under load: coalesce what arrives in this event-loop turn into one frame.
-      this.scheduled = true;
-      setImmediate(this.flush);
-    }
+    // Alone in flight: send now. Under load: one frame per event-loop turn.
+    this.frames.add(item, this.outstanding === 1);
   }
 
-  private readonly flush = (): void => {
-    this.scheduled = false;
-    if (this.queue.length === 0) return;
-    const items = this.queue;
-    this.queue = [];
+  private sendFrame(items: RequestItem[]): void {
     if (!this.stream) this.open();
     const u8 = RequestFrame.encode({ items }).finish();
     this.stream!.write(Buffer.from(u8.buffer, u8.byteOffset, u8.byteLength));
-  };
+  }
 
   private open(): void {
     if (this.closed) return;
