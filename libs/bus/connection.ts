@@ -1,4 +1,4 @@
-import { connect, type NatsConnection, type JetStreamClient, type KV, type ObjectStore, RetentionPolicy, StorageType } from 'nats';
+import { connect, type NatsConnection, type JetStreamClient, type KV, type ObjectStore, RetentionPolicy, StorageType, type StreamConfig } from 'nats';
 import type { Logger } from '../log/index.js';
 import { BUCKET_ARTIFACTS, BUCKET_MODELS, BUCKET_REPLICAS, EVENTS_STREAM } from './names.js';
 
@@ -50,24 +50,31 @@ export async function openBuckets(nc: NatsConnection, replicas = 1): Promise<Buc
 }
 
 /** The JetStream stream that keeps lifecycle events, so none is lost while a consumer is away. */
-export async function ensureEventStream(nc: NatsConnection, replicas = 1): Promise<void> {
+export function ensureEventStream(nc: NatsConnection, replicas = 1): Promise<void> {
+  return ensureStream(nc, {
+    name: EVENTS_STREAM,
+    subjects: ['infermesh.events.>'],
+    max_age: 7 * 24 * 3600 * 1e9,
+    max_msgs_per_subject: 10_000,
+    num_replicas: replicas,
+  });
+}
+
+/**
+ * Creates a file-backed, limits-retention JetStream stream unless one of that
+ * name exists (an existing stream keeps its settings). Safe when several
+ * services race to create it.
+ */
+export async function ensureStream(nc: NatsConnection, cfg: Partial<StreamConfig> & { name: string; subjects: string[] }): Promise<void> {
   const jsm = await nc.jetstreamManager();
   try {
-    await jsm.streams.info(EVENTS_STREAM);
+    await jsm.streams.info(cfg.name);
   } catch {
     try {
-      await jsm.streams.add({
-        name: EVENTS_STREAM,
-        subjects: ['infermesh.events.>'],
-        retention: RetentionPolicy.Limits,
-        storage: StorageType.File,
-        max_age: 7 * 24 * 3600 * 1e9,
-        max_msgs_per_subject: 10_000,
-        num_replicas: replicas,
-      });
+      await jsm.streams.add({ retention: RetentionPolicy.Limits, storage: StorageType.File, ...cfg });
     } catch (err) {
       // Another service created it at the same moment.
-      await jsm.streams.info(EVENTS_STREAM).catch(() => {
+      await jsm.streams.info(cfg.name).catch(() => {
         throw err;
       });
     }

@@ -1,5 +1,5 @@
 /** NATS: connection, buckets, subjects and keys, typed events, KV mirrors. */
-export { connectNats, openBuckets, ensureEventStream, REPLICA_TTL_MS, type Buckets } from './connection.js';
+export { connectNats, openBuckets, ensureEventStream, ensureStream, REPLICA_TTL_MS, type Buckets } from './connection.js';
 export { EventPublisher } from './events.js';
 export { KvMirror, type KvMirrorOptions } from './kv-mirror.js';
 export {
@@ -12,5 +12,8 @@ export {
   BUCKET_REPLICAS,
   BUCKET_ARTIFACTS,
   EVENTS_STREAM,
+  SAMPLES_STREAM,
+  OUTCOMES_STREAM,
+  ALERTS_STREAM,
   type ModelKey,
 } from './names.js';

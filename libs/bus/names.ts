@@ -18,6 +18,12 @@ export const BUCKET_MODELS = 'infermesh-models';
 export const BUCKET_REPLICAS = 'infermesh-replicas';
 export const BUCKET_ARTIFACTS = 'infermesh-artifacts';
 export const EVENTS_STREAM = 'INFERMESH_EVENTS';
+/** Keeps the routers' sample batches (bounded) so a restarted monitor can rejoin outcomes to them. */
+export const SAMPLES_STREAM = 'INFERMESH_SAMPLES';
+/** Keeps recorded ground-truth outcomes. */
+export const OUTCOMES_STREAM = 'INFERMESH_OUTCOMES';
+/** Keeps alert state changes. */
+export const ALERTS_STREAM = 'INFERMESH_ALERTS';
 
 export const subjects = {
   events: (name: string) => `infermesh.events.model.${name}`,
@@ -25,18 +31,25 @@ export const subjects = {
   samples: (name: string) => `infermesh.samples.${name}`,
   allSamples: 'infermesh.samples.*',
   alerts: (name: string) => `infermesh.alerts.${name}`,
+  allAlerts: 'infermesh.alerts.*',
+  outcomes: (name: string) => `infermesh.outcomes.${name}`,
+  allOutcomes: 'infermesh.outcomes.*',
 } as const;
 
-/** Keys of the models bucket: `<model>.v.<version>` and `<model>.traffic`. */
+/** Keys of the models bucket: `<model>.v.<version>`, `<model>.traffic`, `<model>.ref.<version>`, `<model>.probe`. */
 export const keys = {
   version: (name: string, version: number) => `${name}.v.${version}`,
   versions: (name: string) => `${name}.v.*`,
   traffic: (name: string) => `${name}.traffic`,
+  reference: (name: string, version: number) => `${name}.ref.${version}`,
+  probe: (name: string) => `${name}.probe`,
 } as const;
 
 export type ModelKey =
   | { kind: 'version'; name: string; version: number }
-  | { kind: 'traffic'; name: string };
+  | { kind: 'traffic'; name: string }
+  | { kind: 'reference'; name: string; version: number }
+  | { kind: 'probe'; name: string };
 
 /** Parses a models-bucket key; null for keys this version does not know. */
 export function parseModelKey(key: string): ModelKey | null {
@@ -45,5 +58,9 @@ export function parseModelKey(key: string): ModelKey | null {
     return { kind: 'version', name: parts[0]!, version: Number(parts[2]) };
   }
   if (parts.length === 2 && parts[1] === 'traffic') return { kind: 'traffic', name: parts[0]! };
+  if (parts.length === 3 && parts[1] === 'ref' && /^\d+$/.test(parts[2]!)) {
+    return { kind: 'reference', name: parts[0]!, version: Number(parts[2]) };
+  }
+  if (parts.length === 2 && parts[1] === 'probe') return { kind: 'probe', name: parts[0]! };
   return null;
 }

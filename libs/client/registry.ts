@@ -48,12 +48,16 @@ export class RegistryApi {
    * `keyHeader` when given. Throws INVALID_ARGUMENT for a bad weight, NOT_FOUND for an unknown version.
    */
   setCanary(name: string, version: number, weightPercent: number, keyHeader = ''): Promise<ModelInfo> {
-    return call(this.client.setCanary, this.client, { name, version, weightPercent, keyHeader, clear: false }, { timeoutMs: this.timeoutMs });
+    return call(this.client.setCanary, this.client, { name, version, weightPercent, keyHeader, clear: false, reason: '' }, { timeoutMs: this.timeoutMs });
   }
 
-  /** Removes the model's canary; idempotent. */
-  clearCanary(name: string): Promise<ModelInfo> {
-    return call(this.client.setCanary, this.client, { name, version: 0, weightPercent: 0, keyHeader: '', clear: true }, { timeoutMs: this.timeoutMs });
+  /**
+   * Removes the model's canary; idempotent. With a `reason`, the removal is a
+   * rollback of the canary: the lifecycle history records ROLLED_BACK (alias
+   * `canary`) with the reason.
+   */
+  clearCanary(name: string, reason = ''): Promise<ModelInfo> {
+    return call(this.client.setCanary, this.client, { name, version: 0, weightPercent: 0, keyHeader: '', clear: true, reason }, { timeoutMs: this.timeoutMs });
   }
 
   /**

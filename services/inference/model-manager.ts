@@ -171,7 +171,7 @@ export class ModelManager {
 
   private applyKv(key: string, value: Uint8Array | null): void {
     const k = parseModelKey(key);
-    if (!k) return;
+    if (!k || k.kind === 'reference' || k.kind === 'probe') return;
     try {
       if (k.kind === 'version') {
         let m = this.records.get(k.name);

@@ -21,6 +21,8 @@ export class Ingest {
   // Reused per version: trace ids of its traced requests by latency (µs), and the ids already taken.
   private readonly traced = new Map<number, string[]>();
   private readonly tracedIds = new Set<string>();
+  /** Called with every valid batch after the statistics took it (drift windows, alert windows). */
+  private readonly listeners: ((batch: SampleBatch) => void)[] = [];
 
   constructor(
     private readonly store: StatsStore,
@@ -29,6 +31,11 @@ export class Ingest {
     private readonly log: Logger,
     private readonly now: () => number = Date.now,
   ) {}
+
+  /** Adds a consumer of every valid sample batch; it must not throw. */
+  onBatch(listener: (batch: SampleBatch) => void): void {
+    this.listeners.push(listener);
+  }
 
   /** One SampleBatch published on `infermesh.samples.<name>`. */
   samples(subject: string, data: Uint8Array): void {
@@ -53,6 +60,13 @@ export class Ingest {
     }
     if (batch.slowest.length > 0) this.slow.record(batch.name, batch.slowest, seenMs);
     if (batch.shadows.length > 0) this.shadows(batch.name, batch.shadows);
+    for (const l of this.listeners) {
+      try {
+        l(batch);
+      } catch (err) {
+        this.log.warn({ err: String(err) }, 'sample listener failed');
+      }
+    }
   }
 
   /**

@@ -78,7 +78,8 @@ export class Monitor {
 
       const server = createGrpcServer({ maxMessageBytes: settings.maxMessageBytes });
       parts.grpc = server;
-      server.addService(MonitorService, monitorServer(store, slow));
+      // WIP (this session): drift (drift.ts), outcomes (outcomes.ts), alerts (alerts.ts) fill these in.
+      server.addService(MonitorService, monitorServer(store, slow, {} as never));
       parts.health = addHealthAndReflection(server, deps.protoFiles ?? [MONITOR_PROTO], [MONITOR_SERVICE]);
       const grpcPort = await listen(server, settings.host, settings.port);
       parts.http = await serveMetrics(metrics.registry, settings.host, settings.metricsPort);

@@ -43,10 +43,18 @@ export async function getSlowRequests(store: StatsStore, slow: SlowRequests, req
   return { requests: slow.slowest(name, limit) };
 }
 
-/** The grpc-js implementation of infermesh.v1.Monitor. */
-export function monitorServer(store: StatsStore, slow: SlowRequests): MonitorServer {
+/**
+ * The grpc-js implementation of infermesh.v1.Monitor: statistics and slow
+ * requests here; drift, outcomes/evaluation and alerts from their modules.
+ */
+export function monitorServer(
+  store: StatsStore,
+  slow: SlowRequests,
+  rest: Pick<MonitorServer, 'getDrift' | 'recordOutcomes' | 'getEvaluation' | 'listAlerts' | 'watchAlerts'>,
+): MonitorServer {
   return {
     getModelStats: unary((req: GetModelStatsRequest) => getModelStats(store, req)),
     getSlowRequests: unary((req: GetSlowRequestsRequest) => getSlowRequests(store, slow, req)),
+    ...rest,
   };
 }

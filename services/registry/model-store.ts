@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import type { KV, ObjectStore } from 'nats';
 import { keys, parseModelKey } from '../../libs/bus/index.js';
 import { AbortedError, MeshError, NotFoundError, UnavailableError } from '../../libs/errors/index.js';
-import { TrafficRecord, VersionRecord, type ModelInfo } from '../../libs/proto/index.js';
+import { ProbeRecord, ReferenceProfile, TrafficRecord, VersionRecord, type ModelInfo } from '../../libs/proto/index.js';
 
 /** How many previous targets of each alias are kept for rollback. */
 const HISTORY_DEPTH = 10;
@@ -118,6 +118,25 @@ export class ModelStore {
     const versions = (await Promise.all(numbers.map((v) => this.getVersion(name, v)))).filter((v): v is VersionRecord => v !== null);
     const traffic = await this.getTraffic(name);
     return { name, versions, traffic: traffic?.rec };
+  }
+
+  /** Stores a version's reference profile (written once, at push). */
+  async putReference(profile: ReferenceProfile): Promise<void> {
+    await storage(() => this.kv.put(keys.reference(profile.name, profile.version), ReferenceProfile.encode(profile).finish()));
+  }
+
+  /** A version's reference profile, or null when it was pushed without one. */
+  async getReference(name: string, version: number): Promise<ReferenceProfile | null> {
+    const e = await storage(() => this.kv.get(keys.reference(name, version)));
+    return e && e.operation === 'PUT' && e.value.length ? ReferenceProfile.decode(e.value) : null;
+  }
+
+  /** Stores (or with null, removes) a model's golden probe. */
+  async setProbe(name: string, probe: ProbeRecord | null): Promise<void> {
+    await storage(async () => {
+      if (probe) await this.kv.put(keys.probe(name), ProbeRecord.encode(probe).finish());
+      else await this.kv.delete(keys.probe(name));
+    });
   }
 
   /** Names of all models with at least one version. */

@@ -17,6 +17,11 @@ import {
   type SetShadowRequest,
   type GetHistoryRequest,
   type GetHistoryResponse,
+  type GetReferenceRequest,
+  type ReferenceProfile,
+  type SetProbeRequest,
+  type ProbeRecord,
+  oip,
 } from '../../libs/proto/index.js';
 import type { NatsConnection } from 'nats';
 import { readHistory } from './history.js';
@@ -45,12 +50,15 @@ export interface RegistryDeps {
 export function registryHandlers({ store, events, replicas, nc }: RegistryDeps, o: RegistryOptions): RegistryServer {
   /** NOT_FOUND for an unknown version; FAILED_PRECONDITION for one that failed on a replica. */
   const servable = async (name: string, version: number): Promise<void> => {
+    await servableVersion(name, version);
+    const failed = replicas.failure(name, version);
+    if (failed) throw new FailedPreconditionError(`model ${name} version ${version} failed to load: ${failed}`);
+  };
+  const servableVersion = async (name: string, version: number): Promise<void> => {
     if (!(await store.getVersion(name, version))) {
       const known = await store.versionNumbers(name);
       throw new NotFoundError(known.length ? `model ${name} has no version ${version}` : `model ${name} not found`);
     }
-    const failed = replicas.failure(name, version);
-    if (failed) throw new FailedPreconditionError(`model ${name} version ${version} failed to load: ${failed}`);
   };
   const setAlias = async (name: string, alias: string, version: number, expected?: number): Promise<ModelInfo> => {
     await servable(name, version);
@@ -137,8 +145,14 @@ export function registryHandlers({ store, events, replicas, nc }: RegistryDeps, 
     setCanary: unary<SetCanaryRequest, ModelInfo>(async (req) => {
       const name = checkName(req.name, 'name');
       if (req.clear) {
+        if (req.reason.length > 500) throw new InvalidArgumentError('reason', 'at most 500 characters');
         await store.getModel(name);
-        await store.updateTraffic(name, o.actor, (rec) => void (rec.canary = undefined));
+        let was = 0;
+        await store.updateTraffic(name, o.actor, (rec) => {
+          was = rec.canary?.version ?? 0;
+          rec.canary = undefined;
+        });
+        if (was && req.reason) void events.publish({ name, version: was, kind: ModelEvent_Kind.ROLLED_BACK, alias: 'canary', reason: req.reason });
         return store.getModel(name);
       }
       if (!(req.weightPercent > 0 && req.weightPercent <= 100)) throw new InvalidArgumentError('weight_percent', 'must be in (0, 100]');
@@ -168,5 +182,54 @@ export function registryHandlers({ store, events, replicas, nc }: RegistryDeps, 
     }),
 
     getHistory: unary<GetHistoryRequest, GetHistoryResponse>(async (req) => ({ events: await readHistory(nc, checkName(req.name, 'name')) })),
+
+    getReference: unary<GetReferenceRequest, ReferenceProfile>(async (req) => {
+      const name = checkName(req.name, 'name');
+      if (!req.version) throw new InvalidArgumentError('version', 'must be a version number ≥ 1');
+      const ref = await store.getReference(name, req.version);
+      if (!ref) {
+        await servableVersion(name, req.version);
+        throw new NotFoundError(`model ${name} version ${req.version} has no reference profile`);
+      }
+      return ref;
+    }),
+
+    setProbe: unary<SetProbeRequest, ProbeRecord>(async (req) => {
+      const p = req.probe;
+      if (!p) throw new InvalidArgumentError('probe', 'missing');
+      const name = checkName(p.name, 'probe.name');
+      await store.getModel(name);
+      if (req.clear) {
+        await store.setProbe(name, null);
+        return p;
+      }
+      const probe = checkProbe(p, name, o.actor);
+      await store.setProbe(name, probe);
+      return probe;
+    }),
+  };
+}
+
+/** Checks a golden probe: an OIP request for this model, finite expected values, a sane interval. */
+function checkProbe(p: ProbeRecord, name: string, actor: string): ProbeRecord {
+  let req: oip.ModelInferRequest;
+  try {
+    req = oip.ModelInferRequest.decode(p.request);
+  } catch {
+    throw new InvalidArgumentError('probe.request', 'is not a protobuf ModelInferRequest');
+  }
+  if (req.inputs.length === 0) throw new InvalidArgumentError('probe.request', 'has no inputs');
+  if (req.modelName !== '' && req.modelName !== name) throw new InvalidArgumentError('probe.request.model_name', `must be ${name}`);
+  if (p.expected.length === 0) throw new InvalidArgumentError('probe.expected', 'must list the expected output values');
+  if (p.expected.length > 4096) throw new InvalidArgumentError('probe.expected', 'at most 4096 values');
+  if (!p.expected.every(Number.isFinite)) throw new InvalidArgumentError('probe.expected', 'values must be finite');
+  if (!(p.tolerance >= 0 && Number.isFinite(p.tolerance))) throw new InvalidArgumentError('probe.tolerance', 'must be a finite number ≥ 0');
+  if (p.intervalMs < 1000) throw new InvalidArgumentError('probe.interval_ms', 'must be at least 1000');
+  req.modelName = name;
+  return {
+    ...p,
+    request: oip.ModelInferRequest.encode(req).finish(),
+    updatedAtMs: Date.now(),
+    updatedBy: actor,
   };
 }

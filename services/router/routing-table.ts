@@ -108,7 +108,7 @@ export class RoutingTable {
 
   private applyModel(key: string, value: Uint8Array | null): void {
     const k = parseModelKey(key);
-    if (!k) return;
+    if (!k || k.kind === 'reference' || k.kind === 'probe') return;
     try {
       if (k.kind === 'version') {
         let m = this.versions.get(k.name);

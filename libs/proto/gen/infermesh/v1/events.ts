@@ -176,7 +176,10 @@ export interface ModelEvent {
   alias: string;
   /** For per-replica steps (LOADING … UNLOADED, FAILED): the replica. */
   replicaId: string;
-  /** For FAILED: why. */
+  /**
+   * For FAILED: why. For a canary removed by the monitor (ROLLED_BACK with
+   * alias `canary`) or a cleared canary/shadow: the reason given.
+   */
   reason: string;
   atMs: number;
   /** Who caused it (a registry token's subject, or a replica id). */
@@ -257,6 +260,104 @@ export interface PredictionSample {
   computeMicros: number;
   networkMicros: number;
   routerMicros: number;
+}
+
+/**
+ * KV bucket `infermesh-models`, key `<model>.ref.<version>`: the reference
+ * profile computed at push from `models push --reference FILE`. Features are
+ * the flattened first-row values of the inputs in declaration order (the same
+ * order as PredictionSample.input_summary); outputs likewise.
+ */
+export interface ReferenceProfile {
+  name: string;
+  version: number;
+  rows: number;
+  features: FeatureProfile[];
+  outputs: FeatureProfile[];
+  createdAtMs: number;
+}
+
+/** The reference distribution of one feature (or one output column). */
+export interface FeatureProfile {
+  /** From the reference file's header or keys; else `<tensor>[<i>]`. */
+  name: string;
+  /**
+   * Bin edges (ascending, k-1 inner edges for k bins; values below the first
+   * edge fall in bin 0, at or above the last in bin k-1).
+   */
+  edges: number[];
+  /** Share of reference rows in each bin (sums to 1). */
+  fractions: number[];
+  /** An evenly spaced subset of the sorted reference values (for KS). */
+  quantiles: number[];
+  mean: number;
+  stddev: number;
+  min: number;
+  max: number;
+}
+
+/**
+ * KV bucket `infermesh-models`, key `<model>.probe`: a golden request the
+ * monitor sends through a router every `interval_ms`, with its expected answer.
+ */
+export interface ProbeRecord {
+  name: string;
+  /** An OIP ModelInferRequest, protobuf-encoded (model_name = the model). */
+  request: Uint8Array;
+  /** Expected values of the first output, flattened; compared within `tolerance`. */
+  expected: number[];
+  tolerance: number;
+  intervalMs: number;
+  /** Slower than this is a failure too (0 = no latency check). */
+  maxLatencyMs: number;
+  updatedAtMs: number;
+  updatedBy: string;
+}
+
+/**
+ * Stream INFERMESH_OUTCOMES, subject `infermesh.outcomes.<name>`: ground-truth
+ * labels recorded through Monitor.RecordOutcomes, joined to samples by request id.
+ */
+export interface OutcomeBatch {
+  name: string;
+  outcomes: Outcome[];
+  atMs: number;
+  recordedBy: string;
+}
+
+export interface Outcome {
+  /** The OIP request `id` the caller sent with the scored request. */
+  requestId: string;
+  /** Class label (0/1 for binary classifiers) or target value (regressors). */
+  label: number;
+}
+
+/**
+ * Subject `infermesh.alerts.<name>`: one alert changing state. Each alert
+ * fires once and resolves once; `id` is stable for one rule on one subject.
+ */
+export interface Alert {
+  id: string;
+  name: string;
+  version: number;
+  /** p99_ms, error_rate, drift_psi, drift_ks, eval_<metric>, probe, canary. */
+  rule: string;
+  /** What the rule looked at: a feature name, `output[0]`, a metric, or empty. */
+  subject: string;
+  state: Alert_State;
+  value: number;
+  threshold: number;
+  message: string;
+  atMs: number;
+  /** When it started firing. */
+  sinceMs: number;
+}
+
+export enum Alert_State {
+  STATE_UNSPECIFIED = 0,
+  FIRING = 1,
+  RESOLVED = 2,
+  UNRECOGNIZED = -1,
 }
 
 function createBaseVersionRecord(): VersionRecord {
@@ -2196,6 +2297,809 @@ export const PredictionSample: MessageFns<PredictionSample> = {
     message.computeMicros = object.computeMicros ?? 0;
     message.networkMicros = object.networkMicros ?? 0;
     message.routerMicros = object.routerMicros ?? 0;
+    return message;
+  },
+};
+
+function createBaseReferenceProfile(): ReferenceProfile {
+  return { name: "", version: 0, rows: 0, features: [], outputs: [], createdAtMs: 0 };
+}
+
+export const ReferenceProfile: MessageFns<ReferenceProfile> = {
+  encode(message: ReferenceProfile, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    if (message.version !== 0) {
+      writer.uint32(16).uint64(message.version);
+    }
+    if (message.rows !== 0) {
+      writer.uint32(24).uint64(message.rows);
+    }
+    for (const v of message.features) {
+      FeatureProfile.encode(v!, writer.uint32(34).fork()).join();
+    }
+    for (const v of message.outputs) {
+      FeatureProfile.encode(v!, writer.uint32(42).fork()).join();
+    }
+    if (message.createdAtMs !== 0) {
+      writer.uint32(48).int64(message.createdAtMs);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ReferenceProfile {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseReferenceProfile();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.version = longToNumber(reader.uint64());
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.rows = longToNumber(reader.uint64());
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.features.push(FeatureProfile.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.outputs.push(FeatureProfile.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.createdAtMs = longToNumber(reader.int64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<ReferenceProfile>, I>>(base?: I): ReferenceProfile {
+    return ReferenceProfile.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ReferenceProfile>, I>>(object: I): ReferenceProfile {
+    const message = createBaseReferenceProfile();
+    message.name = object.name ?? "";
+    message.version = object.version ?? 0;
+    message.rows = object.rows ?? 0;
+    message.features = object.features?.map((e) => FeatureProfile.fromPartial(e)) || [];
+    message.outputs = object.outputs?.map((e) => FeatureProfile.fromPartial(e)) || [];
+    message.createdAtMs = object.createdAtMs ?? 0;
+    return message;
+  },
+};
+
+function createBaseFeatureProfile(): FeatureProfile {
+  return { name: "", edges: [], fractions: [], quantiles: [], mean: 0, stddev: 0, min: 0, max: 0 };
+}
+
+export const FeatureProfile: MessageFns<FeatureProfile> = {
+  encode(message: FeatureProfile, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    if (message.edges.length !== 0) {
+      writer.uint32(18).fork();
+      for (const v of message.edges) {
+        writer.double(v);
+      }
+      writer.join();
+    }
+    if (message.fractions.length !== 0) {
+      writer.uint32(26).fork();
+      for (const v of message.fractions) {
+        writer.double(v);
+      }
+      writer.join();
+    }
+    if (message.quantiles.length !== 0) {
+      writer.uint32(34).fork();
+      for (const v of message.quantiles) {
+        writer.double(v);
+      }
+      writer.join();
+    }
+    if (message.mean !== 0) {
+      writer.uint32(41).double(message.mean);
+    }
+    if (message.stddev !== 0) {
+      writer.uint32(49).double(message.stddev);
+    }
+    if (message.min !== 0) {
+      writer.uint32(57).double(message.min);
+    }
+    if (message.max !== 0) {
+      writer.uint32(65).double(message.max);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): FeatureProfile {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseFeatureProfile();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag === 17) {
+              message.edges.push(reader.double());
+
+              continue;
+            }
+
+            if (tag === 18) {
+              const end2 = reader.uint32() + reader.pos;
+              while (reader.pos < end2) {
+                message.edges.push(reader.double());
+              }
+
+              continue;
+            }
+
+            break;
+          }
+          case 3: {
+            if (tag === 25) {
+              message.fractions.push(reader.double());
+
+              continue;
+            }
+
+            if (tag === 26) {
+              const end2 = reader.uint32() + reader.pos;
+              while (reader.pos < end2) {
+                message.fractions.push(reader.double());
+              }
+
+              continue;
+            }
+
+            break;
+          }
+          case 4: {
+            if (tag === 33) {
+              message.quantiles.push(reader.double());
+
+              continue;
+            }
+
+            if (tag === 34) {
+              const end2 = reader.uint32() + reader.pos;
+              while (reader.pos < end2) {
+                message.quantiles.push(reader.double());
+              }
+
+              continue;
+            }
+
+            break;
+          }
+          case 5: {
+            if (tag !== 41) {
+              break;
+            }
+
+            message.mean = reader.double();
+            continue;
+          }
+          case 6: {
+            if (tag !== 49) {
+              break;
+            }
+
+            message.stddev = reader.double();
+            continue;
+          }
+          case 7: {
+            if (tag !== 57) {
+              break;
+            }
+
+            message.min = reader.double();
+            continue;
+          }
+          case 8: {
+            if (tag !== 65) {
+              break;
+            }
+
+            message.max = reader.double();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<FeatureProfile>, I>>(base?: I): FeatureProfile {
+    return FeatureProfile.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<FeatureProfile>, I>>(object: I): FeatureProfile {
+    const message = createBaseFeatureProfile();
+    message.name = object.name ?? "";
+    message.edges = object.edges?.map((e) => e) || [];
+    message.fractions = object.fractions?.map((e) => e) || [];
+    message.quantiles = object.quantiles?.map((e) => e) || [];
+    message.mean = object.mean ?? 0;
+    message.stddev = object.stddev ?? 0;
+    message.min = object.min ?? 0;
+    message.max = object.max ?? 0;
+    return message;
+  },
+};
+
+function createBaseProbeRecord(): ProbeRecord {
+  return {
+    name: "",
+    request: new Uint8Array(0),
+    expected: [],
+    tolerance: 0,
+    intervalMs: 0,
+    maxLatencyMs: 0,
+    updatedAtMs: 0,
+    updatedBy: "",
+  };
+}
+
+export const ProbeRecord: MessageFns<ProbeRecord> = {
+  encode(message: ProbeRecord, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    if (message.request.length !== 0) {
+      writer.uint32(18).bytes(message.request);
+    }
+    if (message.expected.length !== 0) {
+      writer.uint32(26).fork();
+      for (const v of message.expected) {
+        writer.double(v);
+      }
+      writer.join();
+    }
+    if (message.tolerance !== 0) {
+      writer.uint32(33).double(message.tolerance);
+    }
+    if (message.intervalMs !== 0) {
+      writer.uint32(40).uint32(message.intervalMs);
+    }
+    if (message.maxLatencyMs !== 0) {
+      writer.uint32(48).uint32(message.maxLatencyMs);
+    }
+    if (message.updatedAtMs !== 0) {
+      writer.uint32(56).int64(message.updatedAtMs);
+    }
+    if (message.updatedBy !== "") {
+      writer.uint32(66).string(message.updatedBy);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ProbeRecord {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseProbeRecord();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.request = reader.bytes();
+            continue;
+          }
+          case 3: {
+            if (tag === 25) {
+              message.expected.push(reader.double());
+
+              continue;
+            }
+
+            if (tag === 26) {
+              const end2 = reader.uint32() + reader.pos;
+              while (reader.pos < end2) {
+                message.expected.push(reader.double());
+              }
+
+              continue;
+            }
+
+            break;
+          }
+          case 4: {
+            if (tag !== 33) {
+              break;
+            }
+
+            message.tolerance = reader.double();
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.intervalMs = reader.uint32();
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.maxLatencyMs = reader.uint32();
+            continue;
+          }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.updatedAtMs = longToNumber(reader.int64());
+            continue;
+          }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.updatedBy = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<ProbeRecord>, I>>(base?: I): ProbeRecord {
+    return ProbeRecord.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ProbeRecord>, I>>(object: I): ProbeRecord {
+    const message = createBaseProbeRecord();
+    message.name = object.name ?? "";
+    message.request = object.request ?? new Uint8Array(0);
+    message.expected = object.expected?.map((e) => e) || [];
+    message.tolerance = object.tolerance ?? 0;
+    message.intervalMs = object.intervalMs ?? 0;
+    message.maxLatencyMs = object.maxLatencyMs ?? 0;
+    message.updatedAtMs = object.updatedAtMs ?? 0;
+    message.updatedBy = object.updatedBy ?? "";
+    return message;
+  },
+};
+
+function createBaseOutcomeBatch(): OutcomeBatch {
+  return { name: "", outcomes: [], atMs: 0, recordedBy: "" };
+}
+
+export const OutcomeBatch: MessageFns<OutcomeBatch> = {
+  encode(message: OutcomeBatch, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    for (const v of message.outcomes) {
+      Outcome.encode(v!, writer.uint32(18).fork()).join();
+    }
+    if (message.atMs !== 0) {
+      writer.uint32(24).int64(message.atMs);
+    }
+    if (message.recordedBy !== "") {
+      writer.uint32(34).string(message.recordedBy);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): OutcomeBatch {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseOutcomeBatch();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.outcomes.push(Outcome.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.atMs = longToNumber(reader.int64());
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.recordedBy = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<OutcomeBatch>, I>>(base?: I): OutcomeBatch {
+    return OutcomeBatch.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<OutcomeBatch>, I>>(object: I): OutcomeBatch {
+    const message = createBaseOutcomeBatch();
+    message.name = object.name ?? "";
+    message.outcomes = object.outcomes?.map((e) => Outcome.fromPartial(e)) || [];
+    message.atMs = object.atMs ?? 0;
+    message.recordedBy = object.recordedBy ?? "";
+    return message;
+  },
+};
+
+function createBaseOutcome(): Outcome {
+  return { requestId: "", label: 0 };
+}
+
+export const Outcome: MessageFns<Outcome> = {
+  encode(message: Outcome, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.requestId !== "") {
+      writer.uint32(10).string(message.requestId);
+    }
+    if (message.label !== 0) {
+      writer.uint32(17).double(message.label);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): Outcome {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseOutcome();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.requestId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 17) {
+              break;
+            }
+
+            message.label = reader.double();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<Outcome>, I>>(base?: I): Outcome {
+    return Outcome.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<Outcome>, I>>(object: I): Outcome {
+    const message = createBaseOutcome();
+    message.requestId = object.requestId ?? "";
+    message.label = object.label ?? 0;
+    return message;
+  },
+};
+
+function createBaseAlert(): Alert {
+  return {
+    id: "",
+    name: "",
+    version: 0,
+    rule: "",
+    subject: "",
+    state: 0,
+    value: 0,
+    threshold: 0,
+    message: "",
+    atMs: 0,
+    sinceMs: 0,
+  };
+}
+
+export const Alert: MessageFns<Alert> = {
+  encode(message: Alert, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== "") {
+      writer.uint32(10).string(message.id);
+    }
+    if (message.name !== "") {
+      writer.uint32(18).string(message.name);
+    }
+    if (message.version !== 0) {
+      writer.uint32(24).uint64(message.version);
+    }
+    if (message.rule !== "") {
+      writer.uint32(34).string(message.rule);
+    }
+    if (message.subject !== "") {
+      writer.uint32(42).string(message.subject);
+    }
+    if (message.state !== 0) {
+      writer.uint32(48).int32(message.state);
+    }
+    if (message.value !== 0) {
+      writer.uint32(57).double(message.value);
+    }
+    if (message.threshold !== 0) {
+      writer.uint32(65).double(message.threshold);
+    }
+    if (message.message !== "") {
+      writer.uint32(74).string(message.message);
+    }
+    if (message.atMs !== 0) {
+      writer.uint32(80).int64(message.atMs);
+    }
+    if (message.sinceMs !== 0) {
+      writer.uint32(88).int64(message.sinceMs);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): Alert {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseAlert();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.id = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.version = longToNumber(reader.uint64());
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.rule = reader.string();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.subject = reader.string();
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.state = reader.int32() as any;
+            continue;
+          }
+          case 7: {
+            if (tag !== 57) {
+              break;
+            }
+
+            message.value = reader.double();
+            continue;
+          }
+          case 8: {
+            if (tag !== 65) {
+              break;
+            }
+
+            message.threshold = reader.double();
+            continue;
+          }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.message = reader.string();
+            continue;
+          }
+          case 10: {
+            if (tag !== 80) {
+              break;
+            }
+
+            message.atMs = longToNumber(reader.int64());
+            continue;
+          }
+          case 11: {
+            if (tag !== 88) {
+              break;
+            }
+
+            message.sinceMs = longToNumber(reader.int64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<Alert>, I>>(base?: I): Alert {
+    return Alert.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<Alert>, I>>(object: I): Alert {
+    const message = createBaseAlert();
+    message.id = object.id ?? "";
+    message.name = object.name ?? "";
+    message.version = object.version ?? 0;
+    message.rule = object.rule ?? "";
+    message.subject = object.subject ?? "";
+    message.state = object.state ?? 0;
+    message.value = object.value ?? 0;
+    message.threshold = object.threshold ?? 0;
+    message.message = object.message ?? "";
+    message.atMs = object.atMs ?? 0;
+    message.sinceMs = object.sinceMs ?? 0;
     return message;
   },
 };

@@ -11,19 +11,107 @@ import {
   type ChannelCredentials,
   Client,
   type ClientOptions,
+  type ClientReadableStream,
   type ClientUnaryCall,
+  type handleServerStreamingCall,
   type handleUnaryCall,
   makeGenericClientConstructor,
   type Metadata,
   type ServiceError,
   type UntypedServiceImplementation,
 } from "@grpc/grpc-js";
+import { Alert, Outcome } from "./events.js";
 
 export const protobufPackage = "infermesh.v1";
 
 export const protobufFileName = "infermesh/v1/monitor.proto";
 
 /** The monitor's query API (default port 8700). */
+
+export interface GetDriftRequest {
+  name: string;
+  /** 0 = every live version. */
+  version: number;
+}
+
+export interface GetDriftResponse {
+  features: FeatureDrift[];
+}
+
+export interface FeatureDrift {
+  name: string;
+  version: number;
+  /** Feature name, or `output:<name>` for an output column. */
+  feature: string;
+  psi: number;
+  ks: number;
+  /** Samples in the live window. */
+  window: number;
+  /** `reference` or `version:<n>` (the previous version's live window). */
+  baseline: string;
+  drifting: boolean;
+}
+
+export interface RecordOutcomesRequest {
+  name: string;
+  outcomes: Outcome[];
+}
+
+export interface RecordOutcomesResponse {
+  /** Pairs stored. */
+  recorded: number;
+  /**
+   * Of those, how many joined a kept sample now (the rest may join later, when
+   * their sample arrives, within the retention window).
+   */
+  joined: number;
+}
+
+export interface GetEvaluationRequest {
+  name: string;
+  /**
+   * Score >= threshold predicts class 1 (binary classifiers); 0 = the
+   * monitor's default (0.5).
+   */
+  threshold: number;
+}
+
+export interface GetEvaluationResponse {
+  versions: VersionEvaluation[];
+}
+
+export interface VersionEvaluation {
+  name: string;
+  version: number;
+  /** `classification` or `regression`. */
+  kind: string;
+  /** Samples joined with an outcome. */
+  labelled: number;
+  accuracy: number;
+  precision: number;
+  recall: number;
+  f1: number;
+  rocAuc: number;
+  logLoss: number;
+  mse: number;
+  mae: number;
+  r2: number;
+  threshold: number;
+}
+
+export interface ListAlertsRequest {
+  /** Empty = every model. */
+  name: string;
+}
+
+export interface ListAlertsResponse {
+  alerts: Alert[];
+}
+
+export interface WatchAlertsRequest {
+  /** Empty = every model. */
+  name: string;
+}
 
 export interface GetSlowRequestsRequest {
   name: string;
@@ -91,6 +179,914 @@ export interface VersionStats_ErrorsByCodeEntry {
   key: string;
   value: number;
 }
+
+function createBaseGetDriftRequest(): GetDriftRequest {
+  return { name: "", version: 0 };
+}
+
+export const GetDriftRequest: MessageFns<GetDriftRequest> = {
+  encode(message: GetDriftRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    if (message.version !== 0) {
+      writer.uint32(16).uint64(message.version);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetDriftRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetDriftRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.version = longToNumber(reader.uint64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<GetDriftRequest>, I>>(base?: I): GetDriftRequest {
+    return GetDriftRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<GetDriftRequest>, I>>(object: I): GetDriftRequest {
+    const message = createBaseGetDriftRequest();
+    message.name = object.name ?? "";
+    message.version = object.version ?? 0;
+    return message;
+  },
+};
+
+function createBaseGetDriftResponse(): GetDriftResponse {
+  return { features: [] };
+}
+
+export const GetDriftResponse: MessageFns<GetDriftResponse> = {
+  encode(message: GetDriftResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.features) {
+      FeatureDrift.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetDriftResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetDriftResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.features.push(FeatureDrift.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<GetDriftResponse>, I>>(base?: I): GetDriftResponse {
+    return GetDriftResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<GetDriftResponse>, I>>(object: I): GetDriftResponse {
+    const message = createBaseGetDriftResponse();
+    message.features = object.features?.map((e) => FeatureDrift.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseFeatureDrift(): FeatureDrift {
+  return { name: "", version: 0, feature: "", psi: 0, ks: 0, window: 0, baseline: "", drifting: false };
+}
+
+export const FeatureDrift: MessageFns<FeatureDrift> = {
+  encode(message: FeatureDrift, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    if (message.version !== 0) {
+      writer.uint32(16).uint64(message.version);
+    }
+    if (message.feature !== "") {
+      writer.uint32(26).string(message.feature);
+    }
+    if (message.psi !== 0) {
+      writer.uint32(33).double(message.psi);
+    }
+    if (message.ks !== 0) {
+      writer.uint32(41).double(message.ks);
+    }
+    if (message.window !== 0) {
+      writer.uint32(48).uint64(message.window);
+    }
+    if (message.baseline !== "") {
+      writer.uint32(58).string(message.baseline);
+    }
+    if (message.drifting !== false) {
+      writer.uint32(64).bool(message.drifting);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): FeatureDrift {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseFeatureDrift();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.version = longToNumber(reader.uint64());
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.feature = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 33) {
+              break;
+            }
+
+            message.psi = reader.double();
+            continue;
+          }
+          case 5: {
+            if (tag !== 41) {
+              break;
+            }
+
+            message.ks = reader.double();
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.window = longToNumber(reader.uint64());
+            continue;
+          }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.baseline = reader.string();
+            continue;
+          }
+          case 8: {
+            if (tag !== 64) {
+              break;
+            }
+
+            message.drifting = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<FeatureDrift>, I>>(base?: I): FeatureDrift {
+    return FeatureDrift.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<FeatureDrift>, I>>(object: I): FeatureDrift {
+    const message = createBaseFeatureDrift();
+    message.name = object.name ?? "";
+    message.version = object.version ?? 0;
+    message.feature = object.feature ?? "";
+    message.psi = object.psi ?? 0;
+    message.ks = object.ks ?? 0;
+    message.window = object.window ?? 0;
+    message.baseline = object.baseline ?? "";
+    message.drifting = object.drifting ?? false;
+    return message;
+  },
+};
+
+function createBaseRecordOutcomesRequest(): RecordOutcomesRequest {
+  return { name: "", outcomes: [] };
+}
+
+export const RecordOutcomesRequest: MessageFns<RecordOutcomesRequest> = {
+  encode(message: RecordOutcomesRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    for (const v of message.outcomes) {
+      Outcome.encode(v!, writer.uint32(18).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RecordOutcomesRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRecordOutcomesRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.outcomes.push(Outcome.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<RecordOutcomesRequest>, I>>(base?: I): RecordOutcomesRequest {
+    return RecordOutcomesRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<RecordOutcomesRequest>, I>>(object: I): RecordOutcomesRequest {
+    const message = createBaseRecordOutcomesRequest();
+    message.name = object.name ?? "";
+    message.outcomes = object.outcomes?.map((e) => Outcome.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseRecordOutcomesResponse(): RecordOutcomesResponse {
+  return { recorded: 0, joined: 0 };
+}
+
+export const RecordOutcomesResponse: MessageFns<RecordOutcomesResponse> = {
+  encode(message: RecordOutcomesResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.recorded !== 0) {
+      writer.uint32(8).uint32(message.recorded);
+    }
+    if (message.joined !== 0) {
+      writer.uint32(16).uint32(message.joined);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RecordOutcomesResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRecordOutcomesResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.recorded = reader.uint32();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.joined = reader.uint32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<RecordOutcomesResponse>, I>>(base?: I): RecordOutcomesResponse {
+    return RecordOutcomesResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<RecordOutcomesResponse>, I>>(object: I): RecordOutcomesResponse {
+    const message = createBaseRecordOutcomesResponse();
+    message.recorded = object.recorded ?? 0;
+    message.joined = object.joined ?? 0;
+    return message;
+  },
+};
+
+function createBaseGetEvaluationRequest(): GetEvaluationRequest {
+  return { name: "", threshold: 0 };
+}
+
+export const GetEvaluationRequest: MessageFns<GetEvaluationRequest> = {
+  encode(message: GetEvaluationRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    if (message.threshold !== 0) {
+      writer.uint32(17).double(message.threshold);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetEvaluationRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetEvaluationRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 17) {
+              break;
+            }
+
+            message.threshold = reader.double();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<GetEvaluationRequest>, I>>(base?: I): GetEvaluationRequest {
+    return GetEvaluationRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<GetEvaluationRequest>, I>>(object: I): GetEvaluationRequest {
+    const message = createBaseGetEvaluationRequest();
+    message.name = object.name ?? "";
+    message.threshold = object.threshold ?? 0;
+    return message;
+  },
+};
+
+function createBaseGetEvaluationResponse(): GetEvaluationResponse {
+  return { versions: [] };
+}
+
+export const GetEvaluationResponse: MessageFns<GetEvaluationResponse> = {
+  encode(message: GetEvaluationResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.versions) {
+      VersionEvaluation.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetEvaluationResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetEvaluationResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.versions.push(VersionEvaluation.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<GetEvaluationResponse>, I>>(base?: I): GetEvaluationResponse {
+    return GetEvaluationResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<GetEvaluationResponse>, I>>(object: I): GetEvaluationResponse {
+    const message = createBaseGetEvaluationResponse();
+    message.versions = object.versions?.map((e) => VersionEvaluation.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseVersionEvaluation(): VersionEvaluation {
+  return {
+    name: "",
+    version: 0,
+    kind: "",
+    labelled: 0,
+    accuracy: 0,
+    precision: 0,
+    recall: 0,
+    f1: 0,
+    rocAuc: 0,
+    logLoss: 0,
+    mse: 0,
+    mae: 0,
+    r2: 0,
+    threshold: 0,
+  };
+}
+
+export const VersionEvaluation: MessageFns<VersionEvaluation> = {
+  encode(message: VersionEvaluation, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    if (message.version !== 0) {
+      writer.uint32(16).uint64(message.version);
+    }
+    if (message.kind !== "") {
+      writer.uint32(26).string(message.kind);
+    }
+    if (message.labelled !== 0) {
+      writer.uint32(32).uint64(message.labelled);
+    }
+    if (message.accuracy !== 0) {
+      writer.uint32(41).double(message.accuracy);
+    }
+    if (message.precision !== 0) {
+      writer.uint32(49).double(message.precision);
+    }
+    if (message.recall !== 0) {
+      writer.uint32(57).double(message.recall);
+    }
+    if (message.f1 !== 0) {
+      writer.uint32(65).double(message.f1);
+    }
+    if (message.rocAuc !== 0) {
+      writer.uint32(73).double(message.rocAuc);
+    }
+    if (message.logLoss !== 0) {
+      writer.uint32(81).double(message.logLoss);
+    }
+    if (message.mse !== 0) {
+      writer.uint32(89).double(message.mse);
+    }
+    if (message.mae !== 0) {
+      writer.uint32(97).double(message.mae);
+    }
+    if (message.r2 !== 0) {
+      writer.uint32(105).double(message.r2);
+    }
+    if (message.threshold !== 0) {
+      writer.uint32(113).double(message.threshold);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): VersionEvaluation {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseVersionEvaluation();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.version = longToNumber(reader.uint64());
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.kind = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.labelled = longToNumber(reader.uint64());
+            continue;
+          }
+          case 5: {
+            if (tag !== 41) {
+              break;
+            }
+
+            message.accuracy = reader.double();
+            continue;
+          }
+          case 6: {
+            if (tag !== 49) {
+              break;
+            }
+
+            message.precision = reader.double();
+            continue;
+          }
+          case 7: {
+            if (tag !== 57) {
+              break;
+            }
+
+            message.recall = reader.double();
+            continue;
+          }
+          case 8: {
+            if (tag !== 65) {
+              break;
+            }
+
+            message.f1 = reader.double();
+            continue;
+          }
+          case 9: {
+            if (tag !== 73) {
+              break;
+            }
+
+            message.rocAuc = reader.double();
+            continue;
+          }
+          case 10: {
+            if (tag !== 81) {
+              break;
+            }
+
+            message.logLoss = reader.double();
+            continue;
+          }
+          case 11: {
+            if (tag !== 89) {
+              break;
+            }
+
+            message.mse = reader.double();
+            continue;
+          }
+          case 12: {
+            if (tag !== 97) {
+              break;
+            }
+
+            message.mae = reader.double();
+            continue;
+          }
+          case 13: {
+            if (tag !== 105) {
+              break;
+            }
+
+            message.r2 = reader.double();
+            continue;
+          }
+          case 14: {
+            if (tag !== 113) {
+              break;
+            }
+
+            message.threshold = reader.double();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<VersionEvaluation>, I>>(base?: I): VersionEvaluation {
+    return VersionEvaluation.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<VersionEvaluation>, I>>(object: I): VersionEvaluation {
+    const message = createBaseVersionEvaluation();
+    message.name = object.name ?? "";
+    message.version = object.version ?? 0;
+    message.kind = object.kind ?? "";
+    message.labelled = object.labelled ?? 0;
+    message.accuracy = object.accuracy ?? 0;
+    message.precision = object.precision ?? 0;
+    message.recall = object.recall ?? 0;
+    message.f1 = object.f1 ?? 0;
+    message.rocAuc = object.rocAuc ?? 0;
+    message.logLoss = object.logLoss ?? 0;
+    message.mse = object.mse ?? 0;
+    message.mae = object.mae ?? 0;
+    message.r2 = object.r2 ?? 0;
+    message.threshold = object.threshold ?? 0;
+    return message;
+  },
+};
+
+function createBaseListAlertsRequest(): ListAlertsRequest {
+  return { name: "" };
+}
+
+export const ListAlertsRequest: MessageFns<ListAlertsRequest> = {
+  encode(message: ListAlertsRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListAlertsRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListAlertsRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<ListAlertsRequest>, I>>(base?: I): ListAlertsRequest {
+    return ListAlertsRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ListAlertsRequest>, I>>(object: I): ListAlertsRequest {
+    const message = createBaseListAlertsRequest();
+    message.name = object.name ?? "";
+    return message;
+  },
+};
+
+function createBaseListAlertsResponse(): ListAlertsResponse {
+  return { alerts: [] };
+}
+
+export const ListAlertsResponse: MessageFns<ListAlertsResponse> = {
+  encode(message: ListAlertsResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.alerts) {
+      Alert.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListAlertsResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListAlertsResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.alerts.push(Alert.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<ListAlertsResponse>, I>>(base?: I): ListAlertsResponse {
+    return ListAlertsResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ListAlertsResponse>, I>>(object: I): ListAlertsResponse {
+    const message = createBaseListAlertsResponse();
+    message.alerts = object.alerts?.map((e) => Alert.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseWatchAlertsRequest(): WatchAlertsRequest {
+  return { name: "" };
+}
+
+export const WatchAlertsRequest: MessageFns<WatchAlertsRequest> = {
+  encode(message: WatchAlertsRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): WatchAlertsRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseWatchAlertsRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<WatchAlertsRequest>, I>>(base?: I): WatchAlertsRequest {
+    return WatchAlertsRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<WatchAlertsRequest>, I>>(object: I): WatchAlertsRequest {
+    const message = createBaseWatchAlertsRequest();
+    message.name = object.name ?? "";
+    return message;
+  },
+};
 
 function createBaseGetSlowRequestsRequest(): GetSlowRequestsRequest {
   return { name: "", limit: 0 };
@@ -972,6 +1968,83 @@ export const MonitorService = {
       Buffer.from(GetSlowRequestsResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): GetSlowRequestsResponse => GetSlowRequestsResponse.decode(value),
   },
+  /**
+   * Drift of each live version's inputs and outputs: PSI and Kolmogorov-
+   * Smirnov distance of the sliding window of samples against the version's
+   * reference profile, or against the previous version's live window when it
+   * has none. Worst first. Idempotent.
+   * INVALID_ARGUMENT: bad name. NOT_FOUND: a model with no samples yet.
+   */
+  getDrift: {
+    path: "/infermesh.v1.Monitor/GetDrift" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: GetDriftRequest): Buffer => Buffer.from(GetDriftRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): GetDriftRequest => GetDriftRequest.decode(value),
+    responseSerialize: (value: GetDriftResponse): Buffer => Buffer.from(GetDriftResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): GetDriftResponse => GetDriftResponse.decode(value),
+  },
+  /**
+   * Ground truth that arrived later: (request id, label) pairs, joined to the
+   * kept samples by request id. Stored in JetStream before the reply, so a
+   * monitor restart loses nothing. Idempotent per request id (last label wins).
+   * INVALID_ARGUMENT: bad name, empty request id, non-finite label, too many
+   * pairs. UNAUTHENTICATED / PERMISSION_DENIED: token missing / without the
+   * `outcomes` role (when tokens are configured). UNAVAILABLE: NATS is down.
+   */
+  recordOutcomes: {
+    path: "/infermesh.v1.Monitor/RecordOutcomes" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: RecordOutcomesRequest): Buffer =>
+      Buffer.from(RecordOutcomesRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): RecordOutcomesRequest => RecordOutcomesRequest.decode(value),
+    responseSerialize: (value: RecordOutcomesResponse): Buffer =>
+      Buffer.from(RecordOutcomesResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): RecordOutcomesResponse => RecordOutcomesResponse.decode(value),
+  },
+  /**
+   * Online evaluation per version from the joined outcomes: classification
+   * (accuracy, precision, recall, F1, ROC-AUC, log-loss) or regression
+   * (MSE, MAE, R2). Idempotent.
+   * INVALID_ARGUMENT: bad name or threshold. NOT_FOUND: no samples for the model.
+   */
+  getEvaluation: {
+    path: "/infermesh.v1.Monitor/GetEvaluation" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: GetEvaluationRequest): Buffer => Buffer.from(GetEvaluationRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): GetEvaluationRequest => GetEvaluationRequest.decode(value),
+    responseSerialize: (value: GetEvaluationResponse): Buffer =>
+      Buffer.from(GetEvaluationResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): GetEvaluationResponse => GetEvaluationResponse.decode(value),
+  },
+  /**
+   * Alerts firing now and those resolved within the retention window. Idempotent.
+   * INVALID_ARGUMENT: bad name.
+   */
+  listAlerts: {
+    path: "/infermesh.v1.Monitor/ListAlerts" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ListAlertsRequest): Buffer => Buffer.from(ListAlertsRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ListAlertsRequest => ListAlertsRequest.decode(value),
+    responseSerialize: (value: ListAlertsResponse): Buffer => Buffer.from(ListAlertsResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ListAlertsResponse => ListAlertsResponse.decode(value),
+  },
+  /**
+   * Streams alert state changes (fired, resolved) as they happen, after the
+   * currently firing ones. INVALID_ARGUMENT: bad name.
+   */
+  watchAlerts: {
+    path: "/infermesh.v1.Monitor/WatchAlerts" as const,
+    requestStream: false as const,
+    responseStream: true as const,
+    requestSerialize: (value: WatchAlertsRequest): Buffer => Buffer.from(WatchAlertsRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): WatchAlertsRequest => WatchAlertsRequest.decode(value),
+    responseSerialize: (value: Alert): Buffer => Buffer.from(Alert.encode(value).finish()),
+    responseDeserialize: (value: Buffer): Alert => Alert.decode(value),
+  },
 } as const;
 
 export interface MonitorServer extends UntypedServiceImplementation {
@@ -988,6 +2061,40 @@ export interface MonitorServer extends UntypedServiceImplementation {
    * INVALID_ARGUMENT: bad name. NOT_FOUND: a model with no traffic yet.
    */
   getSlowRequests: handleUnaryCall<GetSlowRequestsRequest, GetSlowRequestsResponse>;
+  /**
+   * Drift of each live version's inputs and outputs: PSI and Kolmogorov-
+   * Smirnov distance of the sliding window of samples against the version's
+   * reference profile, or against the previous version's live window when it
+   * has none. Worst first. Idempotent.
+   * INVALID_ARGUMENT: bad name. NOT_FOUND: a model with no samples yet.
+   */
+  getDrift: handleUnaryCall<GetDriftRequest, GetDriftResponse>;
+  /**
+   * Ground truth that arrived later: (request id, label) pairs, joined to the
+   * kept samples by request id. Stored in JetStream before the reply, so a
+   * monitor restart loses nothing. Idempotent per request id (last label wins).
+   * INVALID_ARGUMENT: bad name, empty request id, non-finite label, too many
+   * pairs. UNAUTHENTICATED / PERMISSION_DENIED: token missing / without the
+   * `outcomes` role (when tokens are configured). UNAVAILABLE: NATS is down.
+   */
+  recordOutcomes: handleUnaryCall<RecordOutcomesRequest, RecordOutcomesResponse>;
+  /**
+   * Online evaluation per version from the joined outcomes: classification
+   * (accuracy, precision, recall, F1, ROC-AUC, log-loss) or regression
+   * (MSE, MAE, R2). Idempotent.
+   * INVALID_ARGUMENT: bad name or threshold. NOT_FOUND: no samples for the model.
+   */
+  getEvaluation: handleUnaryCall<GetEvaluationRequest, GetEvaluationResponse>;
+  /**
+   * Alerts firing now and those resolved within the retention window. Idempotent.
+   * INVALID_ARGUMENT: bad name.
+   */
+  listAlerts: handleUnaryCall<ListAlertsRequest, ListAlertsResponse>;
+  /**
+   * Streams alert state changes (fired, resolved) as they happen, after the
+   * currently firing ones. INVALID_ARGUMENT: bad name.
+   */
+  watchAlerts: handleServerStreamingCall<WatchAlertsRequest, Alert>;
 }
 
 export interface MonitorClient extends Client {
@@ -1032,6 +2139,101 @@ export interface MonitorClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: GetSlowRequestsResponse) => void,
   ): ClientUnaryCall;
+  /**
+   * Drift of each live version's inputs and outputs: PSI and Kolmogorov-
+   * Smirnov distance of the sliding window of samples against the version's
+   * reference profile, or against the previous version's live window when it
+   * has none. Worst first. Idempotent.
+   * INVALID_ARGUMENT: bad name. NOT_FOUND: a model with no samples yet.
+   */
+  getDrift(
+    request: GetDriftRequest,
+    callback: (error: ServiceError | null, response: GetDriftResponse) => void,
+  ): ClientUnaryCall;
+  getDrift(
+    request: GetDriftRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: GetDriftResponse) => void,
+  ): ClientUnaryCall;
+  getDrift(
+    request: GetDriftRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: GetDriftResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Ground truth that arrived later: (request id, label) pairs, joined to the
+   * kept samples by request id. Stored in JetStream before the reply, so a
+   * monitor restart loses nothing. Idempotent per request id (last label wins).
+   * INVALID_ARGUMENT: bad name, empty request id, non-finite label, too many
+   * pairs. UNAUTHENTICATED / PERMISSION_DENIED: token missing / without the
+   * `outcomes` role (when tokens are configured). UNAVAILABLE: NATS is down.
+   */
+  recordOutcomes(
+    request: RecordOutcomesRequest,
+    callback: (error: ServiceError | null, response: RecordOutcomesResponse) => void,
+  ): ClientUnaryCall;
+  recordOutcomes(
+    request: RecordOutcomesRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: RecordOutcomesResponse) => void,
+  ): ClientUnaryCall;
+  recordOutcomes(
+    request: RecordOutcomesRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: RecordOutcomesResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Online evaluation per version from the joined outcomes: classification
+   * (accuracy, precision, recall, F1, ROC-AUC, log-loss) or regression
+   * (MSE, MAE, R2). Idempotent.
+   * INVALID_ARGUMENT: bad name or threshold. NOT_FOUND: no samples for the model.
+   */
+  getEvaluation(
+    request: GetEvaluationRequest,
+    callback: (error: ServiceError | null, response: GetEvaluationResponse) => void,
+  ): ClientUnaryCall;
+  getEvaluation(
+    request: GetEvaluationRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: GetEvaluationResponse) => void,
+  ): ClientUnaryCall;
+  getEvaluation(
+    request: GetEvaluationRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: GetEvaluationResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Alerts firing now and those resolved within the retention window. Idempotent.
+   * INVALID_ARGUMENT: bad name.
+   */
+  listAlerts(
+    request: ListAlertsRequest,
+    callback: (error: ServiceError | null, response: ListAlertsResponse) => void,
+  ): ClientUnaryCall;
+  listAlerts(
+    request: ListAlertsRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ListAlertsResponse) => void,
+  ): ClientUnaryCall;
+  listAlerts(
+    request: ListAlertsRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ListAlertsResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Streams alert state changes (fired, resolved) as they happen, after the
+   * currently firing ones. INVALID_ARGUMENT: bad name.
+   */
+  watchAlerts(request: WatchAlertsRequest, options?: Partial<CallOptions>): ClientReadableStream<Alert>;
+  watchAlerts(
+    request: WatchAlertsRequest,
+    metadata?: Metadata,
+    options?: Partial<CallOptions>,
+  ): ClientReadableStream<Alert>;
 }
 
 export const MonitorClient = makeGenericClientConstructor(MonitorService, "infermesh.v1.Monitor") as unknown as {

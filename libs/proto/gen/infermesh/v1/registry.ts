@@ -21,13 +21,23 @@ import {
   type UntypedServiceImplementation,
 } from "@grpc/grpc-js";
 import { BatchingPolicy } from "./common.js";
-import { ModelEvent, TrafficRecord, VersionRecord } from "./events.js";
+import { ModelEvent, ProbeRecord, ReferenceProfile, TrafficRecord, VersionRecord } from "./events.js";
 
 export const protobufPackage = "infermesh.v1";
 
 export const protobufFileName = "infermesh/v1/registry.proto";
 
 /** The registry's management API (default port 8600). */
+
+export interface GetReferenceRequest {
+  name: string;
+  version: number;
+}
+
+export interface SetProbeRequest {
+  probe: ProbeRecord | undefined;
+  clear: boolean;
+}
 
 export interface RollbackRequest {
   name: string;
@@ -42,6 +52,8 @@ export interface SetCanaryRequest {
   keyHeader: string;
   /** Remove the canary (other fields ignored). */
   clear: boolean;
+  /** Why (kept in the lifecycle history), e.g. the monitor's canary analysis. */
+  reason: string;
 }
 
 export interface SetShadowRequest {
@@ -60,7 +72,12 @@ export interface GetHistoryResponse {
 }
 
 export interface PushModelRequest {
-  part: { $case: "header"; value: PushHeader } | { $case: "chunk"; value: Uint8Array } | undefined;
+  part: { $case: "header"; value: PushHeader } | { $case: "chunk"; value: Uint8Array } | //
+  /**
+   * Reference data (after the model chunks): rows of input features from
+   * which the registry stores a ReferenceProfile for the new version.
+   */
+  { $case: "reference"; value: Uint8Array } | undefined;
 }
 
 export interface PushHeader {
@@ -75,6 +92,11 @@ export interface PushHeader {
   cacheEntries: number;
   /** Replicas that should hold the model; 0 (default) = all. */
   replicas: number;
+  /**
+   * Format of the reference data sent in `reference` parts: `csv` or
+   * `jsonl`; empty when none is sent.
+   */
+  referenceFormat: string;
 }
 
 export interface PushModelResponse {
@@ -106,6 +128,142 @@ export interface SetAliasRequest {
   /** When non-zero, the alias must currently point here (optimistic locking). */
   expectedVersion: number;
 }
+
+function createBaseGetReferenceRequest(): GetReferenceRequest {
+  return { name: "", version: 0 };
+}
+
+export const GetReferenceRequest: MessageFns<GetReferenceRequest> = {
+  encode(message: GetReferenceRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    if (message.version !== 0) {
+      writer.uint32(16).uint64(message.version);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetReferenceRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetReferenceRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.version = longToNumber(reader.uint64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<GetReferenceRequest>, I>>(base?: I): GetReferenceRequest {
+    return GetReferenceRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<GetReferenceRequest>, I>>(object: I): GetReferenceRequest {
+    const message = createBaseGetReferenceRequest();
+    message.name = object.name ?? "";
+    message.version = object.version ?? 0;
+    return message;
+  },
+};
+
+function createBaseSetProbeRequest(): SetProbeRequest {
+  return { probe: undefined, clear: false };
+}
+
+export const SetProbeRequest: MessageFns<SetProbeRequest> = {
+  encode(message: SetProbeRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.probe !== undefined) {
+      ProbeRecord.encode(message.probe, writer.uint32(10).fork()).join();
+    }
+    if (message.clear !== false) {
+      writer.uint32(16).bool(message.clear);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SetProbeRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSetProbeRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.probe = ProbeRecord.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.clear = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<SetProbeRequest>, I>>(base?: I): SetProbeRequest {
+    return SetProbeRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<SetProbeRequest>, I>>(object: I): SetProbeRequest {
+    const message = createBaseSetProbeRequest();
+    message.probe = (object.probe !== undefined && object.probe !== null)
+      ? ProbeRecord.fromPartial(object.probe)
+      : undefined;
+    message.clear = object.clear ?? false;
+    return message;
+  },
+};
 
 function createBaseRollbackRequest(): RollbackRequest {
   return { name: "", alias: "" };
@@ -175,7 +333,7 @@ export const RollbackRequest: MessageFns<RollbackRequest> = {
 };
 
 function createBaseSetCanaryRequest(): SetCanaryRequest {
-  return { name: "", version: 0, weightPercent: 0, keyHeader: "", clear: false };
+  return { name: "", version: 0, weightPercent: 0, keyHeader: "", clear: false, reason: "" };
 }
 
 export const SetCanaryRequest: MessageFns<SetCanaryRequest> = {
@@ -194,6 +352,9 @@ export const SetCanaryRequest: MessageFns<SetCanaryRequest> = {
     }
     if (message.clear !== false) {
       writer.uint32(40).bool(message.clear);
+    }
+    if (message.reason !== "") {
+      writer.uint32(50).string(message.reason);
     }
     return writer;
   },
@@ -251,6 +412,14 @@ export const SetCanaryRequest: MessageFns<SetCanaryRequest> = {
             message.clear = reader.bool();
             continue;
           }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.reason = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -273,6 +442,7 @@ export const SetCanaryRequest: MessageFns<SetCanaryRequest> = {
     message.weightPercent = object.weightPercent ?? 0;
     message.keyHeader = object.keyHeader ?? "";
     message.clear = object.clear ?? false;
+    message.reason = object.reason ?? "";
     return message;
   },
 };
@@ -491,6 +661,9 @@ export const PushModelRequest: MessageFns<PushModelRequest> = {
       case "chunk":
         writer.uint32(18).bytes(message.part.value);
         break;
+      case "reference":
+        writer.uint32(26).bytes(message.part.value);
+        break;
     }
     return writer;
   },
@@ -524,6 +697,14 @@ export const PushModelRequest: MessageFns<PushModelRequest> = {
             message.part = { $case: "chunk", value: reader.bytes() };
             continue;
           }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.part = { $case: "reference", value: reader.bytes() };
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -554,13 +735,27 @@ export const PushModelRequest: MessageFns<PushModelRequest> = {
         }
         break;
       }
+      case "reference": {
+        if (object.part?.value !== undefined && object.part?.value !== null) {
+          message.part = { $case: "reference", value: object.part.value };
+        }
+        break;
+      }
     }
     return message;
   },
 };
 
 function createBasePushHeader(): PushHeader {
-  return { name: "", description: "", batching: undefined, alias: "", cacheEntries: 0, replicas: 0 };
+  return {
+    name: "",
+    description: "",
+    batching: undefined,
+    alias: "",
+    cacheEntries: 0,
+    replicas: 0,
+    referenceFormat: "",
+  };
 }
 
 export const PushHeader: MessageFns<PushHeader> = {
@@ -582,6 +777,9 @@ export const PushHeader: MessageFns<PushHeader> = {
     }
     if (message.replicas !== 0) {
       writer.uint32(48).uint32(message.replicas);
+    }
+    if (message.referenceFormat !== "") {
+      writer.uint32(58).string(message.referenceFormat);
     }
     return writer;
   },
@@ -647,6 +845,14 @@ export const PushHeader: MessageFns<PushHeader> = {
             message.replicas = reader.uint32();
             continue;
           }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.referenceFormat = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -672,6 +878,7 @@ export const PushHeader: MessageFns<PushHeader> = {
     message.alias = object.alias ?? "";
     message.cacheEntries = object.cacheEntries ?? 0;
     message.replicas = object.replicas ?? 0;
+    message.referenceFormat = object.referenceFormat ?? "";
     return message;
   },
 };
@@ -1174,6 +1381,34 @@ export const RegistryService = {
     responseSerialize: (value: GetHistoryResponse): Buffer => Buffer.from(GetHistoryResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): GetHistoryResponse => GetHistoryResponse.decode(value),
   },
+  /**
+   * A version's reference profile (from `push --reference`). Idempotent.
+   * INVALID_ARGUMENT: bad name. NOT_FOUND: unknown version or no profile.
+   */
+  getReference: {
+    path: "/infermesh.v1.Registry/GetReference" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: GetReferenceRequest): Buffer => Buffer.from(GetReferenceRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): GetReferenceRequest => GetReferenceRequest.decode(value),
+    responseSerialize: (value: ReferenceProfile): Buffer => Buffer.from(ReferenceProfile.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ReferenceProfile => ReferenceProfile.decode(value),
+  },
+  /**
+   * Store (or with `clear`, remove) a model's golden probe. Idempotent.
+   * INVALID_ARGUMENT: bad name, request not an OIP ModelInferRequest for this
+   * model, no expected values, interval below 1 s. NOT_FOUND: unknown model.
+   * UNAVAILABLE: NATS is down.
+   */
+  setProbe: {
+    path: "/infermesh.v1.Registry/SetProbe" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: SetProbeRequest): Buffer => Buffer.from(SetProbeRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): SetProbeRequest => SetProbeRequest.decode(value),
+    responseSerialize: (value: ProbeRecord): Buffer => Buffer.from(ProbeRecord.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ProbeRecord => ProbeRecord.decode(value),
+  },
 } as const;
 
 export interface RegistryServer extends UntypedServiceImplementation {
@@ -1227,6 +1462,18 @@ export interface RegistryServer extends UntypedServiceImplementation {
    * stream). Idempotent. INVALID_ARGUMENT: bad name. UNAVAILABLE: NATS down.
    */
   getHistory: handleUnaryCall<GetHistoryRequest, GetHistoryResponse>;
+  /**
+   * A version's reference profile (from `push --reference`). Idempotent.
+   * INVALID_ARGUMENT: bad name. NOT_FOUND: unknown version or no profile.
+   */
+  getReference: handleUnaryCall<GetReferenceRequest, ReferenceProfile>;
+  /**
+   * Store (or with `clear`, remove) a model's golden probe. Idempotent.
+   * INVALID_ARGUMENT: bad name, request not an OIP ModelInferRequest for this
+   * model, no expected values, interval below 1 s. NOT_FOUND: unknown model.
+   * UNAVAILABLE: NATS is down.
+   */
+  setProbe: handleUnaryCall<SetProbeRequest, ProbeRecord>;
 }
 
 export interface RegistryClient extends Client {
@@ -1392,6 +1639,46 @@ export interface RegistryClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: GetHistoryResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * A version's reference profile (from `push --reference`). Idempotent.
+   * INVALID_ARGUMENT: bad name. NOT_FOUND: unknown version or no profile.
+   */
+  getReference(
+    request: GetReferenceRequest,
+    callback: (error: ServiceError | null, response: ReferenceProfile) => void,
+  ): ClientUnaryCall;
+  getReference(
+    request: GetReferenceRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ReferenceProfile) => void,
+  ): ClientUnaryCall;
+  getReference(
+    request: GetReferenceRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ReferenceProfile) => void,
+  ): ClientUnaryCall;
+  /**
+   * Store (or with `clear`, remove) a model's golden probe. Idempotent.
+   * INVALID_ARGUMENT: bad name, request not an OIP ModelInferRequest for this
+   * model, no expected values, interval below 1 s. NOT_FOUND: unknown model.
+   * UNAVAILABLE: NATS is down.
+   */
+  setProbe(
+    request: SetProbeRequest,
+    callback: (error: ServiceError | null, response: ProbeRecord) => void,
+  ): ClientUnaryCall;
+  setProbe(
+    request: SetProbeRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ProbeRecord) => void,
+  ): ClientUnaryCall;
+  setProbe(
+    request: SetProbeRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ProbeRecord) => void,
   ): ClientUnaryCall;
 }
 
