@@ -130,6 +130,25 @@ export const commonSpec = {
   host: str({ env: 'INFERMESH_HOST', flag: 'host', default: '127.0.0.1' }),
   maxMessageBytes: int({ env: 'INFERMESH_MAX_MESSAGE_BYTES', flag: 'max-message-bytes', default: 4 * 1024 * 1024, min: 1024, max: 512 * 1024 * 1024 }),
   shutdownGraceMs: int({ env: 'INFERMESH_SHUTDOWN_GRACE_MS', flag: 'shutdown-grace-ms', default: 5000, min: 0, max: 600_000 }),
+  /** PEM certificate and key of this service's gRPC listeners (TLS); '' = plaintext. */
+  tlsCert: str({ env: 'INFERMESH_TLS_CERT', flag: 'tls-cert', default: '' }),
+  tlsKey: str({ env: 'INFERMESH_TLS_KEY', flag: 'tls-key', default: '' }),
+  /** PEM CA: clients must present a certificate it signed (mutual TLS), and peers are verified against it. */
+  tlsCa: str({ env: 'INFERMESH_TLS_CA', flag: 'tls-ca', default: '' }),
+  /**
+   * Name to expect in the certificates of the services this one calls (router → replicas,
+   * monitor → router and registry) instead of the address's host: replicas announce pod IPs.
+   */
+  tlsServerName: str({ env: 'INFERMESH_TLS_SERVER_NAME', flag: 'tls-server-name', default: '' }),
+  /** NATS over TLS: the CA that signed the server's certificate, and a client certificate when the server verifies clients. */
+  natsTlsCa: str({ env: 'INFERMESH_NATS_TLS_CA', flag: 'nats-tls-ca', default: '' }),
+  natsTlsCert: str({ env: 'INFERMESH_NATS_TLS_CERT', flag: 'nats-tls-cert', default: '' }),
+  natsTlsKey: str({ env: 'INFERMESH_NATS_TLS_KEY', flag: 'nats-tls-key', default: '' }),
+  /** NATS credentials: a .creds file (JWT + NKey), a user and password, or a token (one of them). */
+  natsCreds: str({ env: 'INFERMESH_NATS_CREDS', flag: 'nats-creds', default: '' }),
+  natsUser: str({ env: 'INFERMESH_NATS_USER', flag: 'nats-user', default: '' }),
+  natsPassword: str({ env: 'INFERMESH_NATS_PASSWORD', flag: 'nats-password', default: '' }),
+  natsToken: str({ env: 'INFERMESH_NATS_TOKEN', flag: 'nats-token', default: '' }),
 };
 
 /**

@@ -1,6 +1,7 @@
 import type * as grpc from '@grpc/grpc-js';
 import { propagation, ROOT_CONTEXT, SpanKind, SpanStatusCode, trace } from '@opentelemetry/api';
 import { toStatus } from '../errors/index.js';
+import type { Guard } from './access.js';
 
 const tracer = trace.getTracer('infermesh');
 const metadataGetter = {
@@ -36,6 +37,38 @@ export interface CallContext {
   /** Aborted when the caller cancels or the deadline passes. */
   readonly signal: AbortSignal;
   readonly metadata: grpc.Metadata;
+  /** Who the caller's token names, when a guard checked one (else undefined: open management plane). */
+  readonly subject?: string;
+}
+
+/** Subjects of calls a guard has let through, for their handler's context. */
+const subjects = new WeakMap<object, string>();
+
+type AnyServerCall = grpc.ServerUnaryCall<unknown, unknown> | grpc.ServerReadableStream<unknown, unknown> | grpc.ServerWritableStream<unknown, unknown>;
+
+/**
+ * Puts `guard` in front of a grpc-js unary, client- or server-streaming
+ * handler: a call the guard refuses is answered UNAUTHENTICATED or
+ * PERMISSION_DENIED before the handler sees it; one it admits reaches the
+ * handler with the subject in its CallContext. Without a guard (open
+ * management plane) the handler is returned as it is.
+ */
+export function guarded<H extends (call: never, ...rest: never[]) => void>(handler: H, guard: Guard | undefined): H {
+  if (!guard) return handler;
+  const g = guard;
+  return ((call: AnyServerCall, ...rest: unknown[]) => {
+    let subject: string;
+    try {
+      subject = g(call.metadata);
+    } catch (err) {
+      const status = toStatus(err);
+      const cb = rest[0];
+      if (typeof cb === 'function') return void (cb as grpc.sendUnaryData<unknown>)(status);
+      return void (call as grpc.ServerWritableStream<unknown, unknown>).emit('error', status);
+    }
+    subjects.set(call, subject);
+    return (handler as unknown as (...a: unknown[]) => void)(call, ...rest);
+  }) as unknown as H;
 }
 
 /** The RPC's method name (e.g. SetAlias) from its path. */
@@ -55,7 +88,7 @@ function contextOf(call: grpc.ServerUnaryCall<unknown, unknown> | grpc.ServerRea
     timer.unref();
     ac.signal.addEventListener('abort', () => clearTimeout(timer), { once: true });
   }
-  return { deadline, signal: ac.signal, metadata: call.metadata };
+  return { deadline, signal: ac.signal, metadata: call.metadata, subject: subjects.get(call) };
 }
 
 /**
@@ -63,25 +96,26 @@ function contextOf(call: grpc.ServerUnaryCall<unknown, unknown> | grpc.ServerRea
  * the one wrapper in libs/errors (management plane; the data plane has its
  * own allocation-free handlers).
  */
-export function unary<Req, Res>(fn: (req: Req, ctx: CallContext) => Promise<Res>): grpc.handleUnaryCall<Req, Res> {
-  return (call, callback) => {
+export function unary<Req, Res>(fn: (req: Req, ctx: CallContext) => Promise<Res>, guard?: Guard): grpc.handleUnaryCall<Req, Res> {
+  return guarded<grpc.handleUnaryCall<Req, Res>>((call, callback) => {
     const ctx = contextOf(call);
     traced(fnName(call), call.metadata, () => fn(call.request, ctx)).then(
       (res) => callback(null, res),
       (err) => callback(toStatus(err)),
     );
-  };
+  }, guard);
 }
 
 /** Like `unary` for a client-streaming call: the handler gets the request stream. */
 export function clientStream<Req, Res>(
   fn: (stream: AsyncIterable<Req>, ctx: CallContext) => Promise<Res>,
+  guard?: Guard,
 ): grpc.handleClientStreamingCall<Req, Res> {
-  return (call, callback) => {
+  return guarded<grpc.handleClientStreamingCall<Req, Res>>((call, callback) => {
     const ctx = contextOf(call);
     traced(fnName(call), call.metadata, () => fn(call, ctx)).then(
       (res) => callback(null, res),
       (err) => callback(toStatus(err)),
     );
-  };
+  }, guard);
 }

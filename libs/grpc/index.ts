@@ -1,5 +1,7 @@
 /** gRPC helpers shared by every service: servers, health, reflection, handlers, clients. */
 export { createGrpcServer, listen, shutdownServer, addHealthAndReflection, KEEPALIVE, type Health, type ServerOptions } from './server.js';
-export { unary, clientStream, type CallContext } from './handler.js';
+export { unary, clientStream, guarded, type CallContext } from './handler.js';
+export { AccessPolicy, tokenHash, ROLES, SUBJECT_RE, type Role, type Guard } from './access.js';
+export { readServerTls, readClientTls, serverTlsOf, serverCredentials, channelCredentials, peerCredentials, peerTls, type TlsMaterial, type TlsFiles } from './tls.js';
 export { channelOptions, deadlineIn, rawBytes, call, type UnaryMethod } from './client.js';
 export { FrameCoalescer } from './frame-coalescer.js';

@@ -30,11 +30,14 @@ export function createGrpcServer(o: ServerOptions): grpc.Server {
   } as grpc.ServerOptions);
 }
 
-/** Binds `host:port` (port 0 = any free port) and returns the bound port. */
-export function listen(server: grpc.Server, host: string, port: number): Promise<number> {
+/**
+ * Binds `host:port` (port 0 = any free port) with `credentials` (plaintext
+ * unless given; see serverCredentials in tls.ts) and returns the bound port.
+ */
+export function listen(server: grpc.Server, host: string, port: number, credentials: grpc.ServerCredentials = grpc.ServerCredentials.createInsecure()): Promise<number> {
   const target = host.includes(':') && !host.startsWith('[') ? `[${host}]:${port}` : `${host}:${port}`;
   return new Promise((resolve, reject) => {
-    server.bindAsync(target, grpc.ServerCredentials.createInsecure(), (err, bound) => (err ? reject(err) : resolve(bound)));
+    server.bindAsync(target, credentials, (err, bound) => (err ? reject(err) : resolve(bound)));
   });
 }
 

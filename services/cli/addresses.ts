@@ -10,12 +10,28 @@ export const defaultAddresses = Object.freeze({
   monitor: fromEnv('INFERMESH_MONITOR_ADDR', '127.0.0.1:8700'),
 });
 
+/**
+ * TLS files and the bearer token from INFERMESH_TLS_CA / _CERT / _KEY and
+ * INFERMESH_TOKEN ('' = none); the --tls-* and --token flags override them.
+ */
+export const envSecurity = Object.freeze({
+  tlsCa: fromEnv('INFERMESH_TLS_CA', ''),
+  tlsCert: fromEnv('INFERMESH_TLS_CERT', ''),
+  tlsKey: fromEnv('INFERMESH_TLS_KEY', ''),
+  token: fromEnv('INFERMESH_TOKEN', ''),
+});
+
 /** The options every command takes (see main.ts). */
 export interface GlobalOptions {
   registry: string;
   router: string;
   monitor: string;
   json?: boolean;
+  /** Bearer token sent on every call (applied once for all clients, see security.ts). */
+  token?: string;
+  tlsCa?: string;
+  tlsCert?: string;
+  tlsKey?: string;
 }
 
 /** The environment for a child process: this process's, plus `extra`. */

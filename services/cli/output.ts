@@ -37,11 +37,24 @@ export async function remote<T>(service: 'registry' | 'router' | 'monitor', addr
     return await fn();
   } catch (err) {
     if (isServiceError(err) && (err.code === Status.UNAVAILABLE || err.code === Status.DEADLINE_EXCEEDED) && /connect|No connection|Deadline/i.test(err.details)) {
-      const why = err.details.replace(/\.?\s*Resolution note:.*$/s, '');
+      const why = tlsHint(err.details) ?? err.details.replace(/\.?\s*Resolution note:.*$/s, '');
       throw new CliError(codeName(err.code), `cannot reach the ${service} at ${address} (${why}); is the mesh running? (infermesh up, or --${service} ADDR)`);
     }
     throw err;
   }
+}
+
+/**
+ * What a failed TLS handshake means for the person at the CLI, in place of
+ * OpenSSL's own line (which names OpenSSL's source files); undefined when
+ * the details are not a recognised TLS failure.
+ */
+export function tlsHint(details: string): string | undefined {
+  if (/alert certificate required|alert (bad|unknown) certificate/i.test(details)) return 'TLS: the server requires a client certificate signed by its CA (--tls-cert, --tls-key)';
+  if (/self[- ]signed certificate|unable to (get local issuer|verify the first) certificate/i.test(details)) return "TLS: the server's certificate is not signed by the CA given with --tls-ca";
+  if (/ERR_TLS_CERT_ALTNAME_INVALID|does not match certificate's altnames/i.test(details)) return "TLS: the server's certificate does not name this address";
+  if (/wrong version number/i.test(details)) return 'TLS: the server speaks plaintext (leave out --tls-ca)';
+  return undefined;
 }
 
 /** Writes one JSON object and a newline on stdout. */

@@ -5,8 +5,8 @@ import type * as grpc from '@grpc/grpc-js';
 import { bool, commonSpec, int, loadConfig, str } from '../../libs/config/index.js';
 import { createLogger } from '../../libs/log/index.js';
 import { startTelemetry } from '../../libs/telemetry/index.js';
-import { connectNats, openBuckets, EventPublisher } from '../../libs/bus/index.js';
-import { addHealthAndReflection, createGrpcServer, listen, shutdownServer } from '../../libs/grpc/index.js';
+import { connectNats, natsSecurityOf, openBuckets, EventPublisher } from '../../libs/bus/index.js';
+import { addHealthAndReflection, createGrpcServer, listen, serverCredentials, serverTlsOf, shutdownServer } from '../../libs/grpc/index.js';
 import { RuntimeService } from '../../libs/proto/index.js';
 import { Announcer } from './announcer.js';
 import { chooseDevice, DeviceError } from './device.js';
@@ -42,6 +42,8 @@ const config = loadConfig(
 
 const replicaId = config.replicaId || `inf-${randomBytes(4).toString('hex')}`;
 const log = createLogger('inference', config.logLevel, { replica: replicaId });
+const tls = serverTlsOf(config);
+const natsSecurity = natsSecurityOf(config);
 let device: ReturnType<typeof chooseDevice>;
 try {
   device = chooseDevice(config.device);
@@ -64,7 +66,11 @@ const pool = new SessionPool({ workers: config.workers, intraOpThreads: config.i
   process.exit(1);
 });
 const scheduler = new Scheduler(pool, { maxQueue: config.maxQueue, workers: config.workers, tracer: telemetry.tracer });
-const nc = await connectNats(config.natsUrl, `infermesh-inference-${replicaId}`, log);
+const nc = await connectNats(config.natsUrl, `infermesh-inference-${replicaId}`, log, natsSecurity).catch(async (err: Error) => {
+  log.fatal(err.message);
+  await pool.close();
+  process.exit(1);
+});
 const buckets = await openBuckets(nc, config.natsReplicas);
 const events = new EventPublisher(nc, replicaId, log);
 
@@ -94,13 +100,13 @@ server.addService(
   oipHandlers(manager, scheduler, { defaultTimeoutMs: config.defaultTimeoutMs, nonFinite: config.nonFinite, serverVersion: '0.1.0', ready: () => accepting }) as unknown as grpc.UntypedServiceImplementation,
 );
 const health = addHealthAndReflection(server, ['inference/grpc_service.proto', 'infermesh/v1/runtime.proto'], ['inference.GRPCInferenceService', 'infermesh.v1.Runtime']);
-const port = await listen(server, config.host, config.port);
+const port = await listen(server, config.host, config.port, serverCredentials(tls));
 const address = config.advertise || `${config.host}:${port}`;
 announcer = new Announcer(buckets.replicas, { id: replicaId, address, device: device.provider, workers: config.workers, intervalMs: config.heartbeatMs }, () => manager.loaded(), () => ({ ...scheduler.stats, outstanding: scheduler.outstanding() }), log);
 await manager.start();
 await announcer.put();
 health.set('SERVING');
-log.info({ grpcPort: port, address, device: device.provider, workers: config.workers }, 'listening');
+log.info({ grpcPort: port, address, device: device.provider, workers: config.workers, tls: tls ? (tls.ca ? 'mutual' : 'server') : 'off' }, 'listening');
 
 let closing: Promise<void> | null = null;
 const close = () =>

@@ -2,8 +2,8 @@
 import { commonSpec, int, loadConfig, str } from '../../libs/config/index.js';
 import { createLogger } from '../../libs/log/index.js';
 import { startTelemetry } from '../../libs/telemetry/index.js';
-import { connectNats, openBuckets, EventPublisher } from '../../libs/bus/index.js';
-import { addHealthAndReflection, createGrpcServer, listen, shutdownServer } from '../../libs/grpc/index.js';
+import { connectNats, natsSecurityOf, openBuckets, EventPublisher } from '../../libs/bus/index.js';
+import { AccessPolicy, addHealthAndReflection, createGrpcServer, listen, serverCredentials, serverTlsOf, shutdownServer } from '../../libs/grpc/index.js';
 import { RegistryService } from '../../libs/proto/index.js';
 import { ModelStore } from './model-store.js';
 import { registryHandlers } from './registry-service.js';
@@ -15,16 +15,25 @@ const config = loadConfig(
     ...commonSpec,
     port: int({ env: 'INFERMESH_REGISTRY_PORT', flag: 'port', default: 8600, min: 0, max: 65535 }),
     maxModelBytes: int({ env: 'INFERMESH_MAX_MODEL_BYTES', flag: 'max-model-bytes', default: 256 * 1024 * 1024, min: 1, max: 2 ** 31 - 1 }),
+    maxReferenceBytes: int({ env: 'INFERMESH_MAX_REFERENCE_BYTES', flag: 'max-reference-bytes', default: 64 * 1024 * 1024, min: 1, max: 2 ** 31 - 1 }),
     validateTimeoutMs: int({ env: 'INFERMESH_VALIDATE_TIMEOUT_MS', flag: 'validate-timeout-ms', default: 60_000, min: 100 }),
     allowedDomains: str({ env: 'INFERMESH_ALLOWED_OP_DOMAINS', flag: 'allowed-op-domains', default: DEFAULT_DOMAINS.join(',') }),
+    /** Hashed bearer tokens with roles for writes (libs/grpc/access.ts); '' = open. */
+    tokensFile: str({ env: 'INFERMESH_TOKENS_FILE', flag: 'tokens-file', default: '' }),
   },
   process.argv.slice(2),
   process.env,
 );
 
 const log = createLogger('registry', config.logLevel);
+const tls = serverTlsOf(config);
+const access = AccessPolicy.load(config.tokensFile);
+const natsSecurity = natsSecurityOf(config);
 const telemetry = await startTelemetry('infermesh-registry', process.env);
-const nc = await connectNats(config.natsUrl, 'infermesh-registry', log);
+const nc = await connectNats(config.natsUrl, 'infermesh-registry', log, natsSecurity).catch((err: Error) => {
+  log.fatal(err.message);
+  process.exit(1);
+});
 const buckets = await openBuckets(nc, config.natsReplicas);
 const store = new ModelStore(buckets.models, buckets.artifacts);
 const events = new EventPublisher(nc, 'registry', log);
@@ -36,15 +45,17 @@ server.addService(
   RegistryService,
   registryHandlers({ store, events, replicas, nc }, {
     maxModelBytes: config.maxModelBytes,
+    maxReferenceBytes: config.maxReferenceBytes,
     allowedDomains: config.allowedDomains.split(',').map((d) => d.trim()),
     timeoutMs: config.validateTimeoutMs,
     actor: 'registry',
+    access,
   }),
 );
 const health = addHealthAndReflection(server, ['infermesh/v1/registry.proto'], ['infermesh.v1.Registry']);
-const port = await listen(server, config.host, config.port);
+const port = await listen(server, config.host, config.port, serverCredentials(tls));
 health.set('SERVING');
-log.info({ grpcPort: port }, 'listening');
+log.info({ grpcPort: port, tls: tls ? (tls.ca ? 'mutual' : 'server') : 'off', tokens: access.size }, 'listening');
 
 let closing: Promise<void> | null = null;
 const close = () =>

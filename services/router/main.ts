@@ -4,8 +4,8 @@ import type * as grpc from '@grpc/grpc-js';
 import { commonSpec, int, loadConfig, num, str } from '../../libs/config/index.js';
 import { createLogger } from '../../libs/log/index.js';
 import { startTelemetry } from '../../libs/telemetry/index.js';
-import { connectNats, openBuckets } from '../../libs/bus/index.js';
-import { addHealthAndReflection, createGrpcServer, listen, shutdownServer } from '../../libs/grpc/index.js';
+import { connectNats, natsSecurityOf, openBuckets } from '../../libs/bus/index.js';
+import { addHealthAndReflection, createGrpcServer, listen, peerCredentials, serverCredentials, serverTlsOf, shutdownServer } from '../../libs/grpc/index.js';
 import { createInferPath, frontHandlers, rawInferService } from './front.js';
 import { createRestServer } from './rest-server.js';
 import { routerMetrics, type RouterCounters } from './router-metrics.js';
@@ -31,10 +31,21 @@ const config = loadConfig(
 
 const routerId = config.routerId || `router-${randomBytes(4).toString('hex')}`;
 const log = createLogger('router', config.logLevel, { router: routerId });
+const tls = serverTlsOf(config);
+const natsSecurity = natsSecurityOf(config);
 const telemetry = await startTelemetry('infermesh-router', process.env, { attributes: { 'service.instance.id': routerId } });
-const nc = await connectNats(config.natsUrl, `infermesh-${routerId}`, log);
+const nc = await connectNats(config.natsUrl, `infermesh-${routerId}`, log, natsSecurity).catch((err: Error) => {
+  log.fatal(err.message);
+  process.exit(1);
+});
 const buckets = await openBuckets(nc, config.natsReplicas);
-const table = await RoutingTable.create(buckets.models, buckets.replicas, { maxMessageBytes: config.maxMessageBytes, promoteReadyFraction: config.promoteReadyFraction, log });
+const table = await RoutingTable.create(buckets.models, buckets.replicas, {
+  maxMessageBytes: config.maxMessageBytes,
+  promoteReadyFraction: config.promoteReadyFraction,
+  log,
+  credentials: peerCredentials(tls),
+  serverName: config.tlsServerName,
+});
 const samples = new SampleRecorder(nc, { routerId, flushMs: config.sampleFlushMs, sampleRate: config.sampleRate }, log);
 
 const server = createGrpcServer({ maxMessageBytes: config.maxMessageBytes });
@@ -43,16 +54,16 @@ const counters: RouterCounters = { inflight: 0, shed: 0, cancelled: 0 };
 const infer = createInferPath(table, samples, frontOptions, counters);
 server.addService(rawInferService(), frontHandlers(table, infer, frontOptions) as unknown as grpc.UntypedServiceImplementation);
 const health = addHealthAndReflection(server, ['inference/grpc_service.proto'], ['inference.GRPCInferenceService']);
-const port = await listen(server, config.host, config.port);
+const port = await listen(server, config.host, config.port, serverCredentials(tls));
 
 // The REST gateway (TF Serving and OIP REST), on the same request path as gRPC.
-const rest = createRestServer(table, infer, { metrics: routerMetrics(table, counters), maxBodyBytes: config.maxMessageBytes, defaultTimeoutMs: config.defaultTimeoutMs, serverVersion: frontOptions.serverVersion, log });
+const rest = createRestServer(table, infer, { metrics: routerMetrics(table, counters), maxBodyBytes: config.maxMessageBytes, defaultTimeoutMs: config.defaultTimeoutMs, serverVersion: frontOptions.serverVersion, log, tls });
 const restPort = await new Promise<number>((resolve, reject) => {
   rest.once('error', reject);
   rest.listen(config.restPort, config.host, () => resolve((rest.address() as { port: number }).port));
 });
 health.set('SERVING');
-log.info({ grpcPort: port, restPort }, 'listening');
+log.info({ grpcPort: port, restPort, tls: tls ? (tls.ca ? 'mutual' : 'server') : 'off' }, 'listening');
 
 let closing: Promise<void> | null = null;
 const close = () =>

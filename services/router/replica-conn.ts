@@ -46,10 +46,19 @@ export class ReplicaConn {
   private backoffMs = 50;
   private readonly sweeper: NodeJS.Timeout;
 
-  constructor(readonly id: string, readonly address: string, maxMessageBytes: number, private readonly log: Logger) {
-    this.client = new grpc.Client(address, grpc.credentials.createInsecure(), {
+  constructor(
+    readonly id: string,
+    readonly address: string,
+    maxMessageBytes: number,
+    private readonly log: Logger,
+    credentials: grpc.ChannelCredentials = grpc.credentials.createInsecure(),
+    serverName = '',
+  ) {
+    // TLS is set up once per connection here; the frames on the stream cost the same either way.
+    this.client = new grpc.Client(address, credentials, {
       ...channelOptions(maxMessageBytes),
       'grpc.max_concurrent_streams': 100,
+      ...(serverName ? { 'grpc.ssl_target_name_override': serverName } : {}),
     } as grpc.ChannelOptions);
     this.open();
     this.sweeper = setInterval(() => this.sweep(), 25);

@@ -18,6 +18,7 @@
  * overloaded, 503 unavailable, 504 deadline exceeded, 500 otherwise.
  */
 import http from 'node:http';
+import https from 'node:https';
 import type { Registry } from 'prom-client';
 import { fromStatus, InternalError, InvalidArgumentError, NotFoundError } from '../../libs/errors/index.js';
 import type { Logger } from '../../libs/log/index.js';
@@ -40,6 +41,11 @@ export interface RestOptions {
   defaultTimeoutMs: number;
   serverVersion: string;
   log: Logger;
+  /**
+   * HTTPS with this certificate and key (the gRPC listener's); with `ca`,
+   * clients must present a certificate it signed. Absent: plain HTTP.
+   */
+  tls?: { cert?: Buffer; key?: Buffer; ca?: Buffer } | null;
 }
 
 /** Header that sets a request's deadline, in milliseconds from now. */
@@ -51,7 +57,7 @@ interface Endpoint {
 }
 
 /** The REST gateway's HTTP server (not yet listening). It never throws on bad input and never crashes on it. */
-export function createRestServer(table: RoutingTable, infer: InferPath, o: RestOptions): http.Server {
+export function createRestServer(table: RoutingTable, infer: InferPath, o: RestOptions): http.Server | https.Server {
   const call = (req: http.IncomingMessage, buf: Buffer): Promise<oip.ModelInferResponse> => {
     const deadline = deadlineOf(req, o.defaultTimeoutMs);
     return new Promise((resolve, reject) => {
@@ -166,13 +172,16 @@ export function createRestServer(table: RoutingTable, infer: InferPath, o: RestO
     sendJson(res, status, out);
   };
 
-  const server = http.createServer((req, res) => {
+  const onRequest = (req: http.IncomingMessage, res: http.ServerResponse): void => {
     handle(req, res).catch((err: unknown) => {
       const e = httpErrorOf(err);
       if (e.internal) o.log.error({ err, method: req.method, url: req.url }, 'REST request failed');
       sendJson(res, e.status, { error: e.message }, e.headers);
     });
-  });
+  };
+  const server = o.tls
+    ? https.createServer({ cert: o.tls.cert, key: o.tls.key, ca: o.tls.ca, requestCert: o.tls.ca !== undefined, rejectUnauthorized: o.tls.ca !== undefined }, onRequest)
+    : http.createServer(onRequest);
   // Requests Node cannot parse still get a JSON answer.
   server.on('clientError', (err: NodeJS.ErrnoException, socket) => {
     if (!socket.writable || err.code === 'ECONNRESET') return void socket.destroy();

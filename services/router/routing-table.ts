@@ -1,3 +1,4 @@
+import type { ChannelCredentials } from '@grpc/grpc-js';
 import type { KV } from 'nats';
 import { KvMirror, parseModelKey } from '../../libs/bus/index.js';
 import type { Logger } from '../../libs/log/index.js';
@@ -43,6 +44,10 @@ export interface RoutingTableOptions {
    */
   promoteReadyFraction: number;
   log: Logger;
+  /** How the router reaches replicas (TLS, with its certificate under mutual TLS); default plaintext. */
+  credentials?: ChannelCredentials;
+  /** Name expected in the replicas' certificates instead of their announced host ('' = the host). */
+  serverName?: string;
 }
 
 /**
@@ -144,7 +149,7 @@ export class RoutingTable {
     if (cur && cur.rec.address === rec.address) cur.rec = rec;
     else {
       cur?.conn.close();
-      this.replicas.set(key, { rec, conn: new ReplicaConn(rec.id, rec.address, this.o.maxMessageBytes, this.o.log) });
+      this.replicas.set(key, { rec, conn: new ReplicaConn(rec.id, rec.address, this.o.maxMessageBytes, this.o.log, this.o.credentials, this.o.serverName) });
       this.o.log.info({ replica: key, address: rec.address }, 'replica joined');
     }
     this.scheduleRebuild();

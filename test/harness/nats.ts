@@ -4,7 +4,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -25,6 +25,15 @@ export interface NatsHandle {
   up(): Promise<void>;
 }
 
+/** Options of {@link startNats}. */
+export interface NatsOptions {
+  /**
+   * Extra nats-server configuration (its config-file syntax), e.g. a `tls { … }`
+   * or `authorization { … }` block. Written to a file in the store directory.
+   */
+  config?: string;
+}
+
 const BIN = 'nats-server';
 const READY_TIMEOUT_MS = 10_000;
 // A server leads its own process group, so it would outlive a test worker
@@ -34,9 +43,16 @@ const SETPRIV = '/usr/bin/setpriv';
 const withParentDeath = existsSync(SETPRIV);
 
 /** Starts nats-server with JetStream; resolves once its port accepts connections. */
-export async function startNats(): Promise<NatsHandle> {
+export async function startNats(o: NatsOptions = {}): Promise<NatsHandle> {
   const port = await freePort();
   const dir = await mkdtemp(path.join(os.tmpdir(), 'infermesh-nats-'));
+  const extra: string[] = [];
+  if (o.config) {
+    const file = path.join(dir, 'extra.conf');
+    await writeFile(file, o.config);
+    extra.push('-c', file);
+  }
+  const launch = (p: number, d: string) => launchServer(p, d, extra);
   let proc: ChildProcess | null = await launch(port, dir);
   let stopped: Promise<void> | null = null;
 
@@ -67,9 +83,9 @@ export async function startNats(): Promise<NatsHandle> {
   };
 }
 
-async function launch(port: number, dir: string): Promise<ChildProcess> {
+async function launchServer(port: number, dir: string, extra: readonly string[]): Promise<ChildProcess> {
   // detached: the server leads its own process group, so stop() can kill the group.
-  const args = ['-js', '-sd', dir, '-a', '127.0.0.1', '-p', String(port)];
+  const args = [...extra, '-js', '-sd', dir, '-a', '127.0.0.1', '-p', String(port)];
   const proc = spawn(withParentDeath ? SETPRIV : BIN, withParentDeath ? ['--pdeathsig', 'KILL', '--', BIN, ...args] : args, {
     detached: true,
     stdio: ['ignore', 'ignore', 'pipe'],

@@ -1,0 +1,36 @@
+/**
+ * The CLI's credentials: TLS (a CA to verify the mesh, a client certificate
+ * for mutual TLS) and a bearer token, from the global flags or INFERMESH_TLS_*
+ * and INFERMESH_TOKEN. Applied once, before a command runs, to every client
+ * the command builds (libs/client setClientDefaults).
+ */
+import { setClientDefaults } from '../../libs/client/index.js';
+import { ConfigError } from '../../libs/config/index.js';
+import { readClientTls } from '../../libs/grpc/index.js';
+import { envSecurity } from './addresses.js';
+import { UsageError } from './output.js';
+
+export interface SecurityOptions {
+  token?: string;
+  tlsCa?: string;
+  tlsCert?: string;
+  tlsKey?: string;
+}
+
+/**
+ * Reads the TLS files and sets the token for the clients of this run.
+ * Throws UsageError (exit 2) naming the flag when a file cannot be read or a
+ * certificate comes without its key.
+ */
+export function applyClientSecurity(o: SecurityOptions): void {
+  const files = { ca: o.tlsCa ?? envSecurity.tlsCa, cert: o.tlsCert ?? envSecurity.tlsCert, key: o.tlsKey ?? envSecurity.tlsKey };
+  try {
+    const tls = readClientTls(files, { ca: '--tls-ca (INFERMESH_TLS_CA)', cert: '--tls-cert (INFERMESH_TLS_CERT)', key: '--tls-key (INFERMESH_TLS_KEY)' });
+    const token = o.token ?? envSecurity.token;
+    if (token !== '' && /\s/.test(token)) throw new ConfigError('--token (INFERMESH_TOKEN): must not contain spaces');
+    setClientDefaults({ tls, token: token || undefined });
+  } catch (err) {
+    if (err instanceof ConfigError) throw new UsageError(err.message);
+    throw err;
+  }
+}
