@@ -4,5 +4,5 @@
 # Extra arguments go to vitest (e.g. a test file).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash deploy/local/ensure-deps.sh nats pyclient
+bash deploy/local/ensure-deps.sh nats pyclient promtool
 exec npx vitest run "$@"

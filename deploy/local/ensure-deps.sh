@@ -6,6 +6,7 @@
 #   pyclient  -> python3-grpcio, python3-protobuf, protobuf-compiler (the
 #                independent OIP client used by the tests)
 #   h2load    -> nghttp2-client (the benchmark's load generator)
+#   promtool  -> prometheus (promtool checks /metrics and the alert rules in tests)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -17,6 +18,7 @@ for want in "$@"; do
       /usr/bin/python3 -c 'import grpc, google.protobuf' 2>/dev/null || need+=(python3-grpcio python3-protobuf)
       command -v protoc >/dev/null || need+=(protobuf-compiler) ;;
     h2load) command -v h2load >/dev/null || need+=(nghttp2-client) ;;
+    promtool) command -v promtool >/dev/null || need+=(prometheus) ;;
     *) echo "ensure-deps: unknown dependency '$want'" >&2; exit 2 ;;
   esac
 done

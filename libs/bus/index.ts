@@ -1,5 +1,5 @@
 /** NATS: connection, buckets, subjects and keys, typed events, KV mirrors. */
-export { connectNats, openBuckets, ensureEventStream, ensureStream, REPLICA_TTL_MS, type Buckets } from './connection.js';
+export { connectNats, natsSecurityOf, NatsStartError, openBuckets, ensureEventStream, ensureStream, REPLICA_TTL_MS, type Buckets, type NatsSecurity, type NatsSecurityConfig } from './connection.js';
 export { EventPublisher } from './events.js';
 export { KvMirror, type KvMirrorOptions } from './kv-mirror.js';
 export {

@@ -1,7 +1,8 @@
 import * as grpc from '@grpc/grpc-js';
-import { channelOptions, type UnaryMethod } from '../grpc/index.js';
+import type { UnaryMethod } from '../grpc/index.js';
 import { oip } from '../proto/index.js';
 import { datatype, rawToTyped, toPlain, toRaw, toTypedContents } from '../tensor/index.js';
+import { channelSetup, type ClientSecurity } from './security.js';
 
 export interface InputTensor {
   name: string;
@@ -59,8 +60,8 @@ export function decodeOutputs(res: oip.ModelInferResponse): OutputTensor[] {
   });
 }
 
-/** Options of an {@link InferenceApi}. */
-export interface InferenceApiOptions {
+/** Options of an {@link InferenceApi}; `tls` and `token` as in {@link ClientSecurity}. */
+export interface InferenceApiOptions extends ClientSecurity {
   /** The deadline of each call, attempts and backoff included, unless the call sets its own (default 10 s). */
   timeoutMs?: number;
   /** Extra attempts after an UNAVAILABLE answer, each on the next address (default 2). */
@@ -129,7 +130,8 @@ export class InferenceApi {
     this.timeoutMs = o.timeoutMs ?? 10_000;
     this.retries = Math.max(0, o.retries ?? 2);
     this.addresses = parseAddresses(address);
-    this.clients = this.addresses.map((a) => new oip.GRPCInferenceServiceClient(a, grpc.credentials.createInsecure(), channelOptions(64 * 1024 * 1024)));
+    const { credentials, options: channel } = channelSetup(o, 64 * 1024 * 1024);
+    this.clients = this.addresses.map((a) => new oip.GRPCInferenceServiceClient(a, credentials, channel));
     this.client = this.clients[0]!;
   }
 

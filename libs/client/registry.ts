@@ -1,26 +1,52 @@
 import * as grpc from '@grpc/grpc-js';
-import { channelOptions, deadlineIn, call } from '../grpc/index.js';
-import { PushHeader, RegistryClient, type ModelEvent, type ModelInfo, type VersionRecord, type PushModelResponse } from '../proto/index.js';
+import { deadlineIn, call } from '../grpc/index.js';
+import { ProbeRecord, PushHeader, RegistryClient, type ModelEvent, type ModelInfo, type VersionRecord, type PushModelResponse, type ReferenceProfile } from '../proto/index.js';
+import { channelSetup, clientOptions, type ClientOptions } from './security.js';
 
 const CHUNK = 1 << 20;
 
-/** The registry's management API. Errors are grpc-js ServiceErrors with the registry's codes. */
+/**
+ * The registry's management API. Errors are grpc-js ServiceErrors with the
+ * registry's codes; writes answer UNAUTHENTICATED without a token and
+ * PERMISSION_DENIED with one that lacks the role, when the registry has a tokens file.
+ */
 export class RegistryApi {
   readonly client: RegistryClient;
-  constructor(address: string, private readonly timeoutMs = 60_000) {
-    this.client = new RegistryClient(address, grpc.credentials.createInsecure(), channelOptions(16 * 1024 * 1024));
+  private readonly timeoutMs: number;
+  /**
+   * @param options the deadline of each call in ms (default 60 s), or
+   * {@link ClientOptions}: `timeoutMs`, `tls` (CA, client certificate), `token` (bearer).
+   */
+  constructor(address: string, options?: number | ClientOptions) {
+    const o = clientOptions(options, 60_000);
+    this.timeoutMs = o.timeoutMs;
+    const { credentials, options: channel } = channelSetup(o, 16 * 1024 * 1024);
+    this.client = new RegistryClient(address, credentials, channel);
   }
 
-  /** Uploads a model in 1 MiB chunks; resolves to the new version's record. */
-  push(bytes: Uint8Array, header: Partial<PushHeader> & { name: string }, metadata = new grpc.Metadata()): Promise<VersionRecord> {
+  /**
+   * Uploads a model in 1 MiB chunks; resolves to the new version's record.
+   * With `header.reference` (CSV or JSON-lines rows of inputs, format in
+   * `header.referenceFormat`), the rows follow the model and the registry
+   * stores their profile for drift; a bad reference fails the push
+   * (INVALID_ARGUMENT naming the line, RESOURCE_EXHAUSTED over its cap).
+   */
+  push(bytes: Uint8Array, header: Partial<PushHeader> & { name: string; reference?: Uint8Array }, metadata = new grpc.Metadata()): Promise<VersionRecord> {
     return new Promise((resolve, reject) => {
       const stream = this.client.pushModel(metadata, { deadline: deadlineIn(this.timeoutMs) }, (err: grpc.ServiceError | null, res?: PushModelResponse) =>
         err ? reject(err) : resolve(res!.version!),
       );
-      stream.write({ part: { $case: 'header', value: PushHeader.fromPartial(header) } });
+      const { reference: ref, ...fields } = header;
+      stream.write({ part: { $case: 'header', value: PushHeader.fromPartial(fields) } });
       for (let off = 0; off < bytes.byteLength; off += CHUNK) stream.write({ part: { $case: 'chunk', value: bytes.subarray(off, off + CHUNK) } });
+      if (ref) for (let off = 0; off < ref.byteLength; off += CHUNK) stream.write({ part: { $case: 'reference', value: ref.subarray(off, off + CHUNK) } });
       stream.end();
     });
+  }
+
+  /** A version's reference profile. NOT_FOUND for an unknown version or one pushed without a reference. */
+  getReference(name: string, version: number): Promise<ReferenceProfile> {
+    return call(this.client.getReference, this.client, { name, version }, { timeoutMs: this.timeoutMs });
   }
 
   async list(): Promise<ModelInfo[]> {
@@ -71,6 +97,15 @@ export class RegistryApi {
   /** Removes the model's shadow; idempotent. */
   clearShadow(name: string): Promise<ModelInfo> {
     return call(this.client.setShadow, this.client, { name, version: 0, percent: 0, clear: true }, { timeoutMs: this.timeoutMs });
+  }
+
+  /**
+   * Stores the model's golden probe (or with `clear`, removes it). INVALID_ARGUMENT
+   * for a request that is not an OIP request for this model, no expected values or
+   * an interval under 1 s; NOT_FOUND for an unknown model.
+   */
+  setProbe(probe: Partial<ProbeRecord> & { name: string }, clear = false): Promise<ProbeRecord> {
+    return call(this.client.setProbe, this.client, { probe: ProbeRecord.fromPartial(probe), clear }, { timeoutMs: this.timeoutMs });
   }
 
   /** The model's lifecycle events, oldest first. */

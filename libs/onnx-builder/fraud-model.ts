@@ -2,7 +2,7 @@ import { ElemType } from './elem-type.js';
 import type { Fixture } from './fixture.js';
 import { FRAUD_FEATURES, type LabeledRows, generateTransactions } from './fraud-data.js';
 import { GraphBuilder } from './graph-builder.js';
-import { rocAuc } from './roc-auc.js';
+import { rocAuc } from '../stats/index.js';
 
 /** Options for {@link trainFraudModel}. */
 export interface FraudTrainingOptions {

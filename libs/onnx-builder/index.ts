@@ -21,4 +21,4 @@ export { slowModel, type SlowModel } from './slow-model.js';
 export { brokenModel, customOpModel, externalDataModel, type BrokenReason } from './hostile-models.js';
 export { FRAUD_FEATURES, type LabeledRows } from './fraud-data.js';
 export { trainFraudModel, type FraudModel, type FraudTrainingOptions } from './fraud-model.js';
-export { rocAuc } from './roc-auc.js';
+export { rocAuc } from '../stats/index.js';

@@ -15,7 +15,9 @@ const program = new Command('infermesh')
   .enablePositionalOptions()
   .exitOverride()
   // Commander's own error lines are replaced by ours (see the catch below).
-  .configureOutput({ outputError: () => undefined });
+  .configureOutput({ outputError: () => undefined })
+  // TLS and the bearer token (global flags, else INFERMESH_TLS_* / INFERMESH_TOKEN) for every client the command builds.
+  .hook('preAction', async (_program, command) => (await import('./security.js')).applyClientSecurity(command.opts()));
 
 /** Adds the options every command takes: service addresses and --json. */
 function withGlobals(cmd: Command): Command {
@@ -23,7 +25,11 @@ function withGlobals(cmd: Command): Command {
     .addOption(new Option('--registry <addr>', 'registry gRPC address (env INFERMESH_REGISTRY_ADDR)').default(defaultAddresses.registry))
     .addOption(new Option('--router <addr>', 'router gRPC address (env INFERMESH_ROUTER_ADDR)').default(defaultAddresses.router))
     .addOption(new Option('--monitor <addr>', 'monitor gRPC address (env INFERMESH_MONITOR_ADDR)').default(defaultAddresses.monitor))
-    .option('--json', 'print exactly one JSON object on stdout');
+    .option('--json', 'print exactly one JSON object on stdout')
+    .option('--token <token>', 'bearer token sent on every call (env INFERMESH_TOKEN, which keeps it out of ps)')
+    .option('--tls-ca <file>', 'PEM CA that signed the services\' certificates: speak TLS (env INFERMESH_TLS_CA)')
+    .option('--tls-cert <file>', 'PEM client certificate for mutual TLS (env INFERMESH_TLS_CERT)')
+    .option('--tls-key <file>', 'PEM key of --tls-cert (env INFERMESH_TLS_KEY)');
 }
 
 function int(min: number, max = Number.MAX_SAFE_INTEGER) {
@@ -67,6 +73,8 @@ withGlobals(models.command('push').argument('<file>', 'ONNX model file'))
   .option('--max-queue-delay-us <n>', 'dynamic batching: longest wait for a batch to fill, in µs', int(0, 10_000_000))
   .option('--replicas <k>', 'inference replicas that hold the model (rendezvous placement; default: all)', int(1, 1000))
   .option('--cache <entries>', 'response cache entries per replica for identical inputs (default: off)', int(1, 10_000_000))
+  .option('--reference <file>', 'reference rows of inputs (CSV with a header, or JSON lines) profiled for drift monitoring')
+  .addOption(new Option('--reference-format <format>', 'format of --reference (default: from its extension)').choices(['csv', 'jsonl']))
   .action(async (file: string, o) => (await import('./models.js')).pushCommand(file, o));
 
 withGlobals(models.command('list'))
@@ -103,6 +111,21 @@ withGlobals(models.command('shadow').argument('<name>', 'model name').argument('
 withGlobals(models.command('history').argument('<name>', 'model name'))
   .description("a model's lifecycle events, oldest first: registered, loading, ready, promoted, rolled back, canaried, shadowed, failed …")
   .action(async (name: string, o: GlobalOptions) => (await import('./lifecycle.js')).historyCommand(name, o));
+
+withGlobals(models.command('probe').argument('<name>', 'model name'))
+  .description('store a golden probe the monitor sends through the router every interval (a wrong or slow answer raises an alert), or remove it (--clear)')
+  .option('--input <json>', 'the probe request, as for infer: {"<input>": nestedArray} or tensors, or @file')
+  .option('--expect <json>', "the first output's expected values (JSON array, or @file); default: today's answer")
+  .option('--tolerance <t>', 'largest accepted difference per value', parseFloat, 1e-4)
+  .option('--every <seconds>', 'probe interval in seconds (≥ 1)', parseFloat, 30)
+  .option('--max-latency-ms <ms>', 'slower than this is a failure too (0 = no check)', int(0, 600_000), 0)
+  .option('--clear', 'remove the probe')
+  .action(async (name: string, o) => (await import('./probe.js')).probeCommand(name, { ...o, everyS: o.every }));
+
+withGlobals(program.command('alerts').argument('[name]', 'model name (default: all models)'))
+  .description('alerts firing now and recently resolved (latency, errors, drift, evaluation, probes, canary analysis); --watch follows changes')
+  .option('--watch', 'stream alert changes until Ctrl-C')
+  .action(async (name: string | undefined, o) => (await import('./alerts.js')).alertsCommand(name, o));
 
 withGlobals(program.command('infer').argument('<name>', 'model name'))
   .description('one inference through the router')
@@ -147,9 +170,15 @@ program
     process.exitCode = await tuneCommand(name, o);
   });
 
+withGlobals(program.command('drift').argument('<name>', 'model name'))
+  .description("PSI and KS distance of each feature and output of a model's versions against the reference profile (or the previous version), drifting and worst first")
+  .option('--version <n>', 'one version (default: every version with samples)', int(1))
+  .action(async (name: string, o) => (await import('./drift.js')).driftCommand(name, o));
+
 withGlobals(program.command('stats').argument('[name]', 'model name (default: all models)'))
   .description('requests, errors, latency percentiles and rate per model version, and shadow agreement, from the monitor')
-  .action(async (name: string | undefined, o: GlobalOptions) => (await import('./stats.js')).statsCommand(name, o));
+  .option('--watch [seconds]', 'refresh every N seconds (default 2) until Ctrl-C')
+  .action(async (name: string | undefined, o) => (await import('./stats.js')).statsCommand(name, o));
 
 const traces = program.command('traces').description("find the traces of a model's slow requests");
 
@@ -157,6 +186,25 @@ withGlobals(traces.command('slow').argument('<name>', 'model name'))
   .description("the slowest requests of a model over the monitor's window (default 15 min), slowest first: trace id and where the time went")
   .option('--limit <n>', 'at most this many', int(1, 100), 20)
   .action(async (name: string, o) => (await import('./traces.js')).slowCommand(name, o));
+
+withGlobals(program.command('outcomes').argument('<name>', 'model name').argument('<file>', 'CSV with header request_id,label, or JSON lines {"request_id":…,"label":…}'))
+  .description('record ground truth: (request id, label) pairs joined by the monitor to the predictions it kept (sent in batches of 1,000)')
+  .action(async (name: string, file: string, o: GlobalOptions) => (await import('./outcomes.js')).outcomesCommand(name, file, o));
+
+withGlobals(program.command('eval').argument('<name>', 'model name'))
+  .description('online evaluation per version from recorded outcomes: accuracy, precision, recall, F1, ROC-AUC, log-loss (classifiers) or MSE, MAE, R2 (regressors)')
+  .option('--threshold <t>', 'binary decision threshold, 0 < t < 1 (default 0.5)')
+  .action(async (name: string, o) => (await import('./outcomes.js')).evalCommand(name, o));
+
+const token = program.command('token').description('bearer tokens for the management plane (registry writes, alias moves, outcomes)');
+
+token
+  .command('hash')
+  .description('print the tokens-file line (sha256 of the token, subject, roles) for a token read from stdin, or for a new random token')
+  .option('--subject <name>', 'who the token stands for (recorded as the actor of its changes)')
+  .option('--roles <list>', 'comma-separated: push, promote, outcomes, admin')
+  .option('--json', 'print one JSON object')
+  .action(async (o) => (await import('./token.js')).tokenHashCommand(o));
 
 process.on('unhandledRejection', (err) => exitWith(err));
 

@@ -3,7 +3,7 @@ import { readFile } from 'node:fs/promises';
 import { RegistryApi } from '../../libs/client/index.js';
 import type { ModelInfo, TensorSpec, VersionRecord } from '../../libs/proto/index.js';
 import type { GlobalOptions } from './addresses.js';
-import { CliError, printJson, printText, remote } from './output.js';
+import { CliError, UsageError, printJson, printText, remote } from './output.js';
 import { formatBytes, renderFields, renderTable } from './table.js';
 import { aliases, aliasesText, canaryJson, canaryText, shadowJson, shadowText } from './traffic.js';
 
@@ -15,6 +15,10 @@ export interface PushOptions extends GlobalOptions {
   maxQueueDelayUs?: number;
   replicas?: number;
   cache?: number;
+  /** CSV or JSON-lines reference rows profiled for drift. */
+  reference?: string;
+  /** `csv` or `jsonl`; default from the reference file's extension. */
+  referenceFormat?: string;
 }
 
 /** `models push FILE`: uploads an ONNX file as the next version of `--name`. */
@@ -25,12 +29,13 @@ export async function pushCommand(file: string, o: PushOptions): Promise<void> {
   } catch (err) {
     throw new CliError('NOT_FOUND', `cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
   }
+  const ref = o.reference !== undefined ? await readReference(o.reference, o.referenceFormat) : undefined;
   const batching = o.maxBatch !== undefined || o.maxQueueDelayUs !== undefined ? { maxBatchSize: o.maxBatch ?? 0, maxQueueDelayMicros: o.maxQueueDelayUs ?? 0 } : undefined;
   const api = new RegistryApi(o.registry);
   try {
-    const v = await remote('registry', o.registry, () => api.push(bytes, { name: o.name, alias: o.alias ?? '', description: o.description ?? '', batching, replicas: o.replicas ?? 0, cacheEntries: o.cache ?? 0 }));
+    const v = await remote('registry', o.registry, () => api.push(bytes, { name: o.name, alias: o.alias ?? '', description: o.description ?? '', batching, replicas: o.replicas ?? 0, cacheEntries: o.cache ?? 0, ...ref }));
     if (o.json) {
-      printJson({ name: v.name, version: v.version, sha256: v.sha256, sizeBytes: v.sizeBytes, inputs: specsJson(v.inputs), outputs: specsJson(v.outputs), batchable: v.batchable, ...(o.alias ? { alias: o.alias } : {}) });
+      printJson({ name: v.name, version: v.version, sha256: v.sha256, sizeBytes: v.sizeBytes, inputs: specsJson(v.inputs), outputs: specsJson(v.outputs), batchable: v.batchable, ...(o.alias ? { alias: o.alias } : {}), ...(ref ? { reference: o.reference } : {}) });
       return;
     }
     printText(
@@ -42,11 +47,29 @@ export async function pushCommand(file: string, o: PushOptions): Promise<void> {
         ['inputs', specsText(v.inputs)],
         ['outputs', specsText(v.outputs)],
         ['batchable', v.batchable ? 'yes' : 'no'],
+        ...(ref ? ([['reference', `${o.reference} (profiled for drift)`]] as [string, string][]) : []),
         ...(o.alias ? ([['alias', `${o.alias} → ${v.version}`]] as [string, string][]) : []),
       ]),
     );
   } finally {
     api.close();
+  }
+}
+
+/**
+ * Reads a reference file; its format is `format` (csv or jsonl), else the
+ * file's extension (.csv; .jsonl, .ndjson). A usage error when neither says.
+ */
+async function readReference(file: string, format: string | undefined): Promise<{ reference: Uint8Array; referenceFormat: string }> {
+  const ext = /\.(csv|jsonl|ndjson)$/i.exec(file)?.[1]?.toLowerCase();
+  const referenceFormat = format ?? (ext === 'ndjson' ? 'jsonl' : ext);
+  if (referenceFormat !== 'csv' && referenceFormat !== 'jsonl') {
+    throw new UsageError(format !== undefined ? `--reference-format must be csv or jsonl, not ${format}` : `cannot tell the format of ${file} from its extension; add --reference-format csv|jsonl`);
+  }
+  try {
+    return { reference: await readFile(file), referenceFormat };
+  } catch (err) {
+    throw new CliError('NOT_FOUND', `cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
   }
 }
 

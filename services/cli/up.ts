@@ -103,7 +103,13 @@ export async function upCommand(o: UpOptions): Promise<number> {
       );
     const [registry, monitor, ...replicas] = await Promise.all([
       service('registry', 1, 'registry', o.registryPort),
-      service('monitor', 1, 'monitor', o.monitorPort, ['--metrics-port', String(o.metricsPort)]),
+      // Probes go through the router and canary rollbacks through the registry (fixed ports; 0 leaves the defaults).
+      service('monitor', 1, 'monitor', o.monitorPort, [
+        '--metrics-port',
+        String(o.metricsPort),
+        ...(o.routerPort ? ['--router-address', `127.0.0.1:${o.routerPort}`] : []),
+        ...(o.registryPort ? ['--registry-address', `127.0.0.1:${o.registryPort}`] : []),
+      ]),
       ...Array.from({ length: o.replicas }, (_, i) => service(`inference-${i + 1}`, 2, 'inference', o.inferencePort === 0 ? 0 : o.inferencePort + i)),
     ]);
     const router = await service('router', 3, 'router', o.routerPort, ['--rest-port', String(o.restPort)]);

@@ -57,6 +57,7 @@ export class Ingest {
       this.store.recordTraffic(batch.name, v, seenMs);
       this.collectTraced(v.version, batch);
       this.observe(batch.name, v.version, v.latencyMicros, v.codes);
+      if (v.computeMicros.length === v.latencyMicros.length && v.queueMicros.length === v.latencyMicros.length) this.observeReplica(batch.name, v.version, v.queueMicros, v.computeMicros);
     }
     if (batch.slowest.length > 0) this.slow.record(batch.name, batch.slowest, seenMs);
     if (batch.shadows.length > 0) this.shadows(batch.name, batch.shadows);
@@ -130,6 +131,18 @@ export class Ingest {
       perCode.set(c, (perCode.get(c) ?? 0) + 1);
     }
     for (const [code, n] of perCode) this.metrics.requests.inc({ model, version: v, code: codeName(code) }, n);
+  }
+
+  /** Queue wait and run time of the requests a replica answered (compute > 0). */
+  private observeReplica(model: string, version: number, queue: number[], compute: number[]): void {
+    const v = String(version);
+    const q = this.metrics.queueDuration.labels(model, v);
+    const c = this.metrics.computeDuration.labels(model, v);
+    for (let i = 0; i < compute.length; i++) {
+      if (compute[i] === 0) continue;
+      q.observe(queue[i]! / 1e6);
+      c.observe(compute[i]! / 1e6);
+    }
   }
 
   /**

@@ -27,6 +27,15 @@ export class LatencyHistogram {
     if (micros > this.hi) this.hi = micros;
   }
 
+  /** Adds every observation of `other` to this histogram. */
+  add(other: LatencyHistogram): void {
+    for (let i = 0; i < BUCKETS; i++) this.counts[i]! += other.counts[i]!;
+    this.n += other.n;
+    this.sum += other.sum;
+    if (other.lo < this.lo) this.lo = other.lo;
+    if (other.hi > this.hi) this.hi = other.hi;
+  }
+
   get count(): number {
     return this.n;
   }

@@ -5,7 +5,7 @@
 import { loadConfig } from '../../libs/config/index.js';
 import { createLogger } from '../../libs/log/index.js';
 import { startTelemetry } from '../../libs/telemetry/index.js';
-import { connectNats } from '../../libs/bus/index.js';
+import { connectNats, natsSecurityOf } from '../../libs/bus/index.js';
 import { monitorSpec } from './config.js';
 import { Monitor } from './monitor.js';
 
@@ -13,7 +13,7 @@ async function main(): Promise<void> {
   const config = loadConfig(monitorSpec, process.argv.slice(2), process.env);
   const log = createLogger('monitor', config.logLevel);
   const telemetry = await startTelemetry('infermesh-monitor', process.env);
-  const nc = await connectNats(config.natsUrl, 'infermesh-monitor', log);
+  const nc = await connectNats(config.natsUrl, 'infermesh-monitor', log, natsSecurityOf(config));
   const monitor = await Monitor.create(config, { nc, log });
   log.info({ grpcPort: monitor.grpcPort, metricsPort: monitor.metricsPort }, 'listening');
 

@@ -4,7 +4,8 @@
  * OpenMetrics, the only text format that carries exemplars: the request
  * duration histogram links each bucket to a recent trace (`trace_id`).
  */
-import { Counter, Histogram, Registry, collectDefaultMetrics, type OpenMetricsContentType } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics, type OpenMetricsContentType } from 'prom-client';
+import type { FeatureDrift } from '../../libs/proto/index.js';
 
 /** Conventional request-duration buckets, 100 µs to 10 s. */
 export const DURATION_BUCKETS_SECONDS = [
@@ -19,11 +20,24 @@ export class MonitorMetrics {
   readonly badMessages: Counter<'source'>;
   readonly shadowRequests: Counter<'model' | 'version' | 'production_version'>;
   readonly shadowAgreements: Counter<'model' | 'version' | 'production_version'>;
+  readonly queueDuration: Histogram<'model' | 'version'>;
+  readonly computeDuration: Histogram<'model' | 'version'>;
+  readonly probeUp: Gauge<'model'>;
+  readonly probeDuration: Gauge<'model'>;
+  readonly probes: Counter<'model' | 'result'>;
+  readonly alertsFiring: Gauge<'model' | 'rule'>;
+  readonly canaryRollbacks: Counter<'model'>;
+  readonly driftPsi: Gauge<'model' | 'version' | 'feature'>;
+  readonly driftKs: Gauge<'model' | 'version' | 'feature'>;
+  /** What the drift gauges show, read at each scrape (the monitor points it at the drift tracker's report). */
+  driftReport: () => readonly FeatureDrift[] = () => [];
 
   constructor() {
     this.registry.setContentType(Registry.OPENMETRICS_CONTENT_TYPE);
     const registers = [this.registry];
     collectDefaultMetrics({ register: this.registry });
+    // prom-client names these gauges *_total, which `promtool check metrics` rejects (only counters end in _total).
+    for (const n of ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total']) this.registry.removeSingleMetric(n);
     this.requests = new Counter({
       name: 'infermesh_requests_total',
       help: 'Requests seen by the routers, by model, version and gRPC status code name.',
@@ -62,6 +76,65 @@ export class MonitorMetrics {
       labelNames: ['model', 'version', 'production_version'],
       registers,
     });
+    this.queueDuration = new Histogram({
+      name: 'infermesh_queue_duration_seconds',
+      help: 'Time requests waited in an inference replica’s queue (batching and backlog), for requests a replica answered.',
+      labelNames: ['model', 'version'],
+      buckets: DURATION_BUCKETS_SECONDS,
+      registers,
+    });
+    this.computeDuration = new Histogram({
+      name: 'infermesh_compute_duration_seconds',
+      help: 'Model run time (ONNX Runtime, the whole batch the request was in), for requests a replica answered.',
+      labelNames: ['model', 'version'],
+      buckets: DURATION_BUCKETS_SECONDS,
+      registers,
+    });
+    this.probeUp = new Gauge({
+      name: 'infermesh_probe_success',
+      help: 'Whether the latest golden probe of the model answered correctly and in time (1) or not (0).',
+      labelNames: ['model'],
+      registers,
+    });
+    this.probeDuration = new Gauge({
+      name: 'infermesh_probe_duration_seconds',
+      help: 'Round-trip time of the latest golden probe through the router.',
+      labelNames: ['model'],
+      registers,
+    });
+    this.probes = new Counter({
+      name: 'infermesh_probes_total',
+      help: 'Golden probes sent, by model and result (ok, wrong, slow, error).',
+      labelNames: ['model', 'result'],
+      registers,
+    });
+    this.alertsFiring = new Gauge({
+      name: 'infermesh_alerts_firing',
+      help: 'Alerts firing now, by model and rule.',
+      labelNames: ['model', 'rule'],
+      registers,
+    });
+    this.canaryRollbacks = new Counter({
+      name: 'infermesh_canary_rollbacks_total',
+      help: 'Canaries rolled back by the monitor’s canary analysis.',
+      labelNames: ['model'],
+      registers,
+    });
+    // Computed at scrape time from the drift windows: no work per sample.
+    this.driftPsi = new Gauge({
+      name: 'infermesh_drift_psi',
+      help: 'Population stability index of a feature (or output:<column>) of a model version against its baseline (reference profile or previous version).',
+      labelNames: ['model', 'version', 'feature'],
+      registers,
+      collect: () => this.fillDrift(this.driftPsi, 'psi'),
+    });
+    this.driftKs = new Gauge({
+      name: 'infermesh_drift_ks',
+      help: 'Kolmogorov-Smirnov distance of a feature (or output:<column>) of a model version from its baseline.',
+      labelNames: ['model', 'version', 'feature'],
+      registers,
+      collect: () => this.fillDrift(this.driftKs, 'ks'),
+    });
     // Zero series exist from the start, so a scrape shows 0 rather than nothing.
     this.badMessages.inc({ source: 'samples' }, 0);
     this.badMessages.inc({ source: 'events' }, 0);
@@ -80,5 +153,10 @@ export class MonitorMetrics {
       value: seconds,
       exemplarLabels: { trace_id: traceId },
     });
+  }
+
+  private fillDrift(g: Gauge<'model' | 'version' | 'feature'>, key: 'psi' | 'ks'): void {
+    g.reset();
+    for (const f of this.driftReport()) g.set({ model: f.name, version: String(f.version), feature: f.feature }, f[key]);
   }
 }

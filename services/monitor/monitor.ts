@@ -7,30 +7,36 @@
 import type { Server } from '@grpc/grpc-js';
 import type { NatsConnection, Subscription } from 'nats';
 import { MonitorService } from '../../libs/proto/index.js';
-import { addHealthAndReflection, createGrpcServer, listen, shutdownServer, type Health } from '../../libs/grpc/index.js';
-import { subjects } from '../../libs/bus/index.js';
+import { AccessPolicy, addHealthAndReflection, createGrpcServer, listen, peerTls, serverCredentials, serverTlsOf, shutdownServer, type Health } from '../../libs/grpc/index.js';
+import { KvMirror, openBuckets, parseModelKey, subjects } from '../../libs/bus/index.js';
+import { InferenceApi, RegistryApi } from '../../libs/client/index.js';
+import { loadConfig } from '../../libs/config/index.js';
+import { monitorSpec, type MonitorConfig } from './config.js';
+import { AlertEngine, alertHandlers, loadAlertRules } from './alerts.js';
+import { CanaryAnalysis } from './canary.js';
+import { Probes } from './probes.js';
+import { WindowStats } from './window-stats.js';
+import { ReplicaMetrics } from './replica-metrics.js';
 import type { Logger } from '../../libs/log/index.js';
 import { StatsStore } from './stats-store.js';
 import { SlowRequests } from './slow-requests.js';
 import { MonitorMetrics } from './metrics.js';
 import { Ingest } from './ingest.js';
+import { DriftTracker, driftHandlers } from './drift.js';
 import { followEvents, type EventFeed } from './event-feed.js';
 import { monitorServer } from './stats-service.js';
+import { OutcomeStore, outcomeHandlers } from './outcomes.js';
 import { serveMetrics, type MetricsServer } from './metrics-http.js';
 
 export const MONITOR_PROTO = 'infermesh/v1/monitor.proto';
 export const MONITOR_SERVICE = 'infermesh.v1.Monitor';
 
-/** What the Monitor needs from MonitorConfig (ports 0 = any free port). */
-export interface MonitorSettings {
-  readonly host: string;
-  readonly port: number;
-  readonly metricsPort: number;
-  readonly maxMessageBytes: number;
-  readonly shutdownGraceMs: number;
-  /** How long GetSlowRequests lists a slow request after it happened. */
-  readonly slowRetentionMs: number;
-}
+/**
+ * What the Monitor needs from MonitorConfig (ports 0 = any free port). Fields
+ * left out take the defaults of `monitorSpec`.
+ */
+export type MonitorSettings = Pick<MonitorConfig, 'host' | 'port' | 'metricsPort' | 'maxMessageBytes' | 'shutdownGraceMs' | 'slowRetentionMs'> &
+  Partial<MonitorConfig>;
 
 export interface MonitorDeps {
   /** A connected NATS connection; the caller owns (and drains) it. */
@@ -54,14 +60,43 @@ export class Monitor {
     readonly slow: SlowRequests,
     readonly metrics: MonitorMetrics,
     private readonly parts: Parts,
-    private readonly settings: MonitorSettings,
+    private readonly settings: MonitorConfig,
   ) {}
+
+  /** The alert engine (rules, drift, evaluation, probes, canary analysis feed it). */
+  get alerts(): AlertEngine {
+    return this.parts.alerts!;
+  }
+
+  /** The canary analysis (its tick() judges every running canary now). */
+  get canary(): CanaryAnalysis {
+    return this.parts.canary!;
+  }
+
+  /** The golden probes. */
+  get probes(): Probes {
+    return this.parts.probes!;
+  }
+
+  /** Ground truth: outcomes joined to samples, and the evaluation per version (evaluate()). */
+  get outcomes(): OutcomeStore {
+    return this.parts.outcomes!;
+  }
+
+  /** Drift per model version (report() for the alert engine; thresholds in drift.settings). */
+  get drift(): DriftTracker {
+    return this.parts.drift!;
+  }
 
   /**
    * Subscribes to samples and events, then binds gRPC and /metrics (port 0 =
    * any free port) and reports SERVING. On failure, whatever started is closed.
    */
-  static async create(settings: MonitorSettings, deps: MonitorDeps): Promise<Monitor> {
+  static async create(given: MonitorSettings, deps: MonitorDeps): Promise<Monitor> {
+    const settings: MonitorConfig = { ...loadConfig(monitorSpec, [], {}), ...given };
+    // TLS (mutual with a CA) on the gRPC listener and towards the router and registry; tokens for RecordOutcomes.
+    const tls = serverTlsOf(settings);
+    const access = AccessPolicy.load(settings.tokensFile);
     const now = deps.now ?? Date.now;
     const store = new StatsStore(now);
     const slow = new SlowRequests(settings.slowRetentionMs, now);
@@ -69,19 +104,101 @@ export class Monitor {
     const ingest = new Ingest(store, slow, metrics, deps.log, now);
     const parts: Parts = {};
     try {
+      // Drift windows take every sampled prediction; reference profiles come from the models bucket (below).
+      const drift = (parts.drift = new DriftTracker(
+        { window: settings.driftWindow, minSamples: settings.driftMinSamples, psiThreshold: settings.driftPsiThreshold, ksThreshold: settings.driftKsThreshold },
+        now,
+      ));
+      ingest.onBatch((b) => drift.add(b));
+      metrics.driftReport = () => drift.report();
       parts.samples = deps.nc.subscribe(subjects.allSamples, {
         callback: (err, msg) => {
           if (!err) ingest.samples(msg.subject, msg.data);
         },
       });
       parts.events = await followEvents(deps.nc, (subject, data, live) => ingest.event(subject, data, live), deps.log);
+      // Ground truth: samples and outcomes replayed from their streams, joined by request id.
+      const outcomes = (parts.outcomes = await OutcomeStore.create(
+        deps.nc,
+        {
+          retentionMs: settings.outcomeRetentionMs,
+          streamMaxBytes: settings.samplesStreamMaxBytes,
+          perModel: settings.outcomeSamplesPerModel,
+          replicas: settings.natsReplicas,
+          now,
+        },
+        deps.log,
+      ));
+
+      // Alerts over the serving window, probes and canary analysis, fed by the models bucket.
+      const window = new WindowStats(settings.alertWindowMs, now);
+      ingest.onBatch((b) => window.add(b));
+      const alerts = (parts.alerts = await AlertEngine.create(
+        deps.nc,
+        {
+          intervalMs: settings.alertIntervalMs,
+          forEvaluations: settings.alertFor,
+          resolveAfter: settings.alertResolveAfter,
+          retentionMs: settings.alertRetentionMs,
+          p99Ms: settings.alertP99Ms,
+          errorRate: settings.alertErrorRate,
+          minRequests: settings.alertMinRequests,
+          rules: loadAlertRules(settings.alertRules),
+          natsReplicas: settings.natsReplicas,
+        },
+        deps.log,
+        metrics.alertsFiring,
+        now,
+      ));
+      alerts.addServingRules(window);
+      alerts.addDrift(() => drift.report(), settings.driftPsiThreshold, settings.driftKsThreshold);
+      alerts.addEvaluation(
+        (name) => outcomes.evaluate(name),
+        () => [...new Set(window.live().map((l) => l.name))],
+      );
+      const peer = { tls: peerTls(tls), serverName: settings.tlsServerName };
+      parts.routerApi = new InferenceApi(settings.routerAddress, { retries: 1, ...peer });
+      parts.registryApi = new RegistryApi(settings.registryAddress, { timeoutMs: 10_000, ...peer, token: settings.registryToken || undefined });
+      const probes = (parts.probes = new Probes(parts.routerApi, metrics, deps.log, now));
+      alerts.addSource(() => probes.observations());
+      const canary = (parts.canary = new CanaryAnalysis(
+        window,
+        (name) => outcomes.evaluate(name),
+        parts.registryApi,
+        alerts,
+        metrics,
+        {
+          intervalMs: settings.alertIntervalMs,
+          minRequests: settings.canaryMinRequests,
+          maxErrorRateIncrease: settings.canaryMaxErrorRateIncrease,
+          maxP99Ratio: settings.canaryMaxP99Ratio,
+          minP99DeltaMs: settings.canaryMinP99DeltaMs,
+          metric: settings.canaryMetric,
+          metricMargin: settings.canaryMetricMargin,
+          minLabelled: settings.canaryMinLabelled,
+          promoteAfterMs: settings.canaryPromoteAfterMs,
+        },
+        deps.log,
+        now,
+      ));
+      const { models, replicas } = await openBuckets(deps.nc, settings.natsReplicas);
+      const replicaMetrics = new ReplicaMetrics(metrics.registry);
+      parts.replicas = await KvMirror.start(replicas, { log: deps.log, onChange: (key, value) => replicaMetrics.set(key, value) });
+      parts.models = await KvMirror.start(models, {
+        log: deps.log,
+        onChange: (key, value) => {
+          const k = parseModelKey(key);
+          if (k?.kind === 'reference' || k?.kind === 'version') drift.applyModelKey(key, value);
+          if (k?.kind === 'probe') probes.set(k.name, value);
+          else if (k?.kind === 'traffic') canary.setTraffic(k.name, value);
+        },
+      });
 
       const server = createGrpcServer({ maxMessageBytes: settings.maxMessageBytes });
       parts.grpc = server;
-      // WIP (this session): drift (drift.ts), outcomes (outcomes.ts), alerts (alerts.ts) fill these in.
-      server.addService(MonitorService, monitorServer(store, slow, {} as never));
+      server.addService(MonitorService, monitorServer(store, slow, { ...driftHandlers(drift), ...outcomeHandlers(outcomes), ...alertHandlers(alerts) }, access));
       parts.health = addHealthAndReflection(server, deps.protoFiles ?? [MONITOR_PROTO], [MONITOR_SERVICE]);
-      const grpcPort = await listen(server, settings.host, settings.port);
+      const grpcPort = await listen(server, settings.host, settings.port, serverCredentials(tls));
       parts.http = await serveMetrics(metrics.registry, settings.host, settings.metricsPort);
       parts.health.set('SERVING');
       return new Monitor(grpcPort, parts.http.port, store, slow, metrics, parts, settings);
@@ -98,6 +215,15 @@ export class Monitor {
 }
 
 interface Parts {
+  drift?: DriftTracker;
+  outcomes?: OutcomeStore;
+  alerts?: AlertEngine;
+  probes?: Probes;
+  canary?: CanaryAnalysis;
+  models?: KvMirror;
+  replicas?: KvMirror;
+  routerApi?: InferenceApi;
+  registryApi?: RegistryApi;
   samples?: Subscription;
   events?: EventFeed;
   grpc?: Server;
@@ -108,8 +234,16 @@ interface Parts {
 async function closeParts(p: Parts, graceMs: number): Promise<void> {
   p.health?.set('NOT_SERVING');
   p.samples?.unsubscribe();
+  p.models?.close();
+  p.replicas?.close();
+  p.canary?.close();
+  p.probes?.close();
+  p.alerts?.close();
+  p.routerApi?.close();
+  p.registryApi?.close();
   await Promise.all([
     p.events?.stop(),
+    p.outcomes?.close(),
     p.grpc ? shutdownServer(p.grpc, graceMs) : undefined,
     p.http?.close(),
   ]);

@@ -6,7 +6,7 @@ import type {
   GetSlowRequestsResponse,
   MonitorServer,
 } from '../../libs/proto/index.js';
-import { unary } from '../../libs/grpc/index.js';
+import { AccessPolicy, guarded, unary } from '../../libs/grpc/index.js';
 import { checkName } from '../../libs/bus/index.js';
 import { NotFoundError } from '../../libs/errors/index.js';
 import type { StatsStore } from './stats-store.js';
@@ -46,15 +46,20 @@ export async function getSlowRequests(store: StatsStore, slow: SlowRequests, req
 /**
  * The grpc-js implementation of infermesh.v1.Monitor: statistics and slow
  * requests here; drift, outcomes/evaluation and alerts from their modules.
+ * RecordOutcomes is the one write: with tokens configured in `access` it
+ * needs the `outcomes` role (UNAUTHENTICATED / PERMISSION_DENIED otherwise),
+ * and its handler finds the token's subject in CallContext.subject.
  */
 export function monitorServer(
   store: StatsStore,
   slow: SlowRequests,
   rest: Pick<MonitorServer, 'getDrift' | 'recordOutcomes' | 'getEvaluation' | 'listAlerts' | 'watchAlerts'>,
+  access: AccessPolicy = AccessPolicy.open(),
 ): MonitorServer {
   return {
     getModelStats: unary((req: GetModelStatsRequest) => getModelStats(store, req)),
     getSlowRequests: unary((req: GetSlowRequestsRequest) => getSlowRequests(store, slow, req)),
     ...rest,
+    recordOutcomes: guarded(rest.recordOutcomes, access.guard('outcomes')),
   };
 }

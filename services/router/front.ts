@@ -208,7 +208,7 @@ export function createInferPath(table: RoutingTable, samples: SampleRecorder, o:
         if (!tid) tid = traceAfterTheFact(o.tracer, parent, t0, now, modelName, version, selector, code, b);
         samples.recordSlow(modelName, version, totalUs, code, tid, b);
       }
-      samples.record(modelName, version, totalUs, code, buf, response, tid);
+      samples.record(modelName, version, totalUs, code, buf, response, tid, queueUs, computeUs);
       shadowDone?.(code === 0 ? response : null);
       if (span) {
         span.setAttribute('rpc.grpc.status_code', code);

@@ -17,6 +17,8 @@ export interface RouterCounters {
 export function routerMetrics(table: RoutingTable, c: RouterCounters): Registry {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: 'infermesh_router_' });
+  // prom-client names these gauges *_total, which `promtool check metrics` rejects (only counters end in _total).
+  for (const n of ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total']) registry.removeSingleMetric(`infermesh_router_${n}`);
   const gauge = (name: string, help: string, read: () => number) =>
     new Gauge({ name, help, registers: [registry], collect() { this.set(read()); } });
   const counter = (name: string, help: string, read: () => number) =>

@@ -7,6 +7,8 @@ import { datatype, rawToTyped } from '../../libs/tensor/index.js';
 interface VersionAcc {
   latency: number[];
   codes: number[];
+  queue: number[];
+  compute: number[];
 }
 
 interface Kept {
@@ -75,13 +77,15 @@ export class SampleRecorder {
     if (list.length > SLOWEST_PER_WINDOW) list.length = SLOWEST_PER_WINDOW;
   }
 
-  record(model: string, version: number, latencyMicros: number, code: number, request: Buffer, response: Uint8Array | null, traceId = ''): void {
+  record(model: string, version: number, latencyMicros: number, code: number, request: Buffer, response: Uint8Array | null, traceId = '', queueMicros = 0, computeMicros = 0): void {
     let m = this.byModel.get(model);
     if (!m) this.byModel.set(model, (m = new Map()));
     let acc = m.get(version);
-    if (!acc) m.set(version, (acc = { latency: [], codes: [] }));
+    if (!acc) m.set(version, (acc = { latency: [], codes: [], queue: [], compute: [] }));
     acc.latency.push(latencyMicros);
     acc.codes.push(code);
+    acc.queue.push(queueMicros);
+    acc.compute.push(computeMicros);
     if (this.o.sampleRate > 0 && Math.random() < this.o.sampleRate) {
       let k = this.kept.get(model);
       if (!k) this.kept.set(model, (k = []));
@@ -108,7 +112,7 @@ export class SampleRecorder {
     this.slowest = new Map();
     for (const name of new Set([...byModel.keys(), ...shadows.keys()])) {
       const vt: VersionTraffic[] = [];
-      for (const [version, acc] of byModel.get(name) ?? []) vt.push({ version, latencyMicros: acc.latency, codes: acc.codes });
+      for (const [version, acc] of byModel.get(name) ?? []) vt.push({ version, latencyMicros: acc.latency, codes: acc.codes, queueMicros: acc.queue, computeMicros: acc.compute });
       const samples = (kept.get(name) ?? []).map(summarize);
       const batch: SampleBatch = { routerId: this.o.routerId, name, versions: vt, samples, startMs: this.start, endMs: end, shadows: shadows.get(name) ?? [], slowest: slowest.get(name) ?? [] };
       try {

@@ -122,7 +122,7 @@ describe('cli against a running mesh', () => {
     expect(versions.find((v) => v.version === 2)?.requests).toBe(1);
     const table = await cli(['stats', ...g]);
     expect(table.code).toBe(0);
-    expect(table.stdout).toMatch(/^MODEL\s+VERSION\s+REQUESTS\s+ERRORS\s+P50_MS\s+P95_MS\s+P99_MS\s+RPS$/m);
+    expect(table.stdout).toMatch(/^MODEL\s+VERSION\s+REQUESTS\s+ERRORS\s+ERROR_%\s+P50_MS\s+P95_MS\s+P99_MS\s+RPS$/m);
     expect(table.stdout).toMatch(new RegExp(`^${NAME}\\s+1\\s+[1-9]\\d*\\s+0\\s`, 'm'));
   });
 
@@ -182,7 +182,7 @@ describe('up --demo', () => {
     });
     expect(requests).toBeGreaterThan(0);
     expect(stdout).toMatch(new RegExp(`^infermesh ready: router 127\\.0\\.0\\.1:${router}\\b`, 'm'));
-    expect(stdout).toMatch(/^MODEL\s+VERSION\s+REQUESTS\s+ERRORS\s+P50_MS\s+P95_MS\s+P99_MS\s+RPS$/m);
+    expect(stdout).toMatch(/^MODEL\s+VERSION\s+REQUESTS\s+ERRORS\s+ERROR_%\s+P50_MS\s+P95_MS\s+P99_MS\s+RPS$/m);
     expect(stderr).toMatch(new RegExp(`^starting registry… ok \\(:${registry}\\)$`, 'm'));
 
     const children = descendants(p.pid!);

@@ -6,9 +6,9 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { InferenceApi, MonitorApi, RegistryApi } from '../../libs/client/index.js';
+import { InferenceApi, MonitorApi, RegistryApi, type ClientSecurity } from '../../libs/client/index.js';
 import { SERVICE_NODE_FLAGS } from '../../libs/config/index.js';
-import { startNats, type NatsHandle } from './nats.js';
+import { startNats, type NatsHandle, type NatsOptions } from './nats.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 
@@ -99,21 +99,23 @@ export interface MeshOptions {
   replicas?: number;
   inferenceArgs?: string[];
   routerArgs?: string[];
+  monitorArgs?: string[];
   env?: Record<string, string>;
+  /** Extra nats-server configuration (TLS, authorization). */
+  nats?: NatsOptions;
+  /** TLS and token of the mesh's `clients` (default plaintext, no token). */
+  client?: ClientSecurity;
 }
 
 /** Starts nats-server, registry, monitor, N inference replicas and a router. */
 export async function startMesh(o: MeshOptions = {}): Promise<Mesh> {
-  const nats = await startNats();
+  const nats = await startNats(o.nats);
   const common = ['--nats', nats.url, '--host', '127.0.0.1', '--port', '0'];
   const env = { INFERMESH_HEARTBEAT_MS: '500', INFERMESH_SAMPLE_FLUSH_MS: '200', ...(o.env ?? {}) };
   const started: ServiceProc[] = [];
   try {
-    const [registry, monitor] = await Promise.all([
-      startService('registry', common, env),
-      startService('monitor', [...common, '--metrics-port', '0'], env),
-    ]);
-    started.push(registry, monitor);
+    const registry = await startService('registry', common, env);
+    started.push(registry);
     const addReplica = async (extra: string[] = []) => {
       const r = await startService('inference', [...common, ...(o.inferenceArgs ?? []), ...extra], env);
       replicas.push(r);
@@ -126,8 +128,12 @@ export async function startMesh(o: MeshOptions = {}): Promise<Mesh> {
     started.push(router);
     const routerAddr = `127.0.0.1:${router.info.grpcPort}`;
     const registryAddr = `127.0.0.1:${registry.info.grpcPort}`;
+    // Last: its golden probes go through the router and its canary rollbacks through the registry.
+    const monitor = await startService('monitor', [...common, '--metrics-port', '0', '--router-address', routerAddr, '--registry-address', registryAddr, ...(o.monitorArgs ?? [])], env);
+    started.push(monitor);
     const monitorAddr = `127.0.0.1:${monitor.info.grpcPort}`;
-    const clients = { router: new InferenceApi(routerAddr), registry: new RegistryApi(registryAddr), monitor: new MonitorApi(monitorAddr) };
+    const sec = o.client ?? {};
+    const clients = { router: new InferenceApi(routerAddr, sec), registry: new RegistryApi(registryAddr, sec), monitor: new MonitorApi(monitorAddr, sec) };
     let stopping: Promise<void> | null = null;
     return {
       nats,

@@ -391,7 +391,7 @@ describe('monitor', () => {
     );
     await pub.flush();
     const res = await until('traced traffic', async () => {
-      const r = await fetch(`http://127.0.0.1:${monitor.metricsPort}/metrics`);
+      const r = await fetch(`http://127.0.0.1:${monitor.metricsPort}/metrics`, { headers: { accept: 'application/openmetrics-text; version=1.0.0' } });
       const text = await r.text();
       return text.includes('model="traced"') ? { contentType: r.headers.get('content-type'), text } : undefined;
     });

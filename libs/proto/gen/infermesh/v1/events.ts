@@ -240,6 +240,12 @@ export interface VersionTraffic {
   /** Per request, in the same order: end-to-end latency and gRPC status code. */
   latencyMicros: number[];
   codes: number[];
+  /**
+   * Per request, same order, for requests a replica answered (else 0): time
+   * queued at the replica and model run time. Empty from older routers.
+   */
+  queueMicros: number[];
+  computeMicros: number[];
 }
 
 export interface PredictionSample {
@@ -1967,7 +1973,7 @@ export const ShadowResult: MessageFns<ShadowResult> = {
 };
 
 function createBaseVersionTraffic(): VersionTraffic {
-  return { version: 0, latencyMicros: [], codes: [] };
+  return { version: 0, latencyMicros: [], codes: [], queueMicros: [], computeMicros: [] };
 }
 
 export const VersionTraffic: MessageFns<VersionTraffic> = {
@@ -1985,6 +1991,20 @@ export const VersionTraffic: MessageFns<VersionTraffic> = {
     if (message.codes.length !== 0) {
       writer.uint32(26).fork();
       for (const v of message.codes) {
+        writer.uint32(v);
+      }
+      writer.join();
+    }
+    if (message.queueMicros.length !== 0) {
+      writer.uint32(34).fork();
+      for (const v of message.queueMicros) {
+        writer.uint32(v);
+      }
+      writer.join();
+    }
+    if (message.computeMicros.length !== 0) {
+      writer.uint32(42).fork();
+      for (const v of message.computeMicros) {
         writer.uint32(v);
       }
       writer.join();
@@ -2049,6 +2069,42 @@ export const VersionTraffic: MessageFns<VersionTraffic> = {
 
             break;
           }
+          case 4: {
+            if (tag === 32) {
+              message.queueMicros.push(reader.uint32());
+
+              continue;
+            }
+
+            if (tag === 34) {
+              const end2 = reader.uint32() + reader.pos;
+              while (reader.pos < end2) {
+                message.queueMicros.push(reader.uint32());
+              }
+
+              continue;
+            }
+
+            break;
+          }
+          case 5: {
+            if (tag === 40) {
+              message.computeMicros.push(reader.uint32());
+
+              continue;
+            }
+
+            if (tag === 42) {
+              const end2 = reader.uint32() + reader.pos;
+              while (reader.pos < end2) {
+                message.computeMicros.push(reader.uint32());
+              }
+
+              continue;
+            }
+
+            break;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2069,6 +2125,8 @@ export const VersionTraffic: MessageFns<VersionTraffic> = {
     message.version = object.version ?? 0;
     message.latencyMicros = object.latencyMicros?.map((e) => e) || [];
     message.codes = object.codes?.map((e) => e) || [];
+    message.queueMicros = object.queueMicros?.map((e) => e) || [];
+    message.computeMicros = object.computeMicros?.map((e) => e) || [];
     return message;
   },
 };

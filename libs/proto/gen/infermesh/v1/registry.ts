@@ -27,7 +27,16 @@ export const protobufPackage = "infermesh.v1";
 
 export const protobufFileName = "infermesh/v1/registry.proto";
 
-/** The registry's management API (default port 8600). */
+/**
+ * The registry's management API (default port 8600).
+ *
+ * Writes need a bearer token (`authorization: Bearer <token>` metadata) when
+ * the registry has a tokens file (--tokens-file): PushModel and SetProbe the
+ * `push` role; SetAlias, Rollback, SetCanary and SetShadow the `promote` role;
+ * `admin` has both. Missing or unknown token: UNAUTHENTICATED; a token without
+ * the role: PERMISSION_DENIED. The token's subject is recorded as the actor.
+ * Reads need no token. Without a tokens file every call is allowed.
+ */
 
 export interface GetReferenceRequest {
   name: string;
@@ -1275,6 +1284,7 @@ export const RegistryService = {
    * share one artifact).
    * INVALID_ARGUMENT: bad name, missing header, not a loadable ONNX model.
    * RESOURCE_EXHAUSTED: over the size limit. UNAVAILABLE: NATS is down.
+   * UNAUTHENTICATED / PERMISSION_DENIED: no token / without the `push` role.
    */
   pushModel: {
     path: "/infermesh.v1.Registry/PushModel" as const,
@@ -1313,7 +1323,8 @@ export const RegistryService = {
    * record). Idempotent for the same target.
    * INVALID_ARGUMENT: bad name or alias. NOT_FOUND: unknown model/version.
    * ABORTED: `expected_version` was set and the alias had moved meanwhile.
-   * UNAVAILABLE: NATS is down.
+   * UNAVAILABLE: NATS is down. UNAUTHENTICATED / PERMISSION_DENIED: no token /
+   * without the `promote` role (as Rollback, SetCanary, SetShadow).
    */
   setAlias: {
     path: "/infermesh.v1.Registry/SetAlias" as const,
@@ -1330,6 +1341,7 @@ export const RegistryService = {
    * INVALID_ARGUMENT: bad name or alias. NOT_FOUND: unknown model.
    * FAILED_PRECONDITION: the alias has no previous target.
    * ABORTED: the alias moved concurrently. UNAVAILABLE: NATS is down.
+   * UNAUTHENTICATED / PERMISSION_DENIED: no token / without the `promote` role.
    */
   rollback: {
     path: "/infermesh.v1.Registry/Rollback" as const,
@@ -1345,6 +1357,7 @@ export const RegistryService = {
    * Idempotent. INVALID_ARGUMENT: bad name, weight outside (0, 100], bad key
    * header. NOT_FOUND: unknown model/version. FAILED_PRECONDITION: the version
    * failed to load. ABORTED: concurrent change. UNAVAILABLE: NATS is down.
+   * UNAUTHENTICATED / PERMISSION_DENIED: no token / without the `promote` role.
    */
   setCanary: {
     path: "/infermesh.v1.Registry/SetCanary" as const,
@@ -1398,7 +1411,8 @@ export const RegistryService = {
    * Store (or with `clear`, remove) a model's golden probe. Idempotent.
    * INVALID_ARGUMENT: bad name, request not an OIP ModelInferRequest for this
    * model, no expected values, interval below 1 s. NOT_FOUND: unknown model.
-   * UNAVAILABLE: NATS is down.
+   * UNAVAILABLE: NATS is down. UNAUTHENTICATED / PERMISSION_DENIED: no token /
+   * without the `push` role.
    */
   setProbe: {
     path: "/infermesh.v1.Registry/SetProbe" as const,
@@ -1420,6 +1434,7 @@ export interface RegistryServer extends UntypedServiceImplementation {
    * share one artifact).
    * INVALID_ARGUMENT: bad name, missing header, not a loadable ONNX model.
    * RESOURCE_EXHAUSTED: over the size limit. UNAVAILABLE: NATS is down.
+   * UNAUTHENTICATED / PERMISSION_DENIED: no token / without the `push` role.
    */
   pushModel: handleClientStreamingCall<PushModelRequest, PushModelResponse>;
   /**
@@ -1434,7 +1449,8 @@ export interface RegistryServer extends UntypedServiceImplementation {
    * record). Idempotent for the same target.
    * INVALID_ARGUMENT: bad name or alias. NOT_FOUND: unknown model/version.
    * ABORTED: `expected_version` was set and the alias had moved meanwhile.
-   * UNAVAILABLE: NATS is down.
+   * UNAVAILABLE: NATS is down. UNAUTHENTICATED / PERMISSION_DENIED: no token /
+   * without the `promote` role (as Rollback, SetCanary, SetShadow).
    */
   setAlias: handleUnaryCall<SetAliasRequest, ModelInfo>;
   /**
@@ -1443,6 +1459,7 @@ export interface RegistryServer extends UntypedServiceImplementation {
    * INVALID_ARGUMENT: bad name or alias. NOT_FOUND: unknown model.
    * FAILED_PRECONDITION: the alias has no previous target.
    * ABORTED: the alias moved concurrently. UNAVAILABLE: NATS is down.
+   * UNAUTHENTICATED / PERMISSION_DENIED: no token / without the `promote` role.
    */
   rollback: handleUnaryCall<RollbackRequest, ModelInfo>;
   /**
@@ -1450,6 +1467,7 @@ export interface RegistryServer extends UntypedServiceImplementation {
    * Idempotent. INVALID_ARGUMENT: bad name, weight outside (0, 100], bad key
    * header. NOT_FOUND: unknown model/version. FAILED_PRECONDITION: the version
    * failed to load. ABORTED: concurrent change. UNAVAILABLE: NATS is down.
+   * UNAUTHENTICATED / PERMISSION_DENIED: no token / without the `promote` role.
    */
   setCanary: handleUnaryCall<SetCanaryRequest, ModelInfo>;
   /**
@@ -1471,7 +1489,8 @@ export interface RegistryServer extends UntypedServiceImplementation {
    * Store (or with `clear`, remove) a model's golden probe. Idempotent.
    * INVALID_ARGUMENT: bad name, request not an OIP ModelInferRequest for this
    * model, no expected values, interval below 1 s. NOT_FOUND: unknown model.
-   * UNAVAILABLE: NATS is down.
+   * UNAVAILABLE: NATS is down. UNAUTHENTICATED / PERMISSION_DENIED: no token /
+   * without the `push` role.
    */
   setProbe: handleUnaryCall<SetProbeRequest, ProbeRecord>;
 }
@@ -1485,6 +1504,7 @@ export interface RegistryClient extends Client {
    * share one artifact).
    * INVALID_ARGUMENT: bad name, missing header, not a loadable ONNX model.
    * RESOURCE_EXHAUSTED: over the size limit. UNAVAILABLE: NATS is down.
+   * UNAUTHENTICATED / PERMISSION_DENIED: no token / without the `push` role.
    */
   pushModel(
     callback: (error: ServiceError | null, response: PushModelResponse) => void,
@@ -1542,7 +1562,8 @@ export interface RegistryClient extends Client {
    * record). Idempotent for the same target.
    * INVALID_ARGUMENT: bad name or alias. NOT_FOUND: unknown model/version.
    * ABORTED: `expected_version` was set and the alias had moved meanwhile.
-   * UNAVAILABLE: NATS is down.
+   * UNAVAILABLE: NATS is down. UNAUTHENTICATED / PERMISSION_DENIED: no token /
+   * without the `promote` role (as Rollback, SetCanary, SetShadow).
    */
   setAlias(
     request: SetAliasRequest,
@@ -1565,6 +1586,7 @@ export interface RegistryClient extends Client {
    * INVALID_ARGUMENT: bad name or alias. NOT_FOUND: unknown model.
    * FAILED_PRECONDITION: the alias has no previous target.
    * ABORTED: the alias moved concurrently. UNAVAILABLE: NATS is down.
+   * UNAUTHENTICATED / PERMISSION_DENIED: no token / without the `promote` role.
    */
   rollback(
     request: RollbackRequest,
@@ -1586,6 +1608,7 @@ export interface RegistryClient extends Client {
    * Idempotent. INVALID_ARGUMENT: bad name, weight outside (0, 100], bad key
    * header. NOT_FOUND: unknown model/version. FAILED_PRECONDITION: the version
    * failed to load. ABORTED: concurrent change. UNAVAILABLE: NATS is down.
+   * UNAUTHENTICATED / PERMISSION_DENIED: no token / without the `promote` role.
    */
   setCanary(
     request: SetCanaryRequest,
@@ -1663,7 +1686,8 @@ export interface RegistryClient extends Client {
    * Store (or with `clear`, remove) a model's golden probe. Idempotent.
    * INVALID_ARGUMENT: bad name, request not an OIP ModelInferRequest for this
    * model, no expected values, interval below 1 s. NOT_FOUND: unknown model.
-   * UNAVAILABLE: NATS is down.
+   * UNAVAILABLE: NATS is down. UNAUTHENTICATED / PERMISSION_DENIED: no token /
+   * without the `push` role.
    */
   setProbe(
     request: SetProbeRequest,

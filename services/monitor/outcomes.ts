@@ -1,0 +1,413 @@
+/**
+ * Ground truth and online evaluation. The routers' sample batches are kept
+ * by NATS in the INFERMESH_SAMPLES stream (they publish with plain, fire-and-
+ * forget NATS publishes; the stream captures them even while the monitor is
+ * down) and recorded outcomes in INFERMESH_OUTCOMES. The OutcomeStore
+ * replays both at start — samples first, then outcomes — and keeps following
+ * them: every change to memory comes through the streams, so a restarted
+ * monitor rebuilds the same joined pairs and the same evaluation.
+ *
+ * Kept per model: prediction samples that carry a request id and succeeded
+ * (request id → version, output, time, label), at most `perModel` of them,
+ * the oldest evicted first, none older than the retention; and outcomes
+ * whose sample has not arrived yet (same bounds), which join when it does.
+ */
+import type { JsMsg, NatsConnection } from 'nats';
+import { nanos } from 'nats';
+import { checkName, ensureStream, NAME_RE, OUTCOMES_STREAM, SAMPLES_STREAM, subjects } from '../../libs/bus/index.js';
+import { InvalidArgumentError, NotFoundError, UnavailableError } from '../../libs/errors/index.js';
+import { unary, type CallContext } from '../../libs/grpc/index.js';
+import type { Logger } from '../../libs/log/index.js';
+import {
+  OutcomeBatch,
+  SampleBatch,
+  type GetEvaluationRequest,
+  type GetEvaluationResponse,
+  type MonitorServer,
+  type Outcome,
+  type RecordOutcomesRequest,
+  type RecordOutcomesResponse,
+  type VersionEvaluation,
+} from '../../libs/proto/index.js';
+import { DEFAULT_THRESHOLD, evaluate, toPrediction, type Prediction } from './evaluation.js';
+import { StreamFollower } from './stream-follower.js';
+
+/** Default: samples and outcomes are kept 7 days. */
+export const DEFAULT_OUTCOME_RETENTION_MS = 7 * 24 * 3_600_000;
+/** Default cap of the samples stream (and of the outcomes stream). */
+export const DEFAULT_SAMPLES_STREAM_MAX_BYTES = 512 * 1024 * 1024;
+/** Default number of samples (and of waiting outcomes) kept per model. */
+export const DEFAULT_OUTCOME_SAMPLES_PER_MODEL = 200_000;
+/** At most this many pairs per RecordOutcomes call. */
+export const MAX_OUTCOMES_PER_CALL = 10_000;
+/** Longest request id accepted (longer ones are never kept from samples either). */
+export const MAX_REQUEST_ID_CHARS = 128;
+
+const SAMPLES_PREFIX = 'infermesh.samples.';
+const OUTCOMES_PREFIX = 'infermesh.outcomes.';
+/** Longest wait for a JetStream acknowledgement. */
+const PUBLISH_TIMEOUT_MS = 5_000;
+/** Longest wait, after the ack, for the consumer to apply what was recorded (then joined counts what is known). */
+const APPLY_WAIT_MS = 5_000;
+/** Room left in a NATS message for the batch's other fields and headers. */
+const PAYLOAD_HEADROOM = 4096;
+
+export interface OutcomeStoreOptions {
+  /** How long samples and outcomes are kept (stream max_age and in memory). */
+  retentionMs?: number;
+  /** max_bytes of each of the two streams when this store creates them. */
+  streamMaxBytes?: number;
+  /** Samples (and, separately, waiting outcomes) kept per model; the oldest go first. */
+  perModel?: number;
+  /** JetStream replicas of the streams when this store creates them. */
+  replicas?: number;
+  now?: () => number;
+}
+
+interface Kept {
+  version: number;
+  at: number;
+  prediction: Prediction;
+  /** NaN until an outcome joins. */
+  label: number;
+}
+
+interface Waiting {
+  label: number;
+  at: number;
+}
+
+interface ModelState {
+  /** request id → sample, in arrival order. */
+  samples: Map<string, Kept>;
+  /** request id → outcome whose sample has not arrived (yet), in arrival order. */
+  pending: Map<string, Waiting>;
+  /** Bumped whenever a labelled sample is added, changed or dropped: the cached evaluation is stale. */
+  rev: number;
+  cached: { rev: number; threshold: number; result: VersionEvaluation[] } | null;
+}
+
+/**
+ * Joins ground-truth outcomes to prediction samples and evaluates each
+ * version. Create with {@link OutcomeStore.create}; close with close().
+ */
+export class OutcomeStore {
+  private readonly byModel = new Map<string, ModelState>();
+  private readonly samplesFeed: StreamFollower;
+  private readonly outcomesFeed: StreamFollower;
+  private readonly waiters = new Set<{ seq: number; resolve: () => void }>();
+  private readonly ready: Promise<void>;
+  private closing: Promise<void> | null = null;
+  private readonly retentionMs: number;
+  private readonly perModel: number;
+  private readonly now: () => number;
+
+  private constructor(private readonly nc: NatsConnection, o: OutcomeStoreOptions, private readonly log: Logger) {
+    this.retentionMs = o.retentionMs ?? DEFAULT_OUTCOME_RETENTION_MS;
+    this.perModel = o.perModel ?? DEFAULT_OUTCOME_SAMPLES_PER_MODEL;
+    this.now = o.now ?? Date.now;
+    this.samplesFeed = new StreamFollower(nc, SAMPLES_STREAM, (m) => this.applySamples(m.subject, m.data), log);
+    this.outcomesFeed = new StreamFollower(nc, OUTCOMES_STREAM, (m) => this.applyOutcomes(m), log);
+    // Samples first: replayed outcomes then join directly instead of crowding the waiting map.
+    this.ready = this.samplesFeed.caughtUp.then(() => {
+      this.outcomesFeed.start();
+      return this.outcomesFeed.caughtUp;
+    });
+    void this.ready.then(() => {
+      let kept = 0;
+      for (const m of this.byModel.values()) kept += m.samples.size;
+      log.info({ models: this.byModel.size, kept }, 'stored samples and outcomes replayed');
+    });
+  }
+
+  /**
+   * Ensures the samples and outcomes streams (file storage, limits retention,
+   * max_age = retention, max_bytes cap) and starts replaying them in the
+   * background; queries wait for the replay ({@link whenReady}).
+   */
+  static async create(nc: NatsConnection, o: OutcomeStoreOptions, log: Logger): Promise<OutcomeStore> {
+    const retentionMs = o.retentionMs ?? DEFAULT_OUTCOME_RETENTION_MS;
+    const common = {
+      max_age: nanos(retentionMs),
+      max_bytes: o.streamMaxBytes ?? DEFAULT_SAMPLES_STREAM_MAX_BYTES,
+      num_replicas: o.replicas ?? 1,
+    };
+    await ensureStream(nc, { name: SAMPLES_STREAM, subjects: ['infermesh.samples.>'], ...common });
+    await ensureStream(nc, { name: OUTCOMES_STREAM, subjects: ['infermesh.outcomes.>'], ...common });
+    const store = new OutcomeStore(nc, o, log);
+    store.samplesFeed.start();
+    return store;
+  }
+
+  /**
+   * Resolves once the stored samples and outcomes have been replayed; rejects
+   * with UNAVAILABLE when `signal` aborts first.
+   */
+  whenReady(signal?: AbortSignal): Promise<void> {
+    if (!signal) return this.ready;
+    return new Promise((resolve, reject) => {
+      const abort = () => reject(new UnavailableError('the monitor is still replaying stored samples and outcomes; retry shortly'));
+      if (signal.aborted) return abort();
+      signal.addEventListener('abort', abort, { once: true });
+      void this.ready.then(() => {
+        signal.removeEventListener('abort', abort);
+        resolve();
+      });
+    });
+  }
+
+  /** Models with kept samples (within the retention), sorted. */
+  models(): string[] {
+    return [...this.byModel.keys()].filter((name) => this.hasSamples(name)).sort();
+  }
+
+  /** Whether `name` has kept samples (within the retention). */
+  hasSamples(name: string): boolean {
+    const m = this.byModel.get(name);
+    if (!m) return false;
+    this.trim(m);
+    return m.samples.size > 0;
+  }
+
+  /**
+   * Stores `outcomes` of model `name` in JetStream (one message, or several
+   * when they exceed NATS's max payload), waits for the acknowledgements,
+   * then briefly for this store to apply them. Returns the pairs stored and,
+   * of those, how many have a kept sample. Validate first ({@link checkOutcomes}).
+   * Throws UNAVAILABLE when JetStream does not acknowledge (NATS down).
+   */
+  async record(name: string, outcomes: readonly Outcome[], ctx: Pick<CallContext, 'deadline' | 'signal' | 'subject'>): Promise<RecordOutcomesResponse> {
+    if (outcomes.length === 0) return { recorded: 0, joined: 0 };
+    const js = this.nc.jetstream();
+    const limit = Math.min(this.nc.info?.max_payload ?? 1024 * 1024, 1024 * 1024) - PAYLOAD_HEADROOM;
+    let lastSeq = 0;
+    for (const chunk of chunks(outcomes, limit)) {
+      const data = OutcomeBatch.encode({ name, outcomes: chunk, atMs: this.now(), recordedBy: ctx.subject ?? '' }).finish();
+      const timeout = Math.max(1, Math.min(PUBLISH_TIMEOUT_MS, ctx.deadline - Date.now()));
+      try {
+        lastSeq = (await js.publish(subjects.outcomes(name), data, { timeout, expect: { streamName: OUTCOMES_STREAM } })).seq;
+      } catch (err) {
+        throw new UnavailableError('outcomes could not be stored: NATS JetStream did not acknowledge; retry (recording is idempotent)', { cause: err });
+      }
+    }
+    await this.applied(lastSeq, Math.min(ctx.deadline - 100, Date.now() + APPLY_WAIT_MS), ctx.signal);
+    const samples = this.byModel.get(name)?.samples;
+    let joined = 0;
+    if (samples) for (const o of outcomes) if (samples.has(o.requestId)) joined++;
+    return { recorded: outcomes.length, joined };
+  }
+
+  /**
+   * Evaluation of each version of `name` that has labelled samples, by
+   * version (see evaluation.ts for the metrics and the score rule). Empty
+   * when nothing is labelled yet. `threshold` must be in (0, 1).
+   */
+  evaluate(name: string, threshold = DEFAULT_THRESHOLD): VersionEvaluation[] {
+    const m = this.byModel.get(name);
+    if (!m) return [];
+    this.trim(m);
+    // The alert engine and the canary analysis ask every few seconds; labels change far less often.
+    if (m.cached?.rev === m.rev && m.cached.threshold === threshold) return m.cached.result.map((e) => ({ ...e }));
+    const byVersion = new Map<number, { predictions: Prediction[]; labels: number[] }>();
+    for (const k of m.samples.values()) {
+      if (Number.isNaN(k.label)) continue;
+      let v = byVersion.get(k.version);
+      if (!v) byVersion.set(k.version, (v = { predictions: [], labels: [] }));
+      v.predictions.push(k.prediction);
+      v.labels.push(k.label);
+    }
+    const result = [...byVersion.entries()]
+      .sort(([a], [b]) => a - b)
+      .map(([version, v]) => {
+        const e = evaluate(v.predictions, v.labels, threshold);
+        return {
+          name, version, kind: e.kind, labelled: e.labelled, threshold: e.threshold,
+          accuracy: e.accuracy, precision: e.precision, recall: e.recall, f1: e.f1, rocAuc: e.rocAuc, logLoss: e.logLoss,
+          mse: e.mse, mae: e.mae, r2: e.r2,
+        };
+      });
+    m.cached = { rev: m.rev, threshold, result };
+    return result.map((e) => ({ ...e }));
+  }
+
+  /** Stops following the streams. Idempotent. */
+  close(): Promise<void> {
+    return (this.closing ??= (async () => {
+      for (const w of this.waiters) w.resolve();
+      this.waiters.clear();
+      await Promise.all([this.samplesFeed.stop(), this.outcomesFeed.stop()]);
+    })());
+  }
+
+  /** Resolves once the outcomes consumer has applied stream sequence `seq`, or at `until` (epoch ms), or on abort. */
+  private applied(seq: number, until: number, signal: AbortSignal): Promise<void> {
+    if (this.outcomesFeed.sequence >= seq || this.closing) return Promise.resolve();
+    return new Promise((resolve) => {
+      const w = {
+        seq,
+        resolve: () => {
+          clearTimeout(timer);
+          signal.removeEventListener('abort', w.resolve);
+          this.waiters.delete(w);
+          resolve();
+        },
+      };
+      const timer = setTimeout(w.resolve, Math.max(0, until - Date.now()));
+      signal.addEventListener('abort', w.resolve, { once: true });
+      this.waiters.add(w);
+    });
+  }
+
+  private model(name: string): ModelState {
+    let m = this.byModel.get(name);
+    if (!m) this.byModel.set(name, (m = { samples: new Map(), pending: new Map(), rev: 0, cached: null }));
+    return m;
+  }
+
+  /** One SampleBatch from the samples stream. Malformed batches are dropped. */
+  private applySamples(subject: string, data: Uint8Array): void {
+    let batch: SampleBatch;
+    try {
+      batch = SampleBatch.decode(data);
+    } catch (err) {
+      return this.log.debug({ subject, err: String(err) }, 'dropped undecodable sample batch');
+    }
+    if (!NAME_RE.test(batch.name) || subject !== SAMPLES_PREFIX + batch.name) return this.log.debug({ subject }, 'dropped sample batch: name does not match subject');
+    const cutoff = this.now() - this.retentionMs;
+    let m: ModelState | undefined;
+    for (const s of batch.samples) {
+      if (s.requestId === '' || s.requestId.length > MAX_REQUEST_ID_CHARS || s.code !== 0) continue;
+      const at = s.atMs > 0 ? s.atMs : batch.endMs;
+      if (at < cutoff) continue;
+      const prediction = toPrediction(s.outputSummary);
+      if (!prediction) continue;
+      m ??= this.model(batch.name);
+      // A repeated request id: the newest sample wins, keeping a label already joined.
+      const waiting = m.pending.get(s.requestId);
+      const label = waiting ? waiting.label : (m.samples.get(s.requestId)?.label ?? NaN);
+      if (waiting) m.pending.delete(s.requestId);
+      const before = m.samples.get(s.requestId);
+      if (before) m.samples.delete(s.requestId);
+      if (!Number.isNaN(label) || (before && !Number.isNaN(before.label))) m.rev++;
+      m.samples.set(s.requestId, { version: s.version, at, prediction, label });
+    }
+    if (m) this.trim(m);
+  }
+
+  /** One OutcomeBatch from the outcomes stream: joins each pair or keeps it waiting for its sample. */
+  private applyOutcomes(msg: JsMsg): void {
+    try {
+      let batch: OutcomeBatch | null = null;
+      try {
+        batch = OutcomeBatch.decode(msg.data);
+      } catch (err) {
+        this.log.debug({ subject: msg.subject, err: String(err) }, 'dropped undecodable outcome batch');
+      }
+      if (batch && NAME_RE.test(batch.name) && msg.subject === OUTCOMES_PREFIX + batch.name) {
+        const m = this.model(batch.name);
+        const at = batch.atMs > 0 ? batch.atMs : this.now();
+        for (const o of batch.outcomes) {
+          if (o.requestId === '' || o.requestId.length > MAX_REQUEST_ID_CHARS || !Number.isFinite(o.label)) continue;
+          const kept = m.samples.get(o.requestId);
+          if (kept) {
+            kept.label = o.label;
+            m.rev++;
+          } else {
+            m.pending.delete(o.requestId);
+            m.pending.set(o.requestId, { label: o.label, at });
+          }
+        }
+        this.trim(m);
+      }
+    } finally {
+      for (const w of this.waiters) if (w.seq <= msg.seq) w.resolve();
+    }
+  }
+
+  /** Drops the oldest samples and waiting outcomes beyond the cap or older than the retention. */
+  private trim(m: ModelState): void {
+    const cutoff = this.now() - this.retentionMs;
+    for (const map of [m.samples, m.pending] as Map<string, { at: number; label: number }>[]) {
+      let excess = map.size - this.perModel;
+      for (const [id, v] of map) {
+        if (excess <= 0 && v.at >= cutoff) break;
+        map.delete(id);
+        if (map === m.samples && !Number.isNaN(v.label)) m.rev++;
+        excess--;
+      }
+    }
+  }
+}
+
+/** Splits `outcomes` into runs whose encoded size stays under `limit` bytes. */
+function* chunks(outcomes: readonly Outcome[], limit: number): Generator<Outcome[]> {
+  let start = 0;
+  let bytes = 0;
+  for (let i = 0; i < outcomes.length; i++) {
+    // Field tags, lengths and the 8-byte double, plus the id's UTF-8 bytes.
+    const size = Buffer.byteLength(outcomes[i]!.requestId) + 16;
+    if (bytes + size > limit && i > start) {
+      yield outcomes.slice(start, i);
+      start = i;
+      bytes = 0;
+    }
+    bytes += size;
+  }
+  yield outcomes.slice(start);
+}
+
+/**
+ * Validates a RecordOutcomes request: a valid model name, at most 10,000
+ * pairs, each with a non-empty request id of at most 128 characters and a
+ * finite label. Throws INVALID_ARGUMENT naming the field (e.g. `outcomes[3].label`).
+ */
+export function checkOutcomes(req: RecordOutcomesRequest): void {
+  checkName(req.name, 'name');
+  if (req.outcomes.length > MAX_OUTCOMES_PER_CALL) {
+    throw new InvalidArgumentError('outcomes', `at most ${MAX_OUTCOMES_PER_CALL} pairs per call (got ${req.outcomes.length}); send them in batches`);
+  }
+  req.outcomes.forEach((o, i) => {
+    if (o.requestId === '') throw new InvalidArgumentError(`outcomes[${i}].request_id`, 'must not be empty');
+    if (o.requestId.length > MAX_REQUEST_ID_CHARS) throw new InvalidArgumentError(`outcomes[${i}].request_id`, `must be at most ${MAX_REQUEST_ID_CHARS} characters`);
+    if (!Number.isFinite(o.label)) throw new InvalidArgumentError(`outcomes[${i}].label`, 'must be a finite number');
+  });
+}
+
+/**
+ * The threshold a GetEvaluation request asks for: 0 means the default
+ * (0.5); otherwise it must lie strictly between 0 and 1 (INVALID_ARGUMENT).
+ */
+export function checkThreshold(threshold: number): number {
+  if (threshold === 0) return DEFAULT_THRESHOLD;
+  if (!(threshold > 0 && threshold < 1)) throw new InvalidArgumentError('threshold', 'must be strictly between 0 and 1 (0 = the default, 0.5)');
+  return threshold;
+}
+
+/**
+ * RecordOutcomes: validates (INVALID_ARGUMENT), stores in JetStream before
+ * answering (UNAVAILABLE when NATS is down) and reports how many joined.
+ */
+export async function recordOutcomes(store: OutcomeStore, req: RecordOutcomesRequest, ctx: CallContext): Promise<RecordOutcomesResponse> {
+  checkOutcomes(req);
+  return store.record(req.name, req.outcomes, ctx);
+}
+
+/**
+ * GetEvaluation: INVALID_ARGUMENT for a bad name or threshold; NOT_FOUND
+ * when the model has no kept samples; waits for the start-up replay.
+ */
+export async function getEvaluation(store: OutcomeStore, req: GetEvaluationRequest, ctx: CallContext): Promise<GetEvaluationResponse> {
+  const name = checkName(req.name, 'name');
+  const threshold = checkThreshold(req.threshold);
+  await store.whenReady(ctx.signal);
+  if (!store.hasSamples(name)) throw new NotFoundError(`model ${name} has no kept samples with a request id (send requests with an id; see README, Ground truth)`);
+  return { versions: store.evaluate(name, threshold) };
+}
+
+/** The RecordOutcomes and GetEvaluation handlers of infermesh.v1.Monitor. */
+export function outcomeHandlers(store: OutcomeStore): Pick<MonitorServer, 'recordOutcomes' | 'getEvaluation'> {
+  return {
+    recordOutcomes: unary((req: RecordOutcomesRequest, ctx) => recordOutcomes(store, req, ctx)),
+    getEvaluation: unary((req: GetEvaluationRequest, ctx) => getEvaluation(store, req, ctx)),
+  };
+}
