@@ -286,8 +286,12 @@ export class Scheduler {
     }
     this.pool.run(spec.key, feeds, spec.outputNames as string[]).then(
       (res) => {
+        // One sample counts for at most 4× the current estimate: a pause of the whole process
+        // (SIGSTOP, a long GC, a starved VM) must not make admission refuse every deadline
+        // afterwards, which would also stop the batches that could correct it. A real
+        // slowdown still shows within a few batches.
         const ms = performance.now() - started;
-        q.batchMs = q.batchMs === 0 ? ms : q.batchMs * 0.8 + ms * 0.2;
+        q.batchMs = q.batchMs === 0 ? ms : q.batchMs * 0.8 + Math.min(ms, q.batchMs * 4) * 0.2;
         this.complete(q, batch, res, started);
       },
       (err: Error) => {
@@ -336,8 +340,8 @@ export class Scheduler {
   private complete(q: VersionQueue, batch: Job[], res: RunResult, started: number): void {
     const spec = q.spec;
     const now = performance.now();
-    const spans = this.traceBatch(spec, batch, started, now, res);
-    let traced = 0;
+    // Encode times of the sampled requests (start, end pairs), for their spans.
+    let encodeTimes: number[] | null = null;
     let row = 0;
     for (const j of batch) {
       if (now > j.deadline) this.stats.finishedAfterDeadline++;
@@ -360,14 +364,25 @@ export class Scheduler {
       }
       row += j.req.rows;
       if (q.cache && j.cacheKey) q.cache.set(j.cacheKey, { outputs: answer.outputs, raw: answer.raw.map((b) => b.slice()) });
-      if (spans && j.trace) {
-        const s = spans[traced++]!;
+      if (j.trace && this.o.tracer) {
         const t = performance.now();
         const bytes = encode(spec, j.req.id, answer);
-        this.o.tracer!.startSpan('encode', { startTime: epochMs(t) }, trace.setSpan(ROOT_CONTEXT, s)).end();
+        (encodeTimes ??= []).push(t, performance.now());
         j.done(0, '', bytes, queueMicros, res.computeMicros);
-        s.end();
       } else j.done(0, '', encode(spec, j.req.id, answer), queueMicros, res.computeMicros);
+    }
+    // Every answer of the batch is on its way; the spans of its sampled requests are made in the
+    // next turn, after this turn's frames are written, from the timestamps taken.
+    if (encodeTimes) {
+      const times = encodeTimes;
+      setImmediate(() => {
+        const spans = this.traceBatch(spec, batch, started, now, res);
+        spans?.forEach((s, i) => {
+          const end = epochMs(times[2 * i + 1]!);
+          this.o.tracer!.startSpan('encode', { startTime: epochMs(times[2 * i]!) }, trace.setSpan(ROOT_CONTEXT, s)).end(end);
+          s.end(end);
+        });
+      });
     }
   }
 }
