@@ -1,4 +1,4 @@
-import { appendFileSync } from 'node:fs';
+import { appendFile } from 'node:fs/promises';
 import type { ReadableSpan, SpanExporter } from '@opentelemetry/sdk-trace-node';
 
 type ExportResult = Parameters<SpanExporter['export']>[1] extends (r: infer R) => void ? R : never;
@@ -30,12 +30,13 @@ export class FileSpanExporter implements SpanExporter {
         status: s.status.code,
       }),
     );
-    try {
-      if (lines.length) appendFileSync(this.path, `${lines.join('\n')}\n`);
-      done({ code: SUCCESS } as ExportResult);
-    } catch (error) {
-      done({ code: FAILED, error: error as Error } as ExportResult);
-    }
+    if (lines.length === 0) return done({ code: SUCCESS } as ExportResult);
+    // The write runs on libuv's pool, not the event loop that serves requests; the
+    // batch processor sends the next batch only after `done`, so lines never interleave.
+    appendFile(this.path, `${lines.join('\n')}\n`).then(
+      () => done({ code: SUCCESS } as ExportResult),
+      (error: unknown) => done({ code: FAILED, error: error as Error } as ExportResult),
+    );
   }
 
   shutdown(): Promise<void> {

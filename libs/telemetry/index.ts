@@ -47,8 +47,11 @@ export async function startTelemetry(serviceName: string, env: NodeJS.ProcessEnv
   }
   const processors: SpanProcessor[] = [...(o.processors ?? [])];
   if (env.INFERMESH_TRACE_FILE) {
-    // Batched like an OTLP export would be, flushed often so a test sees its spans quickly.
-    processors.push(new BatchSpanProcessor(new FileSpanExporter(env.INFERMESH_TRACE_FILE, env.OTEL_SERVICE_NAME || serviceName), { scheduledDelayMillis: 100 }));
+    // Batched like an OTLP export would be, flushed often so a test sees its spans quickly; small
+    // batches, so encoding one holds the event loop only briefly (512 spans at once is a visible stall).
+    processors.push(
+      new BatchSpanProcessor(new FileSpanExporter(env.INFERMESH_TRACE_FILE, env.OTEL_SERVICE_NAME || serviceName), { scheduledDelayMillis: 100, maxExportBatchSize: 64, maxQueueSize: 8192 }),
+    );
   }
   if (!o.processors && (env.OTEL_EXPORTER_OTLP_ENDPOINT || env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT)) {
     // Loaded only when used: the exporter pulls in the OTLP transformer.

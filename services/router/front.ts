@@ -201,25 +201,31 @@ export function createInferPath(table: RoutingTable, samples: SampleRecorder, o:
       if (code === Status.CANCELLED) counters.cancelled++;
       const now = performance.now();
       const totalUs = Math.round((now - t0) * 1000);
-      let tid = traceId;
-      if (totalUs > samples.slowFloor(modelName)) {
-        // Among this window's slowest: keep it, with a trace even if the head sampler said no.
-        const b = { queue: queueUs, compute: computeUs, network: Math.max(0, replicaUs - queueUs - computeUs), router: Math.max(0, totalUs - replicaUs) };
-        if (!tid) tid = traceAfterTheFact(o.tracer, parent, t0, now, modelName, version, selector, code, b);
-        samples.recordSlow(modelName, version, totalUs, code, tid, b);
-      }
-      samples.record(modelName, version, totalUs, code, buf, response, tid, queueUs, computeUs);
-      shadowDone?.(code === 0 ? response : null);
-      if (span) {
-        span.setAttribute('rpc.grpc.status_code', code);
-        if (code !== 0) span.setStatus({ code: SpanStatusCode.ERROR, message: codeName(code) });
-        span.end();
-      }
       reply(
         code,
         message,
         code === 0 ? appendTiming(response!, [totalUs, totalUs - replicaUs, replicaUs - queueUs - computeUs, queueUs, computeUs], traceId) : null,
       );
+      // Bookkeeping after the answer is on its way. Spans (sampled or slow requests) wait for the next
+      // turn, after the frames of this one are written: the caller never waits for them.
+      const slow = totalUs > samples.slowFloor(modelName);
+      if (!span && !slow) samples.record(modelName, version, totalUs, code, buf, response, traceId, queueUs, computeUs);
+      else setImmediate(() => {
+        let tid = traceId;
+        if (slow) {
+          // Among this window's slowest: keep it, with a trace even if the head sampler said no.
+          const b = { queue: queueUs, compute: computeUs, network: Math.max(0, replicaUs - queueUs - computeUs), router: Math.max(0, totalUs - replicaUs) };
+          if (!tid) tid = traceAfterTheFact(o.tracer, parent, t0, now, modelName, version, selector, code, b);
+          samples.recordSlow(modelName, version, totalUs, code, tid, b);
+        }
+        samples.record(modelName, version, totalUs, code, buf, response, tid, queueUs, computeUs);
+        if (span) {
+          span.setAttribute('rpc.grpc.status_code', code);
+          if (code !== 0) span.setStatus({ code: SpanStatusCode.ERROR, message: codeName(code) });
+          span.end(epochMs(now));
+        }
+      });
+      shadowDone?.(code === 0 ? response : null);
     };
     const attempt = () => {
       const replica = pick(route!.replicas, tried);
