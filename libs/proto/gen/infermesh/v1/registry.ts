@@ -1281,9 +1281,12 @@ export const RegistryService = {
    * bytes in order. The model is validated (it must load in ONNX Runtime;
    * inputs and outputs are read from it), stored by SHA-256 and given the next
    * version number. Not idempotent: pushing twice makes two versions (that
-   * share one artifact).
-   * INVALID_ARGUMENT: bad name, missing header, not a loadable ONNX model.
-   * RESOURCE_EXHAUSTED: over the size limit. UNAVAILABLE: NATS is down.
+   * share one artifact). Optional `reference` parts after the model give
+   * reference data; its profile is stored with the version (GetReference).
+   * INVALID_ARGUMENT: bad name, missing header, not a loadable ONNX model,
+   * bad reference_format or a bad reference row (the line is named).
+   * RESOURCE_EXHAUSTED: model or reference over its size limit.
+   * UNAVAILABLE: NATS is down.
    * UNAUTHENTICATED / PERMISSION_DENIED: no token / without the `push` role.
    */
   pushModel: {
@@ -1431,9 +1434,12 @@ export interface RegistryServer extends UntypedServiceImplementation {
    * bytes in order. The model is validated (it must load in ONNX Runtime;
    * inputs and outputs are read from it), stored by SHA-256 and given the next
    * version number. Not idempotent: pushing twice makes two versions (that
-   * share one artifact).
-   * INVALID_ARGUMENT: bad name, missing header, not a loadable ONNX model.
-   * RESOURCE_EXHAUSTED: over the size limit. UNAVAILABLE: NATS is down.
+   * share one artifact). Optional `reference` parts after the model give
+   * reference data; its profile is stored with the version (GetReference).
+   * INVALID_ARGUMENT: bad name, missing header, not a loadable ONNX model,
+   * bad reference_format or a bad reference row (the line is named).
+   * RESOURCE_EXHAUSTED: model or reference over its size limit.
+   * UNAVAILABLE: NATS is down.
    * UNAUTHENTICATED / PERMISSION_DENIED: no token / without the `push` role.
    */
   pushModel: handleClientStreamingCall<PushModelRequest, PushModelResponse>;
@@ -1501,9 +1507,12 @@ export interface RegistryClient extends Client {
    * bytes in order. The model is validated (it must load in ONNX Runtime;
    * inputs and outputs are read from it), stored by SHA-256 and given the next
    * version number. Not idempotent: pushing twice makes two versions (that
-   * share one artifact).
-   * INVALID_ARGUMENT: bad name, missing header, not a loadable ONNX model.
-   * RESOURCE_EXHAUSTED: over the size limit. UNAVAILABLE: NATS is down.
+   * share one artifact). Optional `reference` parts after the model give
+   * reference data; its profile is stored with the version (GetReference).
+   * INVALID_ARGUMENT: bad name, missing header, not a loadable ONNX model,
+   * bad reference_format or a bad reference row (the line is named).
+   * RESOURCE_EXHAUSTED: model or reference over its size limit.
+   * UNAVAILABLE: NATS is down.
    * UNAUTHENTICATED / PERMISSION_DENIED: no token / without the `push` role.
    */
   pushModel(
