@@ -31,9 +31,7 @@ export const subjects = {
   samples: (name: string) => `infermesh.samples.${name}`,
   allSamples: 'infermesh.samples.*',
   alerts: (name: string) => `infermesh.alerts.${name}`,
-  allAlerts: 'infermesh.alerts.*',
   outcomes: (name: string) => `infermesh.outcomes.${name}`,
-  allOutcomes: 'infermesh.outcomes.*',
 } as const;
 
 /** Keys of the models bucket: `<model>.v.<version>`, `<model>.traffic`, `<model>.ref.<version>`, `<model>.probe`. */

@@ -171,7 +171,8 @@ export class ModelManager {
 
   private applyKv(key: string, value: Uint8Array | null): void {
     const k = parseModelKey(key);
-    if (!k || k.kind === 'reference' || k.kind === 'probe') return;
+    // Only versions and traffic route requests; other keys of the bucket (reference profiles, probes) are the monitor's.
+    if (k?.kind !== 'version' && k?.kind !== 'traffic') return;
     try {
       if (k.kind === 'version') {
         let m = this.records.get(k.name);

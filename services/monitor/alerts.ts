@@ -28,6 +28,7 @@ import {
   type WatchAlertsRequest,
 } from '../../libs/proto/index.js';
 import type { WindowStats } from './window-stats.js';
+import { StreamFollower } from './stream-follower.js';
 
 /** One threshold rule; `model` `*` applies to every model without a rule of its own for the same metric. */
 export interface AlertRule {
@@ -362,26 +363,28 @@ export class AlertEngine {
       .catch((err: unknown) => this.log.warn({ err: String(err), alert: a.id }, 'alert not stored in NATS'));
   }
 
-  /** Replays the alerts stream: the last state of each alert id wins. */
+  /**
+   * Replays the alerts stream up to what was stored before this start: the
+   * last state of each alert id wins. Stops there, so the engine's own
+   * publishes later never reset a streak.
+   */
   private async restore(): Promise<void> {
-    const jsm = await this.nc.jetstreamManager();
-    const last = (await jsm.streams.info(ALERTS_STREAM)).state.last_seq;
-    if (last === 0) return;
-    const consumer = await this.nc.jetstream().consumers.get(ALERTS_STREAM, { filterSubjects: subjects.allAlerts });
-    const messages = await consumer.consume();
-    try {
-      for await (const m of messages) {
+    const replay = new StreamFollower(
+      this.nc,
+      ALERTS_STREAM,
+      (m) => {
         try {
           const a = Alert.decode(m.data);
           this.states.set(a.id, { alert: a, firing: a.state === Alert_State.FIRING, bad: 0, good: 0 });
         } catch {
           // Not an alert: skipped.
         }
-        if (m.seq >= last || m.info.pending === 0) break;
-      }
-    } finally {
-      await messages.close().catch(() => undefined);
-    }
+      },
+      this.log,
+    );
+    replay.start();
+    await replay.caughtUp;
+    await replay.stop();
   }
 }
 

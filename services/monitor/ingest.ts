@@ -4,14 +4,13 @@
  * inconsistent, is counted in infermesh_monitor_bad_messages_total and dropped.
  */
 import { ModelEvent, ModelEvent_Kind, SampleBatch, type PredictionSample, type ShadowResult } from '../../libs/proto/index.js';
-import { NAME_RE } from '../../libs/bus/index.js';
+import { NAME_RE, subjects } from '../../libs/bus/index.js';
 import { codeName } from '../../libs/errors/index.js';
 import type { Logger } from '../../libs/log/index.js';
 import type { StatsStore } from './stats-store.js';
 import type { SlowRequests } from './slow-requests.js';
 import type { MonitorMetrics } from './metrics.js';
 
-const SAMPLES_PREFIX = 'infermesh.samples.';
 /** A W3C trace id: 32 lowercase hex digits, not all zero. */
 const TRACE_ID_RE = /^(?!0{32})[0-9a-f]{32}$/;
 
@@ -45,7 +44,7 @@ export class Ingest {
     } catch (err) {
       return this.bad('samples', subject, 'undecodable', err);
     }
-    if (!NAME_RE.test(batch.name) || subject !== SAMPLES_PREFIX + batch.name) {
+    if (!NAME_RE.test(batch.name) || subject !== subjects.samples(batch.name)) {
       return this.bad('samples', subject, 'name does not match subject');
     }
     for (const v of batch.versions) {

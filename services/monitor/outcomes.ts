@@ -43,8 +43,6 @@ export const MAX_OUTCOMES_PER_CALL = 10_000;
 /** Longest request id accepted (longer ones are never kept from samples either). */
 export const MAX_REQUEST_ID_CHARS = 128;
 
-const SAMPLES_PREFIX = 'infermesh.samples.';
-const OUTCOMES_PREFIX = 'infermesh.outcomes.';
 /** Longest wait for a JetStream acknowledgement. */
 const PUBLISH_TIMEOUT_MS = 5_000;
 /** Longest wait, after the ack, for the consumer to apply what was recorded (then joined counts what is known). */
@@ -272,7 +270,7 @@ export class OutcomeStore {
     } catch (err) {
       return this.log.debug({ subject, err: String(err) }, 'dropped undecodable sample batch');
     }
-    if (!NAME_RE.test(batch.name) || subject !== SAMPLES_PREFIX + batch.name) return this.log.debug({ subject }, 'dropped sample batch: name does not match subject');
+    if (!NAME_RE.test(batch.name) || subject !== subjects.samples(batch.name)) return this.log.debug({ subject }, 'dropped sample batch: name does not match subject');
     const cutoff = this.now() - this.retentionMs;
     let m: ModelState | undefined;
     for (const s of batch.samples) {
@@ -303,7 +301,7 @@ export class OutcomeStore {
       } catch (err) {
         this.log.debug({ subject: msg.subject, err: String(err) }, 'dropped undecodable outcome batch');
       }
-      if (batch && NAME_RE.test(batch.name) && msg.subject === OUTCOMES_PREFIX + batch.name) {
+      if (batch && NAME_RE.test(batch.name) && msg.subject === subjects.outcomes(batch.name)) {
         const m = this.model(batch.name);
         const at = batch.atMs > 0 ? batch.atMs : this.now();
         for (const o of batch.outcomes) {

@@ -113,7 +113,8 @@ export class RoutingTable {
 
   private applyModel(key: string, value: Uint8Array | null): void {
     const k = parseModelKey(key);
-    if (!k || k.kind === 'reference' || k.kind === 'probe') return;
+    // Only versions and traffic route requests; other keys of the bucket (reference profiles, probes) are the monitor's.
+    if (k?.kind !== 'version' && k?.kind !== 'traffic') return;
     try {
       if (k.kind === 'version') {
         let m = this.versions.get(k.name);

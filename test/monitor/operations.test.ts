@@ -5,14 +5,14 @@
  * canary rollback with its reason in the lifecycle history, and /metrics
  * accepted by promtool.
  */
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import * as grpc from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildInferRequest, MonitorApi } from '../../libs/client/index.js';
 import { mlpModel } from '../../libs/onnx-builder/index.js';
 import { Alert_State, ModelEvent_Kind, oip, type Alert } from '../../libs/proto/index.js';
 import { startService, startMesh, type Mesh, type ServiceProc } from '../harness/mesh.js';
-import { cli, expectCleanError, json } from '../cli/run-cli.js';
+import { CLI, cli, expectCleanError, json } from '../cli/run-cli.js';
 
 const MONITOR_ARGS = [
   '--alert-interval-ms', '300',
@@ -110,6 +110,20 @@ describe('CLI', () => {
     for (const a of listed.alerts) expect(a).toMatchObject({ id: expect.any(String), state: expect.stringMatching(/^(firing|resolved)$/) });
     expectCleanError(await cli(['alerts', 'Bad.Name', ...g]), 1, 'INVALID_ARGUMENT');
     expectCleanError(await cli(['models', 'probe', 'probed', '--input', '{"features": [[1]]}', '--expect', '[]', ...g]), 2, 'INVALID_ARGUMENT');
+  });
+
+  it('stats --watch refreshes until Ctrl-C (one JSON object per refresh), then exits 0', async () => {
+    const p = spawn(process.execPath, [CLI, 'stats', 'probed', '--watch', '0.2', '--json', '--monitor', mesh.monitorAddr], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    p.stdout.on('data', (b: Buffer) => (out += b.toString()));
+    await until(() => out.split('\n').filter(Boolean).length, (n) => n >= 3, 10_000);
+    p.kill('SIGINT');
+    const code = await new Promise<number | null>((r) => p.once('close', r));
+    expect(code).toBe(0);
+    const refreshes = out.trim().split('\n').map((l) => JSON.parse(l) as { versions: { name: string }[]; at: string });
+    expect(refreshes.length).toBeGreaterThanOrEqual(3);
+    expect(new Set(refreshes.map((r) => r.at)).size).toBe(refreshes.length);
+    for (const r of refreshes) expect(r.versions.map((v) => v.name)).toContain('probed');
   });
 });
 
