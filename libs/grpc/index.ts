@@ -5,3 +5,4 @@ export { AccessPolicy, tokenHash, ROLES, SUBJECT_RE, type Role, type Guard } fro
 export { readServerTls, readClientTls, serverTlsOf, serverCredentials, channelCredentials, peerCredentials, peerTls, type TlsMaterial, type TlsFiles } from './tls.js';
 export { channelOptions, deadlineIn, rawBytes, call, type UnaryMethod } from './client.js';
 export { FrameCoalescer } from './frame-coalescer.js';
+export { serveRawUnary, frameInPlace, frameCopy, parseGrpcTimeout, GRPC_PREFIX_BYTES, type RawUnaryHandler, type RawReply, type RawHeaders } from './raw-unary.js';

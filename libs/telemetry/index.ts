@@ -37,6 +37,14 @@ export interface TelemetryOptions {
   attributes?: Record<string, string>;
   /** Span processors to use instead of the OTLP exporter (tests pass an in-memory one). */
   processors?: SpanProcessor[];
+  /**
+   * Registers the AsyncLocalStorage context manager (default true), which
+   * `startActiveSpan` and `context.active()` need across awaits. It turns on
+   * Node's async hooks, a cost on every async resource of the process (each
+   * HTTP/2 stream, write, promise); the router and replicas pass span
+   * contexts explicitly on their data planes and start without it.
+   */
+  asyncContext?: boolean;
 }
 
 /** Starts tracing for `serviceName`; `env` is the process environment (read here for OTEL_* only). */
@@ -62,7 +70,7 @@ export async function startTelemetry(serviceName: string, env: NodeJS.ProcessEnv
     detectResources({ detectors: [envDetector] }),
   );
   const provider = new NodeTracerProvider({ resource, spanProcessors: processors });
-  provider.register();
+  provider.register(o.asyncContext === false ? { contextManager: null } : {});
   let done: Promise<void> | null = null;
   const ratio = /^parentbased_traceidratio|traceidratio$/.test(env.OTEL_TRACES_SAMPLER) ? Number(env.OTEL_TRACES_SAMPLER_ARG ?? '1') : env.OTEL_TRACES_SAMPLER.endsWith('always_off') ? 0 : 1;
   return {

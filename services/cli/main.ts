@@ -140,11 +140,13 @@ withGlobals(program.command('infer').argument('<name>', 'model name'))
 program
   .command('bench')
   .description('measure in-process ONNX Runtime, a bare grpc-js echo, an inference replica and the full mesh under one h2load load; batching, event loop, memory')
-  .option('--requests <n>', 'calls per throughput run', int(100, 10_000_000), 40_000)
+  .option('--requests <n>', 'calls per throughput run (per round)', int(100, 10_000_000), 20_000)
   .option('--connections <n>', 'HTTP/2 connections', int(1, 1000), 4)
   .option('--streams <n>', 'concurrent calls per connection', int(1, 1000), 32)
-  .option('--latency-requests <n>', 'calls per concurrency-1 run', int(100, 10_000_000), 5_000)
-  .option('--batch-requests <n>', 'calls per batching run (compute-bound model)', int(100, 10_000_000), 3_000)
+  .option('--latency-requests <n>', 'calls per concurrency-1 run (per round)', int(100, 10_000_000), 2_000)
+  .option('--batch-requests <n>', 'calls per batching run (compute-bound model, per round)', int(100, 10_000_000), 3_000)
+  .option('--warmup <n>', 'calls to each target before measuring', int(0, 10_000_000), 30_000)
+  .option('--rounds <n>', 'measured rounds, target order rotated each round', int(1, 100), 3)
   .option('--json', 'print one JSON object')
   .action(async (o) => {
     const { benchCommand } = await import('./bench/bench.js');

@@ -6,12 +6,12 @@ import { bool, commonSpec, int, loadConfig, str } from '../../libs/config/index.
 import { createLogger } from '../../libs/log/index.js';
 import { startTelemetry } from '../../libs/telemetry/index.js';
 import { connectNats, natsSecurityOf, openBuckets, EventPublisher } from '../../libs/bus/index.js';
-import { addHealthAndReflection, createGrpcServer, listen, serverCredentials, serverTlsOf, shutdownServer } from '../../libs/grpc/index.js';
+import { addHealthAndReflection, createGrpcServer, listen, serverCredentials, serverTlsOf, serveRawUnary, shutdownServer } from '../../libs/grpc/index.js';
 import { RuntimeService } from '../../libs/proto/index.js';
 import { Announcer } from './announcer.js';
 import { chooseDevice, DeviceError } from './device.js';
 import { ModelManager } from './model-manager.js';
-import { oipHandlers, oipServiceRawResponse } from './oip-handlers.js';
+import { oipHandlers, oipServiceRawResponse, rawModelInfer } from './oip-handlers.js';
 import { runtimeHandlers } from './runtime-handler.js';
 import { Scheduler } from './scheduler.js';
 import { SessionPool } from './session-pool.js';
@@ -35,6 +35,8 @@ const config = loadConfig(
     drainMs: int({ env: 'INFERMESH_DRAIN_MS', flag: 'drain-ms', default: 30_000, min: 0 }),
     nonFinite: str<'reject' | 'allow'>({ env: 'INFERMESH_NONFINITE_INPUTS', flag: 'nonfinite-inputs', default: 'reject', choices: ['reject', 'allow'] }),
     oversubscribe: bool({ env: 'INFERMESH_OVERSUBSCRIBE', flag: 'oversubscribe', default: false }),
+    /** ModelInfer off the raw HTTP/2 streams (serveRawUnary); false = grpc-js's handler. */
+    http2Infer: bool({ env: 'INFERMESH_HTTP2_INFER', flag: 'http2-infer', default: true }),
   },
   process.argv.slice(2),
   process.env,
@@ -59,7 +61,7 @@ const cores = os.availableParallelism();
 if (config.workers * config.intraOpThreads > cores && !config.oversubscribe) {
   log.warn({ workers: config.workers, intraOpThreads: config.intraOpThreads, cores }, 'workers × intra-op threads exceeds the cores; small models get slower (pass --oversubscribe to silence)');
 }
-const telemetry = await startTelemetry('infermesh-inference', process.env, { attributes: { 'service.instance.id': replicaId } });
+const telemetry = await startTelemetry('infermesh-inference', process.env, { attributes: { 'service.instance.id': replicaId }, asyncContext: false });
 
 const pool = new SessionPool({ workers: config.workers, intraOpThreads: config.intraOpThreads, provider: device.provider }, (err) => {
   log.fatal({ err: String(err) }, 'ONNX Runtime worker died');
@@ -88,6 +90,7 @@ const manager = new ModelManager(
 );
 
 let accepting = true;
+const oipOptions = { defaultTimeoutMs: config.defaultTimeoutMs, nonFinite: config.nonFinite, serverVersion: '0.1.0', ready: () => accepting };
 const streams = new Set<grpc.ServerDuplexStream<Buffer, Buffer>>();
 const server = createGrpcServer({ maxMessageBytes: config.maxMessageBytes });
 // The runtime stream carries frames as bytes; they are decoded in the handler.
@@ -97,16 +100,18 @@ server.addService(
 );
 server.addService(
   oipServiceRawResponse(),
-  oipHandlers(manager, scheduler, { defaultTimeoutMs: config.defaultTimeoutMs, nonFinite: config.nonFinite, serverVersion: '0.1.0', ready: () => accepting }) as unknown as grpc.UntypedServiceImplementation,
+  oipHandlers(manager, scheduler, oipOptions) as unknown as grpc.UntypedServiceImplementation,
 );
 const health = addHealthAndReflection(server, ['inference/grpc_service.proto', 'infermesh/v1/runtime.proto'], ['inference.GRPCInferenceService', 'infermesh.v1.Runtime']);
 const port = await listen(server, config.host, config.port, serverCredentials(tls));
+// Direct ModelInfer calls leave grpc-js's per-call machinery for the listener's raw HTTP/2 streams.
+const rawInfer = config.http2Infer && serveRawUnary(server, '/inference.GRPCInferenceService/ModelInfer', rawModelInfer(manager, scheduler, oipOptions), { maxMessageBytes: config.maxMessageBytes });
 const address = config.advertise || `${config.host}:${port}`;
 announcer = new Announcer(buckets.replicas, { id: replicaId, address, device: device.provider, workers: config.workers, intervalMs: config.heartbeatMs }, () => manager.loaded(), () => ({ ...scheduler.stats, outstanding: scheduler.outstanding() }), log);
 await manager.start();
 await announcer.put();
 health.set('SERVING');
-log.info({ grpcPort: port, address, device: device.provider, workers: config.workers, tls: tls ? (tls.ca ? 'mutual' : 'server') : 'off' }, 'listening');
+log.info({ grpcPort: port, address, device: device.provider, workers: config.workers, tls: tls ? (tls.ca ? 'mutual' : 'server') : 'off', modelInfer: rawInfer ? 'http2' : 'grpc-js' }, 'listening');
 
 let closing: Promise<void> | null = null;
 const close = () =>

@@ -1,13 +1,13 @@
 import type * as grpc from '@grpc/grpc-js';
 import { checkName } from '../../libs/bus/index.js';
-import { MeshError, NotFoundError, Status, toStatus, UnavailableError } from '../../libs/errors/index.js';
-import { unary } from '../../libs/grpc/index.js';
+import { InvalidArgumentError, MeshError, NotFoundError, Status, toStatus, UnavailableError } from '../../libs/errors/index.js';
+import { frameCopy, unary, type RawHeaders, type RawUnaryHandler } from '../../libs/grpc/index.js';
 import { oip, VersionState } from '../../libs/proto/index.js';
 import type { SpanContext } from '@opentelemetry/api';
 import { isSampled, parseTraceparent } from '../../libs/telemetry/index.js';
 import { decodeRequest, type NonFinitePolicy } from './infer-request.js';
 import type { ModelManager } from './model-manager.js';
-import type { Scheduler } from './scheduler.js';
+import type { Job, Scheduler } from './scheduler.js';
 
 export interface OipOptions {
   defaultTimeoutMs: number;
@@ -77,8 +77,48 @@ export function oipHandlers(manager: ModelManager, scheduler: Scheduler, o: OipO
   };
 }
 
+/**
+ * ModelInfer for serveRawUnary (the same answers as the grpc-js handler
+ * above, without grpc-js's per-call machinery); a caller that goes away
+ * frees its queue slot.
+ */
+export function rawModelInfer(manager: ModelManager, scheduler: Scheduler, o: OipOptions): RawUnaryHandler {
+  return (bytes, headers, deadlineMs, reply) => {
+    let job: Job;
+    try {
+      let req: oip.ModelInferRequest;
+      try {
+        req = oip.ModelInferRequest.decode(bytes);
+      } catch {
+        throw new InvalidArgumentError('request', 'malformed ModelInferRequest');
+      }
+      checkName(req.modelName, 'model_name');
+      const e = manager.resolve(req.modelName, req.modelVersion);
+      if (!e || !e.spec) throw new NotFoundError(req.modelVersion ? `model ${req.modelName} version ${req.modelVersion} not found` : `model ${req.modelName} not found`);
+      if (e.state !== VersionState.VERSION_STATE_READY) throw new UnavailableError(`model ${req.modelName} is not ready`);
+      const decoded = decodeRequest(e.spec, req, o.nonFinite);
+      const now = performance.now();
+      job = {
+        spec: e.spec,
+        req: decoded,
+        enqueuedAt: now,
+        deadline: now + Math.min(deadlineMs - Date.now(), o.defaultTimeoutMs),
+        priority: priorityOf(headers),
+        trace: sampledParent(headers),
+        done: (code, message, response) => (code === Status.OK ? reply(0, '', frameCopy(response!)) : reply(code, message, null)),
+      };
+    } catch (err) {
+      const st = toStatus(err);
+      reply(st.code, st.details, null);
+      return null;
+    }
+    scheduler.submit(job);
+    return () => scheduler.cancel(job);
+  };
+}
+
 /** `x-infermesh-priority` metadata: 0 (default, real-time) or a positive bulk level. */
-export function priorityOf(md: grpc.Metadata): number {
+export function priorityOf(md: RawHeaders): number {
   const v = md.get(PRIORITY_HEADER);
   if (v.length === 0) return 0;
   const n = Number(v[0]);
@@ -88,7 +128,7 @@ export function priorityOf(md: grpc.Metadata): number {
 export const PRIORITY_HEADER = 'x-infermesh-priority';
 
 /** The caller's span context when its `traceparent` is sampled, else null. */
-function sampledParent(md: grpc.Metadata): SpanContext | null {
+function sampledParent(md: RawHeaders): SpanContext | null {
   const v = md.get('traceparent');
   const c = v.length ? parseTraceparent(String(v[0])) : null;
   return isSampled(c) ? c : null;

@@ -1,7 +1,7 @@
 import * as grpc from '@grpc/grpc-js';
 import { NAME_RE, checkName } from '../../libs/bus/index.js';
 import { codeName, MeshError, NotFoundError, Status, toStatus, UnavailableError } from '../../libs/errors/index.js';
-import { unary } from '../../libs/grpc/index.js';
+import { frameInPlace, unary, type RawUnaryHandler } from '../../libs/grpc/index.js';
 import { oip } from '../../libs/proto/index.js';
 import type { ReplicaConn } from './replica-conn.js';
 import { scanRouteFields, type RouteFields } from './request-scan.js';
@@ -334,6 +334,19 @@ function pushback(): grpc.Metadata {
   const md = new grpc.Metadata();
   md.set('grpc-retry-pushback-ms', String(RETRY_PUSHBACK_MS));
   return md;
+}
+
+/** The path of the OIP ModelInfer method, served off the raw HTTP/2 streams (see serveRawUnary). */
+export const MODEL_INFER_PATH = '/inference.GRPCInferenceService/ModelInfer';
+const PUSHBACK = { 'grpc-retry-pushback-ms': String(RETRY_PUSHBACK_MS) };
+
+/** ModelInfer for serveRawUnary: the answer's bytes are framed where appendTiming left room, not copied. */
+export function rawModelInfer(infer: ReturnType<typeof createInferPath>): RawUnaryHandler {
+  return (request, headers, deadlineMs, reply) =>
+    infer(request, headers, deadlineMs, (code, message, response) => {
+      if (code === 0) reply(0, '', frameInPlace(response!));
+      else reply(code, message, null, code === Status.RESOURCE_EXHAUSTED ? PUSHBACK : undefined);
+    });
 }
 
 /** The router's Open Inference Protocol service over gRPC. */

@@ -1,12 +1,12 @@
 /** The router: the mesh's front door (OIP gRPC on 8500; REST — TF Serving and OIP — plus /metrics on 8501). */
 import { randomBytes } from 'node:crypto';
 import type * as grpc from '@grpc/grpc-js';
-import { commonSpec, int, loadConfig, num, str } from '../../libs/config/index.js';
+import { bool, commonSpec, int, loadConfig, num, str } from '../../libs/config/index.js';
 import { createLogger } from '../../libs/log/index.js';
 import { startTelemetry } from '../../libs/telemetry/index.js';
 import { connectNats, natsSecurityOf, openBuckets } from '../../libs/bus/index.js';
-import { addHealthAndReflection, createGrpcServer, listen, peerCredentials, serverCredentials, serverTlsOf, shutdownServer } from '../../libs/grpc/index.js';
-import { createInferPath, frontHandlers, rawInferService } from './front.js';
+import { addHealthAndReflection, createGrpcServer, listen, peerCredentials, serverCredentials, serverTlsOf, serveRawUnary, shutdownServer } from '../../libs/grpc/index.js';
+import { createInferPath, frontHandlers, MODEL_INFER_PATH, rawInferService, rawModelInfer } from './front.js';
 import { createRestServer } from './rest-server.js';
 import { routerMetrics, type RouterCounters } from './router-metrics.js';
 import { RoutingTable } from './routing-table.js';
@@ -24,6 +24,8 @@ const config = loadConfig(
     promoteReadyFraction: num({ env: 'INFERMESH_PROMOTE_READY_FRACTION', flag: 'promote-ready-fraction', default: 1, min: 0, max: 1 }),
     maxInflight: int({ env: 'INFERMESH_MAX_INFLIGHT', flag: 'max-inflight', default: 10_000, min: 1 }),
     shadowTolerance: num({ env: 'INFERMESH_SHADOW_TOLERANCE', flag: 'shadow-tolerance', default: 0.01, min: 0 }),
+    /** ModelInfer off the raw HTTP/2 streams (serveRawUnary); false = grpc-js's handler. */
+    http2Infer: bool({ env: 'INFERMESH_HTTP2_INFER', flag: 'http2-infer', default: true }),
   },
   process.argv.slice(2),
   process.env,
@@ -33,7 +35,7 @@ const routerId = config.routerId || `router-${randomBytes(4).toString('hex')}`;
 const log = createLogger('router', config.logLevel, { router: routerId });
 const tls = serverTlsOf(config);
 const natsSecurity = natsSecurityOf(config);
-const telemetry = await startTelemetry('infermesh-router', process.env, { attributes: { 'service.instance.id': routerId } });
+const telemetry = await startTelemetry('infermesh-router', process.env, { attributes: { 'service.instance.id': routerId }, asyncContext: false });
 const nc = await connectNats(config.natsUrl, `infermesh-${routerId}`, log, natsSecurity).catch((err: Error) => {
   log.fatal(err.message);
   process.exit(1);
@@ -55,6 +57,10 @@ const infer = createInferPath(table, samples, frontOptions, counters);
 server.addService(rawInferService(), frontHandlers(table, infer, frontOptions) as unknown as grpc.UntypedServiceImplementation);
 const health = addHealthAndReflection(server, ['inference/grpc_service.proto'], ['inference.GRPCInferenceService']);
 const port = await listen(server, config.host, config.port, serverCredentials(tls));
+// ModelInfer leaves grpc-js's per-call machinery for the listener's raw HTTP/2 streams; every other
+// method (and TLS, sessions, keepalive, shutdown) stays with grpc-js.
+const rawFront = config.http2Infer && serveRawUnary(server, MODEL_INFER_PATH, rawModelInfer(infer), { maxMessageBytes: config.maxMessageBytes });
+if (config.http2Infer && !rawFront) log.warn('ModelInfer served by the grpc-js handler: this grpc-js does not expose its HTTP/2 listeners as expected');
 
 // The REST gateway (TF Serving and OIP REST), on the same request path as gRPC.
 const rest = createRestServer(table, infer, { metrics: routerMetrics(table, counters), maxBodyBytes: config.maxMessageBytes, defaultTimeoutMs: config.defaultTimeoutMs, serverVersion: frontOptions.serverVersion, log, tls });
@@ -63,7 +69,7 @@ const restPort = await new Promise<number>((resolve, reject) => {
   rest.listen(config.restPort, config.host, () => resolve((rest.address() as { port: number }).port));
 });
 health.set('SERVING');
-log.info({ grpcPort: port, restPort, tls: tls ? (tls.ca ? 'mutual' : 'server') : 'off' }, 'listening');
+log.info({ grpcPort: port, restPort, tls: tls ? (tls.ca ? 'mutual' : 'server') : 'off', modelInfer: rawFront ? 'http2' : 'grpc-js' }, 'listening');
 
 let closing: Promise<void> | null = null;
 const close = () =>

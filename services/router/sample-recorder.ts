@@ -89,7 +89,9 @@ export class SampleRecorder {
     if (this.o.sampleRate > 0 && Math.random() < this.o.sampleRate) {
       let k = this.kept.get(model);
       if (!k) this.kept.set(model, (k = []));
-      if (k.length < 1000) k.push({ version, latencyMicros, code, request, response, at: Date.now(), traceId });
+      // Copied: the bytes may be views into larger buffers (a read buffer, a response frame) that
+      // would otherwise stay alive until the flush.
+      if (k.length < 1000) k.push({ version, latencyMicros, code, request: own(request), response: response && own(response), at: Date.now(), traceId });
     }
   }
 
@@ -128,6 +130,13 @@ export class SampleRecorder {
     clearInterval(this.timer);
     this.flush();
   }
+}
+
+/** A copy of `b` in an allocation of its own (not a slice of Node's shared pool). */
+function own(b: Uint8Array): Buffer {
+  const c = Buffer.allocUnsafeSlow(b.byteLength);
+  c.set(b);
+  return c;
 }
 
 const SUMMARY_VALUES = 32;

@@ -3,8 +3,12 @@
  * `parameters` map entries (field 4), written by hand: protobuf merges
  * repeated map entries, so the replica's bytes are copied once, untouched,
  * and nothing is decoded or re-encoded. Values are int64 microseconds
- * (`InferParameter.int64_param`), the trace id a `string_param`.
+ * (`InferParameter.int64_param`), the trace id a `string_param`. The copy
+ * leaves GRPC_PREFIX_BYTES free in front, where the gRPC front writes the
+ * message prefix (frameInPlace) instead of copying the answer again.
  */
+import { GRPC_PREFIX_BYTES } from '../../libs/grpc/raw-unary.js';
+
 const KEYS = ['infermesh.total_us', 'infermesh.router_us', 'infermesh.network_us', 'infermesh.queue_us', 'infermesh.compute_us'].map((k) => Buffer.from(k));
 const TRACE_KEY = Buffer.from('infermesh.trace_id');
 /** Enough for five int64 entries and a 32-character trace id. */
@@ -28,11 +32,14 @@ function varintSize(v: number): number {
   return n;
 }
 
-/** `response` followed by the timing parameters (values in µs, non-negative integers). */
+/**
+ * `response` followed by the timing parameters (values in µs, non-negative
+ * integers), with GRPC_PREFIX_BYTES of the same allocation free before it.
+ */
 export function appendTiming(response: Uint8Array, values: readonly [number, number, number, number, number], traceId: string): Buffer {
-  const out = Buffer.allocUnsafe(response.byteLength + MAX_EXTRA);
-  out.set(response, 0);
-  let at = response.byteLength;
+  const out = Buffer.allocUnsafe(GRPC_PREFIX_BYTES + response.byteLength + MAX_EXTRA);
+  out.set(response, GRPC_PREFIX_BYTES);
+  let at = GRPC_PREFIX_BYTES + response.byteLength;
   for (let i = 0; i < 5; i++) {
     const key = KEYS[i]!;
     const v = Math.max(0, Math.round(values[i]!));
@@ -61,5 +68,5 @@ export function appendTiming(response: Uint8Array, values: readonly [number, num
     out[at++] = 32;
     at += out.write(traceId, at, 'latin1');
   }
-  return out.subarray(0, at);
+  return out.subarray(GRPC_PREFIX_BYTES, at);
 }

@@ -22,7 +22,7 @@ import { accepts, freePort } from '../ports.js';
 import { Supervisor, type Started } from '../supervisor.js';
 import { renderTable } from '../table.js';
 import { benchInProcess, type InProcessResult } from './in-process.js';
-import { runH2load, type LoadResult } from './h2load.js';
+import { poolRounds, runH2load, type LoadResult, type LoadRun } from './h2load.js';
 
 export interface BenchOptions {
   requests: number;
@@ -30,6 +30,10 @@ export interface BenchOptions {
   streams: number;
   latencyRequests: number;
   batchRequests: number;
+  /** Calls sent to each target before any is measured (JIT and heap reach steady state). */
+  warmup: number;
+  /** Measured rounds; each round visits every target, in an order rotated by one each round. */
+  rounds: number;
   json?: boolean;
 }
 
@@ -133,13 +137,24 @@ export async function benchCommand(o: BenchOptions): Promise<number> {
       ['mesh (router)', routerAddr],
       ['mesh, tracing off', addr(routerOff)],
     ];
-    for (const [label, target] of targets) {
-      progress(`bench: ${label}: warm-up, ${o.requests} calls at ${o.connections}×${o.streams} in flight, ${o.latencyRequests} calls at concurrency 1…\n`);
-      await runH2load({ target, payload: fraudPayload, requests: Math.min(5000, o.requests), connections: o.connections, streams: o.streams });
-      const l = await runH2load({ target, payload: fraudPayload, ...load });
-      const one = await runH2load({ target, payload: fraudPayload, ...c1 });
-      results[label] = { load: l, c1: one };
+    // A process's first tens of thousands of calls run slower (JIT tiers, heap growth): every target is
+    // warmed first, then measured in rounds with the order rotated, so no target is always measured
+    // first or last (the traced and untraced routers share one replica).
+    for (const [label, target] of o.warmup > 0 ? targets : []) {
+      progress(`bench: ${label}: warm-up, ${o.warmup} calls at ${o.connections}×${o.streams} in flight…\n`);
+      await runH2load({ target, payload: fraudPayload, requests: o.warmup, connections: o.connections, streams: o.streams });
     }
+    const runs = new Map<string, { load: LoadRun[]; c1: LoadRun[] }>(targets.map(([label]) => [label, { load: [], c1: [] }]));
+    for (let round = 0; round < o.rounds; round++) {
+      progress(`bench: round ${round + 1} of ${o.rounds}: ${o.requests} calls at ${o.connections}×${o.streams} in flight and ${o.latencyRequests} at concurrency 1, per target…\n`);
+      for (let i = 0; i < targets.length; i++) {
+        const [label, target] = targets[(i + round) % targets.length]!;
+        const r = runs.get(label)!;
+        r.load.push(await runH2load({ target, payload: fraudPayload, ...load }));
+        r.c1.push(await runH2load({ target, payload: fraudPayload, ...c1 }));
+      }
+    }
+    for (const [label, r] of runs) results[label] = { load: poolRounds(r.load), c1: poolRounds(r.c1) };
 
     // Memory with the demo model only, after the transport runs (the issue's budget is for this case).
     const demoMem = { inference: rssPeakMb(inference.pid), router: rssPeakMb(router.pid) };
@@ -162,9 +177,15 @@ export async function benchCommand(o: BenchOptions): Promise<number> {
     progress(`bench: batching: wide MLP through the mesh, ${o.batchRequests} calls, batching on then off…\n`);
     const batchLoad = { requests: o.batchRequests, connections: o.connections, streams: o.streams };
     await runH2load({ target: routerAddr, payload: widePayload('wide'), ...batchLoad, requests: Math.min(500, o.batchRequests) });
-    const batchOn = await runH2load({ target: routerAddr, payload: widePayload('wide'), ...batchLoad });
     await runH2load({ target: routerAddr, payload: widePayload('wide-nobatch'), ...batchLoad, requests: Math.min(200, o.batchRequests) });
-    const batchOff = await runH2load({ target: routerAddr, payload: widePayload('wide-nobatch'), ...batchLoad });
+    const on: LoadRun[] = [];
+    const off: LoadRun[] = [];
+    for (let round = 0; round < o.rounds; round++) {
+      on.push(await runH2load({ target: routerAddr, payload: widePayload('wide'), ...batchLoad }));
+      off.push(await runH2load({ target: routerAddr, payload: widePayload('wide-nobatch'), ...batchLoad }));
+    }
+    const batchOn = poolRounds(on);
+    const batchOff = poolRounds(off);
 
     progress('bench: event-loop delay of the inference replica while it runs a 50 ms model back to back…\n');
     await runH2load({ target: routerAddr, payload: slowPayload, requests: 60, connections: 1, streams: 8 });
@@ -195,7 +216,7 @@ export async function benchCommand(o: BenchOptions): Promise<number> {
     };
     const report = {
       generator: 'h2load (nghttp2-client), 1 thread',
-      load: { ...load, inFlight: o.connections * o.streams, latencyRequests: o.latencyRequests },
+      load: { ...load, inFlight: o.connections * o.streams, latencyRequests: o.latencyRequests, warmup: o.warmup, rounds: o.rounds },
       machine: { cpus: os.availableParallelism(), node: process.version },
       smallModel: 'demo fraud model (8 features, logistic regression), 1 row per call',
       inProcess: inproc,
@@ -220,14 +241,14 @@ export async function benchCommand(o: BenchOptions): Promise<number> {
 const us = (n: number) => String(Math.round(n));
 const f2 = (n: number) => n.toFixed(2);
 
-function renderReport(r: { ratios: Record<string, number>; batching: { on: LoadResult; off: LoadResult }; inferenceEventLoop: { p99Ms: number; maxMs: number }; memoryMb: Record<string, Record<string, { peakMb: number; nowMb: number }>>; grpcErrors: number; load: { inFlight: number } }, results: Record<string, unknown>, targets: [string, string][], inproc: InProcessResult): string {
+function renderReport(r: { ratios: Record<string, number>; batching: { on: LoadResult; off: LoadResult }; inferenceEventLoop: { p99Ms: number; maxMs: number }; memoryMb: Record<string, Record<string, { peakMb: number; nowMb: number }>>; grpcErrors: number; load: { inFlight: number; rounds: number } }, results: Record<string, unknown>, targets: [string, string][], inproc: InProcessResult): string {
   const rows: string[][] = [['onnxruntime in-process', us(inproc.rps), us(inproc.p50Us), us(inproc.p99Us), us(inproc.p999Us), '-', '-']];
   for (const [label] of targets) {
     const x = results[label] as { load: LoadResult; c1: LoadResult };
     rows.push([label, us(x.load.rps), us(x.load.p50Us), us(x.load.p99Us), us(x.load.p999Us), us(x.c1.p50Us), us(x.c1.p99Us)]);
   }
   const lines = [
-    `load: h2load, ${r.load.inFlight} calls in flight; latency in µs; c1 = concurrency 1`,
+    `load: h2load, ${r.load.inFlight} calls in flight; ${r.load.rounds} rounds after a warm-up (calls/s: median of the rounds; latency in µs over all rounds); c1 = concurrency 1`,
     renderTable(['SCENARIO', 'CALLS/S', 'P50', 'P99', 'P99.9', 'C1_P50', 'C1_P99'], rows, ['left', 'right', 'right', 'right', 'right', 'right', 'right']),
     '',
     renderTable(

@@ -21,10 +21,18 @@ export interface LoadResult {
   succeeded: number;
   failed: number;
   seconds: number;
+  /** Calls per second; for pooled rounds, the median of the rounds' rates. */
   rps: number;
   p50Us: number;
   p99Us: number;
   p999Us: number;
+  /** Each round's calls per second, when rounds were pooled. */
+  roundsRps?: number[];
+}
+
+/** One h2load run with every request's latency (µs, sorted), for pooling rounds. */
+export interface LoadRun extends LoadResult {
+  latencies: number[];
 }
 
 /** The length-prefixed gRPC message framing h2load sends as the body. */
@@ -45,7 +53,7 @@ function quantile(sorted: number[], q: number): number {
  * one thread) and reads every request's latency from its log file. h2load
  * judges HTTP status only; callers check gRPC status separately.
  */
-export function runH2load(spec: LoadSpec): Promise<LoadResult> {
+export function runH2load(spec: LoadSpec): Promise<LoadRun> {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'infermesh-bench-'));
   const body = path.join(dir, 'body.bin');
   const log = path.join(dir, 'requests.log');
@@ -80,6 +88,7 @@ export function runH2load(spec: LoadSpec): Promise<LoadResult> {
           p50Us: quantile(lat, 0.5),
           p99Us: quantile(lat, 0.99),
           p999Us: quantile(lat, 0.999),
+          latencies: lat,
         });
       } catch (e) {
         reject(e);
@@ -88,4 +97,28 @@ export function runH2load(spec: LoadSpec): Promise<LoadResult> {
       }
     });
   });
+}
+
+/**
+ * Several rounds of one scenario as one result: counts and seconds add up,
+ * the rate is the median of the rounds' rates (one disturbed round moves it
+ * little), and the latency quantiles come from every request of every round.
+ */
+export function poolRounds(runs: readonly LoadRun[]): LoadResult {
+  const lat = runs.flatMap((r) => r.latencies).sort((a, b) => a - b);
+  const rates = runs.map((r) => r.rps);
+  const sorted = [...rates].sort((a, b) => a - b);
+  const mid = sorted.length >> 1;
+  const median = sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+  return {
+    requests: runs.reduce((n, r) => n + r.requests, 0),
+    succeeded: runs.reduce((n, r) => n + r.succeeded, 0),
+    failed: runs.reduce((n, r) => n + r.failed, 0),
+    seconds: runs.reduce((n, r) => n + r.seconds, 0),
+    rps: sorted.length ? median : 0,
+    p50Us: quantile(lat, 0.5),
+    p99Us: quantile(lat, 0.99),
+    p999Us: quantile(lat, 0.999),
+    roundsRps: rates.map((r) => Math.round(r)),
+  };
 }
