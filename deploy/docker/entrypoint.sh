@@ -3,7 +3,7 @@
 # rest are its flags (INFERMESH_* variables work as well). Services start with
 # the Node flags of SERVICE_NODE_FLAGS in libs/config/index.ts.
 set -eu
-SERVICE_NODE_FLAGS="--max-semi-space-size=8"
+SERVICE_NODE_FLAGS="--max-semi-space-size=8 --heap-growing-percent=100"
 # The app root: /app in the image (this file is /app/deploy/docker/entrypoint.sh).
 cd "$(dirname "$0")/../.."
 service="${1:-help}"

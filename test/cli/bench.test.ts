@@ -18,7 +18,7 @@ describe('infermesh bench', () => {
     const r = JSON.parse(out);
     expect(r.generator).toContain('h2load');
     expect(r.inProcess.calls).toBe(20000);
-    for (const k of ['grpc-js echo', 'inference direct', 'mesh (router)']) {
+    for (const k of ['grpc-js echo', 'http2 echo (raw path)', 'inference direct', 'mesh (router)', 'mesh, tracing off']) {
       // Two rounds, pooled: counts add up, one rate per round.
       expect(r.transport[k].load.succeeded, k).toBe(800);
       expect(r.transport[k].load.failed, k).toBe(0);
@@ -30,6 +30,8 @@ describe('infermesh bench', () => {
     expect(r.batching.off.succeeded).toBe(400);
     expect(r.ratios.meshThroughputOverEcho).toBeGreaterThan(0);
     expect(r.ratios.meshP50C1OverEcho).toBeGreaterThan(0);
+    expect(r.ratios.meshThroughputOverHttp2Echo).toBeGreaterThan(0);
+    expect(r.ratios.tracingP99OverOff).toBeGreaterThan(0);
     expect(r.inferenceEventLoop.maxMs).toBeGreaterThan(0);
     expect(r.memoryMb.afterDemoLoad.inference.peakMb).toBeGreaterThan(0);
     expect(r.replicaStats.startedAfterDeadline).toBe(0);

@@ -22,7 +22,7 @@ import { accepts, freePort } from '../ports.js';
 import { Supervisor, type Started } from '../supervisor.js';
 import { renderTable } from '../table.js';
 import { benchInProcess, type InProcessResult } from './in-process.js';
-import { poolRounds, runH2load, type LoadResult, type LoadRun } from './h2load.js';
+import { median, poolRounds, runH2load, type LoadResult, type LoadRun } from './h2load.js';
 
 export interface BenchOptions {
   requests: number;
@@ -86,14 +86,17 @@ export async function benchCommand(o: BenchOptions): Promise<number> {
     process.env.OTEL_TRACES_SAMPLER = 'always_off';
     const routerOff = await svc('router-untraced', 3, ['--rest-port', '0', '--sample-flush-ms', '250'], 'router');
     delete process.env.OTEL_TRACES_SAMPLER;
-    const echo = await sup.start({
-      name: 'echo',
-      command: process.execPath,
-      args: [...SERVICE_NODE_FLAGS, fileURLToPath(new URL('./echo-server.js', import.meta.url)), '--port', '0'],
-      tier: 3,
-      readyLine: isListening,
-      timeoutMs: 15_000,
-    });
+    const echoServer = (name: string, extra: string[]) =>
+      sup.start({
+        name,
+        command: process.execPath,
+        args: [...SERVICE_NODE_FLAGS, fileURLToPath(new URL('./echo-server.js', import.meta.url)), '--port', '0', ...extra],
+        tier: 3,
+        readyLine: isListening,
+        timeoutMs: 15_000,
+      });
+    const echo = await echoServer('echo', []);
+    const rawEcho = await echoServer('echo-http2', ['--raw']);
     const addr = (s: Started) => `127.0.0.1:${s.info.grpcPort}`;
     const routerAddr = addr(router);
     const replicaAddr = String(inference.info.address);
@@ -133,6 +136,7 @@ export async function benchCommand(o: BenchOptions): Promise<number> {
     results['onnxruntime in-process'] = inproc;
     const targets: [string, string][] = [
       ['grpc-js echo', addr(echo)],
+      ['http2 echo (raw path)', addr(rawEcho)],
       ['inference direct', replicaAddr],
       ['mesh (router)', routerAddr],
       ['mesh, tracing off', addr(routerOff)],
@@ -147,8 +151,11 @@ export async function benchCommand(o: BenchOptions): Promise<number> {
     const runs = new Map<string, { load: LoadRun[]; c1: LoadRun[] }>(targets.map(([label]) => [label, { load: [], c1: [] }]));
     for (let round = 0; round < o.rounds; round++) {
       progress(`bench: round ${round + 1} of ${o.rounds}: ${o.requests} calls at ${o.connections}×${o.streams} in flight and ${o.latencyRequests} at concurrency 1, per target…\n`);
-      for (let i = 0; i < targets.length; i++) {
-        const [label, target] = targets[(i + round) % targets.length]!;
+      // Rotated by one each round, and reversed every other round: each target is first, last, before
+      // and after each other target equally often (the traced and untraced routers swap places).
+      const order = targets.map((_, i) => targets[(i + round) % targets.length]!);
+      if (round % 2 === 1) order.reverse();
+      for (const [label, target] of order) {
         const r = runs.get(label)!;
         r.load.push(await runH2load({ target, payload: fraudPayload, ...load }));
         r.c1.push(await runH2load({ target, payload: fraudPayload, ...c1 }));
@@ -207,9 +214,14 @@ export async function benchCommand(o: BenchOptions): Promise<number> {
     const directR = results['inference direct'] as { load: LoadResult; c1: LoadResult };
     const ratios = {
       meshThroughputOverEcho: meshR.load.rps / echoR.load.rps,
+      meshThroughputOverHttp2Echo: meshR.load.rps / (results['http2 echo (raw path)'] as { load: LoadResult }).load.rps,
       directThroughputOverEcho: directR.load.rps / echoR.load.rps,
       meshP50C1OverEcho: meshR.c1.p50Us / echoR.c1.p50Us,
-      tracingP99OverOff: meshR.load.p99Us / (results['mesh, tracing off'] as { load: LoadResult }).load.p99Us,
+      meshP50C1OverHttp2Echo: meshR.c1.p50Us / (results['http2 echo (raw path)'] as { c1: LoadResult }).c1.p50Us,
+      // Paired per round (the two routers run back to back, in alternating order): the median of the
+      // rounds' ratios, so machine load that drifts between rounds cancels out.
+      tracingP99OverOff: median(runs.get('mesh (router)')!.load.map((r, i) => r.p99Us / runs.get('mesh, tracing off')!.load[i]!.p99Us)),
+      tracingP99PooledOverOff: meshR.load.p99Us / (results['mesh, tracing off'] as { load: LoadResult }).load.p99Us,
       tracingC1P99OverOff: meshR.c1.p99Us / (results['mesh, tracing off'] as { load: LoadResult; c1: LoadResult }).c1.p99Us,
       batchingRowsPerSecOnOverOff: batchOn.rps / batchOff.rps,
       batchingP99OnOverOff: batchOn.p99Us / batchOff.p99Us,
@@ -260,9 +272,9 @@ function renderReport(r: { ratios: Record<string, number>; batching: { on: LoadR
       ['left', 'right', 'right', 'right'],
     ),
     '',
-    `mesh / echo throughput:        ${f2(r.ratios.meshThroughputOverEcho!)}  (inference direct / echo: ${f2(r.ratios.directThroughputOverEcho!)})`,
-    `mesh / echo p50 at c1:         ${f2(r.ratios.meshP50C1OverEcho!)}`,
-    `tracing (default sampling) / off, p99: ${f2(r.ratios.tracingP99OverOff!)} under load, ${f2(r.ratios.tracingC1P99OverOff!)} at c1`,
+    `mesh / echo throughput:        ${f2(r.ratios.meshThroughputOverEcho!)}  (inference direct / echo: ${f2(r.ratios.directThroughputOverEcho!)}; mesh / http2 echo: ${f2(r.ratios.meshThroughputOverHttp2Echo!)})`,
+    `mesh / echo p50 at c1:         ${f2(r.ratios.meshP50C1OverEcho!)}  (mesh / http2 echo: ${f2(r.ratios.meshP50C1OverHttp2Echo!)})`,
+    `tracing (default sampling) / off, p99: ${f2(r.ratios.tracingP99OverOff!)} under load (median of the rounds' ratios; pooled ${f2(r.ratios.tracingP99PooledOverOff!)}), ${f2(r.ratios.tracingC1P99OverOff!)} at c1`,
     `batching on / off rows/s:      ${f2(r.ratios.batchingRowsPerSecOnOverOff!)}  (p99 on / off: ${f2(r.ratios.batchingP99OnOverOff!)})`,
     `inference event-loop delay under a 50 ms model: p99 ${f2(r.inferenceEventLoop.p99Ms)} ms, max ${f2(r.inferenceEventLoop.maxMs)} ms`,
     `RSS, demo model only: inference ${r.memoryMb.afterDemoLoad!.inference!.peakMb} MB peak (idle ${r.memoryMb.idleWithDemoModel!.inference!.nowMb}), router ${r.memoryMb.afterDemoLoad!.router!.peakMb} MB peak (idle ${r.memoryMb.idleWithDemoModel!.router!.nowMb})`,

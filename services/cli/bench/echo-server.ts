@@ -1,9 +1,12 @@
 /**
  * The transport floor for `infermesh bench`: a bare grpc-js server that
  * answers ModelInfer by echoing the request bytes. Same path, same payload,
- * same grpc-js as the mesh, no work.
+ * same grpc-js as the mesh, no work. With `--raw`, the echo is served off
+ * the raw HTTP/2 streams (serveRawUnary) the way the router and replicas
+ * serve ModelInfer: the floor of the path the mesh actually takes.
  */
 import * as grpc from '@grpc/grpc-js';
+import { frameCopy, serveRawUnary } from '../../../libs/grpc/raw-unary.js';
 
 const port = Number(process.argv[process.argv.indexOf('--port') + 1] ?? 0);
 const server = new grpc.Server({ 'grpc.max_concurrent_streams': 1000 } as grpc.ServerOptions);
@@ -23,6 +26,7 @@ server.addService(
 );
 server.bindAsync(`127.0.0.1:${port}`, grpc.ServerCredentials.createInsecure(), (err, bound) => {
   if (err) throw err;
+  if (process.argv.includes('--raw') && !serveRawUnary(server, '/inference.GRPCInferenceService/ModelInfer', (req, _h, _d, reply) => (reply(0, '', frameCopy(req)), null), { maxMessageBytes: 4 << 20 })) throw new Error('raw echo unavailable');
   process.stdout.write(`${JSON.stringify({ msg: 'listening', grpcPort: bound })}\n`);
 });
 process.once('SIGTERM', () => server.forceShutdown());

@@ -99,6 +99,14 @@ export function runH2load(spec: LoadSpec): Promise<LoadRun> {
   });
 }
 
+/** The median (mean of the middle two for an even count; 0 for none). */
+export function median(xs: readonly number[]): number {
+  if (xs.length === 0) return 0;
+  const s = [...xs].sort((a, b) => a - b);
+  const mid = s.length >> 1;
+  return s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
+}
+
 /**
  * Several rounds of one scenario as one result: counts and seconds add up,
  * the rate is the median of the rounds' rates (one disturbed round moves it
@@ -107,15 +115,12 @@ export function runH2load(spec: LoadSpec): Promise<LoadRun> {
 export function poolRounds(runs: readonly LoadRun[]): LoadResult {
   const lat = runs.flatMap((r) => r.latencies).sort((a, b) => a - b);
   const rates = runs.map((r) => r.rps);
-  const sorted = [...rates].sort((a, b) => a - b);
-  const mid = sorted.length >> 1;
-  const median = sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
   return {
     requests: runs.reduce((n, r) => n + r.requests, 0),
     succeeded: runs.reduce((n, r) => n + r.succeeded, 0),
     failed: runs.reduce((n, r) => n + r.failed, 0),
     seconds: runs.reduce((n, r) => n + r.seconds, 0),
-    rps: sorted.length ? median : 0,
+    rps: median(rates),
     p50Us: quantile(lat, 0.5),
     p99Us: quantile(lat, 0.99),
     p999Us: quantile(lat, 0.999),
