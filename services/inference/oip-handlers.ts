@@ -52,6 +52,7 @@ export function oipHandlers(manager: ModelManager, scheduler: Scheduler, o: OipO
     modelInfer: (call: grpc.ServerUnaryCall<oip.ModelInferRequest, Buffer>, cb: grpc.sendUnaryData<Buffer>) => {
       try {
         const req = call.request;
+        checkName(req.modelName, 'model_name');
         const e = find(req.modelName, req.modelVersion);
         if (e.state !== VersionState.VERSION_STATE_READY) throw new UnavailableError(`model ${req.modelName} is not ready`);
         const decoded = decodeRequest(e.spec, req, o.nonFinite);
