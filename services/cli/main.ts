@@ -146,7 +146,7 @@ program
   .option('--latency-requests <n>', 'calls per concurrency-1 run (per round)', int(100, 10_000_000), 2_000)
   .option('--batch-requests <n>', 'calls per batching run (compute-bound model, per round)', int(100, 10_000_000), 3_000)
   .option('--warmup <n>', 'calls to each target before measuring', int(0, 10_000_000), 30_000)
-  .option('--rounds <n>', 'measured rounds, target order rotated (and reversed every other round)', int(1, 100), 4)
+  .option('--rounds <n>', 'measured rounds, target order rotated (and reversed every other round)', int(1, 100), 6)
   .option('--json', 'print one JSON object')
   .action(async (o) => {
     const { benchCommand } = await import('./bench/bench.js');
