@@ -34,3 +34,14 @@ export function applyClientSecurity(o: SecurityOptions): void {
     throw err;
   }
 }
+
+/**
+ * For commands that start a mesh of their own on loopback (bench, tune): it
+ * runs plaintext and without tokens, so the caller's TLS files, token and
+ * NATS credentials (meant for another mesh) are kept from its services and
+ * from this run's clients.
+ */
+export function useOwnPlaintextMesh(): void {
+  for (const k of Object.keys(process.env)) if (/^INFERMESH_(TLS_|NATS_(TLS_|CREDS|USER|PASSWORD|TOKEN)|TOKEN$|TOKENS_FILE$)/.test(k)) delete process.env[k];
+  setClientDefaults({ tls: null, token: undefined });
+}

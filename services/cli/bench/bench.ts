@@ -18,6 +18,7 @@ import { mlpModel, slowModel, trainFraudModel } from '../../../libs/onnx-builder
 import { oip, RuntimeClient } from '../../../libs/proto/index.js';
 import { ensureBinary, ensureNatsServer } from '../nats-server.js';
 import { CliError, printJson, printText, progress } from '../output.js';
+import { useOwnPlaintextMesh } from '../security.js';
 import { accepts, freePort } from '../ports.js';
 import { Supervisor, type Started } from '../supervisor.js';
 import { renderTable } from '../table.js';
@@ -59,6 +60,7 @@ function grpcStatusOf(target: string, payload: Uint8Array): Promise<number> {
 }
 
 export async function benchCommand(o: BenchOptions): Promise<number> {
+  useOwnPlaintextMesh();
   await ensureBinary('h2load', 'nghttp2-client', H2LOAD_HOW_TO);
   const natsBin = await ensureNatsServer();
   const dir = mkdtempSync(path.join(os.tmpdir(), 'infermesh-bench-'));

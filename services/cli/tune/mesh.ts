@@ -10,6 +10,7 @@ import { SERVICE_NODE_FLAGS } from '../../../libs/config/index.js';
 import { ensureNatsServer } from '../nats-server.js';
 import { CliError } from '../output.js';
 import { accepts, freePort } from '../ports.js';
+import { useOwnPlaintextMesh } from '../security.js';
 import { Supervisor, type Started } from '../supervisor.js';
 
 const isListening = (j: Record<string, unknown>) => j.msg === 'listening';
@@ -39,6 +40,7 @@ export class TuneMesh {
 
   /** Starts nats-server (JetStream in `dir`), registry, monitor and router; logs go to `dir`. */
   static async create(dir: string): Promise<TuneMesh> {
+    useOwnPlaintextMesh();
     const natsBin = await ensureNatsServer();
     let mesh: TuneMesh | null = null;
     let early: Error | null = null;
