@@ -7,7 +7,7 @@ import { createLogger } from '../../libs/log/index.js';
 import { startTelemetry } from '../../libs/telemetry/index.js';
 import { connectNats, natsSecurityOf, openBuckets, EventPublisher } from '../../libs/bus/index.js';
 import { addHealthAndReflection, createGrpcServer, listen, serverCredentials, serverTlsOf, serveRawUnary, shutdownServer } from '../../libs/grpc/index.js';
-import { RuntimeService } from '../../libs/proto/index.js';
+import { oip, RuntimeService } from '../../libs/proto/index.js';
 import { Announcer } from './announcer.js';
 import { chooseDevice, DeviceError } from './device.js';
 import { ModelManager } from './model-manager.js';
@@ -105,7 +105,7 @@ server.addService(
 const health = addHealthAndReflection(server, ['inference/grpc_service.proto', 'infermesh/v1/runtime.proto'], ['inference.GRPCInferenceService', 'infermesh.v1.Runtime']);
 const port = await listen(server, config.host, config.port, serverCredentials(tls));
 // Direct ModelInfer calls leave grpc-js's per-call machinery for the listener's raw HTTP/2 streams.
-const rawInfer = config.http2Infer && serveRawUnary(server, '/inference.GRPCInferenceService/ModelInfer', rawModelInfer(manager, scheduler, oipOptions), { maxMessageBytes: config.maxMessageBytes });
+const rawInfer = config.http2Infer && serveRawUnary(server, oip.GRPCInferenceServiceService.modelInfer.path, rawModelInfer(manager, scheduler, oipOptions), { maxMessageBytes: config.maxMessageBytes });
 const address = config.advertise || `${config.host}:${port}`;
 announcer = new Announcer(buckets.replicas, { id: replicaId, address, device: device.provider, workers: config.workers, intervalMs: config.heartbeatMs }, () => manager.loaded(), () => ({ ...scheduler.stats, outstanding: scheduler.outstanding() }), log);
 await manager.start();

@@ -1,6 +1,6 @@
 import type * as grpc from '@grpc/grpc-js';
 import { checkName } from '../../libs/bus/index.js';
-import { InvalidArgumentError, MeshError, NotFoundError, Status, toStatus, UnavailableError } from '../../libs/errors/index.js';
+import { InvalidArgumentError, NotFoundError, Status, toStatus, UnavailableError } from '../../libs/errors/index.js';
 import { frameCopy, unary, type RawHeaders, type RawUnaryHandler } from '../../libs/grpc/index.js';
 import { oip, VersionState } from '../../libs/proto/index.js';
 import type { SpanContext } from '@opentelemetry/api';
@@ -50,31 +50,42 @@ export function oipHandlers(manager: ModelManager, scheduler: Scheduler, o: OipO
       };
     }),
     modelInfer: (call: grpc.ServerUnaryCall<oip.ModelInferRequest, Buffer>, cb: grpc.sendUnaryData<Buffer>) => {
+      const d = call.getDeadline();
+      const deadlineMs = d instanceof Date ? d.getTime() : Number.isFinite(d) ? Number(d) : Infinity;
       try {
-        const req = call.request;
-        checkName(req.modelName, 'model_name');
-        const e = find(req.modelName, req.modelVersion);
-        if (e.state !== VersionState.VERSION_STATE_READY) throw new UnavailableError(`model ${req.modelName} is not ready`);
-        const decoded = decodeRequest(e.spec, req, o.nonFinite);
-        const now = performance.now();
-        const d = call.getDeadline();
-        const left = d instanceof Date ? d.getTime() - Date.now() : Number.isFinite(d) ? Number(d) - Date.now() : o.defaultTimeoutMs;
-        scheduler.submit({
-          spec: e.spec,
-          req: decoded,
-          enqueuedAt: now,
-          deadline: now + Math.min(left, o.defaultTimeoutMs),
-          priority: priorityOf(call.metadata),
-          trace: sampledParent(call.metadata),
-          done: (code, message, response) => {
+        scheduler.submit(
+          inferJob(manager, o, call.request, deadlineMs, call.metadata, (code, message, response) => {
             if (code === Status.OK) cb(null, Buffer.from(response!.buffer, response!.byteOffset, response!.byteLength));
             else cb({ code, details: message });
-          },
-        });
+          }),
+        );
       } catch (err) {
-        cb(toStatus(err instanceof MeshError ? err : err));
+        cb(toStatus(err));
       }
     },
+  };
+}
+
+/**
+ * The scheduler job for one ModelInfer, whichever path it came by (grpc-js's
+ * handler or serveRawUnary). Throws a MeshError, before anything is queued,
+ * for a bad name, an unknown or unready version, or invalid inputs.
+ */
+function inferJob(manager: ModelManager, o: OipOptions, req: oip.ModelInferRequest, deadlineMs: number, headers: RawHeaders, done: Job['done']): Job {
+  checkName(req.modelName, 'model_name');
+  const e = manager.resolve(req.modelName, req.modelVersion);
+  if (!e || !e.spec) throw new NotFoundError(req.modelVersion ? `model ${req.modelName} version ${req.modelVersion} not found` : `model ${req.modelName} not found`);
+  if (e.state !== VersionState.VERSION_STATE_READY) throw new UnavailableError(`model ${req.modelName} is not ready`);
+  const decoded = decodeRequest(e.spec, req, o.nonFinite);
+  const now = performance.now();
+  return {
+    spec: e.spec,
+    req: decoded,
+    enqueuedAt: now,
+    deadline: now + Math.min(deadlineMs - Date.now(), o.defaultTimeoutMs),
+    priority: priorityOf(headers),
+    trace: sampledParent(headers),
+    done,
   };
 }
 
@@ -93,21 +104,7 @@ export function rawModelInfer(manager: ModelManager, scheduler: Scheduler, o: Oi
       } catch {
         throw new InvalidArgumentError('request', 'malformed ModelInferRequest');
       }
-      checkName(req.modelName, 'model_name');
-      const e = manager.resolve(req.modelName, req.modelVersion);
-      if (!e || !e.spec) throw new NotFoundError(req.modelVersion ? `model ${req.modelName} version ${req.modelVersion} not found` : `model ${req.modelName} not found`);
-      if (e.state !== VersionState.VERSION_STATE_READY) throw new UnavailableError(`model ${req.modelName} is not ready`);
-      const decoded = decodeRequest(e.spec, req, o.nonFinite);
-      const now = performance.now();
-      job = {
-        spec: e.spec,
-        req: decoded,
-        enqueuedAt: now,
-        deadline: now + Math.min(deadlineMs - Date.now(), o.defaultTimeoutMs),
-        priority: priorityOf(headers),
-        trace: sampledParent(headers),
-        done: (code, message, response) => (code === Status.OK ? reply(0, '', frameCopy(response!)) : reply(code, message, null)),
-      };
+      job = inferJob(manager, o, req, deadlineMs, headers, (code, message, response) => (code === Status.OK ? reply(0, '', frameCopy(response!)) : reply(code, message, null)));
     } catch (err) {
       const st = toStatus(err);
       reply(st.code, st.details, null);

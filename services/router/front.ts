@@ -336,8 +336,6 @@ function pushback(): grpc.Metadata {
   return md;
 }
 
-/** The path of the OIP ModelInfer method, served off the raw HTTP/2 streams (see serveRawUnary). */
-export const MODEL_INFER_PATH = '/inference.GRPCInferenceService/ModelInfer';
 const PUSHBACK = { 'grpc-retry-pushback-ms': String(RETRY_PUSHBACK_MS) };
 
 /** ModelInfer for serveRawUnary: the answer's bytes are framed where appendTiming left room, not copied. */

@@ -6,7 +6,8 @@ import { createLogger } from '../../libs/log/index.js';
 import { startTelemetry } from '../../libs/telemetry/index.js';
 import { connectNats, natsSecurityOf, openBuckets } from '../../libs/bus/index.js';
 import { addHealthAndReflection, createGrpcServer, listen, peerCredentials, serverCredentials, serverTlsOf, serveRawUnary, shutdownServer } from '../../libs/grpc/index.js';
-import { createInferPath, frontHandlers, MODEL_INFER_PATH, rawInferService, rawModelInfer } from './front.js';
+import { createInferPath, frontHandlers, rawInferService, rawModelInfer } from './front.js';
+import { oip } from '../../libs/proto/index.js';
 import { createRestServer } from './rest-server.js';
 import { routerMetrics, type RouterCounters } from './router-metrics.js';
 import { RoutingTable } from './routing-table.js';
@@ -59,7 +60,7 @@ const health = addHealthAndReflection(server, ['inference/grpc_service.proto'], 
 const port = await listen(server, config.host, config.port, serverCredentials(tls));
 // ModelInfer leaves grpc-js's per-call machinery for the listener's raw HTTP/2 streams; every other
 // method (and TLS, sessions, keepalive, shutdown) stays with grpc-js.
-const rawFront = config.http2Infer && serveRawUnary(server, MODEL_INFER_PATH, rawModelInfer(infer), { maxMessageBytes: config.maxMessageBytes });
+const rawFront = config.http2Infer && serveRawUnary(server, oip.GRPCInferenceServiceService.modelInfer.path, rawModelInfer(infer), { maxMessageBytes: config.maxMessageBytes });
 if (config.http2Infer && !rawFront) log.warn('ModelInfer served by the grpc-js handler: this grpc-js does not expose its HTTP/2 listeners as expected');
 
 // The REST gateway (TF Serving and OIP REST), on the same request path as gRPC.

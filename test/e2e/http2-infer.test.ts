@@ -6,8 +6,10 @@
  */
 import * as grpc from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { InferenceApi } from '../../libs/client/index.js';
-import { mlpModel } from '../../libs/onnx-builder/index.js';
+import { buildInferRequest, InferenceApi } from '../../libs/client/index.js';
+import { call as grpcCall } from '../../libs/grpc/index.js';
+import { mlpModel, slowModel } from '../../libs/onnx-builder/index.js';
+import { oip, RuntimeClient } from '../../libs/proto/index.js';
 import { startMesh, type Mesh } from '../harness/mesh.js';
 
 const m = mlpModel({ inputs: 4, hidden: [8], outputs: 1, seed: 5 });
@@ -71,5 +73,48 @@ describe('--http2-infer', () => {
     expect(ok.code).toBe(0);
     expect(ok.value).toBeCloseTo(m.forward(row)[0]!, 5);
     expect(ok.params).toContain('infermesh.total_us');
+  });
+});
+
+describe('the replica\'s raw ModelInfer path', () => {
+  const path = oip.GRPCInferenceServiceService.modelInfer.path;
+  const id = (b: Buffer) => b;
+  /** One ModelInfer to the replica with the given bytes; `cancelAfterMs` cancels it client-side. */
+  const raw = (c: grpc.Client, bytes: Uint8Array, cancelAfterMs = 0) =>
+    new Promise<grpc.ServiceError | null>((resolve) => {
+      const ca = c.makeUnaryRequest(path, id, id, Buffer.from(bytes), (err) => resolve(err));
+      if (cancelAfterMs) setTimeout(() => ca.cancel(), cancelAfterMs);
+    });
+
+  it('malformed protobuf → INVALID_ARGUMENT naming the request; the replica keeps serving', async () => {
+    const c = new grpc.Client(String(http2.replicas[0]!.info.address), grpc.credentials.createInsecure());
+    const err = await raw(c, Buffer.from([0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f, 0x01]));
+    c.close();
+    expect(err?.code).toBe(grpc.status.INVALID_ARGUMENT);
+    expect(err?.details).toBe('request: malformed ModelInferRequest');
+    const ok = await answer(new InferenceApi(String(http2.replicas[0]!.info.address)), 'same');
+    expect(ok.code).toBe(0);
+  });
+
+  it('a direct caller that cancels while queued frees its slot: the replica counts it cancelled, never runs it', async () => {
+    await http2.clients.registry.push(slowModel({ millis: 150 }).bytes, { name: 'slowish', alias: 'production', batching: { maxBatchSize: 1, maxQueueDelayMicros: 0 } });
+    await http2.waitReady('slowish');
+    const addr = String(http2.replicas[0]!.info.address);
+    const rt = new RuntimeClient(addr, grpc.credentials.createInsecure());
+    const status = () => grpcCall(rt.status, rt, {});
+    const before = (await status()).stats!;
+    const c = new grpc.Client(addr, grpc.credentials.createInsecure());
+    const body = oip.ModelInferRequest.encode(buildInferRequest('slowish', [{ name: 'x', datatype: 'FP32', shape: [1, 1], data: [1] }])).finish();
+    // The first runs (150 ms); the second waits behind it and is cancelled after 40 ms.
+    const [first, second] = await Promise.all([raw(c, body), raw(c, body, 40)]);
+    c.close();
+    expect(first).toBeNull();
+    expect(second?.code).toBe(grpc.status.CANCELLED);
+    await new Promise((r) => setTimeout(r, 300));
+    const after = (await status()).stats!;
+    rt.close();
+    expect(Number(after.cancelled) - Number(before.cancelled)).toBe(1);
+    expect(Number(after.batchedRows) - Number(before.batchedRows)).toBe(1);
+    expect(after.outstanding).toBe(0);
   });
 });

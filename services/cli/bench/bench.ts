@@ -33,7 +33,7 @@ export interface BenchOptions {
   batchRequests: number;
   /** Calls sent to each target before any is measured (JIT and heap reach steady state). */
   warmup: number;
-  /** Measured rounds; each round visits every target, in an order rotated by one each round. */
+  /** Measured rounds; each round visits every target, in an order rotated by one each round and reversed every other one. */
   rounds: number;
   json?: boolean;
 }
@@ -52,7 +52,7 @@ function rssPeakMb(pid: number): { peakMb: number; nowMb: number } {
 function grpcStatusOf(target: string, payload: Uint8Array): Promise<number> {
   const c = new grpc.Client(target, grpc.credentials.createInsecure());
   return new Promise((resolve) =>
-    c.makeUnaryRequest('/inference.GRPCInferenceService/ModelInfer', (b: Buffer) => b, (b: Buffer) => b, Buffer.from(payload), (err) => {
+    c.makeUnaryRequest(oip.GRPCInferenceServiceService.modelInfer.path, (b: Buffer) => b, (b: Buffer) => b, Buffer.from(payload), (err) => {
       c.close();
       resolve(err ? err.code : 0);
     }),
@@ -183,7 +183,7 @@ export async function benchCommand(o: BenchOptions): Promise<number> {
       if (code !== 0) throw new CliError('INTERNAL', `benchmark payload answered ${grpc.status[code]} by ${target}`);
     }
 
-    progress(`bench: batching: wide MLP through the mesh, ${o.batchRequests} calls, batching on then off…\n`);
+    progress(`bench: batching: wide MLP through the mesh, ${o.batchRequests} calls with batching on, then off, in each of ${o.rounds} rounds…\n`);
     const batchLoad = { requests: o.batchRequests, connections: o.connections, streams: o.streams };
     await runH2load({ target: routerAddr, payload: widePayload('wide'), ...batchLoad, requests: Math.min(500, o.batchRequests) });
     await runH2load({ target: routerAddr, payload: widePayload('wide-nobatch'), ...batchLoad, requests: Math.min(200, o.batchRequests) });
@@ -211,20 +211,23 @@ export async function benchCommand(o: BenchOptions): Promise<number> {
     const grpcErrorCodes = Object.fromEntries(stats.filter((s) => s.errors > 0).map((s) => [`${s.name}:${s.version}`, s.errorsByCode]));
     if (failure) throw failure;
 
-    const echoR = results['grpc-js echo'] as { load: LoadResult; c1: LoadResult };
-    const meshR = results['mesh (router)'] as { load: LoadResult; c1: LoadResult };
-    const directR = results['inference direct'] as { load: LoadResult; c1: LoadResult };
+    const pooled = (label: string) => results[label] as { load: LoadResult; c1: LoadResult };
+    const echoR = pooled('grpc-js echo');
+    const http2EchoR = pooled('http2 echo (raw path)');
+    const meshR = pooled('mesh (router)');
+    const offR = pooled('mesh, tracing off');
+    const directR = pooled('inference direct');
     const ratios = {
       meshThroughputOverEcho: meshR.load.rps / echoR.load.rps,
-      meshThroughputOverHttp2Echo: meshR.load.rps / (results['http2 echo (raw path)'] as { load: LoadResult }).load.rps,
+      meshThroughputOverHttp2Echo: meshR.load.rps / http2EchoR.load.rps,
       directThroughputOverEcho: directR.load.rps / echoR.load.rps,
       meshP50C1OverEcho: meshR.c1.p50Us / echoR.c1.p50Us,
-      meshP50C1OverHttp2Echo: meshR.c1.p50Us / (results['http2 echo (raw path)'] as { c1: LoadResult }).c1.p50Us,
+      meshP50C1OverHttp2Echo: meshR.c1.p50Us / http2EchoR.c1.p50Us,
       // Paired per round (the two routers run back to back, in alternating order): the median of the
       // rounds' ratios, so machine load that drifts between rounds cancels out.
       tracingP99OverOff: median(runs.get('mesh (router)')!.load.map((r, i) => r.p99Us / runs.get('mesh, tracing off')!.load[i]!.p99Us)),
-      tracingP99PooledOverOff: meshR.load.p99Us / (results['mesh, tracing off'] as { load: LoadResult }).load.p99Us,
-      tracingC1P99OverOff: meshR.c1.p99Us / (results['mesh, tracing off'] as { load: LoadResult; c1: LoadResult }).c1.p99Us,
+      tracingP99PooledOverOff: meshR.load.p99Us / offR.load.p99Us,
+      tracingC1P99OverOff: meshR.c1.p99Us / offR.c1.p99Us,
       batchingRowsPerSecOnOverOff: batchOn.rps / batchOff.rps,
       batchingP99OnOverOff: batchOn.p99Us / batchOff.p99Us,
     };

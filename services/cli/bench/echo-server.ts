@@ -7,13 +7,16 @@
  */
 import * as grpc from '@grpc/grpc-js';
 import { frameCopy, serveRawUnary } from '../../../libs/grpc/raw-unary.js';
+import { oip } from '../../../libs/proto/index.js';
+
+const MODEL_INFER = oip.GRPCInferenceServiceService.modelInfer.path;
 
 const port = Number(process.argv[process.argv.indexOf('--port') + 1] ?? 0);
 const server = new grpc.Server({ 'grpc.max_concurrent_streams': 1000 } as grpc.ServerOptions);
 server.addService(
   {
     ModelInfer: {
-      path: '/inference.GRPCInferenceService/ModelInfer',
+      path: MODEL_INFER,
       requestStream: false,
       responseStream: false,
       requestSerialize: (b: Buffer) => b,
@@ -26,7 +29,7 @@ server.addService(
 );
 server.bindAsync(`127.0.0.1:${port}`, grpc.ServerCredentials.createInsecure(), (err, bound) => {
   if (err) throw err;
-  if (process.argv.includes('--raw') && !serveRawUnary(server, '/inference.GRPCInferenceService/ModelInfer', (req, _h, _d, reply) => (reply(0, '', frameCopy(req)), null), { maxMessageBytes: 4 << 20 })) throw new Error('raw echo unavailable');
+  if (process.argv.includes('--raw') && !serveRawUnary(server, MODEL_INFER, (req, _h, _d, reply) => (reply(0, '', frameCopy(req)), null), { maxMessageBytes: 4 << 20 })) throw new Error('raw echo unavailable');
   process.stdout.write(`${JSON.stringify({ msg: 'listening', grpcPort: bound })}\n`);
 });
 process.once('SIGTERM', () => server.forceShutdown());
