@@ -57,30 +57,30 @@ export class RegistryApi {
     return call(this.client.getModel, this.client, { name }, { timeoutMs: this.timeoutMs });
   }
 
-  setAlias(name: string, version: number, alias = 'production', expectedVersion = 0): Promise<ModelInfo> {
-    return call(this.client.setAlias, this.client, { name, alias, version, expectedVersion }, { timeoutMs: this.timeoutMs });
+  /** Points `alias` at `version` (with `expectedVersion`, only if it still points there); `reason` goes into the history. */
+  setAlias(name: string, version: number, alias = 'production', expectedVersion = 0, reason = ''): Promise<ModelInfo> {
+    return call(this.client.setAlias, this.client, { name, alias, version, expectedVersion, reason }, { timeoutMs: this.timeoutMs });
   }
 
   /**
    * Points `alias` back at its previous target. Not idempotent: each call steps back once.
    * Throws FAILED_PRECONDITION when the alias has no previous target, NOT_FOUND for an unknown model.
    */
-  rollback(name: string, alias = 'production'): Promise<ModelInfo> {
-    return call(this.client.rollback, this.client, { name, alias }, { timeoutMs: this.timeoutMs });
+  rollback(name: string, alias = 'production', reason = ''): Promise<ModelInfo> {
+    return call(this.client.rollback, this.client, { name, alias, reason }, { timeoutMs: this.timeoutMs });
   }
 
   /**
    * Sends `weightPercent` (0 < w <= 100) of production traffic to `version`, sticky on
    * `keyHeader` when given. Throws INVALID_ARGUMENT for a bad weight, NOT_FOUND for an unknown version.
    */
-  setCanary(name: string, version: number, weightPercent: number, keyHeader = ''): Promise<ModelInfo> {
-    return call(this.client.setCanary, this.client, { name, version, weightPercent, keyHeader, clear: false, reason: '' }, { timeoutMs: this.timeoutMs });
+  setCanary(name: string, version: number, weightPercent: number, keyHeader = '', reason = ''): Promise<ModelInfo> {
+    return call(this.client.setCanary, this.client, { name, version, weightPercent, keyHeader, clear: false, reason }, { timeoutMs: this.timeoutMs });
   }
 
   /**
-   * Removes the model's canary; idempotent. With a `reason`, the removal is a
-   * rollback of the canary: the lifecycle history records ROLLED_BACK (alias
-   * `canary`) with the reason.
+   * Removes the model's canary; idempotent. The lifecycle history records the
+   * removal as ROLLED_BACK (alias `canary`) with the reason (default: "canary cleared").
    */
   clearCanary(name: string, reason = ''): Promise<ModelInfo> {
     return call(this.client.setCanary, this.client, { name, version: 0, weightPercent: 0, keyHeader: '', clear: true, reason }, { timeoutMs: this.timeoutMs });
@@ -90,13 +90,13 @@ export class RegistryApi {
    * Mirrors `percent` (0 < p <= 100) of live requests to `version`; its answers are compared, never returned.
    * Throws INVALID_ARGUMENT for a bad percent, NOT_FOUND for an unknown version.
    */
-  setShadow(name: string, version: number, percent = 100): Promise<ModelInfo> {
-    return call(this.client.setShadow, this.client, { name, version, percent, clear: false }, { timeoutMs: this.timeoutMs });
+  setShadow(name: string, version: number, percent = 100, reason = ''): Promise<ModelInfo> {
+    return call(this.client.setShadow, this.client, { name, version, percent, clear: false, reason }, { timeoutMs: this.timeoutMs });
   }
 
-  /** Removes the model's shadow; idempotent. */
-  clearShadow(name: string): Promise<ModelInfo> {
-    return call(this.client.setShadow, this.client, { name, version: 0, percent: 0, clear: true }, { timeoutMs: this.timeoutMs });
+  /** Removes the model's shadow; idempotent. The history records ROLLED_BACK (alias `shadow`) with the reason. */
+  clearShadow(name: string, reason = ''): Promise<ModelInfo> {
+    return call(this.client.setShadow, this.client, { name, version: 0, percent: 0, clear: true, reason }, { timeoutMs: this.timeoutMs });
   }
 
   /**
@@ -104,11 +104,11 @@ export class RegistryApi {
    * for a request that is not an OIP request for this model, no expected values or
    * an interval under 1 s; NOT_FOUND for an unknown model.
    */
-  setProbe(probe: Partial<ProbeRecord> & { name: string }, clear = false): Promise<ProbeRecord> {
-    return call(this.client.setProbe, this.client, { probe: ProbeRecord.fromPartial(probe), clear }, { timeoutMs: this.timeoutMs });
+  setProbe(probe: Partial<ProbeRecord> & { name: string }, clear = false, reason = ''): Promise<ProbeRecord> {
+    return call(this.client.setProbe, this.client, { probe: ProbeRecord.fromPartial(probe), clear, reason }, { timeoutMs: this.timeoutMs });
   }
 
-  /** The model's lifecycle events, oldest first. */
+  /** The model's lifecycle events, oldest first (in the event stream's order). */
   async history(name: string): Promise<ModelEvent[]> {
     return (await call(this.client.getHistory, this.client, { name }, { timeoutMs: this.timeoutMs })).events;
   }

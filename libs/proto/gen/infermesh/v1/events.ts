@@ -177,8 +177,9 @@ export interface ModelEvent {
   /** For per-replica steps (LOADING … UNLOADED, FAILED): the replica. */
   replicaId: string;
   /**
-   * For FAILED: why. For a canary removed by the monitor (ROLLED_BACK with
-   * alias `canary`) or a cleared canary/shadow: the reason given.
+   * For FAILED: why. For a registry change (an alias moved, a canary or shadow
+   * set or cleared — ROLLED_BACK with alias `canary` / `shadow` —, a probe):
+   * the reason given, else what changed.
    */
   reason: string;
   atMs: number;
@@ -199,6 +200,9 @@ export enum ModelEvent_Kind {
   FAILED = 9,
   CANARIED = 10,
   SHADOWED = 11,
+  /** PROBE_SET - A golden probe stored or removed (registry SetProbe). */
+  PROBE_SET = 12,
+  PROBE_CLEARED = 13,
   UNRECOGNIZED = -1,
 }
 

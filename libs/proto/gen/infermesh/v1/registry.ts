@@ -33,9 +33,12 @@ export const protobufFileName = "infermesh/v1/registry.proto";
  * Writes need a bearer token (`authorization: Bearer <token>` metadata) when
  * the registry has a tokens file (--tokens-file): PushModel and SetProbe the
  * `push` role; SetAlias, Rollback, SetCanary and SetShadow the `promote` role;
- * `admin` has both. Missing or unknown token: UNAUTHENTICATED; a token without
- * the role: PERMISSION_DENIED. The token's subject is recorded as the actor.
- * Reads need no token. Without a tokens file every call is allowed.
+ * a PushModel whose header sets `alias` needs `promote` as well; `admin` has
+ * all (the one table: libs/grpc/management-roles.ts). Missing or unknown token:
+ * UNAUTHENTICATED; a token without the role: PERMISSION_DENIED, before anything
+ * is stored. The token's subject is recorded as the actor. Every change is a
+ * lifecycle event (GetHistory) with its actor and reason. Reads need no token.
+ * Without a tokens file every call is allowed.
  */
 
 export interface GetReferenceRequest {
@@ -46,12 +49,16 @@ export interface GetReferenceRequest {
 export interface SetProbeRequest {
   probe: ProbeRecord | undefined;
   clear: boolean;
+  /** Why (kept in the lifecycle history; at most 500 characters). */
+  reason: string;
 }
 
 export interface RollbackRequest {
   name: string;
   /** Default: production. */
   alias: string;
+  /** Why (kept in the lifecycle history; at most 500 characters). */
+  reason: string;
 }
 
 export interface SetCanaryRequest {
@@ -61,7 +68,11 @@ export interface SetCanaryRequest {
   keyHeader: string;
   /** Remove the canary (other fields ignored). */
   clear: boolean;
-  /** Why (kept in the lifecycle history), e.g. the monitor's canary analysis. */
+  /**
+   * Why (kept in the lifecycle history; at most 500 characters), e.g. the
+   * monitor's canary analysis. A clear is recorded as ROLLED_BACK of alias
+   * `canary`, a new canary as CANARIED.
+   */
   reason: string;
 }
 
@@ -69,7 +80,13 @@ export interface SetShadowRequest {
   name: string;
   version: number;
   percent: number;
+  /**
+   * Remove the shadow (other fields but `reason` ignored): recorded as
+   * ROLLED_BACK of alias `shadow`.
+   */
   clear: boolean;
+  /** Why (kept in the lifecycle history; at most 500 characters). */
+  reason: string;
 }
 
 export interface GetHistoryRequest {
@@ -136,6 +153,8 @@ export interface SetAliasRequest {
   version: number;
   /** When non-zero, the alias must currently point here (optimistic locking). */
   expectedVersion: number;
+  /** Why (kept in the lifecycle history; at most 500 characters). */
+  reason: string;
 }
 
 function createBaseGetReferenceRequest(): GetReferenceRequest {
@@ -206,7 +225,7 @@ export const GetReferenceRequest: MessageFns<GetReferenceRequest> = {
 };
 
 function createBaseSetProbeRequest(): SetProbeRequest {
-  return { probe: undefined, clear: false };
+  return { probe: undefined, clear: false, reason: "" };
 }
 
 export const SetProbeRequest: MessageFns<SetProbeRequest> = {
@@ -216,6 +235,9 @@ export const SetProbeRequest: MessageFns<SetProbeRequest> = {
     }
     if (message.clear !== false) {
       writer.uint32(16).bool(message.clear);
+    }
+    if (message.reason !== "") {
+      writer.uint32(26).string(message.reason);
     }
     return writer;
   },
@@ -249,6 +271,14 @@ export const SetProbeRequest: MessageFns<SetProbeRequest> = {
             message.clear = reader.bool();
             continue;
           }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.reason = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -270,12 +300,13 @@ export const SetProbeRequest: MessageFns<SetProbeRequest> = {
       ? ProbeRecord.fromPartial(object.probe)
       : undefined;
     message.clear = object.clear ?? false;
+    message.reason = object.reason ?? "";
     return message;
   },
 };
 
 function createBaseRollbackRequest(): RollbackRequest {
-  return { name: "", alias: "" };
+  return { name: "", alias: "", reason: "" };
 }
 
 export const RollbackRequest: MessageFns<RollbackRequest> = {
@@ -285,6 +316,9 @@ export const RollbackRequest: MessageFns<RollbackRequest> = {
     }
     if (message.alias !== "") {
       writer.uint32(18).string(message.alias);
+    }
+    if (message.reason !== "") {
+      writer.uint32(26).string(message.reason);
     }
     return writer;
   },
@@ -318,6 +352,14 @@ export const RollbackRequest: MessageFns<RollbackRequest> = {
             message.alias = reader.string();
             continue;
           }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.reason = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -337,6 +379,7 @@ export const RollbackRequest: MessageFns<RollbackRequest> = {
     const message = createBaseRollbackRequest();
     message.name = object.name ?? "";
     message.alias = object.alias ?? "";
+    message.reason = object.reason ?? "";
     return message;
   },
 };
@@ -457,7 +500,7 @@ export const SetCanaryRequest: MessageFns<SetCanaryRequest> = {
 };
 
 function createBaseSetShadowRequest(): SetShadowRequest {
-  return { name: "", version: 0, percent: 0, clear: false };
+  return { name: "", version: 0, percent: 0, clear: false, reason: "" };
 }
 
 export const SetShadowRequest: MessageFns<SetShadowRequest> = {
@@ -473,6 +516,9 @@ export const SetShadowRequest: MessageFns<SetShadowRequest> = {
     }
     if (message.clear !== false) {
       writer.uint32(32).bool(message.clear);
+    }
+    if (message.reason !== "") {
+      writer.uint32(42).string(message.reason);
     }
     return writer;
   },
@@ -522,6 +568,14 @@ export const SetShadowRequest: MessageFns<SetShadowRequest> = {
             message.clear = reader.bool();
             continue;
           }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.reason = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -543,6 +597,7 @@ export const SetShadowRequest: MessageFns<SetShadowRequest> = {
     message.version = object.version ?? 0;
     message.percent = object.percent ?? 0;
     message.clear = object.clear ?? false;
+    message.reason = object.reason ?? "";
     return message;
   },
 };
@@ -1184,7 +1239,7 @@ export const ModelInfo: MessageFns<ModelInfo> = {
 };
 
 function createBaseSetAliasRequest(): SetAliasRequest {
-  return { name: "", alias: "", version: 0, expectedVersion: 0 };
+  return { name: "", alias: "", version: 0, expectedVersion: 0, reason: "" };
 }
 
 export const SetAliasRequest: MessageFns<SetAliasRequest> = {
@@ -1200,6 +1255,9 @@ export const SetAliasRequest: MessageFns<SetAliasRequest> = {
     }
     if (message.expectedVersion !== 0) {
       writer.uint32(32).uint64(message.expectedVersion);
+    }
+    if (message.reason !== "") {
+      writer.uint32(42).string(message.reason);
     }
     return writer;
   },
@@ -1249,6 +1307,14 @@ export const SetAliasRequest: MessageFns<SetAliasRequest> = {
             message.expectedVersion = longToNumber(reader.uint64());
             continue;
           }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.reason = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1270,6 +1336,7 @@ export const SetAliasRequest: MessageFns<SetAliasRequest> = {
     message.alias = object.alias ?? "";
     message.version = object.version ?? 0;
     message.expectedVersion = object.expectedVersion ?? 0;
+    message.reason = object.reason ?? "";
     return message;
   },
 };
@@ -1287,7 +1354,8 @@ export const RegistryService = {
    * bad reference_format or a bad reference row (the line is named).
    * RESOURCE_EXHAUSTED: model or reference over its size limit.
    * UNAVAILABLE: NATS is down.
-   * UNAUTHENTICATED / PERMISSION_DENIED: no token / without the `push` role.
+   * UNAUTHENTICATED / PERMISSION_DENIED: no token / without the `push` role
+   * (and the `promote` role when the header sets `alias`).
    */
   pushModel: {
     path: "/infermesh.v1.Registry/PushModel" as const,
@@ -1385,8 +1453,8 @@ export const RegistryService = {
     responseDeserialize: (value: Buffer): ModelInfo => ModelInfo.decode(value),
   },
   /**
-   * The model's lifecycle events, oldest first (from the JetStream event
-   * stream). Idempotent. INVALID_ARGUMENT: bad name. UNAVAILABLE: NATS down.
+   * The model's lifecycle events in the order the JetStream event stream
+   * stored them (stream sequence), oldest first. Idempotent. INVALID_ARGUMENT: bad name. UNAVAILABLE: NATS down.
    */
   getHistory: {
     path: "/infermesh.v1.Registry/GetHistory" as const,
@@ -1411,7 +1479,8 @@ export const RegistryService = {
     responseDeserialize: (value: Buffer): ReferenceProfile => ReferenceProfile.decode(value),
   },
   /**
-   * Store (or with `clear`, remove) a model's golden probe. Idempotent.
+   * Store (or with `clear`, remove) a model's golden probe (a PROBE_SET or
+   * PROBE_CLEARED lifecycle event). Idempotent.
    * INVALID_ARGUMENT: bad name, request not an OIP ModelInferRequest for this
    * model, no expected values, interval below 1 s. NOT_FOUND: unknown model.
    * UNAVAILABLE: NATS is down. UNAUTHENTICATED / PERMISSION_DENIED: no token /
@@ -1440,7 +1509,8 @@ export interface RegistryServer extends UntypedServiceImplementation {
    * bad reference_format or a bad reference row (the line is named).
    * RESOURCE_EXHAUSTED: model or reference over its size limit.
    * UNAVAILABLE: NATS is down.
-   * UNAUTHENTICATED / PERMISSION_DENIED: no token / without the `push` role.
+   * UNAUTHENTICATED / PERMISSION_DENIED: no token / without the `push` role
+   * (and the `promote` role when the header sets `alias`).
    */
   pushModel: handleClientStreamingCall<PushModelRequest, PushModelResponse>;
   /**
@@ -1482,8 +1552,8 @@ export interface RegistryServer extends UntypedServiceImplementation {
    */
   setShadow: handleUnaryCall<SetShadowRequest, ModelInfo>;
   /**
-   * The model's lifecycle events, oldest first (from the JetStream event
-   * stream). Idempotent. INVALID_ARGUMENT: bad name. UNAVAILABLE: NATS down.
+   * The model's lifecycle events in the order the JetStream event stream
+   * stored them (stream sequence), oldest first. Idempotent. INVALID_ARGUMENT: bad name. UNAVAILABLE: NATS down.
    */
   getHistory: handleUnaryCall<GetHistoryRequest, GetHistoryResponse>;
   /**
@@ -1492,7 +1562,8 @@ export interface RegistryServer extends UntypedServiceImplementation {
    */
   getReference: handleUnaryCall<GetReferenceRequest, ReferenceProfile>;
   /**
-   * Store (or with `clear`, remove) a model's golden probe. Idempotent.
+   * Store (or with `clear`, remove) a model's golden probe (a PROBE_SET or
+   * PROBE_CLEARED lifecycle event). Idempotent.
    * INVALID_ARGUMENT: bad name, request not an OIP ModelInferRequest for this
    * model, no expected values, interval below 1 s. NOT_FOUND: unknown model.
    * UNAVAILABLE: NATS is down. UNAUTHENTICATED / PERMISSION_DENIED: no token /
@@ -1513,7 +1584,8 @@ export interface RegistryClient extends Client {
    * bad reference_format or a bad reference row (the line is named).
    * RESOURCE_EXHAUSTED: model or reference over its size limit.
    * UNAVAILABLE: NATS is down.
-   * UNAUTHENTICATED / PERMISSION_DENIED: no token / without the `push` role.
+   * UNAUTHENTICATED / PERMISSION_DENIED: no token / without the `push` role
+   * (and the `promote` role when the header sets `alias`).
    */
   pushModel(
     callback: (error: ServiceError | null, response: PushModelResponse) => void,
@@ -1654,8 +1726,8 @@ export interface RegistryClient extends Client {
     callback: (error: ServiceError | null, response: ModelInfo) => void,
   ): ClientUnaryCall;
   /**
-   * The model's lifecycle events, oldest first (from the JetStream event
-   * stream). Idempotent. INVALID_ARGUMENT: bad name. UNAVAILABLE: NATS down.
+   * The model's lifecycle events in the order the JetStream event stream
+   * stored them (stream sequence), oldest first. Idempotent. INVALID_ARGUMENT: bad name. UNAVAILABLE: NATS down.
    */
   getHistory(
     request: GetHistoryRequest,
@@ -1692,7 +1764,8 @@ export interface RegistryClient extends Client {
     callback: (error: ServiceError | null, response: ReferenceProfile) => void,
   ): ClientUnaryCall;
   /**
-   * Store (or with `clear`, remove) a model's golden probe. Idempotent.
+   * Store (or with `clear`, remove) a model's golden probe (a PROBE_SET or
+   * PROBE_CLEARED lifecycle event). Idempotent.
    * INVALID_ARGUMENT: bad name, request not an OIP ModelInferRequest for this
    * model, no expected values, interval below 1 s. NOT_FOUND: unknown model.
    * UNAVAILABLE: NATS is down. UNAUTHENTICATED / PERMISSION_DENIED: no token /
