@@ -223,6 +223,13 @@ export interface SampleBatch {
    * a trace id: slow requests are traced even when the head sampler dropped them.
    */
   slowest: PredictionSample[];
+  /**
+   * Golden-probe requests (sent with the `x-infermesh-probe` metadata key, as the
+   * monitor's probes are), per version: counted here only, never in `versions`,
+   * `samples` or `slowest`, so they stay out of drift, evaluation and the
+   * latency and error windows. Empty from older routers (probes then count as traffic).
+   */
+  probes: VersionTraffic[];
 }
 
 /** One mirrored request: how the shadow version's answer compared. */
@@ -1735,7 +1742,17 @@ export const ModelEvent: MessageFns<ModelEvent> = {
 };
 
 function createBaseSampleBatch(): SampleBatch {
-  return { routerId: "", name: "", versions: [], samples: [], startMs: 0, endMs: 0, shadows: [], slowest: [] };
+  return {
+    routerId: "",
+    name: "",
+    versions: [],
+    samples: [],
+    startMs: 0,
+    endMs: 0,
+    shadows: [],
+    slowest: [],
+    probes: [],
+  };
 }
 
 export const SampleBatch: MessageFns<SampleBatch> = {
@@ -1763,6 +1780,9 @@ export const SampleBatch: MessageFns<SampleBatch> = {
     }
     for (const v of message.slowest) {
       PredictionSample.encode(v!, writer.uint32(66).fork()).join();
+    }
+    for (const v of message.probes) {
+      VersionTraffic.encode(v!, writer.uint32(74).fork()).join();
     }
     return writer;
   },
@@ -1844,6 +1864,14 @@ export const SampleBatch: MessageFns<SampleBatch> = {
             message.slowest.push(PredictionSample.decode(reader, reader.uint32()));
             continue;
           }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.probes.push(VersionTraffic.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1869,6 +1897,7 @@ export const SampleBatch: MessageFns<SampleBatch> = {
     message.endMs = object.endMs ?? 0;
     message.shadows = object.shadows?.map((e) => ShadowResult.fromPartial(e)) || [];
     message.slowest = object.slowest?.map((e) => PredictionSample.fromPartial(e)) || [];
+    message.probes = object.probes?.map((e) => VersionTraffic.fromPartial(e)) || [];
     return message;
   },
 };
