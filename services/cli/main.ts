@@ -43,13 +43,14 @@ const port = int(0, 65535);
 
 program
   .command('up')
-  .description('start a local mesh: nats-server (JetStream), registry, monitor, inference replicas, router; Ctrl-C stops it')
+  .description('start a local mesh: nats-server (JetStream), registry, monitor, inference replicas, router(s); restarts what exits; Ctrl-C stops it')
   .option('--dir <dir>', 'state directory (NATS store, logs)', '.infermesh')
   .option('--replicas <n>', 'inference replicas', int(1, 64), 2)
+  .option('--routers <n>', 'routers on this host; the n-th (from 0) gets router-port+2n and rest-port+2n (8500/8501, 8502/8503, …); clients given all their addresses fail over between them', int(1, 16), 1)
   .option('--nats <url>', 'use this NATS server (JetStream enabled) instead of starting one')
   .option('--nats-port <port>', 'port of the started nats-server (default 4222, or a free one when taken)', port)
-  .option('--router-port <port>', 'router gRPC port', port, 8500)
-  .option('--rest-port <port>', 'router REST port', port, 8501)
+  .option('--router-port <port>', 'router gRPC port (0 = any free)', port, 8500)
+  .option('--rest-port <port>', 'router REST port (0 = any free)', port, 8501)
   .option('--registry-port <port>', 'registry gRPC port', port, 8600)
   .option('--monitor-port <port>', 'monitor gRPC port', port, 8700)
   .option('--metrics-port <port>', 'monitor Prometheus port', port, 9464)
@@ -60,6 +61,16 @@ program
   .action(async (o) => {
     const { upCommand } = await import('./up.js');
     process.exitCode = await upCommand(o);
+  });
+
+program
+  .command('status')
+  .description('the processes of the mesh `infermesh up` runs: pid, state, uptime, restarts, last exit')
+  .option('--dir <dir>', 'state directory given to up', '.infermesh')
+  .option('--json', 'print one JSON object')
+  .action(async (o) => {
+    const { statusCommand } = await import('./status.js');
+    process.exitCode = await statusCommand(o);
   });
 
 const models = program.command('models').description('push, list, show, promote and roll back model versions; canary and shadow traffic; lifecycle history');

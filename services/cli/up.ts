@@ -1,8 +1,11 @@
 /**
- * `infermesh up`: a whole local mesh as child processes — nats-server with
- * JetStream (unless --nats), registry, monitor, N inference replicas and the
- * router — then optional demo traffic, then it runs until SIGINT/SIGTERM and
- * stops everything in order. A child that dies stops the rest (exit 1).
+ * `infermesh up`: a whole local mesh as supervised child processes —
+ * nats-server with JetStream (unless --nats), registry, monitor, N inference
+ * replicas and one or more routers — then optional demo traffic, then it runs
+ * until SIGINT/SIGTERM and stops everything in order. A child that exits on
+ * its own is started again on the port it had (backoff 100 ms doubling to
+ * 10 s); one that crash-loops is given up with a message while the rest keep
+ * serving. `<dir>/processes.json` says what runs (read by `infermesh status`).
  */
 import { SERVICE_NODE_FLAGS } from '../../libs/config/index.js';
 import { mkdir } from 'node:fs/promises';
@@ -14,11 +17,14 @@ import { ensureNatsServer } from './nats-server.js';
 import { CliError, describeError, printJson, printText, progress } from './output.js';
 import { accepts, freePort, isPortFree } from './ports.js';
 import { statsTable } from './stats.js';
-import { Supervisor, type Started } from './supervisor.js';
+import { entriesOf, ProcessesWriter } from './status-file.js';
+import { DEFAULT_RESTART, Supervisor, type ChildStatus, type Started } from './supervisor.js';
 
 export interface UpOptions {
   dir: string;
   replicas: number;
+  /** Routers on this host (default 1): the n-th (from 0) on router-port+2n and rest-port+2n, so the default pairs 8500/8501, 8502/8503 never collide. */
+  routers?: number;
   nats?: string;
   natsPort?: number;
   routerPort: number;
@@ -37,12 +43,27 @@ const SERVICE_START_TIMEOUT_MS = 60_000;
 const ROUTER_READY_TIMEOUT_MS = 30_000;
 const isListening = (j: Record<string, unknown>) => j.msg === 'listening';
 
-/** Runs the mesh until a signal (resolves to exit status 0) or a failure (1). */
+/** Replaces the value after `flag` in `args` (a copy), or appends the flag. */
+function withFlag(args: readonly string[], flag: string, value: string): string[] {
+  const out = [...args];
+  const i = out.indexOf(flag);
+  if (i >= 0 && i + 1 < out.length) out[i + 1] = value;
+  else out.push(flag, value);
+  return out;
+}
+
+/** Runs the mesh until a signal (resolves to exit status 0) or a start-up failure (1). */
 export async function upCommand(o: UpOptions): Promise<number> {
   const dir = path.resolve(o.dir);
   const logDir = path.join(dir, 'logs');
   await mkdir(logDir, { recursive: true });
   await mkdir(path.join(dir, 'nats'), { recursive: true });
+  const routerCount = o.routers ?? 1;
+  // Paths for people: relative when under the working directory.
+  const shown = (file: string) => {
+    const rel = path.relative(process.cwd(), file);
+    return rel && !rel.startsWith('..') ? rel : file;
+  };
 
   const abort = new AbortController();
   let finish!: (code: number) => void;
@@ -50,14 +71,19 @@ export async function upCommand(o: UpOptions): Promise<number> {
   // Children hold the event loop open too; this keeps it open with --nats and no children yet.
   const keepAlive = setInterval(() => undefined, 1 << 30);
   let stopping = false;
+  const startedAtMs = Date.now();
+  let stoppedAtMs: number | undefined;
+  let routerAddresses: string[] = [];
   const shutdown = (code: number) => {
     if (stopping) return;
     stopping = true;
     abort.abort();
     const any = supervisor.size > 0;
     if (any) progress('stopping the mesh… ');
-    void supervisor.stopAll().then(() => {
+    void supervisor.stopAll().then(async () => {
       if (any) progress('stopped\n');
+      stoppedAtMs = Date.now();
+      await statusFile.update();
       clearInterval(keepAlive);
       finish(code);
     });
@@ -67,9 +93,28 @@ export async function upCommand(o: UpOptions): Promise<number> {
     process.stderr.write(`${describeError(err).line}\n`);
     shutdown(1);
   };
-  const supervisor = new Supervisor(logDir, (child: Started, how) =>
-    fail(new CliError('UNAVAILABLE', `${child.name} (pid ${child.pid}) ${how} unexpectedly; see ${path.relative(process.cwd(), child.logFile) || child.logFile}`)),
-  );
+  const statusFile = new ProcessesWriter(dir, () => ({
+    pid: process.pid,
+    startedAtMs,
+    updatedAtMs: Date.now(),
+    ...(stoppedAtMs ? { stoppedAtMs } : {}),
+    routers: routerAddresses,
+    processes: entriesOf(supervisor.status()),
+  }));
+  const policy = {
+    ...DEFAULT_RESTART,
+    onRestarting: (c: ChildStatus, how: string, delayMs: number) =>
+      progress(`infermesh: ${c.name} (pid ${c.pid}) ${how}; restarting it in ${delayMs} ms (see ${shown(c.logFile)})\n`),
+    onRestarted: (c: ChildStatus) => progress(`infermesh: ${c.name} is back (pid ${c.pid}, restart ${c.restarts})\n`),
+    onGiveUp: (c: ChildStatus, how: string) =>
+      process.stderr.write(
+        `error: UNAVAILABLE: ${c.name} exited ${DEFAULT_RESTART.maxExits} times within ${DEFAULT_RESTART.windowMs / 1000} s (last: ${how}); ` +
+          `gave up restarting it, the rest of the mesh keeps running (see ${shown(c.logFile)})\n`,
+      ),
+    onChange: () => void statusFile.update(),
+  };
+  // With a restart policy the supervisor restarts or gives up; it reports no unexpected exit.
+  const supervisor = new Supervisor(logDir, (child: Started, how) => fail(new CliError('UNAVAILABLE', `${child.name} (pid ${child.pid}) ${how} unexpectedly; see ${shown(child.logFile)}`)), policy);
   const onSignal = () => {
     if (stopping) {
       // A second signal: stop waiting for graceful exits.
@@ -86,41 +131,82 @@ export async function upCommand(o: UpOptions): Promise<number> {
     await checkPorts(o);
     const natsUrl = o.nats ?? (await startNats(supervisor, dir, o.natsPort, abort.signal));
     const entry = (service: string) => fileURLToPath(new URL(`../${service}/main.js`, import.meta.url));
-    const service = (name: string, tier: number, script: string, port: number, extra: string[] = []) =>
-      announce(
+    /**
+     * A service on `port` (0 = any free); a restart binds the port the first
+     * start reported, with `pin` adding what else it must keep.
+     */
+    const service = (name: string, tier: number, script: string, port: number, extra: string[] = [], pin: (args: string[], first: Started) => string[] = (a) => a) => {
+      const args = [...SERVICE_NODE_FLAGS, entry(script), '--nats', natsUrl, '--host', '127.0.0.1', '--port', String(port), '--log-level', 'info', ...extra];
+      return announce(
         name,
         supervisor.start({
           name,
           command: process.execPath,
-          args: [...SERVICE_NODE_FLAGS, entry(script), '--nats', natsUrl, '--host', '127.0.0.1', '--port', String(port), '--log-level', 'info', ...extra],
+          args,
           tier,
           readyLine: isListening,
           timeoutMs: SERVICE_START_TIMEOUT_MS,
+          restartArgs: (first) => pin(withFlag(args, '--port', String(first.info.grpcPort ?? port)), first),
         }),
         (c) => `:${c.info.grpcPort}${c.info.metricsPort !== undefined ? `, metrics :${c.info.metricsPort}` : ''}${c.info.restPort !== undefined ? `, REST :${c.info.restPort}` : ''}`,
         true,
         abort.signal,
       );
+    };
+    let registryAddress = '';
     const [registry, monitor, ...replicas] = await Promise.all([
       service('registry', 1, 'registry', o.registryPort),
-      // Probes go through the router and canary rollbacks through the registry (fixed ports; 0 leaves the defaults).
-      service('monitor', 1, 'monitor', o.monitorPort, [
-        '--metrics-port',
-        String(o.metricsPort),
-        ...(o.routerPort ? ['--router-address', `127.0.0.1:${o.routerPort}`] : []),
-        ...(o.registryPort ? ['--registry-address', `127.0.0.1:${o.registryPort}`] : []),
-      ]),
+      // Probes go through the router and canary rollbacks through the registry (fixed ports; 0 leaves the
+      // defaults until a restart, which gets the addresses the mesh has by then).
+      service(
+        'monitor',
+        1,
+        'monitor',
+        o.monitorPort,
+        [
+          '--metrics-port',
+          String(o.metricsPort),
+          ...(o.routerPort ? ['--router-address', routerPorts(o.routerPort, routerCount).map((p) => `127.0.0.1:${p}`).join(',')] : []),
+          ...(o.registryPort ? ['--registry-address', `127.0.0.1:${o.registryPort}`] : []),
+        ],
+        (args, first) => {
+          let a = withFlag(args, '--metrics-port', String(first.info.metricsPort ?? o.metricsPort));
+          if (routerAddresses.length) a = withFlag(a, '--router-address', routerAddresses.join(','));
+          if (registryAddress) a = withFlag(a, '--registry-address', registryAddress);
+          return a;
+        },
+      ),
       ...Array.from({ length: o.replicas }, (_, i) => service(`inference-${i + 1}`, 2, 'inference', o.inferencePort === 0 ? 0 : o.inferencePort + i)),
     ]);
-    const router = await service('router', 3, 'router', o.routerPort, ['--rest-port', String(o.restPort)]);
-
     const addr = (c: Started) => `127.0.0.1:${c.info.grpcPort}`;
-    const addresses = { router: addr(router), registry: addr(registry!), monitor: addr(monitor!) };
-    await announce('waiting for the router to be ready', waitRouterReady(addresses.router, abort.signal), () => '', false, abort.signal);
+    registryAddress = addr(registry!);
+    const rPorts = routerPorts(o.routerPort, routerCount);
+    const restPorts = routerPorts(o.restPort, routerCount);
+    const routers = await Promise.all(
+      rPorts.map((port, i) =>
+        service(routerCount === 1 ? 'router' : `router-${i + 1}`, 3, 'router', port, ['--rest-port', String(restPorts[i])], (args, first) =>
+          withFlag(args, '--rest-port', String(first.info.restPort ?? restPorts[i])),
+        ),
+      ),
+    );
+    routerAddresses = routers.map(addr);
+    void statusFile.update();
+
+    const addresses = { router: routerAddresses[0]!, registry: registryAddress, monitor: addr(monitor!) };
+    await announce(
+      routerCount === 1 ? 'waiting for the router to be ready' : 'waiting for the routers to be ready',
+      Promise.all(routerAddresses.map((a) => waitRouterReady(a, abort.signal))),
+      () => '',
+      false,
+      abort.signal,
+    );
+    const rests = routers.map((r) => `127.0.0.1:${r.info.restPort}`);
     const summary = {
       ready: true,
       ...addresses,
-      rest: `127.0.0.1:${router.info.restPort}`,
+      rest: rests[0],
+      routers: routerAddresses,
+      rests,
       metrics: `127.0.0.1:${monitor!.info.metricsPort}`,
       replicas: replicas.map((r) => addr(r)),
       nats: natsUrl,
@@ -128,10 +214,15 @@ export async function upCommand(o: UpOptions): Promise<number> {
       pids: supervisor.pids(),
     };
     if (!o.json) {
+      const front =
+        routerCount === 1
+          ? `router ${summary.router} (REST ${summary.rest})`
+          : `routers ${routerAddresses.map((a, i) => `${a} (REST ${rests[i]})`).join(', ')}`;
       printText(
-        `infermesh ready: router ${summary.router} (REST ${summary.rest}), registry ${summary.registry}, monitor ${summary.monitor} (metrics ${summary.metrics}), ` +
-          `${replicas.length} inference ${replicas.length === 1 ? 'replica' : 'replicas'}, nats ${natsUrl}; logs in ${path.relative(process.cwd(), logDir) || logDir}`,
+        `infermesh ready: ${front}, registry ${summary.registry}, monitor ${summary.monitor} (metrics ${summary.metrics}), ` +
+          `${replicas.length} inference ${replicas.length === 1 ? 'replica' : 'replicas'}, nats ${natsUrl}; logs in ${shown(logDir)}`,
       );
+      if (routerCount > 1) printText(`clients fail over between the routers: give them all, e.g. --router ${routerAddresses.join(',')}`);
     }
     let demo: DemoResult | undefined;
     if (o.demo) {
@@ -139,7 +230,7 @@ export async function upCommand(o: UpOptions): Promise<number> {
       if (!o.json) printText(statsTable(demo.stats));
     }
     if (o.json) printJson(demo ? { ...summary, demo } : summary);
-    if (!stopping) progress('press Ctrl-C to stop\n');
+    if (!stopping) progress(`press Ctrl-C to stop; infermesh status${o.dir === '.infermesh' ? '' : ` --dir ${o.dir}`} lists the processes\n`);
   } catch (err) {
     fail(err);
   }
@@ -149,11 +240,17 @@ export async function upCommand(o: UpOptions): Promise<number> {
   return code;
 }
 
+/** The ports of `count` routers from `first` (first, first+2, …: gRPC and REST ports interleave), or all 0 (any free) when `first` is 0. */
+function routerPorts(first: number, count: number): number[] {
+  return Array.from({ length: count }, (_, i) => (first === 0 ? 0 : first + 2 * i));
+}
+
 /** Fails fast, naming the flag, when a port the mesh needs is taken. */
 async function checkPorts(o: UpOptions): Promise<void> {
+  const n = o.routers ?? 1;
   const wanted: [number, string][] = [
-    [o.routerPort, '--router-port'],
-    [o.restPort, '--rest-port'],
+    ...routerPorts(o.routerPort, n).map((p): [number, string] => [p, '--router-port']),
+    ...routerPorts(o.restPort, n).map((p): [number, string] => [p, '--rest-port']),
     [o.registryPort, '--registry-port'],
     [o.monitorPort, '--monitor-port'],
     [o.metricsPort, '--metrics-port'],
@@ -164,7 +261,8 @@ async function checkPorts(o: UpOptions): Promise<void> {
   const seen = new Map<number, string>();
   for (const [port, flag] of wanted) {
     if (port === 0) continue;
-    if (seen.has(port)) taken.push(`port ${port} is given to both ${seen.get(port)} and ${flag}`);
+    if (port > 65535) taken.push(`port ${port} (${flag}) is out of range`);
+    else if (seen.has(port)) taken.push(`port ${port} is given to both ${seen.get(port)} and ${flag}`);
     else if (!(await isPortFree(port))) taken.push(`port ${port} (${flag}) is already in use`);
     seen.set(port, flag);
   }
@@ -185,6 +283,7 @@ async function startNats(supervisor: Supervisor, dir: string, port: number | und
       tier: 0,
       readyProbe: () => accepts(p),
       timeoutMs: 15_000,
+      info: { port: p },
     }),
     () => `:${p}`,
     true,
