@@ -31,6 +31,8 @@ interface Measured {
   killed: string;
   calls: number;
   failed: string[];
+  /** From the kill until status shows it running again (its new process is listening), and until it is ready. */
+  runningMs: number;
   readyMs: number;
 }
 
@@ -64,6 +66,19 @@ async function until(what: string, ok: () => Promise<boolean> | boolean, ms = 20
     if (await Promise.resolve().then(ok).catch(() => false)) return;
     if (Date.now() > end) throw new Error(`${what}: not within ${ms} ms\nup's stderr:\n${upStderr}`);
     await sleep(25);
+  }
+}
+
+/**
+ * One call on a new client (a new connection: an old channel's reconnect
+ * backoff would be measured instead of the process), then closed.
+ */
+async function fresh<C extends { close(): void }>(Client: new (address: string, timeoutMs: number) => C, address: string, call: (c: C) => Promise<boolean>): Promise<boolean> {
+  const c = new Client(address, 500);
+  try {
+    return await call(c);
+  } finally {
+    c.close();
   }
 }
 
@@ -105,15 +120,18 @@ async function killUnderLoad(name: string, api: InferenceApi, ready: () => Promi
   await until('load flowing', () => l.outcomes.length >= 50);
   const t0 = performance.now();
   process.kill(before.pid, 'SIGKILL');
+  let runningMs = 0;
   await until(`${name} back`, async () => {
     const p = proc(name);
-    return p.state === 'running' && p.restarts === before.restarts + 1 && p.pid !== before.pid && (await ready());
+    if (!(p.state === 'running' && p.restarts === before.restarts + 1 && p.pid !== before.pid)) return false;
+    runningMs ||= Math.round(performance.now() - t0);
+    return ready();
   });
   const readyMs = Math.round(performance.now() - t0);
   const atReady = l.outcomes.length;
   await until('load after the restart', () => l.outcomes.length >= atReady + 200);
   const outcomes = await l.stop();
-  const m = { killed: name, calls: outcomes.length, failed: outcomes.filter((o) => !o.ok).map((o) => o.why), readyMs };
+  const m = { killed: name, calls: outcomes.length, failed: outcomes.filter((o) => !o.ok).map((o) => o.why), runningMs, readyMs };
   measured.push(m);
   const p = proc(name);
   expect(p.port).toBe(before.port);
@@ -159,7 +177,7 @@ afterAll(async () => {
       // Gone.
     }
   }
-  if (measured.length) console.log(`up-supervisor:\n${measured.map((m) => `  kill -9 ${m.killed}: ${m.failed.length} failed of ${m.calls} calls, ready after ${m.readyMs} ms`).join('\n')}`);
+  if (measured.length) console.log(`up-supervisor:\n${measured.map((m) => `  kill -9 ${m.killed}: ${m.failed.length} failed of ${m.calls} calls, running after ${m.runningMs} ms, ready after ${m.readyMs} ms`).join('\n')}`);
   if (root) await rm(root, { recursive: true, force: true });
 });
 
@@ -186,11 +204,8 @@ describe('infermesh up restarts what dies, and no call fails', () => {
   });
 
   it('kill -9 of an inference replica', async () => {
-    const address = mesh.replicas[0]!;
-    const replica = new InferenceApi(address, { timeoutMs: 500, retries: 0 });
     // Ready: the new process has loaded the model and says so on its own port.
-    const m = await killUnderLoad('inference-1', single, () => replica.modelReady(NAME, '1'));
-    replica.close();
+    const m = await killUnderLoad('inference-1', single, () => fresh(InferenceApi, mesh.replicas[0]!, (c) => c.modelReady(NAME, '1')));
     expect(m.failed).toEqual([]);
     const log = readFileSync(path.join(dir, 'logs', 'inference-1.log'), 'utf8');
     expect(log).toMatch(/^--- infermesh: inference-1 restart 1 \(the last process was killed by SIGKILL\), pid \d+, at .* ---$/m);
@@ -198,36 +213,23 @@ describe('infermesh up restarts what dies, and no call fails', () => {
   }, 40_000);
 
   it('kill -9 of the registry', async () => {
-    const registry = new RegistryApi(mesh.registry, 500);
-    const m = await killUnderLoad('registry', single, async () => (await registry.list()).some((x) => x.name === NAME));
-    registry.close();
+    const m = await killUnderLoad('registry', single, () => fresh(RegistryApi, mesh.registry, async (c) => (await c.list()).some((x) => x.name === NAME)));
     expect(m.failed).toEqual([]);
   }, 40_000);
 
   it('kill -9 of the monitor', async () => {
-    const monitor = new MonitorApi(mesh.monitor, 500);
-    const m = await killUnderLoad('monitor', single, async () => (await monitor.stats(NAME), true));
-    monitor.close();
+    const m = await killUnderLoad('monitor', single, () => fresh(MonitorApi, mesh.monitor, async (c) => (await c.stats(NAME), true)));
     expect(m.failed).toEqual([]);
   }, 40_000);
 
   it('kill -9 of nats-server', async () => {
     // Ready: the registry reads its models from JetStream again (a fresh connection each try).
-    const m = await killUnderLoad('nats', single, async () => {
-      const registry = new RegistryApi(mesh.registry, 500);
-      try {
-        return (await registry.list()).some((x) => x.name === NAME);
-      } finally {
-        registry.close();
-      }
-    });
+    const m = await killUnderLoad('nats', single, () => fresh(RegistryApi, mesh.registry, async (c) => (await c.list()).some((x) => x.name === NAME)));
     expect(m.failed).toEqual([]);
   }, 40_000);
 
   it('kill -9 of one of two routers: the client fails over to the other', async () => {
-    const router = new InferenceApi(mesh.routers[0]!, { timeoutMs: 500, retries: 0 });
-    const m = await killUnderLoad('router-1', both, () => router.modelReady(NAME, '1'));
-    router.close();
+    const m = await killUnderLoad('router-1', both, () => fresh(InferenceApi, mesh.routers[0]!, (c) => c.modelReady(NAME, '1')));
     expect(m.failed).toEqual([]);
   }, 40_000);
 
@@ -260,7 +262,7 @@ describe('infermesh up restarts what dies, and no call fails', () => {
     const n = l.outcomes.length;
     await until('load after the give-up', () => l.outcomes.length >= n + 200);
     const outcomes = await l.stop();
-    measured.push({ killed: 'inference-2 (5 times: crash loop)', calls: outcomes.length, failed: outcomes.filter((o) => !o.ok).map((o) => o.why), readyMs: NaN });
+    measured.push({ killed: 'inference-2 (5 times: crash loop)', calls: outcomes.length, failed: outcomes.filter((o) => !o.ok).map((o) => o.why), runningMs: NaN, readyMs: NaN });
     expect(outcomes.filter((o) => !o.ok).map((o) => o.why)).toEqual([]);
     expect(upStderr).toMatch(/^error: UNAVAILABLE: inference-2 exited 5 times within 60 s \(last: was killed by SIGKILL[^)]*\); gave up restarting it, the rest of the mesh keeps running \(see .*inference-2\.log\)$/m);
 
