@@ -35,6 +35,8 @@ export interface NatsSecurity {
   user?: string;
   password?: string;
   token?: string;
+  /** Prefix of this connection's inboxes (replies, JetStream deliveries); unset = `_INBOX`. */
+  inboxPrefix?: string;
 }
 
 /** The NATS fields of commonSpec (libs/config). */
@@ -46,6 +48,8 @@ export interface NatsSecurityConfig {
   natsUser: string;
   natsPassword: string;
   natsToken: string;
+  /** '' = the default `_INBOX`. */
+  natsInboxPrefix?: string;
 }
 
 function readable(path: string, name: string): Buffer {
@@ -89,6 +93,7 @@ export function natsSecurityOf(c: NatsSecurityConfig): NatsSecurity {
     out.password = c.natsPassword;
   }
   if (c.natsToken) out.token = c.natsToken;
+  if (c.natsInboxPrefix) out.inboxPrefix = c.natsInboxPrefix;
   return out;
 }
 
@@ -134,6 +139,7 @@ export async function connectNats(url: string, name: string, log: Logger, securi
     opts.pass = security.password;
   }
   if (security.token) opts.token = security.token;
+  if (security.inboxPrefix) opts.inboxPrefix = security.inboxPrefix;
   let nc: NatsConnection;
   for (let attempt = 0; ; attempt++) {
     try {

@@ -149,6 +149,8 @@ export const commonSpec = {
   natsUser: str({ env: 'INFERMESH_NATS_USER', flag: 'nats-user', default: '' }),
   natsPassword: str({ env: 'INFERMESH_NATS_PASSWORD', flag: 'nats-password', default: '' }),
   natsToken: str({ env: 'INFERMESH_NATS_TOKEN', flag: 'nats-token', default: '' }),
+  /** Subject prefix of this service's NATS inboxes (JetStream replies); '' = `_INBOX`. A user whose permissions allow only `<prefix>.>` needs it. */
+  natsInboxPrefix: str({ env: 'INFERMESH_NATS_INBOX_PREFIX', flag: 'nats-inbox-prefix', default: '', pattern: /^([A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*)?$/ }),
 };
 
 /**

@@ -37,6 +37,8 @@ export interface StartSpec {
   restartArgs?: (first: Started) => string[];
   /** What is known before it reports anything (e.g. the port it was given); replaced by the ready line's fields. */
   info?: Record<string, unknown>;
+  /** Variables added to (or replacing) this process's environment for the child, e.g. its credentials (kept off the command line). */
+  env?: Record<string, string>;
 }
 
 export interface Started {
@@ -226,7 +228,7 @@ export class Supervisor {
     const proc = spawn(withParentDeath ? SETPRIV : spec.command, withParentDeath ? ['--pdeathsig', 'TERM', '--', spec.command, ...args] : args, {
       detached: true,
       stdio: ['ignore', 'pipe', 'pipe'],
-      env: childEnv(),
+      env: childEnv(spec.env),
     });
     let exitedResolve!: () => void;
     child.proc = proc;

@@ -13,6 +13,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { InferenceApi } from '../../libs/client/index.js';
 import { runDemo, type DemoResult } from './demo.js';
+import { natsChildEnv, prepareNatsAuth, type NatsAuth } from './nats-auth.js';
 import { ensureNatsServer } from './nats-server.js';
 import { CliError, describeError, printJson, printText, progress } from './output.js';
 import { accepts, freePort, isPortFree } from './ports.js';
@@ -129,7 +130,9 @@ export async function upCommand(o: UpOptions): Promise<number> {
 
   try {
     await checkPorts(o);
-    const natsUrl = o.nats ?? (await startNats(supervisor, dir, o.natsPort, abort.signal));
+    // The nats-server started here admits only its users, one per service (nats-auth.ts); --nats keeps the caller's credentials.
+    const natsAuth = o.nats ? null : await prepareNatsAuth(dir, o.replicas);
+    const natsUrl = o.nats ?? (await startNats(supervisor, dir, o.natsPort, abort.signal, natsAuth!));
     const entry = (service: string) => fileURLToPath(new URL(`../${service}/main.js`, import.meta.url));
     /**
      * A service on `port` (0 = any free); a restart binds the port the first
@@ -147,6 +150,8 @@ export async function upCommand(o: UpOptions): Promise<number> {
           readyLine: isListening,
           timeoutMs: SERVICE_START_TIMEOUT_MS,
           restartArgs: (first) => pin(withFlag(args, '--port', String(first.info.grpcPort ?? port)), first),
+          // Every router of this host is the NATS user `router`.
+          ...(natsAuth ? { env: natsChildEnv(natsAuth, name.startsWith('router') ? 'router' : name) } : {}),
         }),
         (c) => `:${c.info.grpcPort}${c.info.metricsPort !== undefined ? `, metrics :${c.info.metricsPort}` : ''}${c.info.restPort !== undefined ? `, REST :${c.info.restPort}` : ''}`,
         true,
@@ -270,7 +275,7 @@ async function checkPorts(o: UpOptions): Promise<void> {
 }
 
 /** Starts nats-server with JetStream in `<dir>/nats` on `port` (default 4222 when free, else any free port). */
-async function startNats(supervisor: Supervisor, dir: string, port: number | undefined, signal: AbortSignal): Promise<string> {
+async function startNats(supervisor: Supervisor, dir: string, port: number | undefined, signal: AbortSignal, auth: NatsAuth): Promise<string> {
   const bin = await ensureNatsServer();
   // 0 means any free port (nats-server itself would take 0 as its default, 4222).
   const p = port === 0 ? await freePort() : (port ?? ((await isPortFree(NATS_DEFAULT_PORT)) ? NATS_DEFAULT_PORT : await freePort()));
@@ -279,13 +284,13 @@ async function startNats(supervisor: Supervisor, dir: string, port: number | und
     supervisor.start({
       name: 'nats',
       command: bin,
-      args: ['-js', '-sd', path.join(dir, 'nats'), '-a', '127.0.0.1', '-p', String(p)],
+      args: ['-c', auth.configFile, '-js', '-sd', path.join(dir, 'nats'), '-a', '127.0.0.1', '-p', String(p)],
       tier: 0,
       readyProbe: () => accepts(p),
       timeoutMs: 15_000,
       info: { port: p },
     }),
-    () => `:${p}`,
+    () => `:${p}, users in ${path.relative(process.cwd(), auth.credentialsFile).startsWith('..') ? auth.credentialsFile : path.relative(process.cwd(), auth.credentialsFile)}`,
     true,
     signal,
   );
