@@ -231,7 +231,8 @@ export async function upCommand(o: UpOptions): Promise<number> {
     }
     let demo: DemoResult | undefined;
     if (o.demo) {
-      demo = await runDemo(addresses, o.demoRequests, abort.signal);
+      // Demo traffic spreads over every router (the client's round-robin).
+      demo = await runDemo({ ...addresses, router: routerAddresses.join(',') }, o.demoRequests, abort.signal);
       if (!o.json) printText(statsTable(demo.stats));
     }
     if (o.json) printJson(demo ? { ...summary, demo } : summary);
