@@ -136,6 +136,9 @@ async function killUnderLoad(name: string, api: InferenceApi, ready: () => Promi
   const p = proc(name);
   expect(p.port).toBe(before.port);
   expect(p.lastExit).toBe('was killed by SIGKILL');
+  // The new process was told the port the first one had bound (they were all started with port 0).
+  const args = cmdline(p.pid);
+  expect(args[args.indexOf(name === 'nats' ? '-p' : '--port') + 1]).toBe(String(before.port));
   return m;
 }
 
@@ -219,6 +222,10 @@ describe('infermesh up restarts what dies, and no call fails', () => {
 
   it('kill -9 of the monitor', async () => {
     const m = await killUnderLoad('monitor', single, () => fresh(MonitorApi, mesh.monitor, async (c) => (await c.stats(NAME), true)));
+    // Started before the routers had ports, the restarted monitor now sends its golden probes to them.
+    const args = cmdline(proc('monitor').pid);
+    expect(args[args.indexOf('--router-address') + 1]).toBe(mesh.routers.join(','));
+    expect(args[args.indexOf('--registry-address') + 1]).toBe(mesh.registry);
     expect(m.failed).toEqual([]);
   }, 40_000);
 
@@ -269,7 +276,7 @@ describe('infermesh up restarts what dies, and no call fails', () => {
     // status: the table for people, JSON for scripts; unhealthy now (exit status 1).
     const table = await cli(['status', '--dir', dir]);
     expect(table.code).toBe(1);
-    expect(table.stdout).toMatch(/^NAME\s+PID\s+STATE\s+UPTIME\s+RESTARTS\s+PORT\s+LAST EXIT$/m);
+    expect(table.stdout, table.stderr).toMatch(/^NAME\s+PID\s+STATE\s+UPTIME\s+RESTARTS\s+PORT\s+LAST EXIT$/m);
     expect(table.stdout).toMatch(/^inference-1\s+\d+\s+running\s+\S+\s+1\s+\d+\s+was killed by SIGKILL \(\d+s ago\)$/m);
     expect(table.stdout).toMatch(/^inference-2\s+\d+\s+gave up\s+-\s+4\s+\d+\s+was killed by SIGKILL/m);
     const s = JSON.parse((await cli(['status', '--dir', dir, '--json'])).stdout) as { healthy: boolean; processes: Entry[] };
@@ -289,6 +296,11 @@ describe('infermesh up restarts what dies, and no call fails', () => {
     expect(r.stderr).toMatch(/^error: UNAVAILABLE: infermesh up is not running with --dir .* \(it stopped at /m);
   }, 20_000);
 });
+
+/** A process's arguments, from /proc. */
+function cmdline(pid: number): string[] {
+  return readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+}
 
 function alive(pid: number): boolean {
   try {
