@@ -48,6 +48,8 @@ export interface SampleRecorderOptions {
  */
 export class SampleRecorder {
   private byModel = new Map<string, Map<number, VersionAcc>>();
+  /** Golden-probe requests, per model and version: kept apart from traffic (SampleBatch.probes). */
+  private probes = new Map<string, Map<number, VersionAcc>>();
   private kept = new Map<string, Kept[]>();
   private shadows = new Map<string, ShadowResult[]>();
   private slowest = new Map<string, PredictionSample[]>();
@@ -77,16 +79,24 @@ export class SampleRecorder {
     if (list.length > SLOWEST_PER_WINDOW) list.length = SLOWEST_PER_WINDOW;
   }
 
-  record(model: string, version: number, latencyMicros: number, code: number, request: Buffer, response: Uint8Array | null, traceId = '', queueMicros = 0, computeMicros = 0): void {
-    let m = this.byModel.get(model);
-    if (!m) this.byModel.set(model, (m = new Map()));
+  /**
+   * Counts one request of `model`/`version`, and keeps it whole for the
+   * monitor's samples at the sample rate. A golden probe (`probe`, the
+   * request carried `x-infermesh-probe`) is only counted, apart from
+   * traffic: never sampled, so it stays out of drift, evaluation and the
+   * latency and error windows.
+   */
+  record(model: string, version: number, latencyMicros: number, code: number, request: Buffer, response: Uint8Array | null, traceId = '', queueMicros = 0, computeMicros = 0, probe = false): void {
+    const byModel = probe ? this.probes : this.byModel;
+    let m = byModel.get(model);
+    if (!m) byModel.set(model, (m = new Map()));
     let acc = m.get(version);
     if (!acc) m.set(version, (acc = { latency: [], codes: [], queue: [], compute: [] }));
     acc.latency.push(latencyMicros);
     acc.codes.push(code);
     acc.queue.push(queueMicros);
     acc.compute.push(computeMicros);
-    if (this.o.sampleRate > 0 && Math.random() < this.o.sampleRate) {
+    if (!probe && this.o.sampleRate > 0 && Math.random() < this.o.sampleRate) {
       let k = this.kept.get(model);
       if (!k) this.kept.set(model, (k = []));
       // Copied: the bytes may be views into larger buffers (a read buffer, a response frame) that
@@ -108,15 +118,18 @@ export class SampleRecorder {
     const kept = this.kept;
     const shadows = this.shadows;
     const slowest = this.slowest;
+    const probes = this.probes;
     this.byModel = new Map();
+    this.probes = new Map();
     this.kept = new Map();
     this.shadows = new Map();
     this.slowest = new Map();
-    for (const name of new Set([...byModel.keys(), ...shadows.keys()])) {
-      const vt: VersionTraffic[] = [];
-      for (const [version, acc] of byModel.get(name) ?? []) vt.push({ version, latencyMicros: acc.latency, codes: acc.codes, queueMicros: acc.queue, computeMicros: acc.compute });
+    for (const name of new Set([...byModel.keys(), ...shadows.keys(), ...probes.keys()])) {
       const samples = (kept.get(name) ?? []).map(summarize);
-      const batch: SampleBatch = { routerId: this.o.routerId, name, versions: vt, samples, startMs: this.start, endMs: end, shadows: shadows.get(name) ?? [], slowest: slowest.get(name) ?? [] };
+      const batch: SampleBatch = {
+        routerId: this.o.routerId, name, versions: traffic(byModel.get(name)), samples, startMs: this.start, endMs: end,
+        shadows: shadows.get(name) ?? [], slowest: slowest.get(name) ?? [], probes: traffic(probes.get(name)),
+      };
       try {
         this.nc.publish(subjects.samples(name), SampleBatch.encode(batch).finish());
       } catch (err) {
@@ -130,6 +143,13 @@ export class SampleRecorder {
     clearInterval(this.timer);
     this.flush();
   }
+}
+
+/** One model's accumulated requests as VersionTraffic, by version. */
+function traffic(byVersion: Map<number, VersionAcc> | undefined): VersionTraffic[] {
+  const vt: VersionTraffic[] = [];
+  for (const [version, acc] of byVersion ?? []) vt.push({ version, latencyMicros: acc.latency, codes: acc.codes, queueMicros: acc.queue, computeMicros: acc.compute });
+  return vt;
 }
 
 /** A copy of `b` in an allocation of its own (not a slice of Node's shared pool). */
