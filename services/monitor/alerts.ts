@@ -7,7 +7,11 @@
  * hovers around its threshold does not make a storm. State changes are
  * published on `infermesh.alerts.<name>` (JetStream stream INFERMESH_ALERTS,
  * replayed at start so a restart neither forgets nor re-fires an alert) and
- * streamed to WatchAlerts callers.
+ * streamed to WatchAlerts callers. The monitor starts evaluating only once
+ * the state its sources read (drift windows, serving windows, outcomes,
+ * lifecycle) has been replayed too, so a restored alert is judged on the
+ * same data it fired on. An alert of a version that left service resolves
+ * at the next evaluation, with that reason.
  */
 import { readFileSync } from 'node:fs';
 import type { ServerWritableStream } from '@grpc/grpc-js';
@@ -105,6 +109,8 @@ export interface Observation {
   value: number;
   threshold: number;
   message: string;
+  /** The condition exists but has no verdict yet (a probe that has not answered since start): nothing changes. */
+  pending?: boolean;
 }
 
 /** A source of observations, asked once per evaluation. */
@@ -141,6 +147,9 @@ export class AlertEngine {
   private readonly sources: ObservationSource[] = [];
   private readonly watchers = new Set<Watcher>();
   private timer: NodeJS.Timeout | undefined;
+  private closed = false;
+  /** Why a version no longer serves (null while it serves); see serving.ts. */
+  private left: (name: string, version: number) => string | null = () => null;
 
   private constructor(
     private readonly nc: NatsConnection,
@@ -151,16 +160,30 @@ export class AlertEngine {
   ) {}
 
   /**
-   * Ensures the alerts stream, restores alert states from it, and starts
-   * evaluating. `firingGauge` (infermesh_alerts_firing) is set after each evaluation.
+   * Ensures the alerts stream and restores alert states from it; start()
+   * begins evaluating. `firingGauge` (infermesh_alerts_firing) is set after each evaluation.
    */
   static async create(nc: NatsConnection, s: AlertSettings, log: Logger, firingGauge?: Gauge<'model' | 'rule'>, now: () => number = Date.now): Promise<AlertEngine> {
     const e = new AlertEngine(nc, s, log, now, firingGauge);
     await ensureStream(nc, { name: ALERTS_STREAM, subjects: ['infermesh.alerts.>'], max_age: 7 * 24 * 3600 * 1e9, max_msgs_per_subject: 10_000, num_replicas: s.natsReplicas });
     await e.restore();
-    e.timer = setInterval(() => e.evaluate(), s.intervalMs);
-    e.timer.unref();
     return e;
+  }
+
+  /** Evaluates every intervalMs from now on. Idempotent; nothing after close(). */
+  start(): void {
+    if (this.timer || this.closed) return;
+    this.timer = setInterval(() => this.evaluate(), this.s.intervalMs);
+    this.timer.unref();
+  }
+
+  /**
+   * Tells the engine which versions left service: their alerts (except the
+   * one-shot canary alert) resolve at the next evaluation with the reason,
+   * and their observations are not judged while they stay out.
+   */
+  setServing(left: (name: string, version: number) => string | null): void {
+    this.left = left;
   }
 
   /** Adds a source of observations (drift, evaluation, probes, canary). */
@@ -264,17 +287,23 @@ export class AlertEngine {
         continue;
       }
       for (const o of obs) {
+        if (o.rule !== 'canary' && this.left(o.name, o.version) !== null) continue;
         // PSI and KS of one feature are one alert (the rule names which crossed).
         const id = alertId(o.rule.startsWith('drift_') ? 'drift' : o.rule, o.name, o.version, o.subject);
         seen.add(id);
-        this.step(id, o);
+        if (!o.pending) this.step(id, o);
       }
     }
-    // A condition nobody reports any more (no traffic, version gone) counts as good.
+    // A condition nobody reports any more (no traffic, version gone) counts as good; a version out of service resolves at once.
     const cutoff = this.now() - this.s.retentionMs;
     for (const [id, st] of this.states) {
       if (seen.has(id)) continue;
-      if (st.firing) this.step(id, null);
+      const a = st.alert;
+      const gone = st.firing && a.rule !== 'canary' ? this.left(a.name, a.version) : null;
+      if (gone !== null) {
+        st.bad = st.good = 0;
+        this.change(st, Alert_State.RESOLVED, a.value, `resolved: version ${a.version} of ${a.name} no longer serves (${gone}): ${a.message}`);
+      } else if (st.firing) this.step(id, null);
       else if (st.alert.state === Alert_State.STATE_UNSPECIFIED || st.alert.atMs < cutoff) this.states.delete(id);
     }
     if (this.firingGauge) {
@@ -295,6 +324,7 @@ export class AlertEngine {
   }
 
   close(): void {
+    this.closed = true;
     clearInterval(this.timer);
     this.watchers.clear();
   }

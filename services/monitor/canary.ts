@@ -50,7 +50,8 @@ export const CANARY_METRICS: readonly string[] = EVAL_METRICS;
 export class CanaryAnalysis {
   private readonly traffic = new Map<string, TrafficRecord>();
   private readonly watched = new Map<string, Watched>();
-  private readonly timer: NodeJS.Timeout;
+  private timer: NodeJS.Timeout | undefined;
+  private closed = false;
 
   constructor(
     private readonly window: WindowStats,
@@ -61,8 +62,12 @@ export class CanaryAnalysis {
     private readonly s: CanarySettings,
     private readonly log: Logger,
     private readonly now: () => number = Date.now,
-  ) {
-    this.timer = setInterval(() => void this.tick(), s.intervalMs);
+  ) {}
+
+  /** Judges every intervalMs from now on (once the windows it reads are replayed). Idempotent; nothing after close(). */
+  start(): void {
+    if (this.timer || this.closed) return;
+    this.timer = setInterval(() => void this.tick(), this.s.intervalMs);
     this.timer.unref();
   }
 
@@ -115,6 +120,7 @@ export class CanaryAnalysis {
   }
 
   close(): void {
+    this.closed = true;
     clearInterval(this.timer);
   }
 

@@ -123,9 +123,14 @@ export class DriftTracker {
     }
   }
 
-  /** Takes the successful, summarized samples of one batch (the ingest listener; never throws). */
+  /**
+   * Takes the successful, summarized samples of one batch (a sample-feed
+   * listener; never throws). Replayed batches rebuild the windows a restart
+   * lost: a window keeps its version's newest samples however old they are.
+   */
   add(batch: SampleBatch): void {
-    const at = this.now();
+    // The router's time, so that replayed batches rank versions by recency as they did live.
+    const at = batch.endMs > 0 ? batch.endMs : this.now();
     for (const s of batch.samples) {
       if (s.code !== 0 || s.version === 0 || (s.inputSummary.length === 0 && s.outputSummary.length === 0)) continue;
       let byVersion = this.windows.get(batch.name);

@@ -13,9 +13,14 @@ import { parseTraceparent } from '../../libs/telemetry/index.js';
 const tracer = trace.getTracer('infermesh');
 
 export interface EventFeed {
+  /** Resolves once every event stored before the feed started has been handed over (or on stop). */
+  caughtUp: Promise<void>;
   /** Stops the consumer. Idempotent. */
   stop(): Promise<void>;
 }
+
+/** How often, while replaying, the consumer is asked whether anything is left to replay. */
+const CATCH_UP_CHECK_MS = 2_000;
 
 /** Starts the feed; `onEvent` must not throw. */
 export async function followEvents(
@@ -32,14 +37,27 @@ export async function followEvents(
   // the server refuses, and then retries for minutes).
   const consumer = await js.consumers.get(EVENTS_STREAM, { filterSubjects: subjects.allEvents });
   const messages: ConsumerMessages = await consumer.consume();
+  let caught!: () => void;
+  const caughtUp = new Promise<void>((resolve) => (caught = resolve));
+  // Nothing stored, or (checked now and then) nothing left for this consumer: stored events may expire or match no filter.
+  let handled = 0;
+  const check = setInterval(
+    () => void consumer.info(false).then((i) => i.num_pending === 0 && i.delivered.stream_seq <= handled && caught(), () => undefined),
+    CATCH_UP_CHECK_MS,
+  );
+  check.unref();
+  void caughtUp.then(() => clearInterval(check));
+  if (lastStored === 0) caught();
   const done = (async () => {
     try {
       for await (const m of messages) {
         const live = m.seq > lastStored;
+        if (m.seq >= lastStored || m.info.pending === 0) caught();
         // The consumer span joins the trace of the call that caused the event (traceparent header).
         const parent = live ? parseTraceparent(m.headers?.get('traceparent')) : null;
         const span = parent ? tracer.startSpan('event.consume', { kind: SpanKind.CONSUMER, attributes: { 'messaging.system': 'nats', 'messaging.destination.name': m.subject } }, trace.setSpanContext(ROOT_CONTEXT, parent)) : null;
         onEvent(m.subject, m.data, live);
+        handled = m.seq;
         span?.end();
       }
     } catch (err) {
@@ -48,8 +66,10 @@ export async function followEvents(
   })();
   let stopped: Promise<void> | null = null;
   return {
+    caughtUp,
     stop: () =>
       (stopped ??= (async () => {
+        caught();
         await messages.close().catch(() => undefined);
         await done;
       })()),

@@ -1,10 +1,11 @@
 /**
- * Turns NATS payloads into statistics, slow requests and metrics. Never
- * throws: a payload that does not decode, or decodes to something
- * inconsistent, is counted in infermesh_monitor_bad_messages_total and dropped.
+ * Turns sample batches (checked by the SampleFeed) and lifecycle events into
+ * statistics, slow requests and metrics. Never throws: a payload that does
+ * not decode, or decodes to something inconsistent, is counted in
+ * infermesh_monitor_bad_messages_total and dropped.
  */
-import { ModelEvent, ModelEvent_Kind, SampleBatch, type PredictionSample, type ShadowResult } from '../../libs/proto/index.js';
-import { NAME_RE, subjects } from '../../libs/bus/index.js';
+import { ModelEvent, ModelEvent_Kind, type PredictionSample, type SampleBatch, type ShadowResult, type VersionTraffic } from '../../libs/proto/index.js';
+import { NAME_RE } from '../../libs/bus/index.js';
 import { codeName } from '../../libs/errors/index.js';
 import type { Logger } from '../../libs/log/index.js';
 import type { StatsStore } from './stats-store.js';
@@ -20,8 +21,6 @@ export class Ingest {
   // Reused per version: trace ids of its traced requests by latency (µs), and the ids already taken.
   private readonly traced = new Map<number, string[]>();
   private readonly tracedIds = new Set<string>();
-  /** Called with every valid batch after the statistics took it (drift windows, alert windows). */
-  private readonly listeners: ((batch: SampleBatch) => void)[] = [];
 
   constructor(
     private readonly store: StatsStore,
@@ -31,26 +30,16 @@ export class Ingest {
     private readonly now: () => number = Date.now,
   ) {}
 
-  /** Adds a consumer of every valid sample batch; it must not throw. */
-  onBatch(listener: (batch: SampleBatch) => void): void {
-    this.listeners.push(listener);
-  }
-
-  /** One SampleBatch published on `infermesh.samples.<name>`. */
-  samples(subject: string, data: Uint8Array): void {
-    let batch: SampleBatch;
-    try {
-      batch = SampleBatch.decode(data);
-    } catch (err) {
-      return this.bad('samples', subject, 'undecodable', err);
-    }
-    if (!NAME_RE.test(batch.name) || subject !== subjects.samples(batch.name)) {
-      return this.bad('samples', subject, 'name does not match subject');
-    }
-    for (const v of batch.versions) {
-      if (v.latencyMicros.length !== v.codes.length) return this.bad('samples', subject, 'latencies and codes differ in length');
-    }
+  /**
+   * One checked SampleBatch. A `replayed` one (stored before this monitor
+   * started) only restores the slowest requests, which expire by their own
+   * time; counters and histograms take live batches, so no request is
+   * counted twice across a restart.
+   */
+  samples(batch: SampleBatch, replayed: boolean): void {
     const seenMs = batch.endMs > 0 ? batch.endMs : this.now();
+    if (batch.slowest.length > 0) this.slow.record(batch.name, batch.slowest, seenMs);
+    if (replayed) return;
     for (const v of batch.versions) {
       if (v.latencyMicros.length === 0) continue;
       this.store.recordTraffic(batch.name, v, seenMs);
@@ -58,31 +47,30 @@ export class Ingest {
       this.observe(batch.name, v.version, v.latencyMicros, v.codes);
       if (v.computeMicros.length === v.latencyMicros.length && v.queueMicros.length === v.latencyMicros.length) this.observeReplica(batch.name, v.version, v.queueMicros, v.computeMicros);
     }
-    if (batch.slowest.length > 0) this.slow.record(batch.name, batch.slowest, seenMs);
     if (batch.shadows.length > 0) this.shadows(batch.name, batch.shadows);
-    for (const l of this.listeners) {
-      try {
-        l(batch);
-      } catch (err) {
-        this.log.warn({ err: String(err) }, 'sample listener failed');
-      }
-    }
+    if (batch.probes.length > 0) this.probes(batch.name, batch.probes);
   }
 
   /**
    * One ModelEvent. `live` is false for events replayed from the stream at
    * start-up: they restore the last event per version but are not counted.
+   * Returns the event when it was valid (null when dropped).
    */
-  event(subject: string, data: Uint8Array, live: boolean): void {
+  event(subject: string, data: Uint8Array, live: boolean): ModelEvent | null {
     let ev: ModelEvent;
     try {
       ev = ModelEvent.decode(data);
     } catch (err) {
-      return this.bad('events', subject, 'undecodable', err);
+      this.bad('events', subject, 'undecodable', err);
+      return null;
     }
-    if (!NAME_RE.test(ev.name)) return this.bad('events', subject, 'bad model name');
+    if (!NAME_RE.test(ev.name)) {
+      this.bad('events', subject, 'bad model name');
+      return null;
+    }
     this.store.recordEvent(ev);
     if (live) this.metrics.events.inc({ model: ev.name, kind: (ModelEvent_Kind[ev.kind] ?? 'UNRECOGNIZED').toLowerCase() });
+    return ev;
   }
 
   /**
@@ -168,7 +156,19 @@ export class Ingest {
     }
   }
 
-  private bad(source: 'samples' | 'events', subject: string, reason: string, err?: unknown): void {
+  /** Golden-probe requests the routers saw, counted apart from traffic (infermesh_probe_requests_total). */
+  private probes(model: string, probes: VersionTraffic[]): void {
+    const perCode = this.perCode;
+    for (const v of probes) {
+      perCode.clear();
+      for (const c of v.codes) perCode.set(c, (perCode.get(c) ?? 0) + 1);
+      const version = String(v.version);
+      for (const [code, n] of perCode) this.metrics.probeRequests.inc({ model, version, code: codeName(code) }, n);
+    }
+  }
+
+  /** Counts and drops a malformed message (the sample feed reports its own here too). */
+  bad(source: 'samples' | 'events', subject: string, reason: string, err?: unknown): void {
     this.metrics.badMessages.inc({ source });
     this.log.debug({ subject, reason, err: err === undefined ? undefined : String(err) }, 'dropped bad message');
   }

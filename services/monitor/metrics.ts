@@ -25,6 +25,7 @@ export class MonitorMetrics {
   readonly probeUp: Gauge<'model'>;
   readonly probeDuration: Gauge<'model'>;
   readonly probes: Counter<'model' | 'result'>;
+  readonly probeRequests: Counter<'model' | 'version' | 'code'>;
   readonly alertsFiring: Gauge<'model' | 'rule'>;
   readonly canaryRollbacks: Counter<'model'>;
   readonly driftPsi: Gauge<'model' | 'version' | 'feature'>;
@@ -106,6 +107,12 @@ export class MonitorMetrics {
       name: 'infermesh_probes_total',
       help: 'Golden probes sent, by model and result (ok, wrong, slow, error).',
       labelNames: ['model', 'result'],
+      registers,
+    });
+    this.probeRequests = new Counter({
+      name: 'infermesh_probe_requests_total',
+      help: 'Golden-probe requests the routers saw (kept out of infermesh_requests_total, drift, evaluation and the alert windows), by model, version and gRPC status code name.',
+      labelNames: ['model', 'version', 'code'],
       registers,
     });
     this.alertsFiring = new Gauge({

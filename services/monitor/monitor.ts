@@ -3,12 +3,17 @@
  * from NATS, keeps statistics per model version and the slowest requests per
  * model, and serves them over gRPC (infermesh.v1.Monitor, health, reflection)
  * and Prometheus /metrics (OpenMetrics, with trace exemplars).
+ *
+ * Its state comes from JetStream: at start it replays the samples, outcomes,
+ * events and alerts streams and the models bucket, and only then evaluates
+ * alerts and canaries, so a restarted monitor (even after kill -9) has the
+ * same drift windows, serving windows, evaluation and firing alerts.
  */
 import type { Server } from '@grpc/grpc-js';
-import type { NatsConnection, Subscription } from 'nats';
+import type { NatsConnection } from 'nats';
 import { MonitorService } from '../../libs/proto/index.js';
 import { AccessPolicy, addHealthAndReflection, createGrpcServer, listen, peerTls, serverCredentials, serverTlsOf, shutdownServer, type Health } from '../../libs/grpc/index.js';
-import { KvMirror, openBuckets, parseModelKey, subjects } from '../../libs/bus/index.js';
+import { KvMirror, openBuckets, parseModelKey } from '../../libs/bus/index.js';
 import { InferenceApi, RegistryApi } from '../../libs/client/index.js';
 import { loadConfig } from '../../libs/config/index.js';
 import { monitorSpec, type MonitorConfig } from './config.js';
@@ -27,6 +32,8 @@ import { followEvents, type EventFeed } from './event-feed.js';
 import { monitorServer } from './stats-service.js';
 import { OutcomeStore, outcomeHandlers } from './outcomes.js';
 import { serveMetrics, type MetricsServer } from './metrics-http.js';
+import { SampleFeed } from './sample-feed.js';
+import { ServingVersions } from './serving.js';
 
 export const MONITOR_PROTO = 'infermesh/v1/monitor.proto';
 export const MONITOR_SERVICE = 'infermesh.v1.Monitor';
@@ -61,6 +68,11 @@ export class Monitor {
     readonly metrics: MonitorMetrics,
     private readonly parts: Parts,
     private readonly settings: MonitorConfig,
+    /**
+     * Resolves once the stored samples, outcomes and events are replayed and
+     * alerts and canary analysis evaluate (queries answer before that).
+     */
+    readonly ready: Promise<void>,
   ) {}
 
   /** The alert engine (rules, drift, evaluation, probes, canary analysis feed it). */
@@ -102,22 +114,37 @@ export class Monitor {
     const slow = new SlowRequests(settings.slowRetentionMs, now);
     const metrics = new MonitorMetrics();
     const ingest = new Ingest(store, slow, metrics, deps.log, now);
+    const serving = new ServingVersions();
     const parts: Parts = {};
     try {
+      // One reader of the samples stream: each batch decoded once, replayed (state) and live (state and counters).
+      const feed = (parts.samples = await SampleFeed.create(
+        deps.nc,
+        {
+          retentionMs: settings.outcomeRetentionMs,
+          maxBytes: settings.samplesStreamMaxBytes,
+          replicas: settings.natsReplicas,
+          onBad: (subject, reason, err) => ingest.bad('samples', subject, reason, err),
+        },
+        deps.log,
+      ));
+      feed.onBatch((b, replayed) => ingest.samples(b, replayed));
       // Drift windows take every sampled prediction; reference profiles come from the models bucket (below).
       const drift = (parts.drift = new DriftTracker(
         { window: settings.driftWindow, minSamples: settings.driftMinSamples, psiThreshold: settings.driftPsiThreshold, ksThreshold: settings.driftKsThreshold },
         now,
       ));
-      ingest.onBatch((b) => drift.add(b));
+      feed.onBatch((b) => drift.add(b));
       metrics.driftReport = () => drift.report();
-      parts.samples = deps.nc.subscribe(subjects.allSamples, {
-        callback: (err, msg) => {
-          if (!err) ingest.samples(msg.subject, msg.data);
+      parts.events = await followEvents(
+        deps.nc,
+        (subject, data, live) => {
+          const ev = ingest.event(subject, data, live);
+          if (ev) serving.noteEvent(ev);
         },
-      });
-      parts.events = await followEvents(deps.nc, (subject, data, live) => ingest.event(subject, data, live), deps.log);
-      // Ground truth: samples and outcomes replayed from their streams, joined by request id.
+        deps.log,
+      );
+      // Ground truth: samples (from the feed) and outcomes replayed from their streams, joined by request id.
       const outcomes = (parts.outcomes = await OutcomeStore.create(
         deps.nc,
         {
@@ -128,11 +155,12 @@ export class Monitor {
           now,
         },
         deps.log,
+        feed,
       ));
 
       // Alerts over the serving window, probes and canary analysis, fed by the models bucket.
       const window = new WindowStats(settings.alertWindowMs, now);
-      ingest.onBatch((b) => window.add(b));
+      feed.onBatch((b) => window.add(b));
       const alerts = (parts.alerts = await AlertEngine.create(
         deps.nc,
         {
@@ -150,6 +178,7 @@ export class Monitor {
         metrics.alertsFiring,
         now,
       ));
+      alerts.setServing((name, version) => serving.left(name, version));
       alerts.addServingRules(window);
       alerts.addDrift(() => drift.report(), settings.driftPsiThreshold, settings.driftKsThreshold);
       alerts.addEvaluation(
@@ -190,8 +219,20 @@ export class Monitor {
           const k = parseModelKey(key);
           if (k?.kind === 'reference' || k?.kind === 'version') drift.applyModelKey(key, value);
           if (k?.kind === 'probe') probes.set(k.name, value);
-          else if (k?.kind === 'traffic') canary.setTraffic(k.name, value);
+          else if (k?.kind === 'traffic') {
+            canary.setTraffic(k.name, value);
+            serving.setTraffic(k.name, value);
+          }
         },
+      });
+      // Every listener is in place: replay the stored batches, then follow live ones.
+      await feed.start();
+      const events = parts.events;
+      const ready = Promise.all([feed.caughtUp, outcomes.whenReady(), events.caughtUp]).then(() => {
+        if (parts.closed) return;
+        alerts.start();
+        canary.start();
+        deps.log.info({}, 'stored samples, outcomes and events replayed; alerts and canary analysis evaluate');
       });
 
       const server = createGrpcServer({ maxMessageBytes: settings.maxMessageBytes });
@@ -201,7 +242,7 @@ export class Monitor {
       const grpcPort = await listen(server, settings.host, settings.port, serverCredentials(tls));
       parts.http = await serveMetrics(metrics.registry, settings.host, settings.metricsPort);
       parts.health.set('SERVING');
-      return new Monitor(grpcPort, parts.http.port, store, slow, metrics, parts, settings);
+      return new Monitor(grpcPort, parts.http.port, store, slow, metrics, parts, settings, ready);
     } catch (err) {
       await closeParts(parts, 0);
       throw err;
@@ -210,6 +251,7 @@ export class Monitor {
 
   /** Reports NOT_SERVING, stops consuming, shuts gRPC down (within shutdownGraceMs) and closes /metrics. Idempotent. */
   close(): Promise<void> {
+    this.parts.closed = true;
     return (this.closing ??= closeParts(this.parts, this.settings.shutdownGraceMs));
   }
 }
@@ -224,7 +266,8 @@ interface Parts {
   replicas?: KvMirror;
   routerApi?: InferenceApi;
   registryApi?: RegistryApi;
-  samples?: Subscription;
+  samples?: SampleFeed;
+  closed?: boolean;
   events?: EventFeed;
   grpc?: Server;
   health?: Health;
@@ -232,8 +275,8 @@ interface Parts {
 }
 
 async function closeParts(p: Parts, graceMs: number): Promise<void> {
+  p.closed = true;
   p.health?.set('NOT_SERVING');
-  p.samples?.unsubscribe();
   p.models?.close();
   p.replicas?.close();
   p.canary?.close();
@@ -242,6 +285,7 @@ async function closeParts(p: Parts, graceMs: number): Promise<void> {
   p.routerApi?.close();
   p.registryApi?.close();
   await Promise.all([
+    p.samples?.stop(),
     p.events?.stop(),
     p.outcomes?.close(),
     p.grpc ? shutdownServer(p.grpc, graceMs) : undefined,

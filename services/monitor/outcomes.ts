@@ -2,10 +2,11 @@
  * Ground truth and online evaluation. The routers' sample batches are kept
  * by NATS in the INFERMESH_SAMPLES stream (they publish with plain, fire-and-
  * forget NATS publishes; the stream captures them even while the monitor is
- * down) and recorded outcomes in INFERMESH_OUTCOMES. The OutcomeStore
- * replays both at start — samples first, then outcomes — and keeps following
- * them: every change to memory comes through the streams, so a restarted
- * monitor rebuilds the same joined pairs and the same evaluation.
+ * down) and recorded outcomes in INFERMESH_OUTCOMES. The OutcomeStore takes
+ * the samples from the monitor's SampleFeed (replayed, then live) and
+ * follows the outcomes stream once the samples are replayed: every change
+ * to memory comes through the streams, so a restarted monitor rebuilds the
+ * same joined pairs and the same evaluation.
  *
  * Kept per model: prediction samples that carry a request id and succeeded
  * (request id → version, output, time, label), at most `perModel` of them,
@@ -14,13 +15,13 @@
  */
 import type { JsMsg, NatsConnection } from 'nats';
 import { nanos } from 'nats';
-import { checkName, ensureStream, NAME_RE, OUTCOMES_STREAM, SAMPLES_STREAM, subjects } from '../../libs/bus/index.js';
+import { checkName, ensureStream, NAME_RE, OUTCOMES_STREAM, subjects } from '../../libs/bus/index.js';
 import { InvalidArgumentError, NotFoundError, UnavailableError } from '../../libs/errors/index.js';
 import { unary, type CallContext } from '../../libs/grpc/index.js';
 import type { Logger } from '../../libs/log/index.js';
 import {
   OutcomeBatch,
-  SampleBatch,
+  type SampleBatch,
   type GetEvaluationRequest,
   type GetEvaluationResponse,
   type MonitorServer,
@@ -31,6 +32,7 @@ import {
 } from '../../libs/proto/index.js';
 import { DEFAULT_THRESHOLD, evaluate, toPrediction, type Prediction } from './evaluation.js';
 import { StreamFollower } from './stream-follower.js';
+import { SampleFeed } from './sample-feed.js';
 
 /** Default: samples and outcomes are kept 7 days. */
 export const DEFAULT_OUTCOME_RETENTION_MS = 7 * 24 * 3_600_000;
@@ -91,7 +93,6 @@ interface ModelState {
  */
 export class OutcomeStore {
   private readonly byModel = new Map<string, ModelState>();
-  private readonly samplesFeed: StreamFollower;
   private readonly outcomesFeed: StreamFollower;
   private readonly waiters = new Set<{ seq: number; resolve: () => void }>();
   private readonly ready: Promise<void>;
@@ -100,14 +101,21 @@ export class OutcomeStore {
   private readonly perModel: number;
   private readonly now: () => number;
 
-  private constructor(private readonly nc: NatsConnection, o: OutcomeStoreOptions, private readonly log: Logger) {
+  private constructor(
+    private readonly nc: NatsConnection,
+    o: OutcomeStoreOptions,
+    private readonly log: Logger,
+    private readonly samples: SampleFeed,
+    /** Whether this store created the feed (then it starts and stops it). */
+    private readonly ownsFeed: boolean,
+  ) {
     this.retentionMs = o.retentionMs ?? DEFAULT_OUTCOME_RETENTION_MS;
     this.perModel = o.perModel ?? DEFAULT_OUTCOME_SAMPLES_PER_MODEL;
     this.now = o.now ?? Date.now;
-    this.samplesFeed = new StreamFollower(nc, SAMPLES_STREAM, (m) => this.applySamples(m.subject, m.data), log);
+    samples.onBatch((b) => this.applySamples(b));
     this.outcomesFeed = new StreamFollower(nc, OUTCOMES_STREAM, (m) => this.applyOutcomes(m), log);
     // Samples first: replayed outcomes then join directly instead of crowding the waiting map.
-    this.ready = this.samplesFeed.caughtUp.then(() => {
+    this.ready = samples.caughtUp.then(() => {
       this.outcomesFeed.start();
       return this.outcomesFeed.caughtUp;
     });
@@ -119,21 +127,19 @@ export class OutcomeStore {
   }
 
   /**
-   * Ensures the samples and outcomes streams (file storage, limits retention,
-   * max_age = retention, max_bytes cap) and starts replaying them in the
-   * background; queries wait for the replay ({@link whenReady}).
+   * Ensures the outcomes stream (file storage, limits retention, max_age =
+   * retention, max_bytes cap) and takes samples from `feed`, which the caller
+   * starts once its other listeners are added; without `feed` the store
+   * opens (and starts) a feed of its own. Replays in the background; queries
+   * wait for the replay ({@link whenReady}).
    */
-  static async create(nc: NatsConnection, o: OutcomeStoreOptions, log: Logger): Promise<OutcomeStore> {
+  static async create(nc: NatsConnection, o: OutcomeStoreOptions, log: Logger, feed?: SampleFeed): Promise<OutcomeStore> {
     const retentionMs = o.retentionMs ?? DEFAULT_OUTCOME_RETENTION_MS;
-    const common = {
-      max_age: nanos(retentionMs),
-      max_bytes: o.streamMaxBytes ?? DEFAULT_SAMPLES_STREAM_MAX_BYTES,
-      num_replicas: o.replicas ?? 1,
-    };
-    await ensureStream(nc, { name: SAMPLES_STREAM, subjects: ['infermesh.samples.>'], ...common });
-    await ensureStream(nc, { name: OUTCOMES_STREAM, subjects: ['infermesh.outcomes.>'], ...common });
-    const store = new OutcomeStore(nc, o, log);
-    store.samplesFeed.start();
+    const maxBytes = o.streamMaxBytes ?? DEFAULT_SAMPLES_STREAM_MAX_BYTES;
+    const samples = feed ?? (await SampleFeed.create(nc, { retentionMs, maxBytes, replicas: o.replicas }, log));
+    await ensureStream(nc, { name: OUTCOMES_STREAM, subjects: ['infermesh.outcomes.>'], max_age: nanos(retentionMs), max_bytes: maxBytes, num_replicas: o.replicas ?? 1 });
+    const store = new OutcomeStore(nc, o, log, samples, !feed);
+    if (!feed) await samples.start();
     return store;
   }
 
@@ -233,7 +239,7 @@ export class OutcomeStore {
     return (this.closing ??= (async () => {
       for (const w of this.waiters) w.resolve();
       this.waiters.clear();
-      await Promise.all([this.samplesFeed.stop(), this.outcomesFeed.stop()]);
+      await Promise.all([this.ownsFeed ? this.samples.stop() : undefined, this.outcomesFeed.stop()]);
     })());
   }
 
@@ -262,15 +268,8 @@ export class OutcomeStore {
     return m;
   }
 
-  /** One SampleBatch from the samples stream. Malformed batches are dropped. */
-  private applySamples(subject: string, data: Uint8Array): void {
-    let batch: SampleBatch;
-    try {
-      batch = SampleBatch.decode(data);
-    } catch (err) {
-      return this.log.debug({ subject, err: String(err) }, 'dropped undecodable sample batch');
-    }
-    if (!NAME_RE.test(batch.name) || subject !== subjects.samples(batch.name)) return this.log.debug({ subject }, 'dropped sample batch: name does not match subject');
+  /** One checked SampleBatch from the samples feed (replayed or live). */
+  private applySamples(batch: SampleBatch): void {
     const cutoff = this.now() - this.retentionMs;
     let m: ModelState | undefined;
     for (const s of batch.samples) {

@@ -4,8 +4,12 @@
  * first output must match the expected values within the tolerance, and
  * arrive within `max_latency_ms` when one is set. The last result per model
  * feeds the `probe` alert rule and the infermesh_probe_* metrics.
+ *
+ * Each probe carries the `x-infermesh-probe` metadata key: the router counts
+ * it apart from traffic (SampleBatch.probes), so probes never enter drift
+ * windows, evaluation or the latency and error windows.
  */
-import type { ServiceError } from '@grpc/grpc-js';
+import { Metadata, type ServiceError } from '@grpc/grpc-js';
 import { decodeOutputs, type InferenceApi } from '../../libs/client/index.js';
 import { codeName } from '../../libs/errors/index.js';
 import type { Logger } from '../../libs/log/index.js';
@@ -30,6 +34,9 @@ interface Running {
   timer: NodeJS.Timeout;
   busy: boolean;
 }
+
+/** The metadata key that marks a request as a golden probe (read by the router's sample recorder). */
+export const PROBE_HEADER = 'x-infermesh-probe';
 
 /** Deadline of one probe call when the probe sets no latency bound. */
 const DEFAULT_PROBE_DEADLINE_MS = 5_000;
@@ -77,9 +84,17 @@ export class Probes {
     return [...this.last.values()];
   }
 
-  /** One observation per probed model for the alert engine: bad while the latest probe failed. */
+  /**
+   * One observation per probed model for the alert engine: bad while the
+   * latest probe failed; pending while a probe has not answered yet (after a
+   * restart, a restored probe alert waits for its first answer).
+   */
   observations(): Observation[] {
-    return this.results().map((r) => {
+    const out: Observation[] = [];
+    for (const name of this.running.keys()) {
+      if (!this.last.has(name)) out.push({ name, version: 0, rule: 'probe', subject: '', bad: false, pending: true, value: 0, threshold: 0, message: '' });
+    }
+    return out.concat(this.results().map((r) => {
       const maxMs = this.running.get(r.name)?.probe.maxLatencyMs ?? 0;
       return {
         name: r.name,
@@ -91,7 +106,7 @@ export class Probes {
         threshold: maxMs,
         message: r.ok ? `golden probe of ${r.name} answered correctly in ${r.latencyMs.toFixed(1)} ms` : `golden probe of ${r.name} failed: ${r.reason}`,
       };
-    });
+    }));
   }
 
   close(): void {
@@ -107,7 +122,9 @@ export class Probes {
     let result: ProbeResult;
     try {
       const timeoutMs = probe.maxLatencyMs > 0 ? Math.max(probe.maxLatencyMs * 4, 1000) : DEFAULT_PROBE_DEADLINE_MS;
-      const res = await this.router.inferRaw(r.request, { timeoutMs });
+      const metadata = new Metadata();
+      metadata.set(PROBE_HEADER, '1');
+      const res = await this.router.inferRaw(r.request, { timeoutMs, metadata });
       const latencyMs = performance.now() - t0;
       const version = Number(res.modelVersion) || 0;
       const wrong = compare(decodeOutputs(res)[0]?.data, probe.expected, probe.tolerance);

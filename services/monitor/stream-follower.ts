@@ -21,20 +21,27 @@ export class StreamFollower {
   private markCaughtUp!: () => void;
   /** Resolves once every message stored before following began has been handed over. */
   readonly caughtUp: Promise<void>;
+  private markStarted!: () => void;
+  /** Resolves once the stream's last sequence at start is known: from then on a message is either replayed or live. */
+  readonly started: Promise<void>;
   private messages: ConsumerMessages | null = null;
   private running: Promise<void> | null = null;
   private stopped = false;
   private readonly wake = new AbortController();
   private checkTimer: NodeJS.Timeout | null = null;
 
-  /** `onMessage` must not throw (it is logged and skipped if it does). */
+  /**
+   * `onMessage` gets each message and whether it was stored before following
+   * began (`replayed`); it must not throw (it is logged and skipped if it does).
+   */
   constructor(
     private readonly nc: NatsConnection,
     readonly stream: string,
-    private readonly onMessage: (m: JsMsg) => void,
+    private readonly onMessage: (m: JsMsg, replayed: boolean) => void,
     private readonly log: Logger,
   ) {
     this.caughtUp = new Promise((resolve) => (this.markCaughtUp = resolve));
+    this.started = new Promise((resolve) => (this.markStarted = resolve));
   }
 
   /** The stream sequence of the last message handed over (0 before the first). */
@@ -51,6 +58,7 @@ export class StreamFollower {
   /** Stops the consumer and waits for the loop to end. Idempotent. */
   async stop(): Promise<void> {
     this.stopped = true;
+    this.markStarted();
     this.wake.abort();
     if (this.checkTimer) clearInterval(this.checkTimer);
     await this.messages?.close().catch(() => undefined);
@@ -76,7 +84,7 @@ export class StreamFollower {
         for await (const m of this.messages) {
           this.lastSeq = m.seq;
           try {
-            this.onMessage(m);
+            this.onMessage(m, m.seq <= this.target!);
           } catch (err) {
             this.log.warn({ err: String(err), stream: this.stream, seq: m.seq }, 'stream message handler failed');
           }
@@ -100,6 +108,7 @@ export class StreamFollower {
     const jsm = await this.nc.jetstreamManager();
     const { state } = await jsm.streams.info(this.stream);
     this.target = state.last_seq;
+    this.markStarted();
     if (state.messages === 0) return this.caught();
     // What is left to replay can expire (max_age) before it is delivered; then nothing would signal the end.
     this.checkTimer = setInterval(() => {

@@ -81,9 +81,14 @@ export class WindowStats {
     this.seconds = Math.max(1, Math.ceil(windowMs / 1000));
   }
 
-  /** Adds a router's batch (every request it counted, by version). */
+  /**
+   * Adds a router's batch (every request it counted, by version). A batch
+   * that ended before the window (a replayed one, after a restart) is
+   * ignored: it could never count again.
+   */
   add(batch: SampleBatch): void {
     const second = Math.floor((batch.endMs > 0 ? batch.endMs : this.now()) / 1000);
+    if (second <= Math.floor(this.now() / 1000) - this.seconds) return;
     let m = this.models.get(batch.name);
     for (const v of batch.versions) {
       if (v.latencyMicros.length === 0) continue;
