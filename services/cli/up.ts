@@ -159,34 +159,26 @@ export async function upCommand(o: UpOptions): Promise<number> {
       );
     };
     let registryAddress = '';
-    const [registry, monitor, ...replicas] = await Promise.all([
+    // Golden probes go through the routers and canary rollbacks through the registry: the monitor
+    // needs their addresses. With fixed ports it starts beside the others; with port 0 it starts
+    // once they have bound theirs. A restart gets the addresses the mesh has then.
+    const startMonitor = (routerList: string[], registryAt: string) =>
+      service('monitor', 1, 'monitor', o.monitorPort, ['--metrics-port', String(o.metricsPort), '--router-address', routerList.join(','), '--registry-address', registryAt], (args, first) => {
+        let a = withFlag(args, '--metrics-port', String(first.info.metricsPort ?? o.metricsPort));
+        if (routerAddresses.length) a = withFlag(a, '--router-address', routerAddresses.join(','));
+        if (registryAddress) a = withFlag(a, '--registry-address', registryAddress);
+        return a;
+      });
+    const rPorts = routerPorts(o.routerPort, routerCount);
+    const restPorts = routerPorts(o.restPort, routerCount);
+    const portsKnown = o.routerPort !== 0 && o.registryPort !== 0;
+    const [registry, early, ...replicas] = await Promise.all([
       service('registry', 1, 'registry', o.registryPort),
-      // Probes go through the router and canary rollbacks through the registry (fixed ports; 0 leaves the
-      // defaults until a restart, which gets the addresses the mesh has by then).
-      service(
-        'monitor',
-        1,
-        'monitor',
-        o.monitorPort,
-        [
-          '--metrics-port',
-          String(o.metricsPort),
-          ...(o.routerPort ? ['--router-address', routerPorts(o.routerPort, routerCount).map((p) => `127.0.0.1:${p}`).join(',')] : []),
-          ...(o.registryPort ? ['--registry-address', `127.0.0.1:${o.registryPort}`] : []),
-        ],
-        (args, first) => {
-          let a = withFlag(args, '--metrics-port', String(first.info.metricsPort ?? o.metricsPort));
-          if (routerAddresses.length) a = withFlag(a, '--router-address', routerAddresses.join(','));
-          if (registryAddress) a = withFlag(a, '--registry-address', registryAddress);
-          return a;
-        },
-      ),
+      portsKnown ? startMonitor(rPorts.map((p) => `127.0.0.1:${p}`), `127.0.0.1:${o.registryPort}`) : null,
       ...Array.from({ length: o.replicas }, (_, i) => service(`inference-${i + 1}`, 2, 'inference', o.inferencePort === 0 ? 0 : o.inferencePort + i)),
     ]);
     const addr = (c: Started) => `127.0.0.1:${c.info.grpcPort}`;
     registryAddress = addr(registry!);
-    const rPorts = routerPorts(o.routerPort, routerCount);
-    const restPorts = routerPorts(o.restPort, routerCount);
     const routers = await Promise.all(
       rPorts.map((port, i) =>
         service(routerCount === 1 ? 'router' : `router-${i + 1}`, 3, 'router', port, ['--rest-port', String(restPorts[i])], (args, first) =>
@@ -195,9 +187,10 @@ export async function upCommand(o: UpOptions): Promise<number> {
       ),
     );
     routerAddresses = routers.map(addr);
+    const monitor = early ?? (await startMonitor(routerAddresses, registryAddress));
     void statusFile.update();
 
-    const addresses = { router: routerAddresses[0]!, registry: registryAddress, monitor: addr(monitor!) };
+    const addresses = { router: routerAddresses[0]!, registry: registryAddress, monitor: addr(monitor) };
     await announce(
       routerCount === 1 ? 'waiting for the router to be ready' : 'waiting for the routers to be ready',
       Promise.all(routerAddresses.map((a) => waitRouterReady(a, abort.signal))),
@@ -212,7 +205,7 @@ export async function upCommand(o: UpOptions): Promise<number> {
       rest: rests[0],
       routers: routerAddresses,
       rests,
-      metrics: `127.0.0.1:${monitor!.info.metricsPort}`,
+      metrics: `127.0.0.1:${monitor.info.metricsPort}`,
       replicas: replicas.map((r) => addr(r)),
       nats: natsUrl,
       logs: logDir,

@@ -204,6 +204,10 @@ describe('infermesh up restarts what dies, and no call fails', () => {
     expect(s.routers).toEqual(mesh.routers);
     expect(s.processes.map((p: Entry) => p.name).sort()).toEqual(['inference-1', 'inference-2', 'monitor', 'nats', 'registry', 'router-1', 'router-2']);
     for (const p of s.processes as Entry[]) expect(p).toMatchObject({ state: 'running', restarts: 0, lastExit: '' });
+    // Started with port 0 everywhere, the monitor still knows where its golden probes and rollbacks go.
+    const args = cmdline(proc('monitor').pid);
+    expect(args[args.indexOf('--router-address') + 1]).toBe(mesh.routers.join(','));
+    expect(args[args.indexOf('--registry-address') + 1]).toBe(mesh.registry);
   });
 
   it('kill -9 of an inference replica', async () => {
@@ -222,7 +226,7 @@ describe('infermesh up restarts what dies, and no call fails', () => {
 
   it('kill -9 of the monitor', async () => {
     const m = await killUnderLoad('monitor', single, () => fresh(MonitorApi, mesh.monitor, async (c) => (await c.stats(NAME), true)));
-    // Started before the routers had ports, the restarted monitor now sends its golden probes to them.
+    // The restarted monitor keeps the routers' and registry's addresses.
     const args = cmdline(proc('monitor').pid);
     expect(args[args.indexOf('--router-address') + 1]).toBe(mesh.routers.join(','));
     expect(args[args.indexOf('--registry-address') + 1]).toBe(mesh.registry);
