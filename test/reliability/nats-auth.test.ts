@@ -115,15 +115,16 @@ describe('NATS under infermesh up', () => {
     for (const pid of mesh.pids) {
       const cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
       for (const password of Object.values(users)) expect(cmdline).not.toContain(password);
-      const env = new Map(readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0').map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]));
-      const user = env.get('INFERMESH_NATS_USER');
-      if (user) {
-        expect(env.get('INFERMESH_NATS_PASSWORD')).toBe(users[user]);
-        byUser.set(user, cmdline);
-      } else {
+      if (/nats-server\0/.test(cmdline)) {
         // nats-server itself: its users come from the config file.
         expect(cmdline.split('\0')).toContain(path.join(dir, 'nats-auth', 'nats-server.conf'));
+        continue;
       }
+      const env = new Map(readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0').map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]));
+      const user = env.get('INFERMESH_NATS_USER')!;
+      expect(env.get('INFERMESH_NATS_PASSWORD')).toBe(users[user]);
+      expect(env.get('INFERMESH_NATS_INBOX_PREFIX')).toBe(`_INBOX.${user}`);
+      byUser.set(user, cmdline);
     }
     expect([...byUser.keys()].sort()).toEqual(['inference-1', 'inference-2', 'monitor', 'registry', 'router']);
   });
