@@ -4,5 +4,5 @@ export { unary, clientStream, guarded, type CallContext } from './handler.js';
 export { AccessPolicy, tokenHash, ROLES, SUBJECT_RE, type Role, type Guard } from './access.js';
 export { readServerTls, readClientTls, serverTlsOf, serverCredentials, channelCredentials, peerCredentials, peerTls, type TlsMaterial, type TlsFiles } from './tls.js';
 export { channelOptions, deadlineIn, rawBytes, call, type UnaryMethod } from './client.js';
-export { FrameCoalescer } from './frame-coalescer.js';
-export { serveRawUnary, frameInPlace, frameCopy, parseGrpcTimeout, GRPC_PREFIX_BYTES, type RawUnaryHandler, type RawReply, type RawHeaders } from './raw-unary.js';
+export { FrameCoalescer, linkMessageBytes, LINK_HEADROOM_BYTES } from './frame-coalescer.js';
+export { serveRawUnary, frameInPlace, frameCopy, parseGrpcTimeout, GRPC_PREFIX_BYTES, type RawUnaryHandler, type RawReply, type RawHeaders, type RawLoad } from './raw-unary.js';

@@ -35,8 +35,19 @@ export type RawReply = (code: number, details: string, framed: Buffer | null, ex
 export type RawUnaryHandler = (request: Buffer, headers: RawHeaders, deadlineMs: number, reply: RawReply) => (() => void) | null;
 
 export interface RawUnaryOptions {
-  /** Largest request or response message; larger ones are answered RESOURCE_EXHAUSTED. */
+  /** Largest request or response message (after inflating); larger ones are answered RESOURCE_EXHAUSTED. */
   maxMessageBytes: number;
+  /**
+   * Longest a call may take to deliver its body when it names no shorter
+   * `grpc-timeout` (default 30 s); past it: DEADLINE_EXCEEDED.
+   */
+  maxReceiveMs?: number;
+  /**
+   * The handler's in-flight counts: calls still receiving count here too, and
+   * a call whose headers arrive while `inflight + receiving ≥ maxInflight`
+   * is refused at once with RESOURCE_EXHAUSTED and `shedTrailers`.
+   */
+  load?: { counters: RawLoad; maxInflight: number; shedTrailers?: Record<string, string> };
 }
 
 /** Bytes of the gRPC message prefix: compressed flag and big-endian length. */
@@ -122,80 +133,167 @@ function respondError(stream: http2.ServerHttp2Stream, code: number, details: st
   }
 }
 
-/** The message of a complete request body, or an error status for it. */
-function messageOf(body: Buffer, encoding: string | undefined, max: number): Buffer | { code: number; details: string } {
+/** Why a complete body (never longer than `expected`) holds no usable message; null when it does. */
+function bodyError(body: Buffer, expected: number): { code: number; details: string } | null {
   if (body.length < GRPC_PREFIX_BYTES) return { code: Status.UNIMPLEMENTED, details: 'request: no message received for a unary call' };
-  const len = body.readUInt32BE(1);
-  if (body.length !== GRPC_PREFIX_BYTES + len) {
-    return body.length < GRPC_PREFIX_BYTES + len
-      ? { code: Status.INTERNAL, details: 'request: message truncated' }
-      : { code: Status.UNIMPLEMENTED, details: 'request: more than one message for a unary call' };
-  }
-  // HTTP/2 DATA chunks are views into the session's read buffer (many streams' frames): a message
-  // kept while its call is in flight would keep all of it alive, so a small one is copied out.
-  const msg = body.subarray(GRPC_PREFIX_BYTES);
-  if (body[0] === 0) return msg.buffer.byteLength > 2 * msg.length + 1024 ? Buffer.from(msg) : msg;
-  if (body[0] !== 1) return { code: Status.INTERNAL, details: 'request: invalid message flag' };
-  try {
-    if (encoding === 'gzip') return zlib.gunzipSync(msg, { maxOutputLength: max });
-    if (encoding === 'deflate') return zlib.inflateSync(msg, { maxOutputLength: max });
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'ERR_BUFFER_TOO_LARGE'
-      ? { code: Status.RESOURCE_EXHAUSTED, details: `request: decompressed message larger than max (${max})` }
-      : { code: Status.INTERNAL, details: 'request: message could not be decompressed' };
-  }
-  return { code: Status.UNIMPLEMENTED, details: `request: compressed with unsupported grpc-encoding ${JSON.stringify(encoding ?? '')}` };
+  if (body.length < expected) return { code: Status.INTERNAL, details: 'request: message truncated' };
+  if (body[0] !== 0 && body[0] !== 1) return { code: Status.INTERNAL, details: 'request: invalid message flag' };
+  return null;
 }
 
-function serve(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, handler: RawUnaryHandler, max: number): void {
-  stream.on('error', ignore);
-  const ct = headers[HTTP2_HEADER_CONTENT_TYPE];
-  if (typeof ct !== 'string' || !ct.startsWith('application/grpc')) {
-    try {
-      stream.respond({ [HTTP2_HEADER_STATUS]: 415 }, { endStream: true });
-    } catch {
-      // gone
+/** Bytes the inflater hands back per step: each step is one short turn of the event loop. */
+const INFLATE_CHUNK_BYTES = 64 * 1024;
+/** First capacity of a body that arrives in several chunks; it doubles up to the declared size. */
+const FIRST_CAPACITY = 64 * 1024;
+/** How often calls still receiving their body are checked against their deadline. */
+const RECEIVE_SWEEP_MS = 50;
+const { NGHTTP2_NO_ERROR } = http2.constants;
+
+/** Longest caller-supplied text echoed back in a status message. */
+const ECHO_CHARS = 32;
+
+/**
+ * Counts shared with the handler's own in-flight limit. A call counts in
+ * `receiving` from its headers until its message is handed to the handler
+ * (body arriving, or being inflated); the handler counts it in `inflight`
+ * from then on.
+ */
+export interface RawLoad {
+  inflight: number;
+  receiving: number;
+  shed: number;
+}
+
+/** Where one call stands: body arriving, being inflated, with the handler, or answered. */
+const RECEIVING = 0;
+const INFLATING = 1;
+const HANDLED = 2;
+const DONE = 3;
+
+/** What every call of one serveRawUnary shares. */
+interface Served {
+  handler: RawUnaryHandler;
+  max: number;
+  maxReceiveMs: number;
+  load: RawLoad | null;
+  maxInflight: number;
+  shedTrailers: Record<string, string> | undefined;
+  /** Calls still receiving or inflating, checked by one sweeper against their deadline. */
+  receiving: Set<RawCall>;
+}
+
+const kCall = Symbol('infermesh.rawCall');
+type CallStream = http2.ServerHttp2Stream & { [kCall]?: RawCall };
+
+/**
+ * One call from its headers to its answer. The body is bounded as it
+ * arrives: the declared length is read from the first 5 bytes, a length over
+ * the limit or a byte past the declared message ends the call at once (the
+ * stream is then reset with NO_ERROR, so the peer stops sending); a body in
+ * one DATA chunk is used as it is, a body in several is copied into one
+ * buffer that grows by doubling (never more than twice what arrived, never
+ * views that pin the session's read buffers); the call's deadline runs from
+ * its headers.
+ */
+class RawCall {
+  phase: number = RECEIVING;
+  /** The body's first chunk while it is the only one. */
+  first: Buffer | null = null;
+  /** The body so far once it came in several chunks (`used` bytes of it). */
+  buf: Buffer | null = null;
+  used = 0;
+  size = 0;
+  /** GRPC_PREFIX_BYTES + the declared length, once the prefix is in; -1 before. */
+  expected = -1;
+  cancel: (() => void) | null = null;
+  answered = false;
+
+  constructor(
+    readonly stream: CallStream,
+    readonly headers: http2.IncomingHttpHeaders,
+    readonly s: Served,
+    readonly deadlineMs: number,
+    readonly receiveBy: number,
+  ) {}
+
+  data(chunk: Buffer): void {
+    if (this.phase !== RECEIVING) return;
+    const size = (this.size += chunk.length);
+    if (this.expected >= 0 && size > this.expected) return this.tooMuch();
+    if (this.first === null && this.buf === null) this.first = chunk;
+    else this.append(chunk);
+    if (this.expected < 0 && size >= GRPC_PREFIX_BYTES) {
+      const len = (this.buf ?? this.first!).readUInt32BE(1);
+      this.expected = GRPC_PREFIX_BYTES + len;
+      if (len > this.s.max) return this.refuse(Status.RESOURCE_EXHAUSTED, `request: message of ${len} bytes is larger than the limit of ${this.s.max} bytes`);
+      if (size > this.expected) return this.tooMuch();
     }
-    return;
   }
-  let deadlineMs = Infinity;
-  const t = headers['grpc-timeout'];
-  if (typeof t === 'string') {
-    const ms = parseGrpcTimeout(t);
-    if (Number.isNaN(ms)) return respondError(stream, Status.INTERNAL, `invalid grpc-timeout ${JSON.stringify(t.slice(0, 16))}`);
-    deadlineMs = Date.now() + ms;
+
+  /** Copies `chunk` into the call's own buffer (a second chunk arrived). */
+  private append(chunk: Buffer): void {
+    const need = this.used + (this.first ? this.first.length : 0) + chunk.length;
+    let buf = this.buf;
+    if (buf === null || need > buf.length) {
+      // Before the prefix is in, need < GRPC_PREFIX_BYTES; after it, size ≤ expected holds here.
+      const cap = this.expected < 0 ? FIRST_CAPACITY : Math.min(this.expected, Math.max(FIRST_CAPACITY, 2 * need));
+      const next = Buffer.allocUnsafe(Math.max(cap, need));
+      if (buf !== null) buf.copy(next, 0, 0, this.used);
+      this.buf = buf = next;
+    }
+    if (this.first !== null) {
+      this.used = this.first.copy(buf, 0);
+      this.first = null;
+    }
+    this.used += chunk.copy(buf, this.used);
   }
-  let first: Buffer | null = null;
-  let more: Buffer[] | null = null;
-  let size = 0;
-  let refused = false;
-  let checked = false;
-  stream.on('data', (chunk: Buffer) => {
-    if (refused) return;
-    size += chunk.length;
-    if (first === null) first = chunk;
-    else (more ??= [first]).push(chunk);
-    if (!checked && size >= GRPC_PREFIX_BYTES) {
-      checked = true;
-      const head = first.length >= GRPC_PREFIX_BYTES ? first : Buffer.concat(more!);
-      const len = head.readUInt32BE(1);
-      if (len > max) {
-        // Refused as soon as the prefix says so; the rest is read and dropped.
-        refused = true;
-        first = more = null;
-        respondError(stream, Status.RESOURCE_EXHAUSTED, `request: message of ${len} bytes is larger than the limit of ${max} bytes`);
+
+  private tooMuch(): void {
+    this.refuse(Status.RESOURCE_EXHAUSTED, `request: more than the one message of ${this.expected - GRPC_PREFIX_BYTES} bytes a unary call carries`);
+  }
+
+  end(): void {
+    if (this.phase !== RECEIVING) return;
+    const body = this.buf !== null ? this.buf.subarray(0, this.used) : (this.first ?? EMPTY);
+    this.first = this.buf = null;
+    const bad = bodyError(body, this.expected);
+    if (bad !== null) return this.refuse(bad.code, bad.details);
+    const msg = body.subarray(GRPC_PREFIX_BYTES);
+    // A single DATA chunk is a view into the session's read buffer (many streams' frames): a message
+    // kept while its call is in flight would keep all of it alive, so a small one is copied out.
+    if (body[0] === 0) return this.dispatch(msg.buffer.byteLength > 2 * msg.length + 1024 ? Buffer.from(msg) : msg);
+    const enc = this.headers['grpc-encoding'];
+    const inflate = enc === 'gzip' ? zlib.gunzip : enc === 'deflate' ? zlib.inflate : null;
+    if (inflate === null) return this.refuse(Status.UNIMPLEMENTED, `request: compressed with unsupported grpc-encoding ${JSON.stringify(String(enc ?? '').slice(0, ECHO_CHARS))}`);
+    // On the thread pool, one bounded step at a time: a message that inflates past the limit stops
+    // there, and other callers' requests run between the steps.
+    this.phase = INFLATING;
+    inflate(msg, { maxOutputLength: this.s.max, chunkSize: INFLATE_CHUNK_BYTES }, (err, out) => {
+      if (this.phase !== INFLATING) return;
+      try {
+        if (err === null) return this.dispatch(out);
+        if ((err as NodeJS.ErrnoException).code === 'ERR_BUFFER_TOO_LARGE') this.refuse(Status.RESOURCE_EXHAUSTED, `request: decompressed message larger than the limit of ${this.s.max} bytes`);
+        else this.refuse(Status.INTERNAL, 'request: message could not be decompressed');
+      } catch {
+        this.failed();
       }
-    }
-  });
-  stream.once('end', () => {
-    if (refused) return;
-    const body = more ? Buffer.concat(more) : (first ?? Buffer.alloc(0));
-    first = more = null;
-    const msg = messageOf(body, headers['grpc-encoding'] as string | undefined, max);
-    if (!Buffer.isBuffer(msg)) return respondError(stream, msg.code, msg.details);
-    let answered = false;
-    const cancel = handler(msg, new IncomingHeaders(headers), deadlineMs, (code, details, framed, extra) => {
-      answered = true;
+    });
+  }
+
+  /** The call stops receiving: it no longer counts in `receiving` nor waits for the sweeper. */
+  private leave(phase: number): void {
+    this.phase = phase;
+    this.first = this.buf = null;
+    this.s.receiving.delete(this);
+    if (this.s.load) this.s.load.receiving--;
+  }
+
+  private dispatch(msg: Buffer): void {
+    this.leave(HANDLED);
+    const stream = this.stream;
+    const max = this.s.max;
+    const cancel = this.s.handler(msg, new IncomingHeaders(this.headers), this.deadlineMs, (code, details, framed, extra) => {
+      this.answered = true;
       if (stream.destroyed || stream.headersSent) return;
       if (code !== 0 || framed === null) return respondError(stream, code, details, extra);
       if (framed.length - GRPC_PREFIX_BYTES > max) return respondError(stream, Status.RESOURCE_EXHAUSTED, `response: message of ${framed.length - GRPC_PREFIX_BYTES} bytes is larger than the limit of ${max} bytes`);
@@ -207,8 +305,116 @@ function serve(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeade
         // The caller went away between the check and the write.
       }
     });
-    if (cancel && !answered) stream.once('close', () => answered || cancel());
-  });
+    if (!this.answered) this.cancel = cancel;
+  }
+
+  /** Answers now, before the handler saw the call, and asks the peer to stop sending. */
+  refuse(code: number, details: string, extra?: Record<string, string>): void {
+    if (this.phase === RECEIVING || this.phase === INFLATING) this.leave(DONE);
+    else this.phase = DONE;
+    respondError(this.stream, code, details, extra);
+    // A peer still sending gets RST_STREAM(NO_ERROR) after the complete answer: "stop sending,
+    // nothing went wrong" (RFC 9113 §8.1); what it sent meanwhile is dropped unread.
+    if (!this.stream.readableEnded && !this.stream.closed) this.stream.close(NGHTTP2_NO_ERROR);
+  }
+
+  /** Something threw while handling the call: answer INTERNAL (if nothing was sent yet) and reset the stream. */
+  failed(): void {
+    try {
+      this.refuse(Status.INTERNAL, 'internal error');
+    } catch {
+      if (!this.stream.destroyed) this.stream.destroy();
+    }
+  }
+
+  /** The stream closed (answered, reset by the peer, or the session went away). */
+  closed(): void {
+    if (this.phase === RECEIVING || this.phase === INFLATING) this.leave(DONE);
+    else if (this.phase === HANDLED) {
+      this.phase = DONE;
+      if (!this.answered && this.cancel) this.cancel();
+    }
+  }
+}
+
+const EMPTY = Buffer.alloc(0);
+
+// Shared listeners (no closures per call): the call rides on its stream. Each is guarded: a throw
+// out of an event listener would end the process, so it ends only its own call instead.
+function onData(this: CallStream, chunk: Buffer): void {
+  const c = this[kCall]!;
+  try {
+    c.data(chunk);
+  } catch {
+    c.failed();
+  }
+}
+function onEnd(this: CallStream): void {
+  const c = this[kCall]!;
+  try {
+    c.end();
+  } catch {
+    c.failed();
+  }
+}
+function onClose(this: CallStream): void {
+  const c = this[kCall]!;
+  try {
+    c.closed();
+  } catch {
+    // Its cancel function threw: nothing is left to answer.
+  }
+}
+
+/** Calls whose deadline passed while their body was still arriving (or inflating). */
+function sweep(s: Served): void {
+  if (s.receiving.size === 0) return;
+  const now = Date.now();
+  for (const c of s.receiving) {
+    if (c.receiveBy > now) continue;
+    try {
+      c.refuse(Status.DEADLINE_EXCEEDED, c.deadlineMs <= now ? 'deadline exceeded while receiving the request' : `request not received within ${s.maxReceiveMs} ms`);
+    } catch {
+      c.failed();
+    }
+  }
+}
+
+function serve(stream: CallStream, headers: http2.IncomingHttpHeaders, s: Served): void {
+  stream.on('error', ignore);
+  const ct = headers[HTTP2_HEADER_CONTENT_TYPE];
+  if (typeof ct !== 'string' || !ct.startsWith('application/grpc')) {
+    try {
+      stream.respond({ [HTTP2_HEADER_STATUS]: 415 }, { endStream: true });
+    } catch {
+      // gone
+    }
+    return;
+  }
+  const now = Date.now();
+  let deadlineMs = Infinity;
+  const t = headers['grpc-timeout'];
+  if (typeof t === 'string') {
+    const ms = parseGrpcTimeout(t);
+    if (Number.isNaN(ms)) return respondError(stream, Status.INTERNAL, `invalid grpc-timeout ${JSON.stringify(t.slice(0, 16))}`);
+    deadlineMs = now + ms;
+  }
+  const load = s.load;
+  if (load !== null) {
+    if (load.inflight + load.receiving >= s.maxInflight) {
+      load.shed++;
+      respondError(stream, Status.RESOURCE_EXHAUSTED, `server overloaded (${s.maxInflight} requests in flight)`, s.shedTrailers);
+      if (!stream.closed) stream.close(NGHTTP2_NO_ERROR);
+      return;
+    }
+    load.receiving++;
+  }
+  const call = new RawCall(stream, headers, s, deadlineMs, Math.min(deadlineMs, now + s.maxReceiveMs));
+  s.receiving.add(call);
+  stream[kCall] = call;
+  stream.on('data', onData);
+  stream.once('end', onEnd);
+  stream.once('close', onClose);
 }
 
 /**
@@ -223,13 +429,32 @@ export function serveRawUnary(server: grpc.Server, path: string, handler: RawUna
   if (!(listeners instanceof Map) || listeners.size === 0) return false;
   const servers = [...listeners.keys()];
   if (!servers.every((s) => typeof s?.listeners === 'function' && s.listeners('stream').length === 1)) return false;
+  const served: Served = {
+    handler,
+    max: o.maxMessageBytes,
+    maxReceiveMs: o.maxReceiveMs ?? 30_000,
+    load: o.load?.counters ?? null,
+    maxInflight: o.load?.maxInflight ?? Infinity,
+    shedTrailers: o.load?.shedTrailers,
+    receiving: new Set(),
+  };
+  const sweeper = setInterval(sweep, RECEIVE_SWEEP_MS, served);
+  sweeper.unref();
+  let open = servers.length;
   for (const s of servers) {
     const grpcJs = s.listeners('stream')[0] as (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, ...rest: unknown[]) => void;
     s.removeAllListeners('stream');
     s.on('stream', (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, ...rest: unknown[]) => {
-      if (headers[http2.constants.HTTP2_HEADER_PATH] === path && headers[http2.constants.HTTP2_HEADER_METHOD] === 'POST') serve(stream, headers, handler, o.maxMessageBytes);
-      else grpcJs.call(s, stream, headers, ...rest);
+      if (headers[http2.constants.HTTP2_HEADER_PATH] === path && headers[http2.constants.HTTP2_HEADER_METHOD] === 'POST') {
+        try {
+          serve(stream, headers, served);
+        } catch {
+          // Nothing a caller sends may end the process: whatever slipped through resets its stream.
+          if (!stream.destroyed) stream.destroy();
+        }
+      } else grpcJs.call(s, stream, headers, ...rest);
     });
+    s.once('close', () => --open === 0 && clearInterval(sweeper));
   }
   return true;
 }

@@ -5,9 +5,10 @@
  * and every other method still reaches grpc-js on the same port.
  */
 import http2 from 'node:http2';
+import zlib from 'node:zlib';
 import * as grpc from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createGrpcServer, frameCopy, listen, parseGrpcTimeout, serveRawUnary, type RawReply } from '../../libs/grpc/index.js';
+import { createGrpcServer, frameCopy, listen, parseGrpcTimeout, serveRawUnary, type RawLoad, type RawReply } from '../../libs/grpc/index.js';
 import { Status } from '../../libs/errors/index.js';
 
 const PATH = '/test.Raw/Call';
@@ -40,6 +41,7 @@ beforeAll(async () => {
         held = reply;
         return () => cancelled++;
       }
+      if (cmd === 'throw') throw new Error('handler bug');
       if (cmd.startsWith('fail:')) reply(Status.INVALID_ARGUMENT, cmd.slice(5), null, { 'grpc-retry-pushback-ms': '7' });
       else if (cmd === 'big') reply(0, '', frameCopy(Buffer.alloc(MAX + 1)));
       else reply(0, '', frameCopy(Buffer.concat([Buffer.from('echo:'), req])));
@@ -62,6 +64,33 @@ function call(path: string, body: Buffer, o: { deadlineMs?: number; md?: grpc.Me
     const c = (o.c ?? client).makeUnaryRequest(path, id, id, body, o.md ?? new grpc.Metadata(), opts, (err, res) => resolve({ err, res, trailers: err?.metadata ?? trailers }));
     c.on('status', (s: grpc.StatusObject) => (trailers = s.metadata));
   });
+}
+
+/** One call over a raw HTTP/2 stream: `send` writes the body as it likes; resolves with headers, trailers and body. */
+function rawCall(headers: http2.OutgoingHttpHeaders, send: (req: http2.ClientHttp2Stream) => unknown, session?: http2.ClientHttp2Session) {
+  const s = session ?? http2.connect(`http://127.0.0.1:${port}`);
+  return new Promise<{ headers: http2.IncomingHttpHeaders; body: Buffer }>((resolve) => {
+    const req = s.request({ ':method': 'POST', ':path': PATH, ...headers });
+    let h: http2.IncomingHttpHeaders = {};
+    const body: Buffer[] = [];
+    req.on('response', (x) => (h = { ...h, ...x }));
+    req.on('trailers', (x) => (h = { ...h, ...x }));
+    req.on('data', (b: Buffer) => body.push(b));
+    req.on('error', () => undefined);
+    req.on('close', () => {
+      if (!session) s.close();
+      resolve({ headers: h, body: Buffer.concat(body) });
+    });
+    void send(req);
+  });
+}
+
+async function until(ok: () => boolean, ms = 2_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!ok()) {
+    if (Date.now() > end) throw new Error('condition not reached');
+    await new Promise((r) => setTimeout(r, 10));
+  }
 }
 
 describe('serveRawUnary', () => {
@@ -150,6 +179,88 @@ describe('serveRawUnary', () => {
     const none = await ask({ 'content-type': 'application/grpc' }, Buffer.alloc(0));
     expect(none['grpc-status']).toBe(String(Status.UNIMPLEMENTED));
     s.close();
+  });
+
+  it('a body in many DATA chunks (prefix split too) is put together; a single chunk is used as it is', async () => {
+    const msg = Buffer.alloc(3000, 'abcdefgh');
+    const framed = Buffer.concat([Buffer.from([0, 0, 0, 0x0b, 0xb8]), msg]);
+    const pieces = [framed.subarray(0, 2), framed.subarray(2, 4), framed.subarray(4, 700), framed.subarray(700)];
+    const r = await rawCall({ 'content-type': 'application/grpc' }, async (req) => {
+      for (const p of pieces) {
+        req.write(p);
+        await new Promise((res) => setTimeout(res, 5));
+      }
+      req.end();
+    });
+    expect(r.headers['grpc-status']).toBe('0');
+    expect(r.body.subarray(5).toString()).toBe(`echo:${msg.toString()}`);
+  });
+
+  it('bytes past the declared message end the call at once, before the caller stops sending', async () => {
+    const r = await rawCall({ 'content-type': 'application/grpc' }, (req) => {
+      req.write(Buffer.from([0, 0, 0, 0, 2, 0x41, 0x42, 0, 0, 0]));
+      // Never ended: the answer must not wait for the end of the stream.
+    });
+    expect(r.headers['grpc-status']).toBe(String(Status.RESOURCE_EXHAUSTED));
+    expect(r.headers['grpc-message']).toContain('more than the one message of 2 bytes');
+  });
+
+  it('a body still arriving when grpc-timeout passes gets DEADLINE_EXCEEDED from the headers on', async () => {
+    const t0 = Date.now();
+    const r = await rawCall({ 'content-type': 'application/grpc', 'grpc-timeout': '300m' }, (req) => {
+      req.write(Buffer.from([0, 0, 0, 0, 9, 0x41]));
+    });
+    expect(r.headers['grpc-status']).toBe(String(Status.DEADLINE_EXCEEDED));
+    expect(Date.now() - t0).toBeLessThan(1_000);
+  });
+
+  it('gzip is inflated off the event loop and bounded: past the limit → RESOURCE_EXHAUSTED; deflate works; an unknown encoding is named briefly', async () => {
+    const gz = (b: Buffer, f: (b: Buffer) => Buffer = zlib.gzipSync) => {
+      const c = f(b);
+      const prefix = Buffer.from([1, 0, 0, 0, 0]);
+      prefix.writeUInt32BE(c.length, 1);
+      return Buffer.concat([prefix, c]);
+    };
+    const bomb = await rawCall({ 'content-type': 'application/grpc', 'grpc-encoding': 'gzip' }, (req) => req.end(gz(Buffer.alloc(64 * MAX))));
+    expect(bomb.headers['grpc-status']).toBe(String(Status.RESOURCE_EXHAUSTED));
+    expect(bomb.headers['grpc-message']).toContain('decompressed message larger than the limit');
+    const ok = await rawCall({ 'content-type': 'application/grpc', 'grpc-encoding': 'deflate' }, (req) => req.end(gz(Buffer.from('pressed'), zlib.deflateSync)));
+    expect(ok.body.subarray(5).toString()).toBe('echo:pressed');
+    const odd = await rawCall({ 'content-type': 'application/grpc', 'grpc-encoding': 'x'.repeat(5000) }, (req) => req.end(gz(Buffer.from('a'))));
+    expect(odd.headers['grpc-status']).toBe(String(Status.UNIMPLEMENTED));
+    expect(String(odd.headers['grpc-message']).length).toBeLessThan(120);
+  });
+
+  it('a handler that throws costs its own call (INTERNAL), not the process', async () => {
+    const r = await call(PATH, Buffer.from('throw'));
+    expect(r.err?.code).toBe(Status.INTERNAL);
+    expect((await call(PATH, Buffer.from('fine'))).res!.toString()).toBe('echo:fine');
+  });
+
+  it('calls still receiving count toward the in-flight limit; a call over it is refused at its headers', async () => {
+    const counters: RawLoad = { inflight: 0, receiving: 0, shed: 0 };
+    const srv = createGrpcServer({ maxMessageBytes: MAX });
+    const p = await listen(srv, '127.0.0.1', 0);
+    expect(serveRawUnary(srv, PATH, (req, _h, _d, reply) => (reply(0, '', frameCopy(req)), null), { maxMessageBytes: MAX, load: { counters, maxInflight: 2, shedTrailers: { 'grpc-retry-pushback-ms': '9' } } })).toBe(true);
+    const s = http2.connect(`http://127.0.0.1:${p}`);
+    const slow = [0, 1].map(() => {
+      const req = s.request({ ':method': 'POST', ':path': PATH, 'content-type': 'application/grpc' });
+      req.on('error', () => undefined);
+      req.write(Buffer.from([0, 0, 0, 0, 9]));
+      return req;
+    });
+    await until(() => counters.receiving === 2);
+    const shed = await rawCall({ 'content-type': 'application/grpc' }, (req) => req.end(Buffer.from([0, 0, 0, 0, 1, 0x41])), s);
+    expect(shed.headers['grpc-status']).toBe(String(Status.RESOURCE_EXHAUSTED));
+    expect(shed.headers['grpc-retry-pushback-ms']).toBe('9');
+    expect(counters.shed).toBe(1);
+    // Callers that go away mid-body free their slots.
+    for (const r of slow) r.close(http2.constants.NGHTTP2_CANCEL);
+    await until(() => counters.receiving === 0);
+    const after = await rawCall({ 'content-type': 'application/grpc' }, (req) => req.end(Buffer.from([0, 0, 0, 0, 1, 0x41])), s);
+    expect(after.headers['grpc-status']).toBe('0');
+    s.close();
+    srv.forceShutdown();
   });
 
   it('parses grpc-timeout units', () => {
