@@ -7,16 +7,15 @@
  * 10 s); one that crash-loops is given up with a message while the rest keep
  * serving. `<dir>/processes.json` says what runs (read by `infermesh status`).
  */
-import { SERVICE_NODE_FLAGS } from '../../libs/config/index.js';
 import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { InferenceApi } from '../../libs/client/index.js';
 import { runDemo, type DemoResult } from './demo.js';
-import { natsChildEnv, prepareNatsAuth, type NatsAuth } from './nats-auth.js';
+import { addressOf as addr, natsSpec, routerPorts, startMeshServices } from './mesh-services.js';
+import { prepareNatsAuth, type NatsAuth } from './nats-auth.js';
 import { ensureNatsServer } from './nats-server.js';
 import { CliError, describeError, printJson, printText, progress } from './output.js';
-import { accepts, freePort, isPortFree } from './ports.js';
+import { freePort, isPortFree } from './ports.js';
 import { statsTable } from './stats.js';
 import { entriesOf, ProcessesWriter } from './status-file.js';
 import { DEFAULT_RESTART, Supervisor, type ChildStatus, type Started } from './supervisor.js';
@@ -40,18 +39,7 @@ export interface UpOptions {
 }
 
 const NATS_DEFAULT_PORT = 4222;
-const SERVICE_START_TIMEOUT_MS = 60_000;
 const ROUTER_READY_TIMEOUT_MS = 30_000;
-const isListening = (j: Record<string, unknown>) => j.msg === 'listening';
-
-/** Replaces the value after `flag` in `args` (a copy), or appends the flag. */
-function withFlag(args: readonly string[], flag: string, value: string): string[] {
-  const out = [...args];
-  const i = out.indexOf(flag);
-  if (i >= 0 && i + 1 < out.length) out[i + 1] = value;
-  else out.push(flag, value);
-  return out;
-}
 
 /** Runs the mesh until a signal (resolves to exit status 0) or a start-up failure (1). */
 export async function upCommand(o: UpOptions): Promise<number> {
@@ -133,61 +121,23 @@ export async function upCommand(o: UpOptions): Promise<number> {
     // The nats-server started here admits only its users, one per service (nats-auth.ts); --nats keeps the caller's credentials.
     const natsAuth = o.nats ? null : await prepareNatsAuth(dir, o.replicas);
     const natsUrl = o.nats ?? (await startNats(supervisor, dir, o.natsPort, abort.signal, natsAuth!));
-    const entry = (service: string) => fileURLToPath(new URL(`../${service}/main.js`, import.meta.url));
-    /**
-     * A service on `port` (0 = any free); a restart binds the port the first
-     * start reported, with `pin` adding what else it must keep.
-     */
-    const service = (name: string, tier: number, script: string, port: number, extra: string[] = [], pin: (args: string[], first: Started) => string[] = (a) => a) => {
-      const args = [...SERVICE_NODE_FLAGS, entry(script), '--nats', natsUrl, '--host', '127.0.0.1', '--port', String(port), '--log-level', 'info', ...extra];
-      return announce(
-        name,
-        supervisor.start({
+    // The services as mesh-services.ts starts them (bench measures the same).
+    const { registry, monitor, replicas, routers } = await startMeshServices(supervisor, {
+      ...o,
+      routers: routerCount,
+      natsUrl,
+      natsAuth,
+      announce: (name, work) =>
+        announce(
           name,
-          command: process.execPath,
-          args,
-          tier,
-          readyLine: isListening,
-          timeoutMs: SERVICE_START_TIMEOUT_MS,
-          restartArgs: (first) => pin(withFlag(args, '--port', String(first.info.grpcPort ?? port)), first),
-          // Every router of this host is the NATS user `router`.
-          ...(natsAuth ? { env: natsChildEnv(natsAuth, name.startsWith('router') ? 'router' : name) } : {}),
-        }),
-        (c) => `:${c.info.grpcPort}${c.info.metricsPort !== undefined ? `, metrics :${c.info.metricsPort}` : ''}${c.info.restPort !== undefined ? `, REST :${c.info.restPort}` : ''}`,
-        true,
-        abort.signal,
-      );
-    };
-    let registryAddress = '';
-    // Golden probes go through the routers and canary rollbacks through the registry: the monitor
-    // needs their addresses. With fixed ports it starts beside the others; with port 0 it starts
-    // once they have bound theirs. A restart gets the addresses the mesh has then.
-    const startMonitor = (routerList: string[], registryAt: string) =>
-      service('monitor', 1, 'monitor', o.monitorPort, ['--metrics-port', String(o.metricsPort), '--router-address', routerList.join(','), '--registry-address', registryAt], (args, first) => {
-        let a = withFlag(args, '--metrics-port', String(first.info.metricsPort ?? o.metricsPort));
-        if (routerAddresses.length) a = withFlag(a, '--router-address', routerAddresses.join(','));
-        if (registryAddress) a = withFlag(a, '--registry-address', registryAddress);
-        return a;
-      });
-    const rPorts = routerPorts(o.routerPort, routerCount);
-    const restPorts = routerPorts(o.restPort, routerCount);
-    const portsKnown = o.routerPort !== 0 && o.registryPort !== 0;
-    const [registry, early, ...replicas] = await Promise.all([
-      service('registry', 1, 'registry', o.registryPort),
-      portsKnown ? startMonitor(rPorts.map((p) => `127.0.0.1:${p}`), `127.0.0.1:${o.registryPort}`) : null,
-      ...Array.from({ length: o.replicas }, (_, i) => service(`inference-${i + 1}`, 2, 'inference', o.inferencePort === 0 ? 0 : o.inferencePort + i)),
-    ]);
-    const addr = (c: Started) => `127.0.0.1:${c.info.grpcPort}`;
-    registryAddress = addr(registry!);
-    const routers = await Promise.all(
-      rPorts.map((port, i) =>
-        service(routerCount === 1 ? 'router' : `router-${i + 1}`, 3, 'router', port, ['--rest-port', String(restPorts[i])], (args, first) =>
-          withFlag(args, '--rest-port', String(first.info.restPort ?? restPorts[i])),
+          work,
+          (c) => `:${c.info.grpcPort}${c.info.metricsPort !== undefined ? `, metrics :${c.info.metricsPort}` : ''}${c.info.restPort !== undefined ? `, REST :${c.info.restPort}` : ''}`,
+          true,
+          abort.signal,
         ),
-      ),
-    );
-    routerAddresses = routers.map(addr);
-    const monitor = early ?? (await startMonitor(routerAddresses, registryAddress));
+      onRouters: (a) => (routerAddresses = a),
+    });
+    const registryAddress = addr(registry);
     void statusFile.update();
 
     const addresses = { router: routerAddresses[0]!, registry: registryAddress, monitor: addr(monitor) };
@@ -239,11 +189,6 @@ export async function upCommand(o: UpOptions): Promise<number> {
   return code;
 }
 
-/** The ports of `count` routers from `first` (first, first+2, …: gRPC and REST ports interleave), or all 0 (any free) when `first` is 0. */
-function routerPorts(first: number, count: number): number[] {
-  return Array.from({ length: count }, (_, i) => (first === 0 ? 0 : first + 2 * i));
-}
-
 /** Fails fast, naming the flag, when a port the mesh needs is taken. */
 async function checkPorts(o: UpOptions): Promise<void> {
   const n = o.routers ?? 1;
@@ -275,15 +220,7 @@ async function startNats(supervisor: Supervisor, dir: string, port: number | und
   const p = port === 0 ? await freePort() : (port ?? ((await isPortFree(NATS_DEFAULT_PORT)) ? NATS_DEFAULT_PORT : await freePort()));
   await announce(
     'nats-server',
-    supervisor.start({
-      name: 'nats',
-      command: bin,
-      args: ['-c', auth.configFile, '-js', '-sd', path.join(dir, 'nats'), '-a', '127.0.0.1', '-p', String(p)],
-      tier: 0,
-      readyProbe: () => accepts(p),
-      timeoutMs: 15_000,
-      info: { port: p },
-    }),
+    supervisor.start(natsSpec(bin, dir, p, auth)),
     () => `:${p}, users in ${path.relative(process.cwd(), auth.credentialsFile).startsWith('..') ? auth.credentialsFile : path.relative(process.cwd(), auth.credentialsFile)}`,
     true,
     signal,
