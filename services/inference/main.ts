@@ -6,7 +6,7 @@ import { bool, commonSpec, int, loadConfig, str } from '../../libs/config/index.
 import { createLogger } from '../../libs/log/index.js';
 import { startTelemetry } from '../../libs/telemetry/index.js';
 import { connectNats, natsSecurityOf, openBuckets, EventPublisher } from '../../libs/bus/index.js';
-import { addHealthAndReflection, createGrpcServer, listen, serverCredentials, serverTlsOf, serveRawUnary, shutdownServer } from '../../libs/grpc/index.js';
+import { addHealthAndReflection, createGrpcServer, linkMessageBytes, listen, serverCredentials, serverTlsOf, serveRawUnary, shutdownServer } from '../../libs/grpc/index.js';
 import { oip, RuntimeService } from '../../libs/proto/index.js';
 import { Announcer } from './announcer.js';
 import { chooseDevice, DeviceError } from './device.js';
@@ -92,11 +92,13 @@ const manager = new ModelManager(
 let accepting = true;
 const oipOptions = { defaultTimeoutMs: config.defaultTimeoutMs, nonFinite: config.nonFinite, serverVersion: '0.1.0', ready: () => accepting };
 const streams = new Set<grpc.ServerDuplexStream<Buffer, Buffer>>();
-const server = createGrpcServer({ maxMessageBytes: config.maxMessageBytes });
+// The Runtime stream's frames carry whole client messages plus their fields: the listener allows
+// headroom over the client limit; client-facing ModelInfer (raw path) keeps the limit itself.
+const server = createGrpcServer({ maxMessageBytes: linkMessageBytes(config.maxMessageBytes) });
 // The runtime stream carries frames as bytes; they are decoded in the handler.
 server.addService(
   { ...RuntimeService, infer: { ...RuntimeService.infer, requestDeserialize: (b: Buffer) => b, responseSerialize: (b: Buffer) => b } } as unknown as grpc.ServiceDefinition,
-  runtimeHandlers(manager, scheduler, { defaultTimeoutMs: config.defaultTimeoutMs, nonFinite: config.nonFinite, accepting: () => accepting, record: () => announcer!.record() }, streams) as unknown as grpc.UntypedServiceImplementation,
+  runtimeHandlers(manager, scheduler, { defaultTimeoutMs: config.defaultTimeoutMs, nonFinite: config.nonFinite, accepting: () => accepting, record: () => announcer!.record(), maxMessageBytes: config.maxMessageBytes }, streams) as unknown as grpc.UntypedServiceImplementation,
 );
 server.addService(
   oipServiceRawResponse(),
@@ -105,7 +107,7 @@ server.addService(
 const health = addHealthAndReflection(server, ['inference/grpc_service.proto', 'infermesh/v1/runtime.proto'], ['inference.GRPCInferenceService', 'infermesh.v1.Runtime']);
 const port = await listen(server, config.host, config.port, serverCredentials(tls));
 // Direct ModelInfer calls leave grpc-js's per-call machinery for the listener's raw HTTP/2 streams.
-const rawInfer = config.http2Infer && serveRawUnary(server, oip.GRPCInferenceServiceService.modelInfer.path, rawModelInfer(manager, scheduler, oipOptions), { maxMessageBytes: config.maxMessageBytes });
+const rawInfer = config.http2Infer && serveRawUnary(server, oip.GRPCInferenceServiceService.modelInfer.path, rawModelInfer(manager, scheduler, oipOptions), { maxMessageBytes: config.maxMessageBytes, maxReceiveMs: config.defaultTimeoutMs });
 const address = config.advertise || `${config.host}:${port}`;
 announcer = new Announcer(buckets.replicas, { id: replicaId, address, device: device.provider, workers: config.workers, intervalMs: config.heartbeatMs }, () => manager.loaded(), () => ({ ...scheduler.stats, outstanding: scheduler.outstanding() }), log);
 await manager.start();

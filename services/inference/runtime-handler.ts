@@ -1,7 +1,7 @@
 import type * as grpc from '@grpc/grpc-js';
 import { checkName } from '../../libs/bus/index.js';
 import { FailedPreconditionError, InvalidArgumentError, MeshError, NotFoundError, Status } from '../../libs/errors/index.js';
-import { FrameCoalescer, unary } from '../../libs/grpc/index.js';
+import { FrameCoalescer, linkMessageBytes, unary } from '../../libs/grpc/index.js';
 import { oip, RequestFrame, ResponseFrame, VersionState, type LoadRequest, type LoadResponse, type ReplicaRecord, type RequestItem, type ResponseItem, type StatusRequest, type UnloadRequest, type UnloadResponse } from '../../libs/proto/index.js';
 import type { SpanContext } from '@opentelemetry/api';
 import { isSampled, parseTraceparent } from '../../libs/telemetry/index.js';
@@ -16,9 +16,23 @@ export interface RuntimeOptions {
   /** False while draining: new requests are refused with UNAVAILABLE. */
   accepting: () => boolean;
   record: () => ReplicaRecord;
+  /**
+   * The client-facing message limit: a larger answer is RESOURCE_EXHAUSTED
+   * for its request alone. The stream itself runs with headroom over it
+   * (linkMessageBytes), and frames are split to stay within that.
+   */
+  maxMessageBytes: number;
 }
 
-/** Answers written back on one stream, coalesced into one frame per event-loop turn. */
+/** Bytes of a ResponseItem and its place in the frame beyond its message and response (varints, tags). */
+const ITEM_OVERHEAD_BYTES = 64;
+
+/** An upper bound of a ResponseItem's encoded size, without encoding it (UTF-8: ≤ 3 bytes per UTF-16 unit). */
+function itemBytes(item: ResponseItem): number {
+  return item.response.byteLength + 3 * item.message.length + ITEM_OVERHEAD_BYTES;
+}
+
+/** Answers written back on one stream, coalesced into one frame per event-loop turn (split to fit the link). */
 class StreamWriter {
   closed = false;
   /** Requests taken from this stream and not yet answered. */
@@ -27,17 +41,28 @@ class StreamWriter {
   readonly jobs = new Map<number, Job>();
   private readonly frames: FrameCoalescer<ResponseItem>;
 
-  constructor(call: grpc.ServerDuplexStream<Buffer, Buffer>) {
-    this.frames = new FrameCoalescer<ResponseItem>((items) => {
-      if (this.closed) return;
-      const u8 = ResponseFrame.encode({ items }).finish();
-      call.write(Buffer.from(u8.buffer, u8.byteOffset, u8.byteLength));
-    });
+  constructor(
+    call: grpc.ServerDuplexStream<Buffer, Buffer>,
+    private readonly maxMessageBytes: number,
+  ) {
+    this.frames = new FrameCoalescer<ResponseItem>(
+      (items) => {
+        if (this.closed) return;
+        const u8 = ResponseFrame.encode({ items }).finish();
+        call.write(Buffer.from(u8.buffer, u8.byteOffset, u8.byteLength));
+      },
+      itemBytes,
+      linkMessageBytes(maxMessageBytes),
+    );
   }
 
   push(item: ResponseItem): void {
     this.pending--;
     if (this.closed) return;
+    if (item.response.byteLength > this.maxMessageBytes) {
+      // Too large for the caller (and maybe the link): it fails alone, the stream carries on.
+      item = { ...item, code: Status.RESOURCE_EXHAUSTED, message: `response: message of ${item.response.byteLength} bytes is larger than the limit of ${this.maxMessageBytes} bytes`, response: EMPTY };
+    } else if (item.message.length > MAX_MESSAGE_CHARS) item = { ...item, message: item.message.slice(0, MAX_MESSAGE_CHARS) };
     // Nothing else is coming soon: answer now rather than an event-loop turn later.
     this.frames.add(item, this.pending === 0);
   }
@@ -98,6 +123,8 @@ function handleItem(item: RequestItem, manager: ModelManager, scheduler: Schedul
 }
 
 const EMPTY = new Uint8Array(0);
+/** Longest status message sent back on the stream (messages are for callers: short). */
+const MAX_MESSAGE_CHARS = 1024;
 
 /** The router's span context when it sampled the request, else null (no spans here either). */
 function sampledContext(traceparent: string): SpanContext | null {
@@ -109,7 +136,7 @@ function sampledContext(traceparent: string): SpanContext | null {
 export function runtimeHandlers(manager: ModelManager, scheduler: Scheduler, o: RuntimeOptions, streams: Set<grpc.ServerDuplexStream<Buffer, Buffer>>) {
   return {
     infer: (call: grpc.ServerDuplexStream<Buffer, Buffer>) => {
-      const out = new StreamWriter(call);
+      const out = new StreamWriter(call, o.maxMessageBytes);
       streams.add(call);
       const end = () => {
         out.closed = true;

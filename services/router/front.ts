@@ -4,7 +4,7 @@ import { codeName, MeshError, NotFoundError, Status, toStatus, UnavailableError 
 import { frameInPlace, unary, type RawUnaryHandler } from '../../libs/grpc/index.js';
 import { oip } from '../../libs/proto/index.js';
 import type { ReplicaConn } from './replica-conn.js';
-import { scanRouteFields, type RouteFields } from './request-scan.js';
+import { checkSelector, scanRouteFields, type RouteFields } from './request-scan.js';
 import type { Route, RoutingTable } from './routing-table.js';
 import { agrees } from './shadow-compare.js';
 import { appendTiming } from './timing-params.js';
@@ -73,8 +73,18 @@ function pick(replicas: ReplicaConn[], tried: ReplicaConn | null): ReplicaConn |
   return a.outstanding <= b.outstanding ? a : b;
 }
 
-function notFound(table: RoutingTable, name: string, selector: string): MeshError {
+/**
+ * Why `name` and `selector` route nowhere: INVALID_ARGUMENT naming the field
+ * (`selectorField`: where the selector came from) when either is malformed,
+ * else NOT_FOUND. Only checked values are echoed, so messages stay short.
+ */
+function notFound(table: RoutingTable, name: string, selector: string, selectorField: string): MeshError {
   if (!NAME_RE.test(name)) return checkNameError(name);
+  try {
+    checkSelector(selector, selectorField);
+  } catch (err) {
+    return err as MeshError;
+  }
   if (!table.model(name)) return new NotFoundError(`model ${name} not found`);
   return new NotFoundError(/^\d+$/.test(selector) ? `model ${name} has no version ${selector}` : selector ? `model ${name} has no alias ${selector}` : `model ${name} has no version to serve`);
 }
@@ -118,7 +128,7 @@ export function createInferPath(table: RoutingTable, samples: SampleRecorder, o:
       name = sel.name;
       selector = sel.selector;
       route = NAME_RE.test(name) ? table.resolve(name, selector) : undefined;
-      if (!route) throw notFound(table, name, selector);
+      if (!route) throw notFound(table, name, selector, fields.modelVersion ? 'model_version' : 'model_name');
     } catch (err) {
       const st = toStatus(err);
       reply(st.code, st.details, null);
@@ -131,7 +141,7 @@ export function createInferPath(table: RoutingTable, samples: SampleRecorder, o:
     }
     // A golden probe (the monitor's): counted apart, kept out of drift, evaluation and the latency and error windows.
     const probe = headers.get('x-infermesh-probe').length > 0;
-    if (counters.inflight >= o.maxInflight) {
+    if (counters.inflight + counters.receiving >= o.maxInflight) {
       counters.shed++;
       // Shed at once: a fast, cheap answer the caller can back off on.
       samples.record(route.record.name, route.record.version, Math.round((performance.now() - t0) * 1000), Status.RESOURCE_EXHAUSTED, buf, null, '', 0, 0, probe);
@@ -241,7 +251,8 @@ export function createInferPath(table: RoutingTable, samples: SampleRecorder, o:
       const fwd = span
         ? o.tracer.startSpan('forward', { kind: SpanKind.CLIENT, startTime: epochMs(sent), attributes: { 'infermesh.replica': replica.id, 'infermesh.attempt': attempts } }, trace.setSpan(ROOT_CONTEXT, span))
         : null;
-      const tp = fwd ? formatTraceparent(fwd.spanContext()) : clientTp;
+      // Only a well-formed traceparent travels on (a caller's arbitrary header would cost link bytes).
+      const tp = fwd ? formatTraceparent(fwd.spanContext()) : parent ? clientTp : '';
       sentId = replica.send(modelName, version, Math.max(1, Math.floor((end - sent) * 1000)), tp, buf, priority, (code, message, response, queueUs, computeUs) => {
         const replicaUs = Math.round((performance.now() - sent) * 1000);
         if (fwd) {
@@ -338,14 +349,15 @@ function pushback(): grpc.Metadata {
   return md;
 }
 
-const PUSHBACK = { 'grpc-retry-pushback-ms': String(RETRY_PUSHBACK_MS) };
+/** Trailers of a shed call: when to retry. */
+export const PUSHBACK_TRAILERS = { 'grpc-retry-pushback-ms': String(RETRY_PUSHBACK_MS) };
 
 /** ModelInfer for serveRawUnary: the answer's bytes are framed where appendTiming left room, not copied. */
 export function rawModelInfer(infer: ReturnType<typeof createInferPath>): RawUnaryHandler {
   return (request, headers, deadlineMs, reply) =>
     infer(request, headers, deadlineMs, (code, message, response) => {
       if (code === 0) reply(0, '', frameInPlace(response!));
-      else reply(code, message, null, code === Status.RESOURCE_EXHAUSTED ? PUSHBACK : undefined);
+      else reply(code, message, null, code === Status.RESOURCE_EXHAUSTED ? PUSHBACK_TRAILERS : undefined);
     });
 }
 
@@ -366,7 +378,7 @@ export function frontHandlers(table: RoutingTable, infer: ReturnType<typeof crea
     const sel = selectorOf({ modelName: name, modelVersion: version });
     checkName(sel.name, 'name');
     const r = table.resolve(sel.name, sel.selector);
-    if (!r) throw notFound(table, sel.name, sel.selector);
+    if (!r) throw notFound(table, sel.name, sel.selector, version ? 'version' : 'name');
     return r;
   };
 

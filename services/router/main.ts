@@ -6,7 +6,7 @@ import { createLogger } from '../../libs/log/index.js';
 import { startTelemetry } from '../../libs/telemetry/index.js';
 import { connectNats, natsSecurityOf, openBuckets } from '../../libs/bus/index.js';
 import { addHealthAndReflection, createGrpcServer, listen, peerCredentials, serverCredentials, serverTlsOf, serveRawUnary, shutdownServer } from '../../libs/grpc/index.js';
-import { createInferPath, frontHandlers, rawInferService, rawModelInfer } from './front.js';
+import { createInferPath, frontHandlers, PUSHBACK_TRAILERS, rawInferService, rawModelInfer } from './front.js';
 import { oip } from '../../libs/proto/index.js';
 import { createRestServer } from './rest-server.js';
 import { routerMetrics, type RouterCounters } from './router-metrics.js';
@@ -53,14 +53,19 @@ const samples = new SampleRecorder(nc, { routerId, flushMs: config.sampleFlushMs
 
 const server = createGrpcServer({ maxMessageBytes: config.maxMessageBytes });
 const frontOptions = { defaultTimeoutMs: config.defaultTimeoutMs, serverVersion: '0.1.0', shadowTolerance: config.shadowTolerance, maxInflight: config.maxInflight, tracer: telemetry.tracer, traceRatio: telemetry.rootRatio };
-const counters: RouterCounters = { inflight: 0, shed: 0, cancelled: 0 };
+const counters: RouterCounters = { inflight: 0, receiving: 0, shed: 0, cancelled: 0 };
 const infer = createInferPath(table, samples, frontOptions, counters);
 server.addService(rawInferService(), frontHandlers(table, infer, frontOptions) as unknown as grpc.UntypedServiceImplementation);
 const health = addHealthAndReflection(server, ['inference/grpc_service.proto'], ['inference.GRPCInferenceService']);
 const port = await listen(server, config.host, config.port, serverCredentials(tls));
 // ModelInfer leaves grpc-js's per-call machinery for the listener's raw HTTP/2 streams; every other
 // method (and TLS, sessions, keepalive, shutdown) stays with grpc-js.
-const rawFront = config.http2Infer && serveRawUnary(server, oip.GRPCInferenceServiceService.modelInfer.path, rawModelInfer(infer), { maxMessageBytes: config.maxMessageBytes });
+const rawFront = config.http2Infer && serveRawUnary(server, oip.GRPCInferenceServiceService.modelInfer.path, rawModelInfer(infer), {
+  maxMessageBytes: config.maxMessageBytes,
+  maxReceiveMs: config.defaultTimeoutMs,
+  // Calls whose body is still arriving hold a slot too: a slow sender cannot slip past the limit.
+  load: { counters, maxInflight: config.maxInflight, shedTrailers: PUSHBACK_TRAILERS },
+});
 if (config.http2Infer && !rawFront) log.warn('ModelInfer served by the grpc-js handler: this grpc-js does not expose its HTTP/2 listeners as expected');
 
 // The REST gateway (TF Serving and OIP REST), on the same request path as gRPC.

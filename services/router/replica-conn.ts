@@ -1,5 +1,5 @@
 import * as grpc from '@grpc/grpc-js';
-import { channelOptions, FrameCoalescer } from '../../libs/grpc/index.js';
+import { channelOptions, FrameCoalescer, linkMessageBytes } from '../../libs/grpc/index.js';
 import type { Logger } from '../../libs/log/index.js';
 import { RequestFrame, ResponseFrame, RuntimeService, type RequestItem } from '../../libs/proto/index.js';
 import { Status } from '../../libs/errors/index.js';
@@ -29,6 +29,13 @@ const EJECT_AFTER = 3;
 const EJECT_BASE_MS = 1_000;
 const EJECT_MAX_MS = 30_000;
 const EMPTY = new Uint8Array(0);
+/** Bytes of a RequestItem and its place in the frame beyond its strings and request (varints, tags). */
+const ITEM_OVERHEAD_BYTES = 64;
+
+/** An upper bound of a RequestItem's encoded size, without encoding it (UTF-8: ≤ 3 bytes per UTF-16 unit). */
+function itemBytes(item: RequestItem): number {
+  return item.request.byteLength + 3 * (item.model.length + item.traceparent.length) + ITEM_OVERHEAD_BYTES;
+}
 
 export class ReplicaConn {
   /** Requests sent and not yet answered (power-of-two-choices load signal). */
@@ -40,7 +47,9 @@ export class ReplicaConn {
   private readonly client: grpc.Client;
   private stream: grpc.ClientDuplexStream<Buffer, Buffer> | null = null;
   private readonly pending = new Map<number, Pending>();
-  private readonly frames = new FrameCoalescer<RequestItem>((items) => this.sendFrame(items));
+  private readonly frames: FrameCoalescer<RequestItem>;
+  /** The link's message limit: the client-facing one plus headroom for the frame around a request. */
+  private readonly linkBytes: number;
   private nextId = 1;
   private closed = false;
   private backoffMs = 50;
@@ -49,14 +58,18 @@ export class ReplicaConn {
   constructor(
     readonly id: string,
     readonly address: string,
-    maxMessageBytes: number,
+    private readonly maxMessageBytes: number,
     private readonly log: Logger,
     credentials: grpc.ChannelCredentials = grpc.credentials.createInsecure(),
     serverName = '',
   ) {
+    this.linkBytes = linkMessageBytes(maxMessageBytes);
+    // Frames are split before they outgrow the link: one too large would break the stream and
+    // every request on it. A request the link cannot carry at all fails alone (send).
+    this.frames = new FrameCoalescer<RequestItem>((items) => this.sendFrame(items), itemBytes, this.linkBytes);
     // TLS is set up once per connection here; the frames on the stream cost the same either way.
     this.client = new grpc.Client(address, credentials, {
-      ...channelOptions(maxMessageBytes),
+      ...channelOptions(this.linkBytes),
       'grpc.max_concurrent_streams': 100,
       ...(serverName ? { 'grpc.ssl_target_name_override': serverName } : {}),
     } as grpc.ChannelOptions);
@@ -75,11 +88,15 @@ export class ReplicaConn {
       reply(Status.UNAVAILABLE, 'replica is gone', null, 0, 0);
       return 0;
     }
-    const id = this.nextId++;
-    this.pending.set(id, { reply, deadline: performance.now() + timeoutMicros / 1000 });
+    const item: RequestItem = { id: this.nextId++, model, version, timeoutMicros, traceparent, request, priority, cancel: false };
+    if (request.byteLength > this.maxMessageBytes || itemBytes(item) > this.linkBytes) {
+      reply(Status.RESOURCE_EXHAUSTED, `request: message of ${request.byteLength} bytes is larger than the limit of ${this.maxMessageBytes} bytes`, null, 0, 0);
+      return 0;
+    }
+    this.pending.set(item.id, { reply, deadline: performance.now() + timeoutMicros / 1000 });
     this.outstanding++;
-    this.enqueue({ id, model, version, timeoutMicros, traceparent, request, priority, cancel: false });
-    return id;
+    this.enqueue(item);
+    return item.id;
   }
 
   /** The caller gave up: answer CANCELLED now (freeing the slot) and tell the replica to drop it. */
@@ -128,8 +145,10 @@ export class ReplicaConn {
     const broken = (why: string) => {
       if (this.stream !== s) return;
       this.stream = null;
-      // Everything in flight on this stream is lost: answer UNAVAILABLE so callers can retry.
-      for (const id of [...this.pending.keys()]) this.answer(id, Status.UNAVAILABLE, `replica ${this.id} stream ${why}`, null);
+      // Everything in flight on this stream is lost: answer UNAVAILABLE so callers can retry. The
+      // callers' message names no replica (internal); the log does.
+      if (!this.closed) this.log.warn({ replica: this.id, pending: this.pending.size }, `replica stream ${why}`);
+      for (const id of [...this.pending.keys()]) this.answer(id, Status.UNAVAILABLE, `replica stream ${why}`, null);
       if (!this.closed) {
         const wait = this.backoffMs;
         this.backoffMs = Math.min(this.backoffMs * 2, 2000);
@@ -188,7 +207,7 @@ export class ReplicaConn {
     if (this.closed) return;
     this.closed = true;
     clearInterval(this.sweeper);
-    for (const id of [...this.pending.keys()]) this.answer(id, Status.UNAVAILABLE, `replica ${this.id} left`, null);
+    for (const id of [...this.pending.keys()]) this.answer(id, Status.UNAVAILABLE, 'replica left', null);
     this.stream?.cancel();
     this.client.close();
   }

@@ -1,9 +1,31 @@
+import { NAME_RE } from '../../libs/bus/index.js';
 import { InvalidArgumentError } from '../../libs/errors/index.js';
 
 /** The fields of a ModelInferRequest the router routes by. */
 export interface RouteFields {
   modelName: string;
   modelVersion: string;
+}
+
+/**
+ * Longest model_name or model_version read, in bytes: longer than any valid
+ * `name@alias` (63 + 1 + 63), so a cut value is still invalid, and a huge
+ * one costs no huge string.
+ */
+const MAX_ROUTE_FIELD_BYTES = 128;
+
+/** A model version as callers name it: a positive integer of at most 16 digits. */
+export const VERSION_RE = /^[1-9]\d{0,15}$/;
+
+/**
+ * Checks a version selector ('' = the default, digits = a version, else an
+ * alias); throws INVALID_ARGUMENT naming `field`, without echoing the value.
+ */
+export function checkSelector(selector: string, field: string): void {
+  if (selector === '') return;
+  if (/^\d+$/.test(selector)) {
+    if (!VERSION_RE.test(selector)) throw new InvalidArgumentError(field, 'a version must be a positive integer of at most 16 digits');
+  } else if (!NAME_RE.test(selector)) throw new InvalidArgumentError(field, 'an alias must match [a-z0-9][a-z0-9_-]{0,62}');
 }
 
 /**
@@ -53,8 +75,8 @@ export function scanRouteFields(buf: Buffer, out: RouteFields): RouteFields {
           shift += 7;
         } while (b & 0x80);
         if (pos + n > len) throw malformed();
-        if (field === 1) out.modelName = buf.toString('utf8', pos, pos + n);
-        else if (field === 2) out.modelVersion = buf.toString('utf8', pos, pos + n);
+        if (field === 1) out.modelName = buf.toString('utf8', pos, pos + Math.min(n, MAX_ROUTE_FIELD_BYTES));
+        else if (field === 2) out.modelVersion = buf.toString('utf8', pos, pos + Math.min(n, MAX_ROUTE_FIELD_BYTES));
         pos += n;
         break;
       }

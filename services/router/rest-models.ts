@@ -2,9 +2,10 @@
  * What the REST gateway reads from the routing table: a model version chosen
  * by URL (as the gRPC path would choose it) and its serving state.
  */
-import { NAME_RE, checkName } from '../../libs/bus/index.js';
+import { checkName } from '../../libs/bus/index.js';
 import { InvalidArgumentError, NotFoundError, UnavailableError } from '../../libs/errors/index.js';
 import type { VersionRecord } from '../../libs/proto/index.js';
+import { checkSelector, VERSION_RE } from './request-scan.js';
 import type { Route, RoutingTable } from './routing-table.js';
 
 /** A model and version selector taken from a URL: '' (the default), digits (a version) or an alias. */
@@ -19,7 +20,7 @@ export interface ModelRef {
  */
 export function modelRef(name: string, kind: 'version' | 'label' | '', selector: string): ModelRef {
   checkName(name, 'model_name');
-  if (kind === 'version' && !/^[1-9]\d{0,15}$/.test(selector)) throw new InvalidArgumentError('version', `"${selector}" is not a version number`);
+  if (kind === 'version' && !VERSION_RE.test(selector)) throw new InvalidArgumentError('version', 'must be a positive integer of at most 16 digits');
   if (kind === 'label') checkName(selector, 'label');
   return { name, selector };
 }
@@ -27,9 +28,7 @@ export function modelRef(name: string, kind: 'version' | 'label' | '', selector:
 /** Like modelRef for OIP URLs, whose version may be a number or an alias. */
 export function oipModelRef(name: string, version: string): ModelRef {
   checkName(name, 'model_name');
-  if (version !== '' && !/^[1-9]\d{0,15}$/.test(version) && !NAME_RE.test(version)) {
-    throw new InvalidArgumentError('version', `"${version}" is neither a version number nor an alias`);
-  }
+  checkSelector(version, 'version');
   return { name, selector: version };
 }
 

@@ -59,6 +59,9 @@ interface Endpoint {
 /** The REST gateway's HTTP server (not yet listening). It never throws on bad input and never crashes on it. */
 export function createRestServer(table: RoutingTable, infer: InferPath, o: RestOptions): http.Server | https.Server {
   const call = (req: http.IncomingMessage, buf: Buffer): Promise<oip.ModelInferResponse> => {
+    // JSON numbers can encode larger than they read ("0," is 2 bytes, an FP64 is 8): the encoded
+    // request must fit the same limit as a gRPC caller's.
+    if (buf.length > o.maxBodyBytes) return Promise.reject(new HttpError(413, `request: tensors encode to ${buf.length} bytes, more than the limit of ${o.maxBodyBytes} bytes`));
     const deadline = deadlineOf(req, o.defaultTimeoutMs);
     return new Promise((resolve, reject) => {
       infer(buf, headerSource(req), deadline, (code, message, response) => {

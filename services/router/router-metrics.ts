@@ -4,6 +4,8 @@ import type { RoutingTable } from './routing-table.js';
 /** Counters the request path keeps (plain fields: the hot path only does `++`). */
 export interface RouterCounters {
   inflight: number;
+  /** gRPC calls whose request body is still arriving (they count toward the in-flight limit too). */
+  receiving: number;
   shed: number;
   cancelled: number;
 }
@@ -24,6 +26,7 @@ export function routerMetrics(table: RoutingTable, c: RouterCounters): Registry 
   const counter = (name: string, help: string, read: () => number) =>
     new Counter({ name, help, registers: [registry], collect() { this.reset(); this.inc(read()); } });
   gauge('infermesh_router_inflight_requests', 'Requests in flight through this router', () => c.inflight);
+  gauge('infermesh_router_receiving_requests', 'gRPC requests whose body is still arriving', () => c.receiving);
   gauge('infermesh_router_replicas', 'Inference replicas this router knows', () => table.replicaCount());
   gauge('infermesh_router_ejected_replicas', 'Replicas out of rotation after repeated timeouts', () => table.ejectedCount());
   counter('infermesh_router_shed_requests_total', 'Requests refused with RESOURCE_EXHAUSTED because too many were in flight', () => c.shed);
