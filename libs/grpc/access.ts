@@ -6,16 +6,20 @@
  *     sha256:<64 hex digits> <subject> <role>[,<role>…]
  *
  * Roles: `push` (PushModel, SetProbe), `promote` (alias moves, rollback,
- * canary, shadow), `outcomes` (RecordOutcomes), `admin` (all of them). A
- * caller sends `authorization: Bearer <token>` metadata. Reads need no token.
- * Without a tokens file the management plane is open (its listeners bind
- * 127.0.0.1 unless --host says otherwise).
+ * canary, shadow, an alias set by a push), `outcomes` (RecordOutcomes),
+ * `admin` (all of them); which RPC and which request field needs which role
+ * is one table, management-roles.ts. A caller sends `authorization: Bearer
+ * <token>` metadata. Reads need no token. Without a tokens file the
+ * management plane is open, which only a loopback listener may be without
+ * --insecure-management (AccessPolicy.forListener).
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import type * as grpc from '@grpc/grpc-js';
 import { ConfigError } from '../config/index.js';
 import { PermissionDeniedError, UnauthenticatedError } from '../errors/index.js';
+import { guarded } from './handler.js';
+import { fieldRole, rpcRole, type ManagedService } from './management-roles.js';
 
 export const ROLES = ['push', 'promote', 'outcomes', 'admin'] as const;
 export type Role = (typeof ROLES)[number];
@@ -99,6 +103,24 @@ export class AccessPolicy {
     return AccessPolicy.parse(text, `${name} ${path}`);
   }
 
+  /**
+   * The policy of a management listener on `host`: the tokens file at
+   * `tokensFile`, or open. Open is refused off loopback (ConfigError naming
+   * --tokens-file and --insecure-management) unless `insecure` is set, in which
+   * case `warn` is told so loudly.
+   */
+  static forListener(o: { tokensFile: string; host: string; insecure: boolean; warn: (msg: string) => void }): AccessPolicy {
+    const policy = AccessPolicy.load(o.tokensFile);
+    if (!policy.isOpen || isLoopbackHost(o.host)) return policy;
+    if (!o.insecure) {
+      throw new ConfigError(
+        `--host ${o.host} is not a loopback address and no --tokens-file is set: anyone who reaches this management API could write to it (push, promote, record outcomes); give --tokens-file, or --insecure-management to run without tokens`,
+      );
+    }
+    o.warn(`INSECURE: the management API on ${o.host} takes no tokens (--insecure-management): anyone who reaches it can write to it (push, promote, roll back, record outcomes)`);
+    return policy;
+  }
+
   /** True when no tokens are configured. */
   get isOpen(): boolean {
     return this.entries === null;
@@ -119,6 +141,47 @@ export class AccessPolicy {
     };
   }
 
+  /**
+   * Puts the role table's guard in front of every handler of `impl`, the
+   * implementation of `definition` (the generated grpc-js service). Throws (a
+   * programming error, at start-up) when the table has no row for one of the
+   * service's RPCs, so a new RPC cannot be served before its role is decided.
+   */
+  guardService<T extends object>(service: ManagedService, definition: grpc.ServiceDefinition, impl: T): T {
+    const out = { ...impl } as Record<string, unknown>;
+    for (const [key, method] of Object.entries(definition)) {
+      const path = method.path;
+      if (path.slice(1, path.lastIndexOf('/')) !== `infermesh.v1.${service}`) throw new Error(`management-roles: ${path} is not a method of ${service}`);
+      const handler = out[key];
+      if (typeof handler !== 'function') throw new Error(`management-roles: ${service} has no handler for ${path}`);
+      out[key] = guarded(handler as (call: never) => void, this.rpcGuard(service, path.slice(path.lastIndexOf('/') + 1)));
+    }
+    return out as T;
+  }
+
+  /**
+   * The guard of an RPC, by the role table (management-roles.ts); undefined
+   * when open or when the RPC is a read. Throws (a programming error) when the
+   * table has no row for it.
+   */
+  rpcGuard(service: ManagedService, rpc: string): Guard | undefined {
+    const role = rpcRole(service, rpc);
+    return role === 'none' ? undefined : this.guard(role);
+  }
+
+  /**
+   * Checks, inside a handler whose RPC guard already passed, that the caller
+   * may also set `field` (management-roles.ts says which role that takes).
+   * Call it before anything is stored. Throws UnauthenticatedError or
+   * PermissionDeniedError (naming the field); nothing when open.
+   */
+  checkField(service: ManagedService, rpc: string, field: string, metadata: grpc.Metadata): void {
+    const role = fieldRole(service, rpc, field);
+    if (this.entries === null) return;
+    const e = this.authenticate(metadata);
+    if (!e.roles.has(role) && !e.roles.has('admin')) throw new PermissionDeniedError(`setting ${field} needs the ${role} role, which the token of ${e.subject} lacks`);
+  }
+
   /** The entry whose hash matches the call's bearer token; compares every entry in constant time. */
   private authenticate(md: grpc.Metadata): Entry {
     const values = md.get('authorization');
@@ -133,4 +196,13 @@ export class AccessPolicy {
     if (!found) throw new UnauthenticatedError('unknown token');
     return found;
   }
+}
+
+/** True for `localhost`, 127.0.0.0/8 and ::1 (also IPv4-mapped): addresses only this machine can reach. */
+export function isLoopbackHost(host: string): boolean {
+  const h = host.trim().toLowerCase().replace(/^\[(.*)\]$/, '$1');
+  if (h === 'localhost' || h === '::1' || h === '0:0:0:0:0:0:0:1') return true;
+  const v4 = h.startsWith('::ffff:') ? h.slice(7) : h;
+  const m = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(v4);
+  return !!m && Number(m[1]) === 127 && m.slice(2).every((o) => Number(o) <= 255);
 }

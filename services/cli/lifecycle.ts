@@ -14,11 +14,14 @@ export interface CanaryOptions extends GlobalOptions {
   weight?: string;
   keyHeader?: string;
   clear?: boolean;
+  /** Why, kept in the lifecycle history (the registry records what changed when absent). */
+  reason?: string;
 }
 
 export interface ShadowOptions extends GlobalOptions {
   percent?: string;
   clear?: boolean;
+  reason?: string;
 }
 
 /** What a `models canary` invocation asks for. */
@@ -60,12 +63,12 @@ export function shadowChange(version: number | undefined, o: Pick<ShadowOptions,
 }
 
 /** `models rollback NAME`: points the alias (default production) back at its previous target. */
-export async function rollbackCommand(name: string, o: GlobalOptions & { alias: string }): Promise<void> {
+export async function rollbackCommand(name: string, o: GlobalOptions & { alias: string; reason?: string }): Promise<void> {
   const api = new RegistryApi(o.registry);
   try {
     // Read first only to say what the alias pointed at; the rollback itself is one atomic call.
     const before = await remote('registry', o.registry, () => api.get(name));
-    const after = await remote('registry', o.registry, () => api.rollback(name, o.alias));
+    const after = await remote('registry', o.registry, () => api.rollback(name, o.alias, o.reason ?? ''));
     const was = aliases(before)[o.alias];
     const now = aliases(after)[o.alias];
     if (o.json) {
@@ -84,7 +87,7 @@ export async function canaryCommand(name: string, version: number | undefined, o
   const api = new RegistryApi(o.registry);
   try {
     const m = await remote('registry', o.registry, () =>
-      change.clear ? api.clearCanary(name) : api.setCanary(name, change.version, change.weightPercent, change.keyHeader),
+      change.clear ? api.clearCanary(name, o.reason ?? '') : api.setCanary(name, change.version, change.weightPercent, change.keyHeader, o.reason ?? ''),
     );
     if (o.json) {
       printJson(trafficSummary(m));
@@ -101,7 +104,7 @@ export async function shadowCommand(name: string, version: number | undefined, o
   const change = shadowChange(version, o);
   const api = new RegistryApi(o.registry);
   try {
-    const m = await remote('registry', o.registry, () => (change.clear ? api.clearShadow(name) : api.setShadow(name, change.version, change.percent)));
+    const m = await remote('registry', o.registry, () => (change.clear ? api.clearShadow(name, o.reason ?? '') : api.setShadow(name, change.version, change.percent, o.reason ?? '')));
     if (o.json) {
       printJson(trafficSummary(m));
       return;
@@ -112,7 +115,7 @@ export async function shadowCommand(name: string, version: number | undefined, o
   }
 }
 
-/** `models history NAME`: the model's lifecycle events, oldest first, one row each. */
+/** `models history NAME`: the model's lifecycle events in the event stream's order (oldest first), one row each. */
 export async function historyCommand(name: string, o: GlobalOptions): Promise<void> {
   const api = new RegistryApi(o.registry);
   try {

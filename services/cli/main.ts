@@ -99,11 +99,13 @@ withGlobals(models.command('show').argument('<name>', 'model name'))
 withGlobals(models.command('promote').argument('<name>', 'model name').argument('<version>', 'version number', int(1)))
   .description('point an alias (default production) at a version')
   .option('--alias <alias>', 'alias to move', 'production')
+  .option('--reason <text>', 'why, kept in the lifecycle history (models history)')
   .action(async (name: string, version: number, o) => (await import('./models.js')).promoteCommand(name, version, o));
 
 withGlobals(models.command('rollback').argument('<name>', 'model name'))
   .description('point an alias (default production) back at its previous version')
   .option('--alias <alias>', 'alias to roll back', 'production')
+  .option('--reason <text>', 'why, kept in the lifecycle history (models history)')
   .action(async (name: string, o) => (await import('./lifecycle.js')).rollbackCommand(name, o));
 
 withGlobals(models.command('canary').argument('<name>', 'model name').argument('[version]', 'version that gets the share', int(1)))
@@ -111,12 +113,14 @@ withGlobals(models.command('canary').argument('<name>', 'model name').argument('
   .option('--weight <percent>', 'share of production traffic, 0 < P <= 100')
   .option('--key-header <key>', 'request metadata key whose value keeps a caller on one version (default: random per request)')
   .option('--clear', 'remove the canary')
+  .option('--reason <text>', 'why, kept in the lifecycle history (models history)')
   .action(async (name: string, version: number | undefined, o) => (await import('./lifecycle.js')).canaryCommand(name, version, o));
 
 withGlobals(models.command('shadow').argument('<name>', 'model name').argument('[version]', 'version that gets mirrored requests', int(1)))
   .description("mirror live requests to a version and compare its answers with production's (NAME VERSION), or stop (NAME --clear)")
   .option('--percent <percent>', 'share of requests mirrored, 0 < P <= 100 (default 100)')
   .option('--clear', 'remove the shadow')
+  .option('--reason <text>', 'why, kept in the lifecycle history (models history)')
   .action(async (name: string, version: number | undefined, o) => (await import('./lifecycle.js')).shadowCommand(name, version, o));
 
 withGlobals(models.command('history').argument('<name>', 'model name'))

@@ -137,14 +137,14 @@ export async function showCommand(name: string, o: GlobalOptions): Promise<void>
   }
 }
 
-/** `models promote NAME VERSION`: points an alias (default production) at VERSION. */
-export async function promoteCommand(name: string, version: number, o: GlobalOptions & { alias: string }): Promise<void> {
+/** `models promote NAME VERSION [--reason TEXT]`: points an alias (default production) at VERSION. */
+export async function promoteCommand(name: string, version: number, o: GlobalOptions & { alias: string; reason?: string }): Promise<void> {
   const api = new RegistryApi(o.registry);
   try {
     const before = await remote('registry', o.registry, () => api.get(name));
     const previous = aliases(before)[o.alias] ?? 0;
     // Compare-and-set against what was just read, so a concurrent promote is not silently overwritten.
-    const after = await remote('registry', o.registry, () => api.setAlias(name, version, o.alias, previous));
+    const after = await remote('registry', o.registry, () => api.setAlias(name, version, o.alias, previous, o.reason ?? ''));
     const now = aliases(after)[o.alias] ?? version;
     if (o.json) {
       printJson({ name, alias: o.alias, version: now, previous: previous || null });

@@ -179,8 +179,8 @@ export class CanaryAnalysis {
   }
 
   private async promote(name: string, version: number): Promise<void> {
-    await this.registry.setAlias(name, version, 'production');
-    await this.registry.clearCanary(name);
+    await this.registry.setAlias(name, version, 'production', 0, 'canary analysis: canary held');
+    await this.registry.clearCanary(name, `canary analysis: promoted version ${version} to production`);
     this.log.info({ model: name, version }, 'canary promoted');
   }
 }

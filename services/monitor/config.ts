@@ -1,5 +1,5 @@
 /** The monitor's configuration: its ports, the slow-request retention, and the fields every service shares. */
-import { commonSpec, int, num, str, type ConfigOf } from '../../libs/config/index.js';
+import { bool, commonSpec, int, num, str, type ConfigOf } from '../../libs/config/index.js';
 import { CANARY_METRICS } from './canary.js';
 import { DEFAULT_OUTCOME_RETENTION_MS, DEFAULT_OUTCOME_SAMPLES_PER_MODEL, DEFAULT_SAMPLES_STREAM_MAX_BYTES } from './outcomes.js';
 
@@ -73,6 +73,7 @@ export const monitorSpec = {
   canaryPromoteAfterMs: int({ env: 'INFERMESH_CANARY_PROMOTE_AFTER_MS', flag: 'canary-promote-after-ms', default: 0, min: 0, help: 'promote a canary that held this long (0 = never)' }),
   // Security (README "Security"): who may record outcomes, and the token the canary analysis rolls back with.
   tokensFile: str({ env: 'INFERMESH_TOKENS_FILE', flag: 'tokens-file', default: '', help: 'hashed bearer tokens with roles; RecordOutcomes needs the outcomes role (empty = open)' }),
+  insecureManagement: bool({ env: 'INFERMESH_INSECURE_MANAGEMENT', flag: 'insecure-management', default: false, help: 'serve a non-loopback --host without --tokens-file (anyone who reaches it may record outcomes)' }),
   registryToken: str({ env: 'INFERMESH_REGISTRY_TOKEN', flag: 'registry-token', default: '', help: 'bearer token (promote role) sent to the registry' }),
 };
 

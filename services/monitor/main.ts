@@ -6,15 +6,18 @@ import { loadConfig } from '../../libs/config/index.js';
 import { createLogger } from '../../libs/log/index.js';
 import { startTelemetry } from '../../libs/telemetry/index.js';
 import { connectNats, natsSecurityOf } from '../../libs/bus/index.js';
+import { AccessPolicy } from '../../libs/grpc/index.js';
 import { monitorSpec } from './config.js';
 import { Monitor } from './monitor.js';
 
 async function main(): Promise<void> {
   const config = loadConfig(monitorSpec, process.argv.slice(2), process.env);
   const log = createLogger('monitor', config.logLevel);
+  // Before NATS: an open management plane off loopback stops start-up at once.
+  const access = AccessPolicy.forListener({ tokensFile: config.tokensFile, host: config.host, insecure: config.insecureManagement, warn: (m) => log.warn(m) });
   const telemetry = await startTelemetry('infermesh-monitor', process.env);
   const nc = await connectNats(config.natsUrl, 'infermesh-monitor', log, natsSecurityOf(config));
-  const monitor = await Monitor.create(config, { nc, log });
+  const monitor = await Monitor.create(config, { nc, log, access });
   log.info({ grpcPort: monitor.grpcPort, metricsPort: monitor.metricsPort }, 'listening');
 
   let closing: Promise<void> | null = null;

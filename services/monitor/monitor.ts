@@ -53,6 +53,8 @@ export interface MonitorDeps {
   now?: () => number;
   /** Proto files served by reflection, relative to PROTO_DIR (default: monitor.proto). */
   protoFiles?: readonly string[];
+  /** Who may write (main.ts checks it before connecting to NATS); default: from settings, AccessPolicy.forListener. */
+  access?: AccessPolicy;
 }
 
 export class Monitor {
@@ -108,7 +110,7 @@ export class Monitor {
     const settings: MonitorConfig = { ...loadConfig(monitorSpec, [], {}), ...given };
     // TLS (mutual with a CA) on the gRPC listener and towards the router and registry; tokens for RecordOutcomes.
     const tls = serverTlsOf(settings);
-    const access = AccessPolicy.load(settings.tokensFile);
+    const access = deps.access ?? AccessPolicy.forListener({ tokensFile: settings.tokensFile, host: settings.host, insecure: settings.insecureManagement, warn: (m) => deps.log.warn(m) });
     const now = deps.now ?? Date.now;
     const store = new StatsStore(now);
     const slow = new SlowRequests(settings.slowRetentionMs, now);

@@ -6,7 +6,8 @@ import type {
   GetSlowRequestsResponse,
   MonitorServer,
 } from '../../libs/proto/index.js';
-import { AccessPolicy, guarded, unary } from '../../libs/grpc/index.js';
+import { MonitorService } from '../../libs/proto/index.js';
+import { AccessPolicy, unary } from '../../libs/grpc/index.js';
 import { checkName } from '../../libs/bus/index.js';
 import { NotFoundError } from '../../libs/errors/index.js';
 import type { StatsStore } from './stats-store.js';
@@ -56,10 +57,10 @@ export function monitorServer(
   rest: Pick<MonitorServer, 'getDrift' | 'recordOutcomes' | 'getEvaluation' | 'listAlerts' | 'watchAlerts'>,
   access: AccessPolicy = AccessPolicy.open(),
 ): MonitorServer {
-  return {
+  // Every RPC's role (RecordOutcomes: outcomes) comes from the one table, libs/grpc/management-roles.ts.
+  return access.guardService('Monitor', MonitorService, {
     getModelStats: unary((req: GetModelStatsRequest) => getModelStats(store, req)),
     getSlowRequests: unary((req: GetSlowRequestsRequest) => getSlowRequests(store, slow, req)),
     ...rest,
-    recordOutcomes: guarded(rest.recordOutcomes, access.guard('outcomes')),
-  };
+  });
 }

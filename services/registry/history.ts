@@ -6,7 +6,12 @@ import { ModelEvent } from '../../libs/proto/index.js';
 /** Most events one history answer returns (the newest ones). */
 const MAX_EVENTS = 5_000;
 
-/** A model's lifecycle events, oldest first, read from the JetStream event stream. */
+/**
+ * A model's lifecycle events in stream-sequence order (the order JetStream
+ * stored them, oldest first), never by their `at_ms`: events come from several
+ * processes whose clocks differ, and one retried from a publisher's outbox
+ * carries the time it was raised, not stored.
+ */
 export async function readHistory(nc: NatsConnection, name: string): Promise<ModelEvent[]> {
   const subject = subjects.events(name);
   try {
@@ -15,17 +20,19 @@ export async function readHistory(nc: NatsConnection, name: string): Promise<Mod
     const count = info.state.subjects?.[subject] ?? 0;
     if (count === 0) return [];
     const consumer = await nc.jetstream().consumers.get(EVENTS_STREAM, { filterSubjects: subject });
-    const out: ModelEvent[] = [];
+    const out: { seq: number; ev: ModelEvent }[] = [];
     const msgs = await consumer.fetch({ max_messages: count, expires: 5_000 });
     for await (const m of msgs) {
       try {
-        out.push(ModelEvent.decode(m.data));
+        out.push({ seq: m.seq, ev: ModelEvent.decode(m.data) });
       } catch {
         // A payload that is not an event is skipped, never shown.
       }
       if (m.info.pending === 0) break;
     }
-    return out.slice(-MAX_EVENTS);
+    // An ordered consumer delivers by sequence already; sorting says so and costs nothing here.
+    out.sort((a, b) => a.seq - b.seq);
+    return out.slice(-MAX_EVENTS).map((e) => e.ev);
   } catch (err) {
     throw new UnavailableError('event history unavailable', { cause: err });
   }

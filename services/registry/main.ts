@@ -1,5 +1,5 @@
 /** The registry: models, versions, artifacts and aliases (gRPC on 8600). */
-import { commonSpec, int, loadConfig, str } from '../../libs/config/index.js';
+import { bool, commonSpec, int, loadConfig, str } from '../../libs/config/index.js';
 import { createLogger } from '../../libs/log/index.js';
 import { startTelemetry } from '../../libs/telemetry/index.js';
 import { connectNats, natsSecurityOf, openBuckets, EventPublisher } from '../../libs/bus/index.js';
@@ -20,6 +20,8 @@ const config = loadConfig(
     allowedDomains: str({ env: 'INFERMESH_ALLOWED_OP_DOMAINS', flag: 'allowed-op-domains', default: DEFAULT_DOMAINS.join(',') }),
     /** Hashed bearer tokens with roles for writes (libs/grpc/access.ts); '' = open. */
     tokensFile: str({ env: 'INFERMESH_TOKENS_FILE', flag: 'tokens-file', default: '' }),
+    /** Without it, a non-loopback --host needs --tokens-file (AccessPolicy.forListener). */
+    insecureManagement: bool({ env: 'INFERMESH_INSECURE_MANAGEMENT', flag: 'insecure-management', default: false }),
   },
   process.argv.slice(2),
   process.env,
@@ -27,7 +29,7 @@ const config = loadConfig(
 
 const log = createLogger('registry', config.logLevel);
 const tls = serverTlsOf(config);
-const access = AccessPolicy.load(config.tokensFile);
+const access = AccessPolicy.forListener({ tokensFile: config.tokensFile, host: config.host, insecure: config.insecureManagement, warn: (m) => log.warn(m) });
 const natsSecurity = natsSecurityOf(config);
 const telemetry = await startTelemetry('infermesh-registry', process.env);
 const nc = await connectNats(config.natsUrl, 'infermesh-registry', log, natsSecurity).catch((err: Error) => {

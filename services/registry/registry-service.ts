@@ -22,6 +22,7 @@ import {
   type SetProbeRequest,
   type ProbeRecord,
   oip,
+  RegistryService,
 } from '../../libs/proto/index.js';
 import type { NatsConnection } from 'nats';
 import { readHistory } from './history.js';
@@ -37,9 +38,10 @@ export interface RegistryOptions extends ValidateOptions {
   /** Who the registry says made a change when the call carries no token (open management plane). */
   actor: string;
   /**
-   * Who may write: PushModel and SetProbe need the `push` role; SetAlias,
-   * Rollback, SetCanary and SetShadow need `promote` (admin has all). The
-   * token's subject is recorded as the actor. Default: open.
+   * Who may write, by the role table (libs/grpc/management-roles.ts): PushModel
+   * and SetProbe need `push`; SetAlias, Rollback, SetCanary, SetShadow and a
+   * push that sets an alias need `promote` (admin has all). The token's subject
+   * is recorded as the actor. Default: open.
    */
   access?: AccessPolicy;
 }
@@ -47,6 +49,8 @@ export interface RegistryOptions extends ValidateOptions {
 export const DEFAULT_ALIAS = 'production';
 
 const HEADER_RE = /^[a-z0-9][a-z0-9_.-]{0,127}$/;
+/** Longest reason a change is recorded with. */
+const MAX_REASON_CHARS = 500;
 
 export interface RegistryDeps {
   store: ModelStore;
@@ -58,8 +62,13 @@ export interface RegistryDeps {
 /** The Registry gRPC service: push, list, show, alias moves, rollback, canary, shadow, history. */
 export function registryHandlers({ store, events, replicas, nc }: RegistryDeps, o: RegistryOptions): RegistryServer {
   const access = o.access ?? AccessPolicy.open();
-  const pushGuard = access.guard('push');
-  const promoteGuard = access.guard('promote');
+  /** Fields whose role the table lists apart from their RPC's (checked before anything is stored). */
+  const field = (ctx: CallContext, rpc: string, name: string): void => access.checkField('Registry', rpc, name, ctx.metadata);
+  /** The reason a change is recorded with: the caller's, else what changed. */
+  const reasonOf = (given: string, otherwise: string): string => {
+    if (given.length > MAX_REASON_CHARS) throw new InvalidArgumentError('reason', `at most ${MAX_REASON_CHARS} characters`);
+    return given || otherwise;
+  };
   /** Who made the change: the token's subject, else the registry's own name. */
   const actorOf = (ctx: CallContext): string => ctx.subject ?? o.actor;
   /** The event field naming a token's subject (events otherwise carry the publisher's name). */
@@ -76,14 +85,18 @@ export function registryHandlers({ store, events, replicas, nc }: RegistryDeps, 
       throw new NotFoundError(known.length ? `model ${name} has no version ${version}` : `model ${name} not found`);
     }
   };
-  const setAlias = async (ctx: CallContext, name: string, alias: string, version: number, expected?: number): Promise<ModelInfo> => {
+  // Every change's event is stored before the call answers, so `models history` right after shows it
+  // (publish never throws: with NATS down the event waits in the publisher's outbox, in order).
+  const setAlias = async (ctx: CallContext, name: string, alias: string, version: number, reason: string, expected?: number): Promise<ModelInfo> => {
     await servable(name, version);
     const { previous } = await store.setAlias(name, alias, version, actorOf(ctx), expected);
-    if (previous !== version) void events.publish({ name, version, kind: ModelEvent_Kind.PROMOTED, alias, ...by(ctx) });
+    const why = reason || (previous ? `was version ${previous}` : 'new alias');
+    if (previous !== version) await events.publish({ name, version, kind: ModelEvent_Kind.PROMOTED, alias, reason: why, ...by(ctx) });
     return store.getModel(name);
   };
 
-  return {
+  // Every RPC's role comes from the one table (libs/grpc/management-roles.ts).
+  return access.guardService('Registry', RegistryService, {
     pushModel: clientStream<PushModelRequest, PushModelResponse>(async (stream, ctx) => {
       let header: PushHeader | undefined;
       const chunks: Uint8Array[] = [];
@@ -97,7 +110,10 @@ export function registryHandlers({ store, events, replicas, nc }: RegistryDeps, 
           if (part?.$case !== 'header') throw new InvalidArgumentError('header', 'the first message must be a header');
           header = part.value;
           checkName(header.name, 'header.name');
-          if (header.alias) checkName(header.alias, 'header.alias');
+          if (header.alias) {
+            field(ctx, 'PushModel', 'header.alias');
+            checkName(header.alias, 'header.alias');
+          }
           if (header.referenceFormat) referenceFormat(header.referenceFormat);
           continue;
         }
@@ -138,9 +154,9 @@ export function registryHandlers({ store, events, replicas, nc }: RegistryDeps, 
       });
       if (sig.reference) await store.putReference({ name: version.name, version: version.version, createdAtMs: Date.now(), ...sig.reference });
       await events.publish({ name: version.name, version: version.version, kind: ModelEvent_Kind.REGISTERED, ...by(ctx) });
-      if (header.alias) await setAlias(ctx, version.name, header.alias, version.version);
+      if (header.alias) await setAlias(ctx, version.name, header.alias, version.version, `pushed as version ${version.version}`);
       return { version };
-    }, pushGuard),
+    }),
 
     listModels: unary<ListModelsRequest, ListModelsResponse>(async () => {
       const names = await store.modelNames();
@@ -153,63 +169,77 @@ export function registryHandlers({ store, events, replicas, nc }: RegistryDeps, 
       const name = checkName(req.name, 'name');
       const alias = checkName(req.alias || DEFAULT_ALIAS, 'alias');
       if (!req.version) throw new InvalidArgumentError('version', 'must be a version number ≥ 1');
-      return setAlias(ctx, name, alias, req.version, req.expectedVersion || undefined);
-    }, promoteGuard),
+      return setAlias(ctx, name, alias, req.version, reasonOf(req.reason, ''), req.expectedVersion || undefined);
+    }),
 
     rollback: unary<RollbackRequest, ModelInfo>(async (req, ctx) => {
       const name = checkName(req.name, 'name');
       const alias = checkName(req.alias || DEFAULT_ALIAS, 'alias');
+      const given = reasonOf(req.reason, '');
       let to = 0;
+      let from = 0;
       await store.getModel(name);
       await store.updateTraffic(name, actorOf(ctx), (rec) => {
         const h = rec.history[alias]?.versions ?? [];
         if (h.length === 0) throw new FailedPreconditionError(`alias ${alias} of ${name} has no previous version`);
         to = h[h.length - 1]!;
+        from = rec.aliases[alias] ?? 0;
         rec.history[alias] = { versions: h.slice(0, -1) };
         rec.aliases[alias] = to;
       });
-      void events.publish({ name, version: to, kind: ModelEvent_Kind.ROLLED_BACK, alias, ...by(ctx) });
+      await events.publish({ name, version: to, kind: ModelEvent_Kind.ROLLED_BACK, alias, reason: given || `back from version ${from}`, ...by(ctx) });
       return store.getModel(name);
-    }, promoteGuard),
+    }),
 
     setCanary: unary<SetCanaryRequest, ModelInfo>(async (req, ctx) => {
       const name = checkName(req.name, 'name');
       if (req.clear) {
-        if (req.reason.length > 500) throw new InvalidArgumentError('reason', 'at most 500 characters');
+        field(ctx, 'SetCanary', 'clear');
+        const reason = reasonOf(req.reason, 'canary cleared');
         await store.getModel(name);
         let was = 0;
         await store.updateTraffic(name, actorOf(ctx), (rec) => {
           was = rec.canary?.version ?? 0;
           rec.canary = undefined;
         });
-        if (was && req.reason) void events.publish({ name, version: was, kind: ModelEvent_Kind.ROLLED_BACK, alias: 'canary', reason: req.reason, ...by(ctx) });
+        // Clearing no canary changes nothing, so it records nothing.
+        if (was) await events.publish({ name, version: was, kind: ModelEvent_Kind.ROLLED_BACK, alias: 'canary', reason, ...by(ctx) });
         return store.getModel(name);
       }
+      const reason = reasonOf(req.reason, `${req.weightPercent}%`);
       if (!(req.weightPercent > 0 && req.weightPercent <= 100)) throw new InvalidArgumentError('weight_percent', 'must be in (0, 100]');
       if (req.keyHeader && !HEADER_RE.test(req.keyHeader)) throw new InvalidArgumentError('key_header', 'must be a lower-case gRPC metadata key');
       await servable(name, req.version);
       await store.updateTraffic(name, actorOf(ctx), (rec) => {
         rec.canary = { version: req.version, weightPercent: req.weightPercent, keyHeader: req.keyHeader };
       });
-      void events.publish({ name, version: req.version, kind: ModelEvent_Kind.CANARIED, reason: `${req.weightPercent}%`, ...by(ctx) });
+      await events.publish({ name, version: req.version, kind: ModelEvent_Kind.CANARIED, reason, ...by(ctx) });
       return store.getModel(name);
-    }, promoteGuard),
+    }),
 
     setShadow: unary<SetShadowRequest, ModelInfo>(async (req, ctx) => {
       const name = checkName(req.name, 'name');
       if (req.clear) {
+        field(ctx, 'SetShadow', 'clear');
+        const reason = reasonOf(req.reason, 'shadow cleared');
         await store.getModel(name);
-        await store.updateTraffic(name, actorOf(ctx), (rec) => void (rec.shadow = undefined));
+        let was = 0;
+        await store.updateTraffic(name, actorOf(ctx), (rec) => {
+          was = rec.shadow?.version ?? 0;
+          rec.shadow = undefined;
+        });
+        if (was) await events.publish({ name, version: was, kind: ModelEvent_Kind.ROLLED_BACK, alias: 'shadow', reason, ...by(ctx) });
         return store.getModel(name);
       }
       if (!(req.percent > 0 && req.percent <= 100)) throw new InvalidArgumentError('percent', 'must be in (0, 100]');
+      const reason = reasonOf(req.reason, `${req.percent}%`);
       await servable(name, req.version);
       await store.updateTraffic(name, actorOf(ctx), (rec) => {
         rec.shadow = { version: req.version, percent: req.percent };
       });
-      void events.publish({ name, version: req.version, kind: ModelEvent_Kind.SHADOWED, reason: `${req.percent}%`, ...by(ctx) });
+      await events.publish({ name, version: req.version, kind: ModelEvent_Kind.SHADOWED, reason, ...by(ctx) });
       return store.getModel(name);
-    }, promoteGuard),
+    }),
 
     getHistory: unary<GetHistoryRequest, GetHistoryResponse>(async (req) => ({ events: await readHistory(nc, checkName(req.name, 'name')) })),
 
@@ -228,16 +258,22 @@ export function registryHandlers({ store, events, replicas, nc }: RegistryDeps, 
       const p = req.probe;
       if (!p) throw new InvalidArgumentError('probe', 'missing');
       const name = checkName(p.name, 'probe.name');
-      await store.getModel(name);
       if (req.clear) {
+        field(ctx, 'SetProbe', 'clear');
+        const reason = reasonOf(req.reason, 'probe removed');
+        await store.getModel(name);
         await store.setProbe(name, null);
+        await events.publish({ name, version: 0, kind: ModelEvent_Kind.PROBE_CLEARED, reason, ...by(ctx) });
         return p;
       }
+      const reason = reasonOf(req.reason, 'probe stored');
+      await store.getModel(name);
       const probe = checkProbe(p, name, actorOf(ctx));
       await store.setProbe(name, probe);
+      await events.publish({ name, version: 0, kind: ModelEvent_Kind.PROBE_SET, reason, ...by(ctx) });
       return probe;
-    }, pushGuard),
-  };
+    }),
+  });
 }
 
 /** Checks a golden probe: an OIP request for this model, finite expected values, a sane interval. */

@@ -6,7 +6,7 @@ import * as grpc from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ConfigError } from '../../libs/config/index.js';
 import { MeshError, Status } from '../../libs/errors/index.js';
-import { AccessPolicy, readClientTls, readServerTls, tokenHash } from '../../libs/grpc/index.js';
+import { AccessPolicy, isLoopbackHost, readClientTls, readServerTls, tokenHash } from '../../libs/grpc/index.js';
 import { natsSecurityOf } from '../../libs/bus/index.js';
 import { makeTestPki, type TestPki } from '../harness/certs.js';
 
@@ -101,6 +101,60 @@ describe('role guards', () => {
         expect((err as Error).message).not.toMatch(/nope|push-token|sha256|[0-9a-f]{16}/);
       }
     }
+  });
+});
+
+describe('the role table in the policy', () => {
+  const policy = AccessPolicy.parse(`${FILE}${tokenHash('promote-token')} release promote\n`, 'tokens');
+  const field = (auth: string | undefined, rpc: string, name: string): string => {
+    try {
+      policy.checkField('Registry', rpc, name, md(auth));
+      return 'OK';
+    } catch (err) {
+      return Status[(err as MeshError).code]!;
+    }
+  };
+
+  it('an RPC guard comes from the table: reads have none, writes their role', () => {
+    expect(policy.rpcGuard('Registry', 'GetModel')).toBeUndefined();
+    expect(() => policy.rpcGuard('Registry', 'PushModel')!(md('Bearer promote-token'))).toThrow(/lacks the push role/);
+    expect(policy.rpcGuard('Registry', 'SetAlias')!(md('Bearer promote-token'))).toBe('release');
+    expect(policy.rpcGuard('Monitor', 'RecordOutcomes')!(md('Bearer admin-token'))).toBe('alice@example.com');
+  });
+
+  it('a state-changing field needs its own role, named in the message', () => {
+    expect(field('Bearer push-token', 'PushModel', 'header.alias')).toBe('PERMISSION_DENIED');
+    expect(field('Bearer promote-token', 'PushModel', 'header.alias')).toBe('OK');
+    expect(field('Bearer admin-token', 'PushModel', 'header.alias')).toBe('OK');
+    expect(field(undefined, 'SetCanary', 'clear')).toBe('UNAUTHENTICATED');
+    expect(() => policy.checkField('Registry', 'PushModel', 'header.alias', md('Bearer push-token'))).toThrow(/header\.alias needs the promote role/);
+    // Open: no check at all.
+    expect(() => AccessPolicy.open().checkField('Registry', 'PushModel', 'header.alias', md())).not.toThrow();
+  });
+
+  it('an RPC or field missing from the table is a programming error, never open', () => {
+    expect(() => policy.rpcGuard('Registry', 'DropEverything')).toThrow(/no row for Registry.DropEverything/);
+    expect(() => AccessPolicy.open().checkField('Registry', 'SetAlias', 'version', md())).toThrow(/no row/);
+    const def = { drop: { path: '/infermesh.v1.Registry/DropEverything' } } as unknown as grpc.ServiceDefinition;
+    expect(() => AccessPolicy.open().guardService('Registry', def, { drop: () => undefined })).toThrow(/no row/);
+  });
+});
+
+describe('management listeners off loopback', () => {
+  it('loopback: 127.0.0.0/8, ::1, localhost', () => {
+    for (const h of ['127.0.0.1', '127.1.2.3', 'localhost', '::1', '[::1]', '::ffff:127.0.0.1']) expect(isLoopbackHost(h), h).toBe(true);
+    for (const h of ['0.0.0.0', '::', '10.0.0.1', '128.0.0.1', 'registry.infermesh.svc', '', '127.0.0.256']) expect(isLoopbackHost(h), h).toBe(false);
+  });
+
+  it('open off loopback stops start-up naming the flags, unless --insecure-management (then a warning)', () => {
+    const warnings: string[] = [];
+    const o = { tokensFile: '', insecure: false, warn: (m: string) => warnings.push(m) };
+    expect(AccessPolicy.forListener({ ...o, host: '127.0.0.1' }).isOpen).toBe(true);
+    expect(configError(() => AccessPolicy.forListener({ ...o, host: '0.0.0.0' }))).toMatch(/^--host 0\.0\.0\.0 is not a loopback address and no --tokens-file is set: .*--insecure-management/);
+    expect(warnings).toEqual([]);
+    expect(AccessPolicy.forListener({ ...o, host: '0.0.0.0', insecure: true }).isOpen).toBe(true);
+    expect(warnings).toHaveLength(1);
+    expect(warnings[0]).toMatch(/^INSECURE: .*--insecure-management/);
   });
 });
 
