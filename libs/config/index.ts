@@ -116,6 +116,72 @@ export function loadConfig<S extends Spec>(spec: S, argv: readonly string[], env
   return Object.freeze(out) as ConfigOf<S>;
 }
 
+/** The usage text of a service: each flag with its variable, default and help. */
+export function usage(service: string, spec: Spec): string {
+  const rows: [string, string][] = [];
+  for (const field of Object.values(spec)) {
+    if (!field.flag) continue;
+    const f = field as Field<unknown> & { choices?: readonly string[] };
+    const value = typeof f.default === 'boolean' ? '[true|false]' : f.choices ? f.choices.join('|') : typeof f.default === 'number' ? 'N' : 'VALUE';
+    const def = f.default === '' ? '' : ` (default ${String(f.default)})`;
+    rows.push([`--${f.flag} ${value}`, `${f.env ?? ''}${def}${f.help ? `: ${f.help}` : ''}`]);
+  }
+  const width = Math.min(40, Math.max(...rows.map(([a]) => a.length)));
+  return [
+    `usage: node dist/services/${service}/main.js [--flag value | --flag=value] ...`,
+    '',
+    'Every flag can also be set by the environment variable after it; flags win.',
+    '',
+    ...rows.map(([a, b]) => `  ${a.padEnd(width)}  ${b}`),
+    '',
+  ].join('\n');
+}
+
+let startingService: string | null = null;
+
+/** One line for a start-up failure: the message's first line, without OpenSSL's source locations. */
+function startupLine(err: unknown): string {
+  const msg = err instanceof Error ? err.message : String(err);
+  const line = msg.split('\n').find((l) => l.trim() !== '') ?? 'failed';
+  return line.replace(/^[0-9A-F]{8,}:error:[0-9A-F]+:[^:]*:[^:]*:/, '').replace(/:\.\.\/deps\/openssl\/[^ ]*$/, '');
+}
+
+/**
+ * Ends a service that failed to start: one line, `infermesh-<service>:
+ * <message>`, on stderr; exit status 2 for a configuration error, else 1.
+ */
+export function startupFailed(service: string, err: unknown): never {
+  process.stderr.write(`infermesh-${service}: ${startupLine(err)}\n`);
+  process.exit(err instanceof ConfigError ? 2 : 1);
+}
+
+function onStartupError(err: unknown): void {
+  startupFailed(startingService ?? 'service', err);
+}
+
+/**
+ * A service's configuration, as {@link loadConfig}, for its `main.ts`:
+ * `--help` (or `-h`) prints the usage and exits 0. From here until
+ * {@link serviceStarted}, any error that would escape start-up (a bad flag or
+ * variable, an unreadable or expired certificate, a port in use) prints one
+ * line, `infermesh-<service>: <message>`, on stderr and exits 2 for a
+ * configuration error, else 1: never a stack trace.
+ */
+export function loadServiceConfig<S extends Spec>(service: string, spec: S, argv: readonly string[], env: NodeJS.ProcessEnv): ConfigOf<S> {
+  if (argv.includes('--help') || argv.includes('-h')) {
+    process.stdout.write(usage(service, spec));
+    process.exit(0);
+  }
+  if (startingService === null) process.on('uncaughtException', onStartupError);
+  startingService = service;
+  return loadConfig(spec, argv, env);
+}
+
+/** Start-up is over (the service listens): errors from here on are Node's to report, with their stack. */
+export function serviceStarted(): void {
+  process.off('uncaughtException', onStartupError);
+}
+
 /** Fields every service shares: NATS, logging, message limits. */
 export const commonSpec = {
   natsUrl: str({ env: 'INFERMESH_NATS_URL', flag: 'nats', default: 'nats://127.0.0.1:4222' }),
@@ -140,6 +206,11 @@ export const commonSpec = {
    * monitor → router and registry) instead of the address's host: replicas announce pod IPs.
    */
   tlsServerName: str({ env: 'INFERMESH_TLS_SERVER_NAME', flag: 'tls-server-name', default: '' }),
+  /**
+   * Under mutual TLS, a certificate whose URI SAN starts with this prefix (then the service's name)
+   * is a service of the mesh; other certificates are clients. Replicas' Runtime API accepts only services.
+   */
+  tlsServiceUri: str({ env: 'INFERMESH_TLS_SERVICE_URI', flag: 'tls-service-uri', default: 'spiffe://infermesh/service/', pattern: /^[a-z][a-z0-9+.-]*:\/\/\S+$/ }),
   /** NATS over TLS: the CA that signed the server's certificate, and a client certificate when the server verifies clients. */
   natsTlsCa: str({ env: 'INFERMESH_NATS_TLS_CA', flag: 'nats-tls-ca', default: '' }),
   natsTlsCert: str({ env: 'INFERMESH_NATS_TLS_CERT', flag: 'nats-tls-cert', default: '' }),

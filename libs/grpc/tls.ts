@@ -1,6 +1,7 @@
 /**
  * TLS for the mesh's gRPC listeners and clients. Certificates are read once,
  * at start-up; a file that cannot be read stops start-up naming the flag.
+ * A certificate that has expired or is not yet valid stops start-up too.
  * A listener given a certificate and key speaks TLS; given a CA as well, it
  * also requires every client to present a certificate signed by that CA
  * (mutual TLS). A service then uses its own certificate as its client
@@ -10,6 +11,7 @@ import { readFileSync } from 'node:fs';
 import { createSecureContext } from 'node:tls';
 import * as grpc from '@grpc/grpc-js';
 import { ConfigError } from '../config/index.js';
+import { certificateTimeProblem } from './tls-diagnosis.js';
 
 /** PEM bytes; each part may be absent. */
 export interface TlsMaterial {
@@ -43,6 +45,14 @@ function readPem(path: string, name: string, kind: 'CERTIFICATE' | 'PRIVATE KEY'
   return b;
 }
 
+/** A certificate that is expired or not yet valid stops start-up naming the flag: every peer would refuse it. */
+function readCert(path: string, name: string): Buffer {
+  const b = readPem(path, name, 'CERTIFICATE');
+  const t = certificateTimeProblem(b);
+  if (t) throw new ConfigError(`${name}=${JSON.stringify(path)}: TLS: the certificate ${t.problem === 'expired' ? `expired at ${t.at}` : `is not valid before ${t.at}`}`);
+  return b;
+}
+
 /**
  * Reads a listener's TLS files. Returns null when none is given (plaintext).
  * Throws ConfigError naming the flag when only one of cert and key is given,
@@ -53,7 +63,7 @@ export function readServerTls(files: TlsFiles, names: TlsFiles = NAMES): TlsMate
   if (!files.cert && !files.key) throw new ConfigError(`${names.ca}: needs ${names.cert} and ${names.key} (a listener needs its own certificate)`);
   if (!files.key) throw new ConfigError(`${names.key}: required with ${names.cert}`);
   if (!files.cert) throw new ConfigError(`${names.cert}: required with ${names.key}`);
-  return checked({ cert: readPem(files.cert, names.cert, 'CERTIFICATE'), key: readPem(files.key, names.key, 'PRIVATE KEY'), ca: files.ca ? readPem(files.ca, names.ca, 'CERTIFICATE') : undefined }, names);
+  return checked({ cert: readCert(files.cert, names.cert), key: readPem(files.key, names.key, 'PRIVATE KEY'), ca: files.ca ? readPem(files.ca, names.ca, 'CERTIFICATE') : undefined }, names);
 }
 
 /** Loads the material into a TLS context once, so a key that does not match its certificate, or a bad PEM, stops start-up. */
@@ -76,7 +86,7 @@ export function readClientTls(files: TlsFiles, names: TlsFiles = NAMES): TlsMate
   if (Boolean(files.cert) !== Boolean(files.key)) throw new ConfigError(`${files.cert ? names.key : names.cert}: required with ${files.cert ? names.cert : names.key}`);
   return checked(
     {
-      cert: files.cert ? readPem(files.cert, names.cert, 'CERTIFICATE') : undefined,
+      cert: files.cert ? readCert(files.cert, names.cert) : undefined,
       key: files.key ? readPem(files.key, names.key, 'PRIVATE KEY') : undefined,
       ca: files.ca ? readPem(files.ca, names.ca, 'CERTIFICATE') : undefined,
     },

@@ -2,11 +2,11 @@
 import { randomBytes } from 'node:crypto';
 import os from 'node:os';
 import type * as grpc from '@grpc/grpc-js';
-import { bool, commonSpec, int, loadConfig, str } from '../../libs/config/index.js';
+import { bool, commonSpec, int, loadServiceConfig, serviceStarted, str } from '../../libs/config/index.js';
 import { createLogger } from '../../libs/log/index.js';
 import { startTelemetry } from '../../libs/telemetry/index.js';
 import { connectNats, natsSecurityOf, openBuckets, EventPublisher } from '../../libs/bus/index.js';
-import { addHealthAndReflection, createGrpcServer, linkMessageBytes, listen, serverCredentials, serverTlsOf, serveRawUnary, shutdownServer } from '../../libs/grpc/index.js';
+import { addHealthAndReflection, createGrpcServer, linkMessageBytes, listen, serverCredentials, servicePeerCheck, serverTlsOf, serveRawUnary, shutdownServer } from '../../libs/grpc/index.js';
 import { oip, RuntimeService } from '../../libs/proto/index.js';
 import { Announcer } from './announcer.js';
 import { chooseDevice, DeviceError } from './device.js';
@@ -16,7 +16,8 @@ import { runtimeHandlers } from './runtime-handler.js';
 import { Scheduler } from './scheduler.js';
 import { SessionPool } from './session-pool.js';
 
-const config = loadConfig(
+const config = loadServiceConfig(
+  'inference',
   {
     ...commonSpec,
     port: int({ env: 'INFERMESH_INFERENCE_PORT', flag: 'port', default: 8800, min: 0, max: 65535 }),
@@ -46,6 +47,7 @@ const replicaId = config.replicaId || `inf-${randomBytes(4).toString('hex')}`;
 const log = createLogger('inference', config.logLevel, { replica: replicaId });
 const tls = serverTlsOf(config);
 const natsSecurity = natsSecurityOf(config);
+if (tls && !tls.ca) log.warn('TLS without --tls-ca: clients present no certificates, so the Runtime API cannot tell the mesh\'s services from scoring clients (use mutual TLS)');
 let device: ReturnType<typeof chooseDevice>;
 try {
   device = chooseDevice(config.device);
@@ -98,7 +100,7 @@ const server = createGrpcServer({ maxMessageBytes: linkMessageBytes(config.maxMe
 // The runtime stream carries frames as bytes; they are decoded in the handler.
 server.addService(
   { ...RuntimeService, infer: { ...RuntimeService.infer, requestDeserialize: (b: Buffer) => b, responseSerialize: (b: Buffer) => b } } as unknown as grpc.ServiceDefinition,
-  runtimeHandlers(manager, scheduler, { defaultTimeoutMs: config.defaultTimeoutMs, nonFinite: config.nonFinite, accepting: () => accepting, record: () => announcer!.record(), maxMessageBytes: config.maxMessageBytes }, streams) as unknown as grpc.UntypedServiceImplementation,
+  runtimeHandlers(manager, scheduler, { defaultTimeoutMs: config.defaultTimeoutMs, nonFinite: config.nonFinite, accepting: () => accepting, record: () => announcer!.record(), maxMessageBytes: config.maxMessageBytes, peer: servicePeerCheck(tls, config.tlsServiceUri) }, streams) as unknown as grpc.UntypedServiceImplementation,
 );
 server.addService(
   oipServiceRawResponse(),
@@ -114,6 +116,7 @@ await manager.start();
 await announcer.put();
 health.set('SERVING');
 log.info({ grpcPort: port, address, device: device.provider, workers: config.workers, tls: tls ? (tls.ca ? 'mutual' : 'server') : 'off', modelInfer: rawInfer ? 'http2' : 'grpc-js' }, 'listening');
+serviceStarted();
 
 let closing: Promise<void> | null = null;
 const close = () =>

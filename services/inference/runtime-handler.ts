@@ -1,7 +1,7 @@
 import type * as grpc from '@grpc/grpc-js';
 import { checkName } from '../../libs/bus/index.js';
 import { FailedPreconditionError, InvalidArgumentError, MeshError, NotFoundError, Status } from '../../libs/errors/index.js';
-import { FrameCoalescer, linkMessageBytes, unary } from '../../libs/grpc/index.js';
+import { FrameCoalescer, linkMessageBytes, peerGuarded, unary, type PeerCheck } from '../../libs/grpc/index.js';
 import { oip, RequestFrame, ResponseFrame, VersionState, type LoadRequest, type LoadResponse, type ReplicaRecord, type RequestItem, type ResponseItem, type StatusRequest, type UnloadRequest, type UnloadResponse } from '../../libs/proto/index.js';
 import type { SpanContext } from '@opentelemetry/api';
 import { isSampled, parseTraceparent } from '../../libs/telemetry/index.js';
@@ -22,6 +22,12 @@ export interface RuntimeOptions {
    * (linkMessageBytes), and frames are split to stay within that.
    */
   maxMessageBytes: number;
+  /**
+   * Who may call the Runtime API: under mutual TLS only the mesh's services
+   * (a service certificate; others get PERMISSION_DENIED). Absent: anyone
+   * who reaches the listener (plaintext on loopback, or TLS without client certificates).
+   */
+  peer?: PeerCheck;
 }
 
 /** Bytes of a ResponseItem and its place in the frame beyond its message and response (varints, tags). */
@@ -132,9 +138,9 @@ function sampledContext(traceparent: string): SpanContext | null {
   return isSampled(c) ? c : null;
 }
 
-/** The Runtime service: the multiplexed Infer stream plus load/unload/status. */
+/** The Runtime service: the multiplexed Infer stream plus load/unload/status, each behind `o.peer` (checked once per call or stream). */
 export function runtimeHandlers(manager: ModelManager, scheduler: Scheduler, o: RuntimeOptions, streams: Set<grpc.ServerDuplexStream<Buffer, Buffer>>) {
-  return {
+  const h = {
     infer: (call: grpc.ServerDuplexStream<Buffer, Buffer>) => {
       const out = new StreamWriter(call, o.maxMessageBytes);
       streams.add(call);
@@ -175,4 +181,5 @@ export function runtimeHandlers(manager: ModelManager, scheduler: Scheduler, o: 
     }),
     status: unary<StatusRequest, ReplicaRecord>(async () => o.record()),
   };
+  return { infer: peerGuarded(h.infer, o.peer), load: peerGuarded(h.load, o.peer), unload: peerGuarded(h.unload, o.peer), status: peerGuarded(h.status, o.peer) };
 }

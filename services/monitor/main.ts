@@ -2,7 +2,7 @@
  * infermesh-monitor: wires config, telemetry, NATS and the Monitor, then
  * waits for SIGINT/SIGTERM. The logic lives in monitor.ts and its modules.
  */
-import { loadConfig } from '../../libs/config/index.js';
+import { loadServiceConfig, serviceStarted, startupFailed } from '../../libs/config/index.js';
 import { createLogger } from '../../libs/log/index.js';
 import { startTelemetry } from '../../libs/telemetry/index.js';
 import { connectNats, natsSecurityOf } from '../../libs/bus/index.js';
@@ -11,7 +11,7 @@ import { monitorSpec } from './config.js';
 import { Monitor } from './monitor.js';
 
 async function main(): Promise<void> {
-  const config = loadConfig(monitorSpec, process.argv.slice(2), process.env);
+  const config = loadServiceConfig('monitor', monitorSpec, process.argv.slice(2), process.env);
   const log = createLogger('monitor', config.logLevel);
   // Before NATS: an open management plane off loopback stops start-up at once.
   const access = AccessPolicy.forListener({ tokensFile: config.tokensFile, host: config.host, insecure: config.insecureManagement, warn: (m) => log.warn(m) });
@@ -19,6 +19,7 @@ async function main(): Promise<void> {
   const nc = await connectNats(config.natsUrl, 'infermesh-monitor', log, natsSecurityOf(config));
   const monitor = await Monitor.create(config, { nc, log, access });
   log.info({ grpcPort: monitor.grpcPort, metricsPort: monitor.metricsPort }, 'listening');
+  serviceStarted();
 
   let closing: Promise<void> | null = null;
   const shutdown = (signal: NodeJS.Signals): void => {
@@ -34,7 +35,4 @@ async function main(): Promise<void> {
   process.on('SIGTERM', shutdown);
 }
 
-main().catch((err: unknown) => {
-  process.stderr.write(`infermesh-monitor: ${err instanceof Error ? err.message : String(err)}\n`);
-  process.exit(1);
-});
+main().catch((err: unknown) => startupFailed('monitor', err));

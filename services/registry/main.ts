@@ -1,5 +1,5 @@
 /** The registry: models, versions, artifacts and aliases (gRPC on 8600). */
-import { bool, commonSpec, int, loadConfig, str } from '../../libs/config/index.js';
+import { bool, commonSpec, int, loadServiceConfig, serviceStarted, str } from '../../libs/config/index.js';
 import { createLogger } from '../../libs/log/index.js';
 import { startTelemetry } from '../../libs/telemetry/index.js';
 import { connectNats, natsSecurityOf, openBuckets, EventPublisher } from '../../libs/bus/index.js';
@@ -10,7 +10,8 @@ import { registryHandlers } from './registry-service.js';
 import { DEFAULT_DOMAINS } from './validate.js';
 import { ReplicaView } from './replica-view.js';
 
-const config = loadConfig(
+const config = loadServiceConfig(
+  'registry',
   {
     ...commonSpec,
     port: int({ env: 'INFERMESH_REGISTRY_PORT', flag: 'port', default: 8600, min: 0, max: 65535 }),
@@ -58,6 +59,7 @@ const health = addHealthAndReflection(server, ['infermesh/v1/registry.proto'], [
 const port = await listen(server, config.host, config.port, serverCredentials(tls));
 health.set('SERVING');
 log.info({ grpcPort: port, tls: tls ? (tls.ca ? 'mutual' : 'server') : 'off', tokens: access.size }, 'listening');
+serviceStarted();
 
 let closing: Promise<void> | null = null;
 const close = () =>
