@@ -385,7 +385,7 @@ export function frontHandlers(table: RoutingTable, infer: ReturnType<typeof crea
   return {
     modelInfer,
     serverLive: unary<oip.ServerLiveRequest, oip.ServerLiveResponse>(async () => ({ live: true })),
-    serverReady: unary<oip.ServerReadyRequest, oip.ServerReadyResponse>(async () => ({ ready: table.synced })),
+    serverReady: unary<oip.ServerReadyRequest, oip.ServerReadyResponse>(async () => ({ ready: table.notReadyReason() === '' })),
     modelReady: unary<oip.ModelReadyRequest, oip.ModelReadyResponse>(async (req) => ({ ready: find(req.name, req.version).replicas.length > 0 })),
     serverMetadata: unary<oip.ServerMetadataRequest, oip.ServerMetadataResponse>(async () => ({
       name: 'infermesh',

@@ -1,11 +1,11 @@
 /** The router: the mesh's front door (OIP gRPC on 8500; REST — TF Serving and OIP — plus /metrics on 8501). */
 import { randomBytes } from 'node:crypto';
 import type * as grpc from '@grpc/grpc-js';
-import { bool, commonSpec, int, loadConfig, num, str } from '../../libs/config/index.js';
+import { bool, commonSpec, int, loadServiceConfig, num, serviceStarted, str } from '../../libs/config/index.js';
 import { createLogger } from '../../libs/log/index.js';
 import { startTelemetry } from '../../libs/telemetry/index.js';
 import { connectNats, natsSecurityOf, openBuckets } from '../../libs/bus/index.js';
-import { addHealthAndReflection, createGrpcServer, listen, peerCredentials, serverCredentials, serverTlsOf, serveRawUnary, shutdownServer } from '../../libs/grpc/index.js';
+import { addHealthAndReflection, createGrpcServer, listen, peerCredentials, peerTls, requireServiceCertificate, serverCredentials, serverTlsOf, serveRawUnary, shutdownServer } from '../../libs/grpc/index.js';
 import { createInferPath, frontHandlers, PUSHBACK_TRAILERS, rawInferService, rawModelInfer } from './front.js';
 import { oip } from '../../libs/proto/index.js';
 import { createRestServer } from './rest-server.js';
@@ -13,7 +13,8 @@ import { routerMetrics, type RouterCounters } from './router-metrics.js';
 import { RoutingTable } from './routing-table.js';
 import { SampleRecorder } from './sample-recorder.js';
 
-const config = loadConfig(
+const config = loadServiceConfig(
+  'router',
   {
     ...commonSpec,
     port: int({ env: 'INFERMESH_ROUTER_PORT', flag: 'port', default: 8500, min: 0, max: 65535 }),
@@ -35,6 +36,8 @@ const config = loadConfig(
 const routerId = config.routerId || `router-${randomBytes(4).toString('hex')}`;
 const log = createLogger('router', config.logLevel, { router: routerId });
 const tls = serverTlsOf(config);
+// Under mutual TLS replicas accept only service certificates: without one, every replica call would be refused.
+requireServiceCertificate(tls, 'router', config.tlsServiceUri);
 const natsSecurity = natsSecurityOf(config);
 const telemetry = await startTelemetry('infermesh-router', process.env, { attributes: { 'service.instance.id': routerId }, asyncContext: false });
 const nc = await connectNats(config.natsUrl, `infermesh-${routerId}`, log, natsSecurity).catch((err: Error) => {
@@ -48,6 +51,7 @@ const table = await RoutingTable.create(buckets.models, buckets.replicas, {
   log,
   credentials: peerCredentials(tls),
   serverName: config.tlsServerName,
+  tls: peerTls(tls),
 });
 const samples = new SampleRecorder(nc, { routerId, flushMs: config.sampleFlushMs, sampleRate: config.sampleRate }, log);
 
@@ -76,6 +80,7 @@ const restPort = await new Promise<number>((resolve, reject) => {
 });
 health.set('SERVING');
 log.info({ grpcPort: port, restPort, tls: tls ? (tls.ca ? 'mutual' : 'server') : 'off', modelInfer: rawFront ? 'http2' : 'grpc-js' }, 'listening');
+serviceStarted();
 
 let closing: Promise<void> | null = null;
 const close = () =>

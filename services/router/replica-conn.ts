@@ -170,6 +170,11 @@ export class ReplicaConn {
     p.reply(code, message, response, queueMicros, computeMicros);
   }
 
+  /** The channel to the replica (its connectivity shows TLS failures: ReplicaTrust). */
+  get channel(): ReturnType<grpc.Client['getChannel']> {
+    return this.client.getChannel();
+  }
+
   /** True while ejected for timing out repeatedly. */
   ejected(now: number): boolean {
     return this.ejectedUntil > now;

@@ -113,7 +113,10 @@ export function createRestServer(table: RoutingTable, infer: InferPath, o: RestO
     if (s.length === 2) return { method: 'GET', run: async () => [200, { name: 'infermesh', version: o.serverVersion, extensions: [] }] };
     if (s[2] === 'health' && s.length === 4 && s[3] === 'live') return { method: 'GET', run: async () => [200, { live: true }] };
     if (s[2] === 'health' && s.length === 4 && s[3] === 'ready') {
-      return { method: 'GET', run: async () => (table.synced ? [200, { ready: true }] : [503, { ready: false, error: 'router has not read the registry yet' }]) };
+      return { method: 'GET', run: async () => {
+        const why = table.notReadyReason();
+        return why ? [503, { ready: false, error: why }] : [200, { ready: true }];
+      } };
     }
     if (s[2] !== 'models' || s.length < 4) return null;
     let rest = s.slice(4);

@@ -29,6 +29,8 @@ export function routerMetrics(table: RoutingTable, c: RouterCounters): Registry 
   gauge('infermesh_router_receiving_requests', 'gRPC requests whose body is still arriving', () => c.receiving);
   gauge('infermesh_router_replicas', 'Inference replicas this router knows', () => table.replicaCount());
   gauge('infermesh_router_ejected_replicas', 'Replicas out of rotation after repeated timeouts', () => table.ejectedCount());
+  gauge('infermesh_router_tls_failing_replicas', 'Replicas this router cannot verify over TLS now (not ready; the reason is in its log)', () => table.tlsFailing().now);
+  counter('infermesh_router_replica_tls_failures_total', 'Times a replica connection started failing TLS verification (once per failure streak)', () => table.tlsFailing().total);
   counter('infermesh_router_shed_requests_total', 'Requests refused with RESOURCE_EXHAUSTED because too many were in flight', () => c.shed);
   counter('infermesh_router_cancelled_requests_total', 'Requests their callers cancelled', () => c.cancelled);
   return registry;

@@ -4,6 +4,8 @@ import { KvMirror, parseModelKey } from '../../libs/bus/index.js';
 import type { Logger } from '../../libs/log/index.js';
 import { ReplicaRecord, TrafficRecord, VersionRecord, VersionState } from '../../libs/proto/index.js';
 import { ReplicaConn } from './replica-conn.js';
+import { ReplicaTrust } from './replica-trust.js';
+import type { TlsMaterial } from '../../libs/grpc/index.js';
 
 /** Where requests for one model version go. */
 export interface Route {
@@ -48,6 +50,8 @@ export interface RoutingTableOptions {
   credentials?: ChannelCredentials;
   /** Name expected in the replicas' certificates instead of their announced host ('' = the host). */
   serverName?: string;
+  /** The TLS material behind `credentials`, to diagnose replicas that fail TLS (ReplicaTrust); null/absent = plaintext. */
+  tls?: TlsMaterial | null;
 }
 
 /**
@@ -67,8 +71,12 @@ export class RoutingTable {
   private mirrors: KvMirror[] = [];
   private rebuildScheduled = false;
   synced = false;
+  /** Replicas this router cannot verify over TLS: not ready until they can be. */
+  private readonly trust: ReplicaTrust;
 
-  private constructor(private readonly o: RoutingTableOptions) {}
+  private constructor(private readonly o: RoutingTableOptions) {
+    this.trust = new ReplicaTrust({ tls: o.tls ?? null, serverName: o.serverName ?? '', log: o.log, onChange: () => this.scheduleRebuild() });
+  }
 
   static async create(models: KV, replicas: KV, o: RoutingTableOptions): Promise<RoutingTable> {
     const t = new RoutingTable(o);
@@ -111,6 +119,23 @@ export class RoutingTable {
     return n;
   }
 
+  /**
+   * Why the router cannot serve now, '' when it can: it has not read the
+   * registry yet, or it knows replicas and cannot verify any of them over TLS.
+   * Names no replica (health is public).
+   */
+  notReadyReason(): string {
+    if (!this.synced) return 'router has not read the registry yet';
+    const failing = this.trust.failingCount();
+    if (failing > 0 && failing >= this.replicas.size) return `TLS fails toward every replica this router knows (${failing}); see the router's log`;
+    return '';
+  }
+
+  /** Replicas this router cannot verify over TLS now (not ready), and failure streaks so far (metrics, health). */
+  tlsFailing(): { now: number; total: number } {
+    return { now: this.trust.failingCount(), total: this.trust.failures };
+  }
+
   private applyModel(key: string, value: Uint8Array | null): void {
     const k = parseModelKey(key);
     // Only versions and traffic route requests; other keys of the bucket (reference profiles, probes) are the monitor's.
@@ -150,7 +175,9 @@ export class RoutingTable {
     if (cur && cur.rec.address === rec.address) cur.rec = rec;
     else {
       cur?.conn.close();
-      this.replicas.set(key, { rec, conn: new ReplicaConn(rec.id, rec.address, this.o.maxMessageBytes, this.o.log, this.o.credentials, this.o.serverName) });
+      const conn = new ReplicaConn(rec.id, rec.address, this.o.maxMessageBytes, this.o.log, this.o.credentials, this.o.serverName);
+      this.replicas.set(key, { rec, conn });
+      this.trust.watch(conn);
       this.o.log.info({ replica: key, address: rec.address }, 'replica joined');
     }
     this.scheduleRebuild();
@@ -170,7 +197,7 @@ export class RoutingTable {
     // Replicas that serve (or are loading) some version of each model.
     const serving = new Map<string, Set<string>>();
     for (const { rec, conn } of this.replicas.values()) {
-      if (!rec.accepting) continue;
+      if (!rec.accepting || this.trust.isFailing(conn)) continue;
       for (const v of rec.versions) {
         if (v.state === VersionState.VERSION_STATE_READY || v.state === VersionState.VERSION_STATE_LOADING) {
           let set = serving.get(v.name);
