@@ -4,6 +4,7 @@
  * `error: <CODE_NAME>: <details>`, never a stack trace.
  */
 import { codeName, isServiceError, Status } from '../../libs/errors/index.js';
+import type { TlsFailure, TlsMaterial } from '../../libs/grpc/index.js';
 
 /** An error the CLI reports itself; `exitCode` 2 marks a usage error. */
 export class CliError extends Error {
@@ -28,16 +29,33 @@ export function describeError(err: unknown): { line: string; exitCode: number } 
   return { line: `error: INTERNAL: ${msg.split('\n')[0]}`, exitCode: 1 };
 }
 
+/** The CLI's TLS material (applyClientSecurity), for diagnosing failed connections; null = plaintext. */
+let cliTls: TlsMaterial | null = null;
+
+/** Sets the TLS material {@link remote} diagnoses failed connections with (the one the clients use). */
+export function setDiagnosisTls(tls: TlsMaterial | null): void {
+  cliTls = tls;
+}
+
 /**
- * Runs a remote call against `service` at `address`; an unreachable service
- * becomes UNAVAILABLE with a hint naming the address and the flag to change it.
+ * Runs a remote call against `service` at `address`. A failed connection
+ * becomes UNAVAILABLE with a line that says what failed: a TLS failure
+ * (plaintext against TLS or the reverse, an untrusted or misnamed server
+ * certificate, a client certificate refused, missing or expired) is named as
+ * one, with the flag to change; otherwise the service is unreachable and
+ * the hint names the address and the flag to change it.
  */
 export async function remote<T>(service: 'registry' | 'router' | 'monitor', address: string, fn: () => Promise<T>): Promise<T> {
   try {
     return await fn();
   } catch (err) {
     if (isServiceError(err) && (err.code === Status.UNAVAILABLE || err.code === Status.DEADLINE_EXCEEDED) && /connect|No connection|Deadline/i.test(err.details)) {
-      const why = tlsHint(err.details) ?? err.details.replace(/\.?\s*Resolution note:.*$/s, '');
+      const host = address.replace(/:\d+$/, '').replace(/^\[|\]$/g, '');
+      // Loaded only on this path, so that the CLI's start-up stays quick.
+      const { diagnoseTls, tlsFailureOf } = await import('../../libs/grpc/tls-diagnosis.js');
+      const f = tlsFailureOf(err.details, host) ?? (await diagnoseTls({ address, tls: cliTls, timeoutMs: 2_000 }));
+      if (f) throw new CliError('UNAVAILABLE', tlsSentence(service, address, f));
+      const why = err.details.replace(/\.?\s*Resolution note:.*$/s, '');
       throw new CliError(codeName(err.code), `cannot reach the ${service} at ${address} (${why}); is the mesh running? (infermesh up, or --${service} ADDR)`);
     }
     throw err;
@@ -45,16 +63,34 @@ export async function remote<T>(service: 'registry' | 'router' | 'monitor', addr
 }
 
 /**
- * What a failed TLS handshake means for the person at the CLI, in place of
- * OpenSSL's own line (which names OpenSSL's source files); undefined when
- * the details are not a recognised TLS failure.
+ * What a failed TLS handshake means for the person at the CLI, naming the
+ * flag to change, in place of OpenSSL's own line (which names OpenSSL's
+ * source files).
  */
-export function tlsHint(details: string): string | undefined {
-  if (/alert certificate required|alert (bad|unknown) certificate/i.test(details)) return 'TLS: the server requires a client certificate signed by its CA (--tls-cert, --tls-key)';
-  if (/self[- ]signed certificate|unable to (get local issuer|verify the first) certificate/i.test(details)) return "TLS: the server's certificate is not signed by the CA given with --tls-ca";
-  if (/ERR_TLS_CERT_ALTNAME_INVALID|does not match certificate's altnames/i.test(details)) return "TLS: the server's certificate does not name this address";
-  if (/wrong version number/i.test(details)) return 'TLS: the server speaks plaintext (leave out --tls-ca)';
-  return undefined;
+export function tlsSentence(service: string, address: string, f: TlsFailure): string {
+  const at = `the ${service} at ${address}`;
+  switch (f.kind) {
+    case 'server-tls':
+      return `TLS: ${at} speaks TLS and this command plaintext; give --tls-ca (and --tls-cert, --tls-key for mutual TLS), or INFERMESH_TLS_*`;
+    case 'server-plaintext':
+      return `TLS: ${at} speaks plaintext; leave out --tls-ca, --tls-cert and --tls-key (INFERMESH_TLS_*)`;
+    case 'untrusted':
+      return `TLS: the certificate of ${at} is not signed by the CA given with --tls-ca (certificate signed by unknown authority)`;
+    case 'expired':
+    case 'not-yet-valid':
+      return `TLS: the certificate of ${at} ${f.kind === 'expired' ? 'has expired' : 'is not yet valid'}`;
+    case 'name-mismatch':
+      return `TLS: the certificate of ${at} does not name this address (${f.reason})`;
+    case 'purpose':
+      return `TLS: the certificate of ${at} is not usable for this (extendedKeyUsage)`;
+    case 'client-cert-required':
+      return `TLS: ${at} requires a client certificate signed by its CA; give --tls-cert and --tls-key`;
+    case 'client-cert-expired':
+    case 'client-cert-not-yet-valid':
+      return `TLS: ${at} refused the client certificate (--tls-cert): ${f.reason.replace(/^.*?: /, '')}`;
+    case 'client-cert-refused':
+      return `TLS: ${at} refused the client certificate (--tls-cert): not signed by the CA it trusts, or not for client use (extendedKeyUsage clientAuth)`;
+  }
 }
 
 /** Writes one JSON object and a newline on stdout. */

@@ -8,7 +8,7 @@ import { setClientDefaults } from '../../libs/client/index.js';
 import { ConfigError } from '../../libs/config/index.js';
 import { readClientTls } from '../../libs/grpc/index.js';
 import { envSecurity } from './addresses.js';
-import { UsageError } from './output.js';
+import { setDiagnosisTls, UsageError } from './output.js';
 
 export interface SecurityOptions {
   token?: string;
@@ -29,10 +29,27 @@ export function applyClientSecurity(o: SecurityOptions): void {
     const token = o.token ?? envSecurity.token;
     if (token !== '' && /\s/.test(token)) throw new ConfigError('--token (INFERMESH_TOKEN): must not contain spaces');
     setClientDefaults({ tls, token: token || undefined });
+    setDiagnosisTls(tls);
+    if (tls) quietIpServerNameWarning();
   } catch (err) {
     if (err instanceof ConfigError) throw new UsageError(err.message);
     throw err;
   }
+}
+
+/**
+ * grpc-js passes an IP address as the TLS server name when the CLI dials
+ * one (127.0.0.1:8500), and Node warns about that (DEP0123) on stderr, in
+ * the middle of the CLI's output. Certificates are still checked against
+ * the IP address (an IP SAN), so the warning says nothing to the user.
+ */
+function quietIpServerNameWarning(): void {
+  const emit = process.emitWarning;
+  process.emitWarning = function (this: unknown, warning: string | Error, ...rest: unknown[]) {
+    const code = typeof rest[0] === 'object' && rest[0] !== null ? (rest[0] as { code?: string }).code : rest[1];
+    if (code === 'DEP0123') return;
+    return (emit as (...a: unknown[]) => void).call(process, warning, ...rest);
+  } as typeof process.emitWarning;
 }
 
 /**
@@ -44,4 +61,5 @@ export function applyClientSecurity(o: SecurityOptions): void {
 export function useOwnPlaintextMesh(): void {
   for (const k of Object.keys(process.env)) if (/^INFERMESH_(TLS_|NATS_(TLS_|CREDS|USER|PASSWORD|TOKEN)|TOKEN$|TOKENS_FILE$)/.test(k)) delete process.env[k];
   setClientDefaults({ tls: null, token: undefined });
+  setDiagnosisTls(null);
 }
