@@ -311,7 +311,7 @@ describe('the CLI on a secured mesh', () => {
     // Without a client certificate: a clean line that says what is missing, no OpenSSL internals.
     const noCert = await run(['infer', 'secure', '--input', JSON.stringify({ features: [row] }), ...addrs(), '--tls-ca', pki.ca]);
     expect(noCert.code).toBe(1);
-    expect(noCert.stderr).toMatch(/^error: UNAVAILABLE: cannot reach the router at .*TLS: the server requires a client certificate/m);
+    expect(noCert.stderr).toMatch(/^error: UNAVAILABLE: TLS: the router at 127\.0\.0\.1:\d+ requires a client certificate signed by its CA; give --tls-cert and --tls-key$/m);
     expect(noCert.stderr).not.toMatch(/openssl|\.c:\d+/);
     const badFile = await run(['models', 'list', ...addrs(), '--tls-ca', path.join(dir, 'missing.pem')]);
     expect(badFile.code).toBe(2);
