@@ -13,6 +13,7 @@ import { parseAllDocuments } from 'yaml';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { ROOT, SERVICES, serviceFields, serviceOfContainer, servicePorts } from './code-facts.js';
 import { fieldErrors, schemaErrors, type K8sObject } from './k8s-schema.js';
+import { K8S_NATS_USERS, NATS_SECRET, natsAuthConf, passwordVariable } from './nats-auth-conf.js';
 
 // Manifests are data: typed loosely and checked field by field.
 type Obj = K8sObject & Record<string, any>;
@@ -319,13 +320,68 @@ describe.each(OVERLAYS)('deploy/k8s/overlays/%s', (overlay) => {
     const cm = ofKind(objs(), 'ConfigMap').find((m) => podSpec(sts).volumes.some((v: any) => v.configMap?.name === m.metadata.name))!;
     const dir = mkdtempSync(path.join(os.tmpdir(), 'infermesh-nats-conf-'));
     try {
-      const conf = cm.data['nats.conf'].replaceAll('/data/', `${dir}/data/`).replaceAll('/var/run/nats/', `${dir}/`);
-      writeFileSync(path.join(dir, 'nats.conf'), conf);
-      const res = spawnSync('nats-server', ['-c', path.join(dir, 'nats.conf'), '-t'], { encoding: 'utf8', env: { ...process.env, SERVER_NAME: 'nats-0' } });
+      // Every file of the ConfigMap (nats.conf includes nats-auth.conf), passwords as the Secret would give them.
+      for (const [file, text] of Object.entries(cm.data as Record<string, string>)) {
+        writeFileSync(path.join(dir, file), text.replaceAll('/data/', `${dir}/data/`).replaceAll('/var/run/nats/', `${dir}/`));
+      }
+      const passwords = Object.fromEntries(K8S_NATS_USERS.map((u) => [passwordVariable(u), `pw-${u}-Zq9/x+y=`]));
+      const res = spawnSync('nats-server', ['-c', path.join(dir, 'nats.conf'), '-t'], { encoding: 'utf8', env: { ...process.env, SERVER_NAME: 'nats-0', ...passwords } });
       expect(res.status, res.stderr + res.stdout).toBe(0);
+      // Without the Secret's passwords the server does not start (a user without a password would be open).
+      const bare = spawnSync('nats-server', ['-c', path.join(dir, 'nats.conf'), '-t'], { encoding: 'utf8', env: { ...process.env, SERVER_NAME: 'nats-0' } });
+      expect(bare.status).not.toBe(0);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+
+  it('takes management tokens and NATS passwords from Secrets, and ships none', () => {
+    // No Secret objects (with their data) in the manifests: the operator creates them.
+    expect(ofKind(objs(), 'Secret').map((o) => o.metadata.name)).toEqual([]);
+    const fromSecret = (e: any, name: string, key: string) => {
+      expect(e?.value, `${e?.name} has no literal value`).toBeUndefined();
+      expect(e?.valueFrom?.secretKeyRef, e?.name).toEqual({ name, key });
+    };
+    for (const service of SERVICES) {
+      const { w, c } = serviceWorkload(objs(), service);
+      const env = (n: string) => c.env.find((e: any) => e.name === n);
+      // Each service is its own NATS user, with the permissions of nats-auth.conf and an inbox of its own.
+      expect(env('INFERMESH_NATS_USER')?.value, service).toBe(service);
+      fromSecret(env('INFERMESH_NATS_PASSWORD'), NATS_SECRET, service);
+      expect(env('INFERMESH_NATS_INBOX_PREFIX')?.value, service).toBe(`_INBOX.${service}`);
+      expect(K8S_NATS_USERS as readonly string[]).toContain(service);
+      for (const n of ['INFERMESH_NATS_TOKEN', 'INFERMESH_NATS_CREDS', 'INFERMESH_INSECURE_MANAGEMENT']) expect(env(n), `${service} ${n}`).toBeUndefined();
+      if (service !== 'registry' && service !== 'monitor') continue;
+      // The management plane binds 0.0.0.0, so it needs its tokens file: mounted from the Secret infermesh-tokens.
+      const file: string = env('INFERMESH_TOKENS_FILE')?.value;
+      expect(file, `${service} INFERMESH_TOKENS_FILE`).toMatch(/^\//);
+      const mount = c.volumeMounts.find((m: any) => file.startsWith(`${m.mountPath}/`));
+      const vol = podSpec(w).volumes.find((v: any) => v.name === mount?.name);
+      expect(vol?.secret?.secretName, `${service}: the tokens file comes from a Secret`).toBe('infermesh-tokens');
+      expect(vol.secret.optional ?? false, `${service}: no Secret, no start`).toBe(false);
+      expect(vol.secret.items.map((i: any) => `${mount.mountPath}/${i.path}`)).toContain(file);
+      expect(mount.readOnly).toBe(true);
+      if (service === 'monitor') fromSecret(env('INFERMESH_REGISTRY_TOKEN'), 'infermesh-tokens', 'monitor-registry-token');
+    }
+    // The NATS servers: one user per service (and admin), passwords only from the Secret.
+    const sts = named(objs(), 'StatefulSet', 'nats')!;
+    const c = podSpec(sts).containers[0];
+    const cm = ofKind(objs(), 'ConfigMap').find((m) => podSpec(sts).volumes.some((v: any) => v.configMap?.name === m.metadata.name))!;
+    expect(cm.data['nats.conf']).toMatch(/^include \.\/nats-auth\.conf$/m);
+    const auth: string = cm.data['nats-auth.conf'];
+    expect(auth).not.toMatch(/password:\s*"/);
+    for (const user of K8S_NATS_USERS) {
+      expect(auth).toContain(`password: $${passwordVariable(user)}`);
+      fromSecret(c.env.find((e: any) => e.name === passwordVariable(user)), NATS_SECRET, user);
+    }
+    expect(c.envFrom).toBeUndefined();
+  });
+
+  it("mirrors `up`'s NATS permissions per service (services/cli/nats-auth.ts)", () => {
+    const sts = named(objs(), 'StatefulSet', 'nats')!;
+    const cm = ofKind(objs(), 'ConfigMap').find((m) => podSpec(sts).volumes.some((v: any) => v.configMap?.name === m.metadata.name))!;
+    // Regenerate with: npx vite-node test/deploy/print-nats-auth-conf.ts > deploy/k8s/base/nats-auth.conf
+    expect(cm.data['nats-auth.conf']).toBe(natsAuthConf());
   });
 
   it('lets only the router be reached from outside the namespace', () => {
