@@ -4,7 +4,7 @@ import type { Logger } from '../../libs/log/index.js';
 import type { ReplicaConn } from './replica-conn.js';
 
 export interface ReplicaTrustOptions {
-  /** The router's client TLS material toward replicas; null = plaintext (nothing to watch). */
+  /** The router's client TLS material toward replicas; null = plaintext (then only a replica that speaks TLS is caught). */
   tls: TlsMaterial | null;
   /** Name expected in the replicas' certificates instead of their host ('' = the host). */
   serverName: string;
@@ -40,9 +40,8 @@ export class ReplicaTrust {
     return this.failing.size;
   }
 
-  /** Follows `conn`'s channel until it shuts down: a failed connection is diagnosed, a ready one clears the mark. No-op without TLS. */
+  /** Follows `conn`'s channel until it shuts down: a failed connection is diagnosed, a ready one clears the mark. */
   watch(conn: ReplicaConn): void {
-    if (!this.o.tls) return;
     const channel = conn.channel;
     const follow = (seen: connectivityState) => {
       if (seen === connectivityState.SHUTDOWN) return this.forget(conn);
