@@ -7,6 +7,7 @@
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { defaultAddresses, type GlobalOptions } from './addresses.js';
 import { describeError } from './output.js';
+import { parseScenarios } from './bench/scenarios.js';
 
 const program = new Command('infermesh')
   .description('Deploy and operate ONNX models on the infermesh gRPC mesh')
@@ -154,14 +155,27 @@ withGlobals(program.command('infer').argument('<name>', 'model name'))
 
 program
   .command('bench')
-  .description('measure in-process ONNX Runtime, a bare grpc-js echo, an inference replica and the full mesh under one h2load load; batching, event loop, memory')
+  .description(
+    'measure in-process ONNX Runtime, a bare grpc-js echo, an inference replica and the mesh as `up` deploys it, under h2load: 128 in flight, concurrency 1, a few callers, an open loop at a fixed rate, with CPU per call; batching, event loop, memory',
+  )
   .option('--requests <n>', 'calls per throughput run (per round)', int(100, 10_000_000), 20_000)
-  .option('--connections <n>', 'HTTP/2 connections', int(1, 1000), 4)
-  .option('--streams <n>', 'concurrent calls per connection', int(1, 1000), 32)
+  .option('--connections <n>', 'HTTP/2 connections (throughput and open-loop runs)', int(1, 1000), 4)
+  .option('--streams <n>', 'concurrent calls per connection (the open loop: at most)', int(1, 1000), 32)
   .option('--latency-requests <n>', 'calls per concurrency-1 run (per round)', int(100, 10_000_000), 2_000)
+  .option('--few-requests <n>', 'calls per few-callers run (per round)', int(100, 10_000_000), 5_000)
+  .option('--few-callers <n>', 'connections of the few-callers run, one call in flight each', int(1, 1000), 4)
+  .option('--open-requests <n>', 'calls per open-loop run (per round)', int(100, 10_000_000), 10_000)
+  .option('--rate <calls/s>', "open-loop rate (default: half the grpc-js echo's calls/s at connections×streams in flight, measured in the run)", int(1, 10_000_000))
   .option('--batch-requests <n>', 'calls per batching run (compute-bound model, per round)', int(100, 10_000_000), 3_000)
   .option('--warmup <n>', 'calls to each target before measuring', int(0, 10_000_000), 30_000)
   .option('--rounds <n>', 'measured rounds, target order rotated (and reversed every other round)', int(1, 100), 6)
+  .option('--scenarios <list>', 'comma-separated, of load (128 in flight), c1, few, open, batching, eventloop (default: all)', (raw: string) => {
+    try {
+      return parseScenarios(raw);
+    } catch (err) {
+      throw new InvalidArgumentError((err as Error).message);
+    }
+  })
   .option('--json', 'print one JSON object')
   .action(async (o) => {
     const { benchCommand } = await import('./bench/bench.js');

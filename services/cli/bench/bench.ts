@@ -1,9 +1,13 @@
 /**
- * `infermesh bench`: in one run, with one load generator (h2load), one
- * payload and one concurrency, measures in-process ONNX Runtime, a bare
- * grpc-js echo (the transport floor), an inference replica called directly,
- * and the full mesh through the router; then batching on a compute-bound
- * model, event-loop delay under a 50 ms model, and peak memory.
+ * `infermesh bench`: in one run, with one load generator (h2load) and one
+ * payload, measures in-process ONNX Runtime, a bare grpc-js echo (the
+ * transport floor), an inference replica called directly, and the full mesh
+ * through the router, as callers feel them: 128 calls in flight, one at a
+ * time (c1), a few callers each waiting for its answer (4 connections × 1),
+ * and an open loop at a fixed rate; with each process's CPU per call. Then
+ * batching on a compute-bound model, event-loop delay under a 50 ms model,
+ * and peak memory. The mesh is the one `infermesh up` deploys by default
+ * (mesh-services.ts, 2 replicas, default flags and tracing).
  */
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
@@ -16,14 +20,18 @@ import { SERVICE_NODE_FLAGS } from '../../../libs/config/index.js';
 import { call as grpcCall } from '../../../libs/grpc/index.js';
 import { mlpModel, slowModel, trainFraudModel } from '../../../libs/onnx-builder/index.js';
 import { oip, RuntimeClient } from '../../../libs/proto/index.js';
+import { addressOf as addr, natsSpec, serviceSpec, startMeshServices } from '../mesh-services.js';
+import { prepareNatsAuth } from '../nats-auth.js';
 import { ensureBinary, ensureNatsServer } from '../nats-server.js';
 import { CliError, printJson, printText, progress } from '../output.js';
 import { useOwnPlaintextMesh } from '../security.js';
-import { accepts, freePort } from '../ports.js';
-import { Supervisor, type Started } from '../supervisor.js';
-import { renderTable } from '../table.js';
-import { benchInProcess, type InProcessResult } from './in-process.js';
-import { median, poolRounds, runH2load, type LoadResult, type LoadRun } from './h2load.js';
+import { freePort } from '../ports.js';
+import { Supervisor } from '../supervisor.js';
+import { addTicks, CLOCK_TICKS_PER_SECOND, sampleCpu, TICK_US, ticksBetween, usPerCall, type CpuGroups } from './cpu.js';
+import { benchInProcess } from './in-process.js';
+import { median, poolRounds, runH2load, type LoadRun, type LoadSpec } from './h2load.js';
+import { SCENARIOS, type Scenario } from './scenarios.js';
+import { renderReport, type BenchReport, type ScenarioResult, type TransportScenario } from './render.js';
 
 export interface BenchOptions {
   requests: number;
@@ -31,11 +39,44 @@ export interface BenchOptions {
   streams: number;
   latencyRequests: number;
   batchRequests: number;
+  /** Calls per few-callers run (per round). */
+  fewRequests: number;
+  /** Connections of the few-callers scenario, each with one call in flight. */
+  fewCallers: number;
+  /** Calls per open-loop run (per round). */
+  openRequests: number;
+  /** The open loop's offered rate in calls/s; default: half the grpc-js echo's calls/s at `connections`×`streams` in flight, measured in this run. */
+  rate?: number;
   /** Calls sent to each target before any is measured (JIT and heap reach steady state). */
   warmup: number;
   /** Measured rounds; each round visits every target, in an order rotated by one each round and reversed every other one. */
   rounds: number;
+  /** Which scenarios run (default all). */
+  scenarios?: readonly Scenario[];
   json?: boolean;
+}
+
+/** Replicas of the mesh as `infermesh up` deploys it by default (its --replicas default). */
+const REPLICAS = 2;
+/** The open loop offers this share of the echo's capacity. */
+const OPEN_SHARE = 0.5;
+
+interface Target {
+  label: string;
+  address: string;
+  /** Whose CPU is read around each of its runs. */
+  cpu: CpuGroups;
+}
+
+/** A scenario's runs over the rounds, with the CPU they cost. */
+interface Runs {
+  runs: LoadRun[];
+  ticks: Record<string, number>;
+}
+
+function pool(r: Runs): ScenarioResult {
+  const p = poolRounds(r.runs);
+  return { ...p, cpuUsPerCall: usPerCall(r.ticks, p.succeeded + p.failed) };
 }
 
 const WIDE_IN = 512;
@@ -59,35 +100,41 @@ function grpcStatusOf(target: string, payload: Uint8Array): Promise<number> {
   );
 }
 
+/** Waits (up to a minute) until `target` answers `payload` with OK; a status other than NOT_FOUND/UNAVAILABLE fails at once. */
+async function waitServes(target: string, payload: Uint8Array): Promise<void> {
+  const until = Date.now() + 60_000;
+  for (;;) {
+    const code = await grpcStatusOf(target, payload);
+    if (code === 0) return;
+    const passing = code === grpc.status.NOT_FOUND || code === grpc.status.UNAVAILABLE;
+    if (!passing || Date.now() > until) throw new CliError('INTERNAL', `benchmark payload answered ${grpc.status[code]} by ${target}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
 export async function benchCommand(o: BenchOptions): Promise<number> {
   useOwnPlaintextMesh();
+  // The services read settings from INFERMESH_* and OTEL_* variables: the bench's mesh gets none of
+  // the caller's, so it runs with up's defaults (5 % of traces sampled, nothing exported).
+  for (const k of Object.keys(process.env)) if (/^(INFERMESH_|OTEL_)/.test(k)) delete process.env[k];
+  const want = (s: Scenario) => !o.scenarios || o.scenarios.includes(s);
   await ensureBinary('h2load', 'nghttp2-client', H2LOAD_HOW_TO);
   const natsBin = await ensureNatsServer();
   const dir = mkdtempSync(path.join(os.tmpdir(), 'infermesh-bench-'));
   let failure: Error | null = null;
   const sup = new Supervisor(dir, (c, how) => (failure = new CliError('UNAVAILABLE', `${c.name} ${how} during the benchmark (log: ${c.logFile})`)));
-  const entry = (s: string) => fileURLToPath(new URL(`../../${s}/main.js`, import.meta.url));
   try {
-    progress('bench: starting nats-server, registry, monitor, one inference replica, router and a grpc-js echo server…\n');
+    progress(`bench: starting the mesh as infermesh up deploys it (nats-server, registry, monitor, ${REPLICAS} inference replicas, router), a router with tracing off and two echo servers…\n`);
+    const natsAuth = await prepareNatsAuth(dir, REPLICAS);
     const natsPort = await freePort();
-    await sup.start({ name: 'nats', command: natsBin, args: ['-js', '-sd', path.join(dir, 'nats'), '-a', '127.0.0.1', '-p', String(natsPort)], tier: 0, readyProbe: () => accepts(natsPort), timeoutMs: 15_000 });
-    const nats = `nats://127.0.0.1:${natsPort}`;
-    const svc = (name: string, tier: number, extra: string[] = [], script = name) =>
-      sup.start({ name, command: process.execPath, args: [...SERVICE_NODE_FLAGS, entry(script), '--nats', nats, '--port', '0', '--log-level', 'info', ...extra], tier, readyLine: isListening, timeoutMs: 60_000 });
-    // The mesh runs with tracing as deployed: default sampling (5 % of roots), spans
-    // exported through the batch processor (to /dev/null). A second router with
-    // tracing off serves the comparison.
-    process.env.INFERMESH_TRACE_FILE = '/dev/null';
-    const [registry, monitor, inference] = await Promise.all([
-      svc('registry', 1),
-      svc('monitor', 1, ['--metrics-port', '0']),
-      svc('inference', 2, ['--heartbeat-ms', '1000']),
-    ]);
-    const router = await svc('router', 3, ['--rest-port', '0', '--sample-flush-ms', '250']);
-    delete process.env.INFERMESH_TRACE_FILE;
-    process.env.OTEL_TRACES_SAMPLER = 'always_off';
-    const routerOff = await svc('router-untraced', 3, ['--rest-port', '0', '--sample-flush-ms', '250'], 'router');
-    delete process.env.OTEL_TRACES_SAMPLER;
+    await sup.start(natsSpec(natsBin, dir, natsPort, natsAuth));
+    const natsUrl = `nats://127.0.0.1:${natsPort}`;
+    const ports = { routerPort: 0, restPort: 0, registryPort: 0, monitorPort: 0, metricsPort: 0, inferencePort: 0 };
+    const mesh = await startMeshServices(sup, { ...ports, natsUrl, natsAuth, replicas: REPLICAS, routers: 1 });
+    const [registry, monitor, router] = [mesh.registry, mesh.monitor, mesh.routers[0]!];
+    // The tracing comparison: a second router, the same but for OTEL_TRACES_SAMPLER=always_off.
+    const off = serviceSpec({ name: 'router-untraced', script: 'router', tier: 3, natsUrl, natsAuth, port: 0, extra: ['--rest-port', '0'] });
+    const routerOff = await sup.start({ ...off, env: { ...off.env, OTEL_TRACES_SAMPLER: 'always_off' } });
     const echoServer = (name: string, extra: string[]) =>
       sup.start({
         name,
@@ -99,9 +146,14 @@ export async function benchCommand(o: BenchOptions): Promise<number> {
       });
     const echo = await echoServer('echo', []);
     const rawEcho = await echoServer('echo-http2', ['--raw']);
-    const addr = (s: Started) => `127.0.0.1:${s.info.grpcPort}`;
     const routerAddr = addr(router);
-    const replicaAddr = String(inference.info.address);
+    // "inference direct" calls the first replica; the replicas' CPU is both replicas' together.
+    const replicaAddr = String(mesh.replicas[0]!.info.address);
+    const replicaPids = mesh.replicas.map((r) => r.pid);
+    const replicasRss = () => {
+      const all = replicaPids.map(rssPeakMb);
+      return { peakMb: Math.max(...all.map((m) => m.peakMb)), nowMb: Math.max(...all.map((m) => m.nowMb)) };
+    };
 
     progress('bench: making and pushing the demo fraud model…\n');
     const fraud = trainFraudModel();
@@ -116,7 +168,7 @@ export async function benchCommand(o: BenchOptions): Promise<number> {
       }
     };
     await waitReady('fraud');
-    const idleMem = { inference: rssPeakMb(inference.pid), router: rssPeakMb(router.pid) };
+    const idleMem = { inference: replicasRss(), router: rssPeakMb(router.pid) };
 
     const row = fraud.sampleRows(1, 3)[0]!;
     const enc = (r: oip.ModelInferRequest) => oip.ModelInferRequest.encode(r).finish();
@@ -124,86 +176,132 @@ export async function benchCommand(o: BenchOptions): Promise<number> {
     const wideRow = Array.from({ length: WIDE_IN }, (_, i) => Math.sin(i));
     const widePayload = (name: string) => enc(buildInferRequest(name, [{ name: 'features', datatype: 'FP32', shape: [1, WIDE_IN], data: wideRow }]));
     const slowPayload = enc(buildInferRequest('slow', [{ name: 'x', datatype: 'FP32', shape: [1, 1], data: [1] }]));
-    for (const [target, p] of [[routerAddr, fraudPayload], [replicaAddr, fraudPayload]] as const) {
-      const code = await grpcStatusOf(target, p);
-      if (code !== 0) throw new CliError('INTERNAL', `benchmark payload answered ${grpc.status[code]} by ${target}`);
-    }
+    // Every replica serves the model before anything is measured (the router may call it ready once one does).
+    for (const target of [routerAddr, ...mesh.replicas.map((r) => String(r.info.address))]) await waitServes(target, fraudPayload);
 
-    const load = { requests: o.requests, connections: o.connections, streams: o.streams };
-    const c1 = { requests: o.latencyRequests, connections: 1, streams: 1 };
-    const results: Record<string, { load: LoadResult; c1: LoadResult } | InProcessResult> = {};
+    const specs: Record<TransportScenario, Omit<LoadSpec, 'target' | 'payload'>> = {
+      load: { requests: o.requests, connections: o.connections, streams: o.streams },
+      c1: { requests: o.latencyRequests, connections: 1, streams: 1 },
+      few: { requests: o.fewRequests, connections: o.fewCallers, streams: 1 },
+      // Set once the rate is known.
+      open: { requests: o.openRequests, connections: o.connections, streams: o.streams },
+    };
 
     progress('bench: in-process ONNX Runtime…\n');
     const inproc = await benchInProcess(fraud.bytes, { features: new ort.Tensor('float32', Float32Array.from(row), [1, row.length]) }, 20_000);
-    results['onnxruntime in-process'] = inproc;
-    const targets: [string, string][] = [
-      ['grpc-js echo', addr(echo)],
-      ['http2 echo (raw path)', addr(rawEcho)],
-      ['inference direct', replicaAddr],
-      ['mesh (router)', routerAddr],
-      ['mesh, tracing off', addr(routerOff)],
+    const targets: Target[] = [
+      { label: 'grpc-js echo', address: addr(echo), cpu: { server: [echo.pid] } },
+      { label: 'http2 echo (raw path)', address: addr(rawEcho), cpu: { server: [rawEcho.pid] } },
+      { label: 'inference direct', address: replicaAddr, cpu: { replicas: replicaPids } },
+      { label: 'mesh (router)', address: routerAddr, cpu: { router: [router.pid], replicas: replicaPids } },
+      { label: 'mesh, tracing off', address: addr(routerOff), cpu: { router: [routerOff.pid], replicas: replicaPids } },
     ];
+    const runs = new Map<string, Partial<Record<TransportScenario, Runs>>>(targets.map((t) => [t.label, {}]));
+    /** One h2load run of `scenario` against `t`, with the CPU its processes spent meanwhile. */
+    const measure = async (t: Target, scenario: TransportScenario) => {
+      const before = sampleCpu(t.cpu);
+      const run = await runH2load({ target: t.address, payload: fraudPayload, ...specs[scenario] });
+      const spent = ticksBetween(before, sampleCpu(t.cpu));
+      const r = (runs.get(t.label)![scenario] ??= { runs: [], ticks: {} });
+      r.runs.push(run);
+      addTicks(r.ticks, spent);
+      return run;
+    };
+    /** Rounds over every target, rotated by one each round and reversed every other round: each target is first, last, before and after each other target equally often (the traced and untraced routers swap places). */
+    const rounds = async (scenarios: TransportScenario[], what: string) => {
+      for (let round = 0; round < o.rounds; round++) {
+        progress(`bench: round ${round + 1} of ${o.rounds}: ${what}, per target…\n`);
+        const order = targets.map((_, i) => targets[(i + round) % targets.length]!);
+        if (round % 2 === 1) order.reverse();
+        for (const t of order) for (const s of scenarios) await measure(t, s);
+      }
+    };
     // A process's first tens of thousands of calls run slower (JIT tiers, heap growth): every target is
     // warmed first, then measured in rounds with the order rotated, so no target is always measured
-    // first or last (the traced and untraced routers share one replica).
-    for (const [label, target] of o.warmup > 0 ? targets : []) {
-      progress(`bench: ${label}: warm-up, ${o.warmup} calls at ${o.connections}×${o.streams} in flight…\n`);
-      await runH2load({ target, payload: fraudPayload, requests: o.warmup, connections: o.connections, streams: o.streams });
+    // first or last (the traced and untraced routers share the replicas).
+    const fewToo = want('few') || want('open');
+    for (const t of o.warmup > 0 ? targets : []) {
+      progress(`bench: ${t.label}: warm-up, ${o.warmup} calls at ${o.connections}×${o.streams} in flight${fewToo ? `, then ${Math.min(o.warmup, 2000)} at ${o.fewCallers}×1` : ''}…\n`);
+      await runH2load({ target: t.address, payload: fraudPayload, requests: o.warmup, connections: o.connections, streams: o.streams });
+      if (fewToo) await runH2load({ target: t.address, payload: fraudPayload, ...specs.few, requests: Math.min(o.warmup, 2000) });
     }
-    const runs = new Map<string, { load: LoadRun[]; c1: LoadRun[] }>(targets.map(([label]) => [label, { load: [], c1: [] }]));
-    for (let round = 0; round < o.rounds; round++) {
-      progress(`bench: round ${round + 1} of ${o.rounds}: ${o.requests} calls at ${o.connections}×${o.streams} in flight and ${o.latencyRequests} at concurrency 1, per target…\n`);
-      // Rotated by one each round, and reversed every other round: each target is first, last, before
-      // and after each other target equally often (the traced and untraced routers swap places).
-      const order = targets.map((_, i) => targets[(i + round) % targets.length]!);
-      if (round % 2 === 1) order.reverse();
-      for (const [label, target] of order) {
-        const r = runs.get(label)!;
-        r.load.push(await runH2load({ target, payload: fraudPayload, ...load }));
-        r.c1.push(await runH2load({ target, payload: fraudPayload, ...c1 }));
+    const closed = (['load', 'c1', 'few'] as const).filter(want);
+    const what: Record<TransportScenario, string> = {
+      load: `${o.requests} calls at ${o.connections}×${o.streams} in flight`,
+      c1: `${o.latencyRequests} at concurrency 1`,
+      few: `${o.fewRequests} from ${o.fewCallers} callers with 1 in flight each`,
+      open: `${o.openRequests} calls offered at a fixed rate`,
+    };
+    if (closed.length) await rounds(closed, closed.map((s) => what[s]).join(', '));
+
+    // The open loop offers half the echo's capacity: its calls/s with 128 in flight (the most it
+    // serves), not its few-callers rate (bounded by 4 callers' round trips, not by the server).
+    let openLoop: BenchReport['openLoop'];
+    if (want('open')) {
+      let basis = 'given with --rate';
+      let rate = o.rate;
+      if (rate === undefined) {
+        let capacity = runs.get('grpc-js echo')!.load?.runs.map((r) => r.rps);
+        if (!capacity) {
+          progress('bench: grpc-js echo: its calls/s at full load, for the open loop rate…\n');
+          capacity = [(await runH2load({ target: addr(echo), payload: fraudPayload, ...specs.load })).rps];
+        }
+        rate = Math.max(1, Math.round(OPEN_SHARE * median(capacity)));
+        basis = `${OPEN_SHARE * 100} % of the grpc-js echo's calls/s at ${o.connections}×${o.streams} in flight in this run (${Math.round(median(capacity))})`;
       }
+      specs.open = { ...specs.open, rps: rate / o.connections };
+      openLoop = { offeredRate: rate, basis, connections: o.connections, ratePerConnection: rate / o.connections, maxInFlight: o.connections * o.streams, requests: o.openRequests };
+      await rounds(['open'], `${o.openRequests} calls offered at ${rate} calls/s (${o.connections} connections, up to ${o.connections * o.streams} in flight)`);
     }
-    for (const [label, r] of runs) results[label] = { load: poolRounds(r.load), c1: poolRounds(r.c1) };
+    const transport: BenchReport['transport'] = {};
+    for (const [label, r] of runs) transport[label] = Object.fromEntries(Object.entries(r).map(([s, x]) => [s, pool(x)]));
 
     // Memory with the demo model only, after the transport runs (the issue's budget is for this case).
-    const demoMem = { inference: rssPeakMb(inference.pid), router: rssPeakMb(router.pid) };
+    const demoMem = { inference: replicasRss(), router: rssPeakMb(router.pid) };
 
-    progress('bench: pushing a compute-bound wide MLP (with and without batching) and a 50 ms model…\n');
+    const models = [...(want('batching') ? ['wide', 'wide-nobatch'] : []), ...(want('eventloop') ? ['slow'] : [])];
+    if (models.length) progress(`bench: pushing ${models.join(', ')}…\n`);
     // Compute-bound: 5.2 M weights (21 MB), so one row at a time is memory-bound and batches pay.
-    const wide = mlpModel({ inputs: WIDE_IN, hidden: [2048, 2048], outputs: 1, seed: 2 });
-    const slow = slowModel({ millis: 50 });
-    await reg.push(wide.bytes, { name: 'wide', alias: 'production', batching: { maxBatchSize: 64, maxQueueDelayMicros: 0 } });
-    await reg.push(wide.bytes, { name: 'wide-nobatch', alias: 'production', batching: { maxBatchSize: 1, maxQueueDelayMicros: 0 } });
-    await reg.push(slow.bytes, { name: 'slow', alias: 'production', batching: { maxBatchSize: 1, maxQueueDelayMicros: 0 } });
+    const wide = want('batching') ? mlpModel({ inputs: WIDE_IN, hidden: [2048, 2048], outputs: 1, seed: 2 }) : null;
+    if (wide) {
+      await reg.push(wide.bytes, { name: 'wide', alias: 'production', batching: { maxBatchSize: 64, maxQueueDelayMicros: 0 } });
+      await reg.push(wide.bytes, { name: 'wide-nobatch', alias: 'production', batching: { maxBatchSize: 1, maxQueueDelayMicros: 0 } });
+    }
+    if (want('eventloop')) await reg.push(slowModel({ millis: 50 }).bytes, { name: 'slow', alias: 'production', batching: { maxBatchSize: 1, maxQueueDelayMicros: 0 } });
     reg.close();
-    for (const m of ['wide', 'wide-nobatch', 'slow']) await waitReady(m);
+    for (const m of models) await waitReady(m);
     client.close();
-    for (const [target, p] of [[routerAddr, widePayload('wide')], [routerAddr, slowPayload]] as const) {
-      const code = await grpcStatusOf(target, p);
-      if (code !== 0) throw new CliError('INTERNAL', `benchmark payload answered ${grpc.status[code]} by ${target}`);
+    for (const p of [...(wide ? [widePayload('wide')] : []), ...(want('eventloop') ? [slowPayload] : [])]) {
+      const code = await grpcStatusOf(routerAddr, p);
+      if (code !== 0) throw new CliError('INTERNAL', `benchmark payload answered ${grpc.status[code]} by ${routerAddr}`);
     }
 
-    progress(`bench: batching: wide MLP through the mesh, ${o.batchRequests} calls with batching on, then off, in each of ${o.rounds} rounds…\n`);
-    const batchLoad = { requests: o.batchRequests, connections: o.connections, streams: o.streams };
-    await runH2load({ target: routerAddr, payload: widePayload('wide'), ...batchLoad, requests: Math.min(500, o.batchRequests) });
-    await runH2load({ target: routerAddr, payload: widePayload('wide-nobatch'), ...batchLoad, requests: Math.min(200, o.batchRequests) });
-    const on: LoadRun[] = [];
-    const off: LoadRun[] = [];
-    for (let round = 0; round < o.rounds; round++) {
-      on.push(await runH2load({ target: routerAddr, payload: widePayload('wide'), ...batchLoad }));
-      off.push(await runH2load({ target: routerAddr, payload: widePayload('wide-nobatch'), ...batchLoad }));
+    let batching: BenchReport['batching'];
+    if (wide) {
+      progress(`bench: batching: wide MLP through the mesh, ${o.batchRequests} calls with batching on, then off, in each of ${o.rounds} rounds…\n`);
+      const batchLoad = { requests: o.batchRequests, connections: o.connections, streams: o.streams };
+      await runH2load({ target: routerAddr, payload: widePayload('wide'), ...batchLoad, requests: Math.min(500, o.batchRequests) });
+      await runH2load({ target: routerAddr, payload: widePayload('wide-nobatch'), ...batchLoad, requests: Math.min(200, o.batchRequests) });
+      const on: LoadRun[] = [];
+      const off: LoadRun[] = [];
+      for (let round = 0; round < o.rounds; round++) {
+        on.push(await runH2load({ target: routerAddr, payload: widePayload('wide'), ...batchLoad }));
+        off.push(await runH2load({ target: routerAddr, payload: widePayload('wide-nobatch'), ...batchLoad }));
+      }
+      batching = { model: `wide MLP ${WIDE_IN}→2048→2048→1, 1 row per call, through the mesh`, on: poolRounds(on), off: poolRounds(off) };
     }
-    const batchOn = poolRounds(on);
-    const batchOff = poolRounds(off);
 
-    progress('bench: event-loop delay of the inference replica while it runs a 50 ms model back to back…\n');
-    await runH2load({ target: routerAddr, payload: slowPayload, requests: 60, connections: 1, streams: 8 });
+    if (want('eventloop')) {
+      progress('bench: event-loop delay of the inference replicas while they run a 50 ms model back to back…\n');
+      await runH2load({ target: routerAddr, payload: slowPayload, requests: 60, connections: 1, streams: 8 });
+    }
     const rt = new RuntimeClient(replicaAddr, grpc.credentials.createInsecure());
     const status = await grpcCall(rt.status, rt, {});
     rt.close();
-    const endMem = { inference: rssPeakMb(inference.pid), router: rssPeakMb(router.pid) };
+    const endMem = { inference: replicasRss(), router: rssPeakMb(router.pid) };
 
-    await new Promise((r) => setTimeout(r, 600));
+    // The router flushes its samples to the monitor every second (its default).
+    await new Promise((r) => setTimeout(r, 1_500));
     const mon = new MonitorApi(addr(monitor));
     const stats = await mon.stats();
     mon.close();
@@ -211,43 +309,45 @@ export async function benchCommand(o: BenchOptions): Promise<number> {
     const grpcErrorCodes = Object.fromEntries(stats.filter((s) => s.errors > 0).map((s) => [`${s.name}:${s.version}`, s.errorsByCode]));
     if (failure) throw failure;
 
-    const pooled = (label: string) => results[label] as { load: LoadResult; c1: LoadResult };
-    const echoR = pooled('grpc-js echo');
-    const http2EchoR = pooled('http2 echo (raw path)');
-    const meshR = pooled('mesh (router)');
-    const offR = pooled('mesh, tracing off');
-    const directR = pooled('inference direct');
-    const ratios = {
-      meshThroughputOverEcho: meshR.load.rps / echoR.load.rps,
-      meshThroughputOverHttp2Echo: meshR.load.rps / http2EchoR.load.rps,
-      directThroughputOverEcho: directR.load.rps / echoR.load.rps,
-      meshP50C1OverEcho: meshR.c1.p50Us / echoR.c1.p50Us,
-      meshP50C1OverHttp2Echo: meshR.c1.p50Us / http2EchoR.c1.p50Us,
-      // Paired per round (the two routers run back to back, in alternating order): the median of the
-      // rounds' ratios, so machine load that drifts between rounds cancels out.
-      tracingP99OverOff: median(runs.get('mesh (router)')!.load.map((r, i) => r.p99Us / runs.get('mesh, tracing off')!.load[i]!.p99Us)),
-      tracingP99PooledOverOff: meshR.load.p99Us / offR.load.p99Us,
-      tracingC1P99OverOff: meshR.c1.p99Us / offR.c1.p99Us,
-      batchingRowsPerSecOnOverOff: batchOn.rps / batchOff.rps,
-      batchingP99OnOverOff: batchOn.p99Us / batchOff.p99Us,
-    };
-    const report = {
+    const report: BenchReport = {
       generator: 'h2load (nghttp2-client), 1 thread',
-      load: { ...load, inFlight: o.connections * o.streams, latencyRequests: o.latencyRequests, warmup: o.warmup, rounds: o.rounds },
+      mesh: {
+        as: 'infermesh up, default settings',
+        processes: `nats-server (JetStream, one NATS user per service), registry, monitor, ${REPLICAS} inference replicas, 1 router; loopback, plaintext`,
+        settings: "each service's defaults (the flags up passes, no others); the caller's INFERMESH_* and OTEL_* variables are not passed on",
+        tracing: 'default sampling (parentbased_traceidratio, 5 % of roots); no exporter, as up without OTEL_EXPORTER_OTLP_ENDPOINT',
+        replicas: REPLICAS,
+        routers: 1,
+        alsoStarted: "router-untraced (the same router with OTEL_TRACES_SAMPLER=always_off, for the tracing ratio); 'inference direct' calls inference-1",
+      },
+      scenarios: SCENARIOS.filter(want),
+      load: { requests: o.requests, connections: o.connections, streams: o.streams, inFlight: o.connections * o.streams, latencyRequests: o.latencyRequests, warmup: o.warmup, rounds: o.rounds },
+      ...(want('few') ? { fewCallers: { connections: o.fewCallers, streams: 1, requests: o.fewRequests } } : {}),
+      ...(openLoop ? { openLoop } : {}),
+      cpu: {
+        source: '/proc/<pid>/stat utime+stime around each h2load run, summed over the rounds, divided by the calls',
+        clockTicksPerSecond: CLOCK_TICKS_PER_SECOND,
+        tickUs: TICK_US,
+        // One tick over one run's calls: the most one run's reading can be off, per call.
+        resolutionUsPerCall: Object.fromEntries(
+          (['load', 'c1', 'few', 'open'] as const).filter(want).map((s) => [s, Math.round((TICK_US * 100) / (specs[s].requests || 1)) / 100]),
+        ),
+        groups: { server: 'the echo server called', router: 'the router called', replicas: `the ${REPLICAS} inference replicas together` },
+      },
       machine: { cpus: os.availableParallelism(), node: process.version },
       smallModel: 'demo fraud model (8 features, logistic regression), 1 row per call',
       inProcess: inproc,
-      transport: Object.fromEntries(targets.map(([label]) => [label, results[label]])),
-      batching: { model: `wide MLP ${WIDE_IN}→2048→2048→1, 1 row per call, through the mesh`, on: batchOn, off: batchOff },
-      inferenceEventLoop: { model: '50 ms per call', p99Ms: (status.stats?.eventLoopP99Micros ?? 0) / 1000, maxMs: (status.stats?.eventLoopMaxMicros ?? 0) / 1000 },
+      transport,
+      ...(batching ? { batching } : {}),
+      ...(want('eventloop') ? { inferenceEventLoop: { model: '50 ms per call', p99Ms: (status.stats?.eventLoopP99Micros ?? 0) / 1000, maxMs: (status.stats?.eventLoopMaxMicros ?? 0) / 1000 } } : {}),
       memoryMb: { idleWithDemoModel: idleMem, afterDemoLoad: demoMem, afterAllModels: endMem },
       replicaStats: status.stats,
       grpcErrors,
       grpcErrorCodes,
-      ratios,
+      ratios: ratiosOf(transport, runs, batching),
     };
     if (o.json) printJson(report);
-    else printText(renderReport(report, results, targets, inproc));
+    else printText(renderReport(report, inproc));
     return 0;
   } finally {
     await sup.stopAll();
@@ -255,36 +355,43 @@ export async function benchCommand(o: BenchOptions): Promise<number> {
   }
 }
 
-const us = (n: number) => String(Math.round(n));
-const f2 = (n: number) => n.toFixed(2);
-
-function renderReport(r: { ratios: Record<string, number>; batching: { on: LoadResult; off: LoadResult }; inferenceEventLoop: { p99Ms: number; maxMs: number }; memoryMb: Record<string, Record<string, { peakMb: number; nowMb: number }>>; grpcErrors: number; load: { inFlight: number; rounds: number } }, results: Record<string, unknown>, targets: [string, string][], inproc: InProcessResult): string {
-  const rows: string[][] = [['onnxruntime in-process', us(inproc.rps), us(inproc.p50Us), us(inproc.p99Us), us(inproc.p999Us), '-', '-']];
-  for (const [label] of targets) {
-    const x = results[label] as { load: LoadResult; c1: LoadResult };
-    rows.push([label, us(x.load.rps), us(x.load.p50Us), us(x.load.p99Us), us(x.load.p999Us), us(x.c1.p50Us), us(x.c1.p99Us)]);
+/** The ratios the targets are judged by; those whose scenarios did not run are left out. */
+function ratiosOf(t: BenchReport['transport'], runs: Map<string, Partial<Record<TransportScenario, Runs>>>, batching: BenchReport['batching']): Record<string, number> {
+  const echo = t['grpc-js echo']!;
+  const http2 = t['http2 echo (raw path)']!;
+  const mesh = t['mesh (router)']!;
+  const off = t['mesh, tracing off']!;
+  const direct = t['inference direct']!;
+  const r: Record<string, number> = {};
+  if (mesh.load && echo.load && direct.load && http2.load && off.load) {
+    r.meshThroughputOverEcho = mesh.load.rps / echo.load.rps;
+    r.meshThroughputOverHttp2Echo = mesh.load.rps / http2.load.rps;
+    r.directThroughputOverEcho = direct.load.rps / echo.load.rps;
+    // Paired per round (the two routers run back to back, in alternating order): the median of the
+    // rounds' ratios, so machine load that drifts between rounds cancels out.
+    const offRuns = runs.get('mesh, tracing off')!.load!.runs;
+    r.tracingP99OverOff = median(runs.get('mesh (router)')!.load!.runs.map((x, i) => x.p99Us / offRuns[i]!.p99Us));
+    r.tracingP99PooledOverOff = mesh.load.p99Us / off.load.p99Us;
   }
-  const lines = [
-    `load: h2load, ${r.load.inFlight} calls in flight; ${r.load.rounds} rounds after a warm-up (calls/s: median of the rounds; latency in µs over all rounds); c1 = concurrency 1`,
-    renderTable(['SCENARIO', 'CALLS/S', 'P50', 'P99', 'P99.9', 'C1_P50', 'C1_P99'], rows, ['left', 'right', 'right', 'right', 'right', 'right', 'right']),
-    '',
-    renderTable(
-      ['WIDE MLP (MESH)', 'ROWS/S', 'P50', 'P99'],
-      [
-        ['batching on', us(r.batching.on.rps), us(r.batching.on.p50Us), us(r.batching.on.p99Us)],
-        ['batching off', us(r.batching.off.rps), us(r.batching.off.p50Us), us(r.batching.off.p99Us)],
-      ],
-      ['left', 'right', 'right', 'right'],
-    ),
-    '',
-    `mesh / echo throughput:        ${f2(r.ratios.meshThroughputOverEcho!)}  (inference direct / echo: ${f2(r.ratios.directThroughputOverEcho!)}; mesh / http2 echo: ${f2(r.ratios.meshThroughputOverHttp2Echo!)})`,
-    `mesh / echo p50 at c1:         ${f2(r.ratios.meshP50C1OverEcho!)}  (mesh / http2 echo: ${f2(r.ratios.meshP50C1OverHttp2Echo!)})`,
-    `tracing (default sampling) / off, p99: ${f2(r.ratios.tracingP99OverOff!)} under load (median of the rounds' ratios; pooled ${f2(r.ratios.tracingP99PooledOverOff!)}), ${f2(r.ratios.tracingC1P99OverOff!)} at c1`,
-    `batching on / off rows/s:      ${f2(r.ratios.batchingRowsPerSecOnOverOff!)}  (p99 on / off: ${f2(r.ratios.batchingP99OnOverOff!)})`,
-    `inference event-loop delay under a 50 ms model: p99 ${f2(r.inferenceEventLoop.p99Ms)} ms, max ${f2(r.inferenceEventLoop.maxMs)} ms`,
-    `RSS, demo model only: inference ${r.memoryMb.afterDemoLoad!.inference!.peakMb} MB peak (idle ${r.memoryMb.idleWithDemoModel!.inference!.nowMb}), router ${r.memoryMb.afterDemoLoad!.router!.peakMb} MB peak (idle ${r.memoryMb.idleWithDemoModel!.router!.nowMb})`,
-    `RSS peak after the wide and slow models too: inference ${r.memoryMb.afterAllModels!.inference!.peakMb} MB, router ${r.memoryMb.afterAllModels!.router!.peakMb} MB`,
-    `gRPC errors seen by the router: ${r.grpcErrors}`,
-  ];
-  return lines.join('\n');
+  if (mesh.c1 && echo.c1 && direct.c1 && http2.c1 && off.c1) {
+    r.meshP50C1OverEcho = mesh.c1.p50Us / echo.c1.p50Us;
+    r.meshP50C1OverHttp2Echo = mesh.c1.p50Us / http2.c1.p50Us;
+    r.directP50C1OverEcho = direct.c1.p50Us / echo.c1.p50Us;
+    r.tracingC1P99OverOff = mesh.c1.p99Us / off.c1.p99Us;
+  }
+  if (mesh.few && echo.few && direct.few && http2.few) {
+    r.meshFewCallsOverEcho = mesh.few.rps / echo.few.rps;
+    r.directFewCallsOverEcho = direct.few.rps / echo.few.rps;
+    r.meshFewCallsOverHttp2Echo = mesh.few.rps / http2.few.rps;
+  }
+  if (mesh.open && echo.open && direct.open) {
+    r.meshOpenP99OverEcho = mesh.open.p99Us / echo.open.p99Us;
+    r.directOpenP99OverEcho = direct.open.p99Us / echo.open.p99Us;
+    r.meshOpenP50OverEcho = mesh.open.p50Us / echo.open.p50Us;
+  }
+  if (batching) {
+    r.batchingRowsPerSecOnOverOff = batching.on.rps / batching.off.rps;
+    r.batchingP99OnOverOff = batching.on.p99Us / batching.off.p99Us;
+  }
+  return r;
 }

@@ -14,6 +14,12 @@ export interface LoadSpec {
   streams: number;
   /** Extra gRPC metadata as `name: value` headers. */
   headers?: string[];
+  /**
+   * Open loop: each connection starts calls at this rate (h2load --rps, per
+   * client), so the whole run offers rps × connections calls/s whatever the
+   * answers' latency; `streams` then only caps the calls in flight.
+   */
+  rps?: number;
 }
 
 export interface LoadResult {
@@ -63,6 +69,7 @@ export function runH2load(spec: LoadSpec): Promise<LoadRun> {
     '-d', body, '--log-file', log,
     '-H', 'content-type: application/grpc', '-H', 'te: trailers',
     ...(spec.headers ?? []).flatMap((h) => ['-H', h]),
+    ...(spec.rps !== undefined ? ['--rps', String(spec.rps)] : []),
     `http://${spec.target}/inference.GRPCInferenceService/ModelInfer`,
   ];
   return new Promise((resolve, reject) => {
