@@ -30,14 +30,36 @@ export function createGrpcServer(o: ServerOptions): grpc.Server {
   } as grpc.ServerOptions);
 }
 
+let bindLogQuieted = false;
+
+/**
+ * grpc-js writes its own "E No address added…" line on stderr for a failed
+ * bind, before the error that {@link listen} rejects with (and the service
+ * prints as its one start-up line); every other grpc-js log line stays.
+ */
+function quietFailedBindLog(): void {
+  if (bindLogQuieted) return;
+  bindLogQuieted = true;
+  const error = console.error.bind(console);
+  grpc.setLogger({ ...console, error: (...args: unknown[]) => (typeof args[0] === 'string' && args[0].includes('No address added') ? undefined : error(...args)) });
+}
+
 /**
  * Binds `host:port` (port 0 = any free port) with `credentials` (plaintext
  * unless given; see serverCredentials in tls.ts) and returns the bound port.
+ * Rejects with one line naming the address and the flags (`cannot listen on
+ * 127.0.0.1:8500 (--host, --port): address already in use`).
  */
 export function listen(server: grpc.Server, host: string, port: number, credentials: grpc.ServerCredentials = grpc.ServerCredentials.createInsecure()): Promise<number> {
   const target = host.includes(':') && !host.startsWith('[') ? `[${host}]:${port}` : `${host}:${port}`;
+  quietFailedBindLog();
   return new Promise((resolve, reject) => {
-    server.bindAsync(target, credentials, (err, bound) => (err ? reject(err) : resolve(bound)));
+    server.bindAsync(target, credentials, (err, bound) => {
+      if (!err) return resolve(bound);
+      // "No address added out of total 1 resolved errors: [listen EADDRINUSE: address already in use 127.0.0.1:8500]"
+      const why = /errors: \[(?:listen \w+: )?([^\]]*?)(?: [\d.:[\]a-f]+)?\]/.exec(err.message)?.[1] ?? err.message;
+      reject(new Error(`cannot listen on ${target} (--host, --port): ${why}`, { cause: err }));
+    });
   });
 }
 

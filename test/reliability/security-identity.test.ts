@@ -252,6 +252,12 @@ describe('start-up of every service', () => {
     });
   });
 
+  it('a port in use: one line naming the address and the flags, exit 1', async () => {
+    const r = await runNode(service('router'), ['--nats', mesh.nats.url, '--port', String(mesh.registry.info.grpcPort), '--rest-port', '0']);
+    expect(r.code, r.stderr).toBe(1);
+    expect(r.stderr).toBe(`infermesh-router: cannot listen on 127.0.0.1:${mesh.registry.info.grpcPort} (--host, --port): address already in use\n`);
+  });
+
   it('its own expired or not-yet-valid certificate stops start-up naming the flag', async () => {
     const tlsArgs = (c: { cert: string; key: string }) => ['--port', '0', '--tls-cert', c.cert, '--tls-key', c.key, '--tls-ca', pki.ca];
     const [expired, future] = await Promise.all([
