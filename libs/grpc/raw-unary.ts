@@ -115,7 +115,11 @@ function encodeMessage(s: string): string {
 }
 
 function sendOkTrailers(this: http2.ServerHttp2Stream): void {
-  this.sendTrailers(OK_TRAILERS);
+  try {
+    this.sendTrailers(OK_TRAILERS);
+  } catch {
+    // The stream went away after its message: nobody is left to tell.
+  }
 }
 
 function ignore(): void {}
@@ -180,6 +184,25 @@ interface Served {
   shedTrailers: Record<string, string> | undefined;
   /** Calls still receiving or inflating, checked by one sweeper against their deadline. */
   receiving: Set<RawCall>;
+  /** Inflations running, and calls waiting for one (in arrival order). */
+  inflating: number;
+  waitingToInflate: RawCall[];
+}
+
+/** Inflations running at once per server (each on a thread-pool thread, each a core's worth of work). */
+const MAX_INFLATING = 2;
+
+/** Starts waiting inflations while there is room (skipping calls answered meanwhile, e.g. past their deadline). */
+function startWaiting(s: Served): void {
+  while (s.inflating < MAX_INFLATING && s.waitingToInflate.length > 0) {
+    const c = s.waitingToInflate.shift()!;
+    if (c.phase !== INFLATING) continue;
+    try {
+      c.inflate();
+    } catch {
+      c.failed();
+    }
+  }
 }
 
 const kCall = Symbol('infermesh.rawCall');
@@ -207,6 +230,9 @@ class RawCall {
   expected = -1;
   cancel: (() => void) | null = null;
   answered = false;
+  /** The compressed message while it waits to be inflated. */
+  compressed: Buffer | null = null;
+  gzip = false;
 
   constructor(
     readonly stream: CallStream,
@@ -263,16 +289,33 @@ class RawCall {
     // kept while its call is in flight would keep all of it alive, so a small one is copied out.
     if (body[0] === 0) return this.dispatch(msg.buffer.byteLength > 2 * msg.length + 1024 ? Buffer.from(msg) : msg);
     const enc = this.headers['grpc-encoding'];
-    const inflate = enc === 'gzip' ? zlib.gunzip : enc === 'deflate' ? zlib.inflate : null;
-    if (inflate === null) return this.refuse(Status.UNIMPLEMENTED, `request: compressed with unsupported grpc-encoding ${JSON.stringify(String(enc ?? '').slice(0, ECHO_CHARS))}`);
-    // On the thread pool, one bounded step at a time: a message that inflates past the limit stops
-    // there, and other callers' requests run between the steps.
+    if (enc !== 'gzip' && enc !== 'deflate') return this.refuse(Status.UNIMPLEMENTED, `request: compressed with unsupported grpc-encoding ${JSON.stringify(String(enc ?? '').slice(0, ECHO_CHARS))}`);
     this.phase = INFLATING;
-    inflate(msg, { maxOutputLength: this.s.max, chunkSize: INFLATE_CHUNK_BYTES }, (err, out) => {
+    this.compressed = msg;
+    this.gzip = enc === 'gzip';
+    const s = this.s;
+    if (s.inflating < MAX_INFLATING) this.inflate();
+    else s.waitingToInflate.push(this);
+  }
+
+  /**
+   * Inflates on the thread pool, one bounded step at a time: a message that
+   * inflates past the limit stops there, and other callers' requests run
+   * between the steps. Few run at once (MAX_INFLATING), so a flood of
+   * compressed requests leaves the cores to the event loop.
+   */
+  inflate(): void {
+    const s = this.s;
+    const msg = this.compressed!;
+    this.compressed = null;
+    s.inflating++;
+    (this.gzip ? zlib.gunzip : zlib.inflate)(msg, { maxOutputLength: s.max, chunkSize: INFLATE_CHUNK_BYTES }, (err, out) => {
+      s.inflating--;
+      startWaiting(s);
       if (this.phase !== INFLATING) return;
       try {
         if (err === null) return this.dispatch(out);
-        if ((err as NodeJS.ErrnoException).code === 'ERR_BUFFER_TOO_LARGE') this.refuse(Status.RESOURCE_EXHAUSTED, `request: decompressed message larger than the limit of ${this.s.max} bytes`);
+        if ((err as NodeJS.ErrnoException).code === 'ERR_BUFFER_TOO_LARGE') this.refuse(Status.RESOURCE_EXHAUSTED, `request: decompressed message larger than the limit of ${s.max} bytes`);
         else this.refuse(Status.INTERNAL, 'request: message could not be decompressed');
       } catch {
         this.failed();
@@ -283,7 +326,7 @@ class RawCall {
   /** The call stops receiving: it no longer counts in `receiving` nor waits for the sweeper. */
   private leave(phase: number): void {
     this.phase = phase;
-    this.first = this.buf = null;
+    this.first = this.buf = this.compressed = null;
     this.s.receiving.delete(this);
     if (this.s.load) this.s.load.receiving--;
   }
@@ -412,9 +455,10 @@ function serve(stream: CallStream, headers: http2.IncomingHttpHeaders, s: Served
   const call = new RawCall(stream, headers, s, deadlineMs, Math.min(deadlineMs, now + s.maxReceiveMs));
   s.receiving.add(call);
   stream[kCall] = call;
+  // `on`, not `once` (which wraps each listener per call): a stream ends and closes once anyway.
   stream.on('data', onData);
-  stream.once('end', onEnd);
-  stream.once('close', onClose);
+  stream.on('end', onEnd);
+  stream.on('close', onClose);
 }
 
 /**
@@ -437,6 +481,8 @@ export function serveRawUnary(server: grpc.Server, path: string, handler: RawUna
     maxInflight: o.load?.maxInflight ?? Infinity,
     shedTrailers: o.load?.shedTrailers,
     receiving: new Set(),
+    inflating: 0,
+    waitingToInflate: [],
   };
   const sweeper = setInterval(sweep, RECEIVE_SWEEP_MS, served);
   sweeper.unref();

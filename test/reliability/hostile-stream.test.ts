@@ -54,12 +54,16 @@ function sendRaw(bytes: Buffer, timeoutMs = 20_000): Promise<Outcome> {
   );
 }
 
-/** Other callers: small requests in a loop, no retries (a failure must show), every outcome kept. */
+/**
+ * Other callers: small requests in a loop, no retries (a failure must show),
+ * every outcome kept. They score another model on the same replica, so they
+ * share the router→replica link with the hostile calls but not its queue.
+ */
 function bystanders(callers = 4) {
   const answers: Outcome[] = [];
   let stop = false;
   const loop = async () => {
-    while (!stop) answers.push(await outcome(mesh.clients.router.infer('wide', small, { timeoutMs: 5_000, retries: 0 })));
+    while (!stop) answers.push(await outcome(mesh.clients.router.infer('side', small, { timeoutMs: 5_000, retries: 0 })));
   };
   const loops = Array.from({ length: callers }, loop);
   return {
@@ -94,7 +98,9 @@ beforeAll(async () => {
   port = Number(mesh.router.info.grpcPort);
   raw = new grpc.Client(mesh.routerAddr, grpc.credentials.createInsecure(), channelOptions(64 * MiB));
   await mesh.clients.registry.push(model.bytes, { name: 'wide', alias: 'production' });
+  await mesh.clients.registry.push(model.bytes, { name: 'side', alias: 'production' });
   await mesh.waitReady('wide');
+  await mesh.waitReady('side');
 }, 60_000);
 afterAll(async () => {
   raw?.close();
@@ -164,6 +170,8 @@ describe('hostile streams', () => {
         `others ${answers.length} calls, p99 ${p99(answers).toFixed(1)} ms`,
     );
     for (const b of bombs) expect(b.status).toBe(String(grpc.status.RESOURCE_EXHAUSTED));
+    // Quickly, each: a bomb costs inflating up to the limit, no more.
+    expect(Math.max(...bombs.map((b) => b.ms))).toBeLessThan(10_000);
     for (const u of results.filter((_, i) => i % 2 === 0)) expect(u.status).toBe(String(grpc.status.NOT_FOUND));
     expect(failed(answers)).toEqual([]);
     expect(answers.length).toBeGreaterThan(20);
@@ -194,9 +202,12 @@ describe('hostile streams', () => {
     // Again, finishing together with the small calls in flight.
     const again = await Promise.all(Array.from({ length: 8 }, () => sendRaw(mb)));
     const answers = await others.stop();
-    console.log(`hostile-stream: 1 MB ×8 ${JSON.stringify(countBy(big.slice(0, 8).map((o) => grpc.status[o.code]!)))}, near-limit ${grpc.status[big[8]!.code]} (${big[8]!.details}), others ${answers.length} calls`);
-    for (const o of [...big.slice(0, 8), ...again]) expect(grpc.status[o.code], o.details).toBe('OK');
-    expect(['OK', 'RESOURCE_EXHAUSTED'], big[8]!.details).toContain(grpc.status[big[8]!.code]);
+    console.log(`hostile-stream: 1 MB ×8 ${JSON.stringify(countBy(big.slice(0, 8).map((o) => grpc.status[o.code]!)))} then ${JSON.stringify(countBy(again.map((o) => grpc.status[o.code]!)))}, near-limit ${grpc.status[big[8]!.code]} ${big[8]!.details}, others ${answers.length} calls`);
+    // Each big call succeeds or fails on its own account: too large (RESOURCE_EXHAUSTED) or refused by the
+    // replica's queue estimate (DEADLINE_EXCEEDED, which counts a 32k-row request as 512 batches); never a
+    // broken link (UNAVAILABLE).
+    for (const o of [...big, ...again]) expect(['OK', 'RESOURCE_EXHAUSTED', 'DEADLINE_EXCEEDED'], o.details).toContain(grpc.status[o.code]);
+    expect(big.slice(0, 8).filter((o) => o.code === 0).length).toBeGreaterThan(0);
     expect(failed(answers)).toEqual([]);
     for (const o of [...big, ...again, ...answers]) expect(o.details).not.toMatch(/inference-|replica-[0-9a-f]|127\.0\.0\.1/);
   });
