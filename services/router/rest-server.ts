@@ -14,7 +14,8 @@
  *   GET  /v2, /v2/health/live, /v2/health/ready
  *
  * Every error is `{"error": "<message>"}`: 400 bad input (naming the field),
- * 404 unknown model or path, 405 wrong method, 413 body too large, 429
+ * 404 unknown model or path, 405 wrong method, 413 body too large, 415 a POST
+ * that is not JSON (checkContentType), 429
  * overloaded, 503 unavailable, 504 deadline exceeded, 500 otherwise.
  */
 import http from 'node:http';
@@ -174,6 +175,7 @@ export function createRestServer(table: RoutingTable, infer: InferPath, o: RestO
     if (!ep) throw new HttpError(404, `no endpoint ${req.method} ${path}`);
     const method = req.method === 'HEAD' ? 'GET' : req.method;
     if (method !== ep.method) throw new HttpError(405, `${req.method} is not allowed on ${path}; use ${ep.method}`, { allow: ep.method === 'GET' ? 'GET, HEAD' : 'POST' });
+    if (method === 'POST') checkContentType(req);
     const [status, out] = await ep.run();
     sendJson(res, status, out);
   };
@@ -221,4 +223,20 @@ function headerSource(req: http.IncomingMessage): HeaderSource {
       return v === undefined ? [] : Array.isArray(v) ? v : [v];
     },
   };
+}
+
+/**
+ * A POST must say it is JSON (`application/json`), or the binary-tensor type
+ * (`application/octet-stream`), or carry `Inference-Header-Content-Length`
+ * (the binary-data extension; Triton's Python client sends no Content-Type).
+ * Each of these makes a browser ask first (a CORS preflight, which this
+ * gateway never grants), so a web page cannot make a visitor's browser score
+ * on a mesh it can reach: the simple types (text/plain, form encodings) and a
+ * missing Content-Type get 415.
+ */
+function checkContentType(req: http.IncomingMessage): void {
+  if (req.headers['inference-header-content-length'] !== undefined) return;
+  const type = (req.headers['content-type'] ?? '').split(';', 1)[0]!.trim().toLowerCase();
+  if (type === 'application/json' || type === 'application/octet-stream') return;
+  throw new HttpError(415, `content-type: expected application/json, got ${type ? JSON.stringify(type.slice(0, 64)) : 'none'}`, { accept: 'application/json' });
 }

@@ -272,6 +272,27 @@ describe('REST errors', () => {
   });
 });
 
+describe('no cross-site scoring', () => {
+  it('a POST that is not JSON (what a web page can send without asking first) gets 415; JSON, octet-stream and Triton-style requests are served', async () => {
+    const body = JSON.stringify({ instances: rows });
+    const send = (headers: Record<string, string>, b: string | Uint8Array = body) => fetch(`${base}/v1/models/my_model:predict`, { method: 'POST', headers, body: b });
+    for (const type of ['text/plain', 'text/plain;charset=UTF-8', 'application/x-www-form-urlencoded', 'multipart/form-data; boundary=x']) {
+      const r = await send({ 'content-type': type });
+      expect(r.status, type).toBe(415);
+      expect((await r.json()) as { error: string }).toEqual({ error: expect.stringMatching(/^content-type: expected application\/json/) });
+    }
+    // No Content-Type at all (a fetch of bytes from a page): 415 too.
+    expect((await send({}, new TextEncoder().encode(body))).status).toBe(415);
+    for (const headers of [{ 'content-type': 'application/json; charset=utf-8' }, { 'content-type': 'application/octet-stream' }, { 'inference-header-content-length': String(body.length) }]) {
+      const r = await send(headers, new TextEncoder().encode(body));
+      expect(r.status, JSON.stringify(headers)).toBe(200);
+      expectScores(((await r.json()) as { predictions: number[][] }).predictions, v1);
+    }
+    // GETs need no Content-Type.
+    expect((await get('/v2/health/ready')).status).toBe(200);
+  });
+});
+
 describe('request headers reach the routing path', () => {
   it('a canary sticky on an HTTP header keeps each key on one version', async () => {
     await mesh.clients.registry.setCanary('my_model', 2, 50, 'x-customer');
@@ -309,13 +330,13 @@ req = urllib.request.Request(base + "/v1/models/my_model:predict", data=json.dum
 with urllib.request.urlopen(req, timeout=10) as r:
     ok = {"status": r.status, "body": json.load(r)}
 try:
-    urllib.request.urlopen(urllib.request.Request(base + "/v1/models/nope:predict", data=b'{"instances": [[1]]}'), timeout=10)
+    urllib.request.urlopen(urllib.request.Request(base + "/v1/models/nope:predict", data=b'{"instances": [[1]]}', headers={"Content-Type": "application/json"}), timeout=10)
     bad = None
 except urllib.error.HTTPError as e:
     bad = {"status": e.code, "body": json.load(e)}
 # http.client sends the whole body before reading: the 413 must still arrive (not a broken pipe).
 try:
-    urllib.request.urlopen(urllib.request.Request(base + "/v1/models/my_model:predict", data=json.dumps({"instances": [[0.5] * 1200000]}).encode()), timeout=20)
+    urllib.request.urlopen(urllib.request.Request(base + "/v1/models/my_model:predict", data=json.dumps({"instances": [[0.5] * 1200000]}).encode(), headers={"Content-Type": "application/json"}), timeout=20)
     big = None
 except urllib.error.HTTPError as e:
     big = {"status": e.code, "body": json.load(e)}

@@ -163,7 +163,7 @@ describe('mutual TLS on every gRPC listener', () => {
     const post = (o: https.RequestOptions) =>
       new Promise<{ status: number; body: string }>((resolve, reject) => {
         const req = https.request(
-          { host: '127.0.0.1', port: Number(mesh.router.info.restPort), method: 'POST', path: '/v1/models/secure:predict', ca: tls.ca, servername: 'localhost', ...o },
+          { host: '127.0.0.1', port: Number(mesh.router.info.restPort), method: 'POST', path: '/v1/models/secure:predict', headers: { 'content-type': 'application/json' }, ca: tls.ca, servername: 'localhost', ...o },
           (res) => {
             let body = '';
             res.on('data', (b: Buffer) => (body += b.toString()));
