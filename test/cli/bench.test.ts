@@ -39,6 +39,7 @@ describe('infermesh bench', () => {
     const r = JSON.parse(out);
     expect(r.generator).toContain('h2load');
     expect(r.inProcess.calls).toBe(20000);
+    expect(r.durationS).toBeGreaterThan(0);
     expect(r.mesh.replicas).toBe(2);
     expect(r.mesh.as).toContain('infermesh up');
     expect(r.fewCallers).toEqual({ connections: 4, streams: 1, requests: 200 });

@@ -113,6 +113,7 @@ async function waitServes(target: string, payload: Uint8Array): Promise<void> {
 }
 
 export async function benchCommand(o: BenchOptions): Promise<number> {
+  const startedAt = performance.now();
   useOwnPlaintextMesh();
   // The services read settings from INFERMESH_* and OTEL_* variables: the bench's mesh gets none of
   // the caller's, so it runs with up's defaults (5 % of traces sampled, nothing exported).
@@ -311,6 +312,7 @@ export async function benchCommand(o: BenchOptions): Promise<number> {
 
     const report: BenchReport = {
       generator: 'h2load (nghttp2-client), 1 thread',
+      durationS: Math.round((performance.now() - startedAt) / 1000),
       mesh: {
         as: 'infermesh up, default settings',
         processes: `nats-server (JetStream, one NATS user per service), registry, monitor, ${REPLICAS} inference replicas, 1 router; loopback, plaintext`,

@@ -15,6 +15,8 @@ type Rss = { peakMb: number; nowMb: number };
 
 export interface BenchReport {
   generator: string;
+  /** Wall time of the whole run, start-up included. */
+  durationS: number;
   /** How the measured mesh was started (as `infermesh up` by default). */
   mesh: Record<string, string | number>;
   scenarios: string[];
@@ -118,6 +120,7 @@ export function renderReport(r: BenchReport, inproc: InProcessResult): string {
     `RSS, demo model only: inference ${m.afterDemoLoad.inference.peakMb} MB peak (idle ${m.idleWithDemoModel.inference.nowMb}), router ${m.afterDemoLoad.router.peakMb} MB peak (idle ${m.idleWithDemoModel.router.nowMb}); inference = the larger replica`,
     `RSS peak after the other models too: inference ${m.afterAllModels.inference.peakMb} MB, router ${m.afterAllModels.router.peakMb} MB`,
     `gRPC errors seen by the router: ${r.grpcErrors}`,
+    `${r.machine.cpus} CPUs, Node ${r.machine.node}; the run took ${r.durationS} s`,
   );
   return lines.join('\n');
 }
