@@ -106,8 +106,8 @@ async function waitServes(target: string, payload: Uint8Array): Promise<void> {
   for (;;) {
     const code = await grpcStatusOf(target, payload);
     if (code === 0) return;
-    const passing = code === grpc.status.NOT_FOUND || code === grpc.status.UNAVAILABLE;
-    if (!passing || Date.now() > until) throw new CliError('INTERNAL', `benchmark payload answered ${grpc.status[code]} by ${target}`);
+    const transient = code === grpc.status.NOT_FOUND || code === grpc.status.UNAVAILABLE;
+    if (!transient || Date.now() > until) throw new CliError('INTERNAL', `benchmark payload answered ${grpc.status[code]} by ${target}`);
     await new Promise((r) => setTimeout(r, 50));
   }
 }
