@@ -13,7 +13,8 @@ const SIDE = 256;
  * Measured cost of one 256×256 MatMul in this chain on one ONNX Runtime
  * thread (intraOpNumThreads 1, onnxruntime-node 1.30, 2-core AMD EPYC VM):
  * about 0.4 ms, i.e. ~85 GFLOP/s. A faster or busier host changes the real duration;
- * the model is only meant to be "slow", not a clock.
+ * the model is only meant to be "slow", not a clock; a test that needs a duration passes
+ * `msPerMatmul` measured on its own host (test/harness/slow-model.ts).
  */
 const MS_PER_MATMUL = 0.4;
 
@@ -34,8 +35,8 @@ export interface SlowModel extends Fixture {
  * its result is added to `y` multiplied by zero so `y` stays exactly x + 1
  * (NaN only if `x` holds Inf/NaN).
  */
-export function slowModel({ millis = 100 }: { millis?: number } = {}): SlowModel {
-  const matmuls = Math.max(1, Math.round(millis / MS_PER_MATMUL));
+export function slowModel({ millis = 100, msPerMatmul = MS_PER_MATMUL }: { millis?: number; msPerMatmul?: number } = {}): SlowModel {
+  const matmuls = Math.max(1, Math.round(millis / msPerMatmul));
   // Every entry 1/256: a power of two, so the chain's values stay exact.
   const square = new Float32Array(SIDE * SIDE).fill(1 / SIDE);
   const g = new GraphBuilder('slow')

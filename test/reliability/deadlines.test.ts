@@ -7,9 +7,9 @@
 import * as grpc from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildInferRequest } from '../../libs/client/index.js';
-import { slowModel } from '../../libs/onnx-builder/index.js';
 import type { oip, ReplicaStats } from '../../libs/proto/index.js';
 import { startMesh, type Mesh } from '../harness/mesh.js';
+import { calibratedSlowModel } from '../harness/slow-model.js';
 import { alive, eventually, outcome, ReplicaRecords, type Outcome } from './helpers.js';
 
 const DEFAULT_TIMEOUT_MS = 1_500;
@@ -21,7 +21,7 @@ const input = [{ name: 'x', datatype: 'FP32', shape: [1, 1], data: [3] }];
 beforeAll(async () => {
   mesh = await startMesh({ replicas: 1, routerArgs: ['--default-timeout-ms', String(DEFAULT_TIMEOUT_MS)] });
   records = await ReplicaRecords.connect(mesh.nats.url);
-  await mesh.clients.registry.push(slowModel({ millis: RUN_MS }).bytes, {
+  await mesh.clients.registry.push((await calibratedSlowModel(RUN_MS)).bytes, {
     name: 'slow',
     alias: 'production',
     batching: { maxBatchSize: 1, maxQueueDelayMicros: 0 },
