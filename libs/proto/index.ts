@@ -3,6 +3,8 @@
  * never hand-written twins of the messages.
  */
 export * as oip from './gen/inference/grpc_service.js';
+/** Triton's ModelConfig messages (inference/model_config.proto), answered by the router's ModelConfig. */
+export * as tritonConfig from './gen/inference/model_config.js';
 export * as onnx from './gen/onnx/onnx.js';
 export { TensorSpec, BatchingPolicy } from './gen/infermesh/v1/common.js';
 export {
@@ -28,6 +30,11 @@ export {
   Outcome,
   Alert,
   Alert_State,
+  Lineage,
+  VersionRef,
+  GateResult,
+  CostModel,
+  RetrainRequest,
 } from './gen/infermesh/v1/events.js';
 export {
   RequestFrame,
@@ -39,6 +46,9 @@ export {
   UnloadRequest,
   UnloadResponse,
   StatusRequest,
+  StatisticsRequest,
+  StatisticsResponse,
+  VersionStatistics,
   RuntimeService,
   RuntimeClient,
   type RuntimeServer,
@@ -59,6 +69,20 @@ export {
   GetHistoryResponse,
   GetReferenceRequest,
   SetProbeRequest,
+  OptimizeModelRequest,
+  OptimizeModelResponse,
+  BenchPoint,
+  ComposeModelRequest,
+  ComposePartRef,
+  SetTagsRequest,
+  ArchiveVersionRequest,
+  DeleteVersionRequest,
+  DeleteVersionResponse,
+  ApplyRetentionRequest,
+  ApplyRetentionResponse,
+  RetainedVersion,
+  CollectGarbageRequest,
+  CollectGarbageResponse,
   RegistryService,
   RegistryClient,
   type RegistryServer,
@@ -82,6 +106,14 @@ export {
   ListAlertsRequest,
   ListAlertsResponse,
   WatchAlertsRequest,
+  CompareVersionsRequest,
+  CompareVersionsResponse,
+  VersionEstimates,
+  MetricEstimate,
+  MetricDifference,
+  ExportOutcomesRequest,
+  ExportOutcomesChunk,
+  ExportRow,
   MonitorService,
   MonitorClient,
   type MonitorServer,

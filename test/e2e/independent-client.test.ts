@@ -17,7 +17,7 @@ const model = mlpModel({ inputs: 8, hidden: [16], outputs: 1, seed: 9 });
 
 beforeAll(async () => {
   gen = mkdtempSync(path.join(os.tmpdir(), 'infermesh-py-'));
-  execFileSync('protoc', ['-I', path.join(PROTO_DIR, 'inference'), `--python_out=${gen}`, 'grpc_service.proto']);
+  execFileSync('protoc', ['-I', PROTO_DIR, `--python_out=${gen}`, 'inference/grpc_service.proto', 'inference/model_config.proto']);
   mesh = await startMesh({ replicas: 1 });
   await mesh.clients.registry.push(model.bytes, { name: 'scorer', alias: 'production' });
   await mesh.waitReady('scorer');

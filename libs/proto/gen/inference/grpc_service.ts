@@ -10,14 +10,17 @@ import {
   type CallOptions,
   type ChannelCredentials,
   Client,
+  type ClientDuplexStream,
   type ClientOptions,
   type ClientUnaryCall,
+  type handleBidiStreamingCall,
   type handleUnaryCall,
   makeGenericClientConstructor,
   type Metadata,
   type ServiceError,
   type UntypedServiceImplementation,
 } from "@grpc/grpc-js";
+import { ModelConfig } from "./model_config.js";
 
 export const protobufPackage = "inference";
 
@@ -34,6 +37,13 @@ export const protobufFileName = "inference/grpc_service.proto";
  * Errors common to every RPC: UNAVAILABLE while the server cannot serve,
  * DEADLINE_EXCEEDED when the caller's deadline passes, RESOURCE_EXHAUSTED on
  * overload or an oversized message, INVALID_ARGUMENT for a malformed message.
+ *
+ * The router also serves Triton Inference Server's extensions of this service
+ * (ModelStreamInfer, ModelConfig, ModelStatistics, RepositoryIndex,
+ * RepositoryModelLoad/Unload) with the messages and field numbers of
+ * triton-inference-server/common protobuf/grpc_service.proto, so that
+ * Triton's own clients work unchanged. Triton's shared-memory, trace and log
+ * RPCs are not served (UNIMPLEMENTED); replicas serve only the core RPCs.
  */
 
 export interface ServerLiveRequest {
@@ -171,6 +181,140 @@ export interface InferTensorContents {
   fp32Contents: number[];
   fp64Contents: number[];
   bytesContents: Uint8Array[];
+}
+
+export interface ModelStreamInferResponse {
+  errorMessage: string;
+  inferResponse: ModelInferResponse | undefined;
+}
+
+export interface ModelConfigRequest {
+  name: string;
+  version: string;
+}
+
+export interface ModelConfigResponse {
+  config: ModelConfig | undefined;
+}
+
+export interface ModelStatisticsRequest {
+  name: string;
+  version: string;
+}
+
+export interface StatisticDuration {
+  count: number;
+  ns: number;
+}
+
+export interface InferStatistics {
+  success: StatisticDuration | undefined;
+  fail: StatisticDuration | undefined;
+  queue: StatisticDuration | undefined;
+  computeInput: StatisticDuration | undefined;
+  computeInfer: StatisticDuration | undefined;
+  computeOutput: StatisticDuration | undefined;
+  cacheHit: StatisticDuration | undefined;
+  cacheMiss: StatisticDuration | undefined;
+}
+
+export interface InferResponseStatistics {
+  computeInfer: StatisticDuration | undefined;
+  computeOutput: StatisticDuration | undefined;
+  success: StatisticDuration | undefined;
+  fail: StatisticDuration | undefined;
+  emptyResponse: StatisticDuration | undefined;
+  cancel: StatisticDuration | undefined;
+}
+
+export interface InferBatchStatistics {
+  batchSize: number;
+  computeInput: StatisticDuration | undefined;
+  computeInfer: StatisticDuration | undefined;
+  computeOutput: StatisticDuration | undefined;
+}
+
+export interface MemoryUsage {
+  type: string;
+  id: number;
+  byteSize: number;
+}
+
+export interface ModelStatistics {
+  name: string;
+  version: string;
+  /** Milliseconds since the epoch of the last inference; 0 = none yet. */
+  lastInference: number;
+  /** Inferences (rows: a request of batch 8 counts 8), cache hits excluded. */
+  inferenceCount: number;
+  /** Model runs (a dynamic batch counts once). */
+  executionCount: number;
+  inferenceStats: InferStatistics | undefined;
+  batchStats: InferBatchStatistics[];
+  memoryUsage: MemoryUsage[];
+  responseStats: { [key: string]: InferResponseStatistics };
+}
+
+export interface ModelStatistics_ResponseStatsEntry {
+  key: string;
+  value: InferResponseStatistics | undefined;
+}
+
+export interface ModelStatisticsResponse {
+  modelStats: ModelStatistics[];
+}
+
+export interface ModelRepositoryParameter {
+  parameterChoice:
+    | { $case: "boolParam"; value: boolean }
+    | { $case: "int64Param"; value: number }
+    | { $case: "stringParam"; value: string }
+    | { $case: "bytesParam"; value: Uint8Array }
+    | undefined;
+}
+
+export interface RepositoryIndexRequest {
+  repositoryName: string;
+  ready: boolean;
+}
+
+export interface RepositoryIndexResponse {
+  models: RepositoryIndexResponse_ModelIndex[];
+}
+
+export interface RepositoryIndexResponse_ModelIndex {
+  name: string;
+  version: string;
+  state: string;
+  reason: string;
+}
+
+export interface RepositoryModelLoadRequest {
+  repositoryName: string;
+  modelName: string;
+  parameters: { [key: string]: ModelRepositoryParameter };
+}
+
+export interface RepositoryModelLoadRequest_ParametersEntry {
+  key: string;
+  value: ModelRepositoryParameter | undefined;
+}
+
+export interface RepositoryModelLoadResponse {
+}
+
+export interface RepositoryModelUnloadRequest {
+  repositoryName: string;
+  modelName: string;
+  parameters: { [key: string]: ModelRepositoryParameter };
+}
+
+export interface RepositoryModelUnloadRequest_ParametersEntry {
+  key: string;
+  value: ModelRepositoryParameter | undefined;
+}
+
+export interface RepositoryModelUnloadResponse {
 }
 
 function createBaseServerLiveRequest(): ServerLiveRequest {
@@ -2263,6 +2407,1853 @@ export const InferTensorContents: MessageFns<InferTensorContents> = {
   },
 };
 
+function createBaseModelStreamInferResponse(): ModelStreamInferResponse {
+  return { errorMessage: "", inferResponse: undefined };
+}
+
+export const ModelStreamInferResponse: MessageFns<ModelStreamInferResponse> = {
+  encode(message: ModelStreamInferResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.errorMessage !== "") {
+      writer.uint32(10).string(message.errorMessage);
+    }
+    if (message.inferResponse !== undefined) {
+      ModelInferResponse.encode(message.inferResponse, writer.uint32(18).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ModelStreamInferResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseModelStreamInferResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.errorMessage = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.inferResponse = ModelInferResponse.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<ModelStreamInferResponse>, I>>(base?: I): ModelStreamInferResponse {
+    return ModelStreamInferResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ModelStreamInferResponse>, I>>(object: I): ModelStreamInferResponse {
+    const message = createBaseModelStreamInferResponse();
+    message.errorMessage = object.errorMessage ?? "";
+    message.inferResponse = (object.inferResponse !== undefined && object.inferResponse !== null)
+      ? ModelInferResponse.fromPartial(object.inferResponse)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseModelConfigRequest(): ModelConfigRequest {
+  return { name: "", version: "" };
+}
+
+export const ModelConfigRequest: MessageFns<ModelConfigRequest> = {
+  encode(message: ModelConfigRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    if (message.version !== "") {
+      writer.uint32(18).string(message.version);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ModelConfigRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseModelConfigRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.version = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<ModelConfigRequest>, I>>(base?: I): ModelConfigRequest {
+    return ModelConfigRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ModelConfigRequest>, I>>(object: I): ModelConfigRequest {
+    const message = createBaseModelConfigRequest();
+    message.name = object.name ?? "";
+    message.version = object.version ?? "";
+    return message;
+  },
+};
+
+function createBaseModelConfigResponse(): ModelConfigResponse {
+  return { config: undefined };
+}
+
+export const ModelConfigResponse: MessageFns<ModelConfigResponse> = {
+  encode(message: ModelConfigResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.config !== undefined) {
+      ModelConfig.encode(message.config, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ModelConfigResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseModelConfigResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.config = ModelConfig.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<ModelConfigResponse>, I>>(base?: I): ModelConfigResponse {
+    return ModelConfigResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ModelConfigResponse>, I>>(object: I): ModelConfigResponse {
+    const message = createBaseModelConfigResponse();
+    message.config = (object.config !== undefined && object.config !== null)
+      ? ModelConfig.fromPartial(object.config)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseModelStatisticsRequest(): ModelStatisticsRequest {
+  return { name: "", version: "" };
+}
+
+export const ModelStatisticsRequest: MessageFns<ModelStatisticsRequest> = {
+  encode(message: ModelStatisticsRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    if (message.version !== "") {
+      writer.uint32(18).string(message.version);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ModelStatisticsRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseModelStatisticsRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.version = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<ModelStatisticsRequest>, I>>(base?: I): ModelStatisticsRequest {
+    return ModelStatisticsRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ModelStatisticsRequest>, I>>(object: I): ModelStatisticsRequest {
+    const message = createBaseModelStatisticsRequest();
+    message.name = object.name ?? "";
+    message.version = object.version ?? "";
+    return message;
+  },
+};
+
+function createBaseStatisticDuration(): StatisticDuration {
+  return { count: 0, ns: 0 };
+}
+
+export const StatisticDuration: MessageFns<StatisticDuration> = {
+  encode(message: StatisticDuration, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.count !== 0) {
+      writer.uint32(8).uint64(message.count);
+    }
+    if (message.ns !== 0) {
+      writer.uint32(16).uint64(message.ns);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): StatisticDuration {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseStatisticDuration();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.count = longToNumber(reader.uint64());
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.ns = longToNumber(reader.uint64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<StatisticDuration>, I>>(base?: I): StatisticDuration {
+    return StatisticDuration.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<StatisticDuration>, I>>(object: I): StatisticDuration {
+    const message = createBaseStatisticDuration();
+    message.count = object.count ?? 0;
+    message.ns = object.ns ?? 0;
+    return message;
+  },
+};
+
+function createBaseInferStatistics(): InferStatistics {
+  return {
+    success: undefined,
+    fail: undefined,
+    queue: undefined,
+    computeInput: undefined,
+    computeInfer: undefined,
+    computeOutput: undefined,
+    cacheHit: undefined,
+    cacheMiss: undefined,
+  };
+}
+
+export const InferStatistics: MessageFns<InferStatistics> = {
+  encode(message: InferStatistics, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.success !== undefined) {
+      StatisticDuration.encode(message.success, writer.uint32(10).fork()).join();
+    }
+    if (message.fail !== undefined) {
+      StatisticDuration.encode(message.fail, writer.uint32(18).fork()).join();
+    }
+    if (message.queue !== undefined) {
+      StatisticDuration.encode(message.queue, writer.uint32(26).fork()).join();
+    }
+    if (message.computeInput !== undefined) {
+      StatisticDuration.encode(message.computeInput, writer.uint32(34).fork()).join();
+    }
+    if (message.computeInfer !== undefined) {
+      StatisticDuration.encode(message.computeInfer, writer.uint32(42).fork()).join();
+    }
+    if (message.computeOutput !== undefined) {
+      StatisticDuration.encode(message.computeOutput, writer.uint32(50).fork()).join();
+    }
+    if (message.cacheHit !== undefined) {
+      StatisticDuration.encode(message.cacheHit, writer.uint32(58).fork()).join();
+    }
+    if (message.cacheMiss !== undefined) {
+      StatisticDuration.encode(message.cacheMiss, writer.uint32(66).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): InferStatistics {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseInferStatistics();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.success = StatisticDuration.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.fail = StatisticDuration.decode(reader, reader.uint32());
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.queue = StatisticDuration.decode(reader, reader.uint32());
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.computeInput = StatisticDuration.decode(reader, reader.uint32());
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.computeInfer = StatisticDuration.decode(reader, reader.uint32());
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.computeOutput = StatisticDuration.decode(reader, reader.uint32());
+            continue;
+          }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.cacheHit = StatisticDuration.decode(reader, reader.uint32());
+            continue;
+          }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.cacheMiss = StatisticDuration.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<InferStatistics>, I>>(base?: I): InferStatistics {
+    return InferStatistics.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<InferStatistics>, I>>(object: I): InferStatistics {
+    const message = createBaseInferStatistics();
+    message.success = (object.success !== undefined && object.success !== null)
+      ? StatisticDuration.fromPartial(object.success)
+      : undefined;
+    message.fail = (object.fail !== undefined && object.fail !== null)
+      ? StatisticDuration.fromPartial(object.fail)
+      : undefined;
+    message.queue = (object.queue !== undefined && object.queue !== null)
+      ? StatisticDuration.fromPartial(object.queue)
+      : undefined;
+    message.computeInput = (object.computeInput !== undefined && object.computeInput !== null)
+      ? StatisticDuration.fromPartial(object.computeInput)
+      : undefined;
+    message.computeInfer = (object.computeInfer !== undefined && object.computeInfer !== null)
+      ? StatisticDuration.fromPartial(object.computeInfer)
+      : undefined;
+    message.computeOutput = (object.computeOutput !== undefined && object.computeOutput !== null)
+      ? StatisticDuration.fromPartial(object.computeOutput)
+      : undefined;
+    message.cacheHit = (object.cacheHit !== undefined && object.cacheHit !== null)
+      ? StatisticDuration.fromPartial(object.cacheHit)
+      : undefined;
+    message.cacheMiss = (object.cacheMiss !== undefined && object.cacheMiss !== null)
+      ? StatisticDuration.fromPartial(object.cacheMiss)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseInferResponseStatistics(): InferResponseStatistics {
+  return {
+    computeInfer: undefined,
+    computeOutput: undefined,
+    success: undefined,
+    fail: undefined,
+    emptyResponse: undefined,
+    cancel: undefined,
+  };
+}
+
+export const InferResponseStatistics: MessageFns<InferResponseStatistics> = {
+  encode(message: InferResponseStatistics, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.computeInfer !== undefined) {
+      StatisticDuration.encode(message.computeInfer, writer.uint32(10).fork()).join();
+    }
+    if (message.computeOutput !== undefined) {
+      StatisticDuration.encode(message.computeOutput, writer.uint32(18).fork()).join();
+    }
+    if (message.success !== undefined) {
+      StatisticDuration.encode(message.success, writer.uint32(26).fork()).join();
+    }
+    if (message.fail !== undefined) {
+      StatisticDuration.encode(message.fail, writer.uint32(34).fork()).join();
+    }
+    if (message.emptyResponse !== undefined) {
+      StatisticDuration.encode(message.emptyResponse, writer.uint32(42).fork()).join();
+    }
+    if (message.cancel !== undefined) {
+      StatisticDuration.encode(message.cancel, writer.uint32(50).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): InferResponseStatistics {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseInferResponseStatistics();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.computeInfer = StatisticDuration.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.computeOutput = StatisticDuration.decode(reader, reader.uint32());
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.success = StatisticDuration.decode(reader, reader.uint32());
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.fail = StatisticDuration.decode(reader, reader.uint32());
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.emptyResponse = StatisticDuration.decode(reader, reader.uint32());
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.cancel = StatisticDuration.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<InferResponseStatistics>, I>>(base?: I): InferResponseStatistics {
+    return InferResponseStatistics.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<InferResponseStatistics>, I>>(object: I): InferResponseStatistics {
+    const message = createBaseInferResponseStatistics();
+    message.computeInfer = (object.computeInfer !== undefined && object.computeInfer !== null)
+      ? StatisticDuration.fromPartial(object.computeInfer)
+      : undefined;
+    message.computeOutput = (object.computeOutput !== undefined && object.computeOutput !== null)
+      ? StatisticDuration.fromPartial(object.computeOutput)
+      : undefined;
+    message.success = (object.success !== undefined && object.success !== null)
+      ? StatisticDuration.fromPartial(object.success)
+      : undefined;
+    message.fail = (object.fail !== undefined && object.fail !== null)
+      ? StatisticDuration.fromPartial(object.fail)
+      : undefined;
+    message.emptyResponse = (object.emptyResponse !== undefined && object.emptyResponse !== null)
+      ? StatisticDuration.fromPartial(object.emptyResponse)
+      : undefined;
+    message.cancel = (object.cancel !== undefined && object.cancel !== null)
+      ? StatisticDuration.fromPartial(object.cancel)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseInferBatchStatistics(): InferBatchStatistics {
+  return { batchSize: 0, computeInput: undefined, computeInfer: undefined, computeOutput: undefined };
+}
+
+export const InferBatchStatistics: MessageFns<InferBatchStatistics> = {
+  encode(message: InferBatchStatistics, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.batchSize !== 0) {
+      writer.uint32(8).uint64(message.batchSize);
+    }
+    if (message.computeInput !== undefined) {
+      StatisticDuration.encode(message.computeInput, writer.uint32(18).fork()).join();
+    }
+    if (message.computeInfer !== undefined) {
+      StatisticDuration.encode(message.computeInfer, writer.uint32(26).fork()).join();
+    }
+    if (message.computeOutput !== undefined) {
+      StatisticDuration.encode(message.computeOutput, writer.uint32(34).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): InferBatchStatistics {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseInferBatchStatistics();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.batchSize = longToNumber(reader.uint64());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.computeInput = StatisticDuration.decode(reader, reader.uint32());
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.computeInfer = StatisticDuration.decode(reader, reader.uint32());
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.computeOutput = StatisticDuration.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<InferBatchStatistics>, I>>(base?: I): InferBatchStatistics {
+    return InferBatchStatistics.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<InferBatchStatistics>, I>>(object: I): InferBatchStatistics {
+    const message = createBaseInferBatchStatistics();
+    message.batchSize = object.batchSize ?? 0;
+    message.computeInput = (object.computeInput !== undefined && object.computeInput !== null)
+      ? StatisticDuration.fromPartial(object.computeInput)
+      : undefined;
+    message.computeInfer = (object.computeInfer !== undefined && object.computeInfer !== null)
+      ? StatisticDuration.fromPartial(object.computeInfer)
+      : undefined;
+    message.computeOutput = (object.computeOutput !== undefined && object.computeOutput !== null)
+      ? StatisticDuration.fromPartial(object.computeOutput)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseMemoryUsage(): MemoryUsage {
+  return { type: "", id: 0, byteSize: 0 };
+}
+
+export const MemoryUsage: MessageFns<MemoryUsage> = {
+  encode(message: MemoryUsage, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.type !== "") {
+      writer.uint32(10).string(message.type);
+    }
+    if (message.id !== 0) {
+      writer.uint32(16).int64(message.id);
+    }
+    if (message.byteSize !== 0) {
+      writer.uint32(24).uint64(message.byteSize);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): MemoryUsage {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseMemoryUsage();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.type = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.id = longToNumber(reader.int64());
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.byteSize = longToNumber(reader.uint64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<MemoryUsage>, I>>(base?: I): MemoryUsage {
+    return MemoryUsage.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<MemoryUsage>, I>>(object: I): MemoryUsage {
+    const message = createBaseMemoryUsage();
+    message.type = object.type ?? "";
+    message.id = object.id ?? 0;
+    message.byteSize = object.byteSize ?? 0;
+    return message;
+  },
+};
+
+function createBaseModelStatistics(): ModelStatistics {
+  return {
+    name: "",
+    version: "",
+    lastInference: 0,
+    inferenceCount: 0,
+    executionCount: 0,
+    inferenceStats: undefined,
+    batchStats: [],
+    memoryUsage: [],
+    responseStats: {},
+  };
+}
+
+export const ModelStatistics: MessageFns<ModelStatistics> = {
+  encode(message: ModelStatistics, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    if (message.version !== "") {
+      writer.uint32(18).string(message.version);
+    }
+    if (message.lastInference !== 0) {
+      writer.uint32(24).uint64(message.lastInference);
+    }
+    if (message.inferenceCount !== 0) {
+      writer.uint32(32).uint64(message.inferenceCount);
+    }
+    if (message.executionCount !== 0) {
+      writer.uint32(40).uint64(message.executionCount);
+    }
+    if (message.inferenceStats !== undefined) {
+      InferStatistics.encode(message.inferenceStats, writer.uint32(50).fork()).join();
+    }
+    for (const v of message.batchStats) {
+      InferBatchStatistics.encode(v!, writer.uint32(58).fork()).join();
+    }
+    for (const v of message.memoryUsage) {
+      MemoryUsage.encode(v!, writer.uint32(66).fork()).join();
+    }
+    globalThis.Object.entries(message.responseStats).forEach(([key, value]: [string, InferResponseStatistics]) => {
+      ModelStatistics_ResponseStatsEntry.encode({ key: key as any, value }, writer.uint32(74).fork()).join();
+    });
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ModelStatistics {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseModelStatistics();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.version = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.lastInference = longToNumber(reader.uint64());
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.inferenceCount = longToNumber(reader.uint64());
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.executionCount = longToNumber(reader.uint64());
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.inferenceStats = InferStatistics.decode(reader, reader.uint32());
+            continue;
+          }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.batchStats.push(InferBatchStatistics.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.memoryUsage.push(MemoryUsage.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            const entry9 = ModelStatistics_ResponseStatsEntry.decode(reader, reader.uint32());
+            if (entry9.value !== undefined) {
+              message.responseStats[entry9.key] = entry9.value;
+            }
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<ModelStatistics>, I>>(base?: I): ModelStatistics {
+    return ModelStatistics.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ModelStatistics>, I>>(object: I): ModelStatistics {
+    const message = createBaseModelStatistics();
+    message.name = object.name ?? "";
+    message.version = object.version ?? "";
+    message.lastInference = object.lastInference ?? 0;
+    message.inferenceCount = object.inferenceCount ?? 0;
+    message.executionCount = object.executionCount ?? 0;
+    message.inferenceStats = (object.inferenceStats !== undefined && object.inferenceStats !== null)
+      ? InferStatistics.fromPartial(object.inferenceStats)
+      : undefined;
+    message.batchStats = object.batchStats?.map((e) => InferBatchStatistics.fromPartial(e)) || [];
+    message.memoryUsage = object.memoryUsage?.map((e) => MemoryUsage.fromPartial(e)) || [];
+    message.responseStats =
+      (globalThis.Object.entries(object.responseStats ?? {}) as [string, InferResponseStatistics][]).reduce(
+        (acc: { [key: string]: InferResponseStatistics }, [key, value]: [string, InferResponseStatistics]) => {
+          if (value !== undefined) {
+            acc[key] = InferResponseStatistics.fromPartial(value);
+          }
+          return acc;
+        },
+        {},
+      );
+    return message;
+  },
+};
+
+function createBaseModelStatistics_ResponseStatsEntry(): ModelStatistics_ResponseStatsEntry {
+  return { key: "", value: undefined };
+}
+
+export const ModelStatistics_ResponseStatsEntry: MessageFns<ModelStatistics_ResponseStatsEntry> = {
+  encode(message: ModelStatistics_ResponseStatsEntry, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.key !== "") {
+      writer.uint32(10).string(message.key);
+    }
+    if (message.value !== undefined) {
+      InferResponseStatistics.encode(message.value, writer.uint32(18).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ModelStatistics_ResponseStatsEntry {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseModelStatistics_ResponseStatsEntry();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.key = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.value = InferResponseStatistics.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<ModelStatistics_ResponseStatsEntry>, I>>(
+    base?: I,
+  ): ModelStatistics_ResponseStatsEntry {
+    return ModelStatistics_ResponseStatsEntry.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ModelStatistics_ResponseStatsEntry>, I>>(
+    object: I,
+  ): ModelStatistics_ResponseStatsEntry {
+    const message = createBaseModelStatistics_ResponseStatsEntry();
+    message.key = object.key ?? "";
+    message.value = (object.value !== undefined && object.value !== null)
+      ? InferResponseStatistics.fromPartial(object.value)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseModelStatisticsResponse(): ModelStatisticsResponse {
+  return { modelStats: [] };
+}
+
+export const ModelStatisticsResponse: MessageFns<ModelStatisticsResponse> = {
+  encode(message: ModelStatisticsResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.modelStats) {
+      ModelStatistics.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ModelStatisticsResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseModelStatisticsResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.modelStats.push(ModelStatistics.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<ModelStatisticsResponse>, I>>(base?: I): ModelStatisticsResponse {
+    return ModelStatisticsResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ModelStatisticsResponse>, I>>(object: I): ModelStatisticsResponse {
+    const message = createBaseModelStatisticsResponse();
+    message.modelStats = object.modelStats?.map((e) => ModelStatistics.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseModelRepositoryParameter(): ModelRepositoryParameter {
+  return { parameterChoice: undefined };
+}
+
+export const ModelRepositoryParameter: MessageFns<ModelRepositoryParameter> = {
+  encode(message: ModelRepositoryParameter, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    switch (message.parameterChoice?.$case) {
+      case "boolParam":
+        writer.uint32(8).bool(message.parameterChoice.value);
+        break;
+      case "int64Param":
+        writer.uint32(16).int64(message.parameterChoice.value);
+        break;
+      case "stringParam":
+        writer.uint32(26).string(message.parameterChoice.value);
+        break;
+      case "bytesParam":
+        writer.uint32(34).bytes(message.parameterChoice.value);
+        break;
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ModelRepositoryParameter {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseModelRepositoryParameter();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.parameterChoice = { $case: "boolParam", value: reader.bool() };
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.parameterChoice = { $case: "int64Param", value: longToNumber(reader.int64()) };
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.parameterChoice = { $case: "stringParam", value: reader.string() };
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.parameterChoice = { $case: "bytesParam", value: reader.bytes() };
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<ModelRepositoryParameter>, I>>(base?: I): ModelRepositoryParameter {
+    return ModelRepositoryParameter.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ModelRepositoryParameter>, I>>(object: I): ModelRepositoryParameter {
+    const message = createBaseModelRepositoryParameter();
+    switch (object.parameterChoice?.$case) {
+      case "boolParam": {
+        if (object.parameterChoice?.value !== undefined && object.parameterChoice?.value !== null) {
+          message.parameterChoice = { $case: "boolParam", value: object.parameterChoice.value };
+        }
+        break;
+      }
+      case "int64Param": {
+        if (object.parameterChoice?.value !== undefined && object.parameterChoice?.value !== null) {
+          message.parameterChoice = { $case: "int64Param", value: object.parameterChoice.value };
+        }
+        break;
+      }
+      case "stringParam": {
+        if (object.parameterChoice?.value !== undefined && object.parameterChoice?.value !== null) {
+          message.parameterChoice = { $case: "stringParam", value: object.parameterChoice.value };
+        }
+        break;
+      }
+      case "bytesParam": {
+        if (object.parameterChoice?.value !== undefined && object.parameterChoice?.value !== null) {
+          message.parameterChoice = { $case: "bytesParam", value: object.parameterChoice.value };
+        }
+        break;
+      }
+    }
+    return message;
+  },
+};
+
+function createBaseRepositoryIndexRequest(): RepositoryIndexRequest {
+  return { repositoryName: "", ready: false };
+}
+
+export const RepositoryIndexRequest: MessageFns<RepositoryIndexRequest> = {
+  encode(message: RepositoryIndexRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.repositoryName !== "") {
+      writer.uint32(10).string(message.repositoryName);
+    }
+    if (message.ready !== false) {
+      writer.uint32(16).bool(message.ready);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RepositoryIndexRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRepositoryIndexRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.repositoryName = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.ready = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<RepositoryIndexRequest>, I>>(base?: I): RepositoryIndexRequest {
+    return RepositoryIndexRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<RepositoryIndexRequest>, I>>(object: I): RepositoryIndexRequest {
+    const message = createBaseRepositoryIndexRequest();
+    message.repositoryName = object.repositoryName ?? "";
+    message.ready = object.ready ?? false;
+    return message;
+  },
+};
+
+function createBaseRepositoryIndexResponse(): RepositoryIndexResponse {
+  return { models: [] };
+}
+
+export const RepositoryIndexResponse: MessageFns<RepositoryIndexResponse> = {
+  encode(message: RepositoryIndexResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.models) {
+      RepositoryIndexResponse_ModelIndex.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RepositoryIndexResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRepositoryIndexResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.models.push(RepositoryIndexResponse_ModelIndex.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<RepositoryIndexResponse>, I>>(base?: I): RepositoryIndexResponse {
+    return RepositoryIndexResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<RepositoryIndexResponse>, I>>(object: I): RepositoryIndexResponse {
+    const message = createBaseRepositoryIndexResponse();
+    message.models = object.models?.map((e) => RepositoryIndexResponse_ModelIndex.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseRepositoryIndexResponse_ModelIndex(): RepositoryIndexResponse_ModelIndex {
+  return { name: "", version: "", state: "", reason: "" };
+}
+
+export const RepositoryIndexResponse_ModelIndex: MessageFns<RepositoryIndexResponse_ModelIndex> = {
+  encode(message: RepositoryIndexResponse_ModelIndex, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    if (message.version !== "") {
+      writer.uint32(18).string(message.version);
+    }
+    if (message.state !== "") {
+      writer.uint32(26).string(message.state);
+    }
+    if (message.reason !== "") {
+      writer.uint32(34).string(message.reason);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RepositoryIndexResponse_ModelIndex {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRepositoryIndexResponse_ModelIndex();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.version = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.state = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.reason = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<RepositoryIndexResponse_ModelIndex>, I>>(
+    base?: I,
+  ): RepositoryIndexResponse_ModelIndex {
+    return RepositoryIndexResponse_ModelIndex.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<RepositoryIndexResponse_ModelIndex>, I>>(
+    object: I,
+  ): RepositoryIndexResponse_ModelIndex {
+    const message = createBaseRepositoryIndexResponse_ModelIndex();
+    message.name = object.name ?? "";
+    message.version = object.version ?? "";
+    message.state = object.state ?? "";
+    message.reason = object.reason ?? "";
+    return message;
+  },
+};
+
+function createBaseRepositoryModelLoadRequest(): RepositoryModelLoadRequest {
+  return { repositoryName: "", modelName: "", parameters: {} };
+}
+
+export const RepositoryModelLoadRequest: MessageFns<RepositoryModelLoadRequest> = {
+  encode(message: RepositoryModelLoadRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.repositoryName !== "") {
+      writer.uint32(10).string(message.repositoryName);
+    }
+    if (message.modelName !== "") {
+      writer.uint32(18).string(message.modelName);
+    }
+    globalThis.Object.entries(message.parameters).forEach(([key, value]: [string, ModelRepositoryParameter]) => {
+      RepositoryModelLoadRequest_ParametersEntry.encode({ key: key as any, value }, writer.uint32(26).fork()).join();
+    });
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RepositoryModelLoadRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRepositoryModelLoadRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.repositoryName = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.modelName = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            const entry3 = RepositoryModelLoadRequest_ParametersEntry.decode(reader, reader.uint32());
+            if (entry3.value !== undefined) {
+              message.parameters[entry3.key] = entry3.value;
+            }
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<RepositoryModelLoadRequest>, I>>(base?: I): RepositoryModelLoadRequest {
+    return RepositoryModelLoadRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<RepositoryModelLoadRequest>, I>>(object: I): RepositoryModelLoadRequest {
+    const message = createBaseRepositoryModelLoadRequest();
+    message.repositoryName = object.repositoryName ?? "";
+    message.modelName = object.modelName ?? "";
+    message.parameters = (globalThis.Object.entries(object.parameters ?? {}) as [string, ModelRepositoryParameter][])
+      .reduce((acc: { [key: string]: ModelRepositoryParameter }, [key, value]: [string, ModelRepositoryParameter]) => {
+        if (value !== undefined) {
+          acc[key] = ModelRepositoryParameter.fromPartial(value);
+        }
+        return acc;
+      }, {});
+    return message;
+  },
+};
+
+function createBaseRepositoryModelLoadRequest_ParametersEntry(): RepositoryModelLoadRequest_ParametersEntry {
+  return { key: "", value: undefined };
+}
+
+export const RepositoryModelLoadRequest_ParametersEntry: MessageFns<RepositoryModelLoadRequest_ParametersEntry> = {
+  encode(message: RepositoryModelLoadRequest_ParametersEntry, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.key !== "") {
+      writer.uint32(10).string(message.key);
+    }
+    if (message.value !== undefined) {
+      ModelRepositoryParameter.encode(message.value, writer.uint32(18).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RepositoryModelLoadRequest_ParametersEntry {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRepositoryModelLoadRequest_ParametersEntry();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.key = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.value = ModelRepositoryParameter.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<RepositoryModelLoadRequest_ParametersEntry>, I>>(
+    base?: I,
+  ): RepositoryModelLoadRequest_ParametersEntry {
+    return RepositoryModelLoadRequest_ParametersEntry.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<RepositoryModelLoadRequest_ParametersEntry>, I>>(
+    object: I,
+  ): RepositoryModelLoadRequest_ParametersEntry {
+    const message = createBaseRepositoryModelLoadRequest_ParametersEntry();
+    message.key = object.key ?? "";
+    message.value = (object.value !== undefined && object.value !== null)
+      ? ModelRepositoryParameter.fromPartial(object.value)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseRepositoryModelLoadResponse(): RepositoryModelLoadResponse {
+  return {};
+}
+
+export const RepositoryModelLoadResponse: MessageFns<RepositoryModelLoadResponse> = {
+  encode(_: RepositoryModelLoadResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RepositoryModelLoadResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRepositoryModelLoadResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<RepositoryModelLoadResponse>, I>>(base?: I): RepositoryModelLoadResponse {
+    return RepositoryModelLoadResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<RepositoryModelLoadResponse>, I>>(_: I): RepositoryModelLoadResponse {
+    const message = createBaseRepositoryModelLoadResponse();
+    return message;
+  },
+};
+
+function createBaseRepositoryModelUnloadRequest(): RepositoryModelUnloadRequest {
+  return { repositoryName: "", modelName: "", parameters: {} };
+}
+
+export const RepositoryModelUnloadRequest: MessageFns<RepositoryModelUnloadRequest> = {
+  encode(message: RepositoryModelUnloadRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.repositoryName !== "") {
+      writer.uint32(10).string(message.repositoryName);
+    }
+    if (message.modelName !== "") {
+      writer.uint32(18).string(message.modelName);
+    }
+    globalThis.Object.entries(message.parameters).forEach(([key, value]: [string, ModelRepositoryParameter]) => {
+      RepositoryModelUnloadRequest_ParametersEntry.encode({ key: key as any, value }, writer.uint32(26).fork()).join();
+    });
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RepositoryModelUnloadRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRepositoryModelUnloadRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.repositoryName = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.modelName = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            const entry3 = RepositoryModelUnloadRequest_ParametersEntry.decode(reader, reader.uint32());
+            if (entry3.value !== undefined) {
+              message.parameters[entry3.key] = entry3.value;
+            }
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<RepositoryModelUnloadRequest>, I>>(base?: I): RepositoryModelUnloadRequest {
+    return RepositoryModelUnloadRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<RepositoryModelUnloadRequest>, I>>(object: I): RepositoryModelUnloadRequest {
+    const message = createBaseRepositoryModelUnloadRequest();
+    message.repositoryName = object.repositoryName ?? "";
+    message.modelName = object.modelName ?? "";
+    message.parameters = (globalThis.Object.entries(object.parameters ?? {}) as [string, ModelRepositoryParameter][])
+      .reduce((acc: { [key: string]: ModelRepositoryParameter }, [key, value]: [string, ModelRepositoryParameter]) => {
+        if (value !== undefined) {
+          acc[key] = ModelRepositoryParameter.fromPartial(value);
+        }
+        return acc;
+      }, {});
+    return message;
+  },
+};
+
+function createBaseRepositoryModelUnloadRequest_ParametersEntry(): RepositoryModelUnloadRequest_ParametersEntry {
+  return { key: "", value: undefined };
+}
+
+export const RepositoryModelUnloadRequest_ParametersEntry: MessageFns<RepositoryModelUnloadRequest_ParametersEntry> = {
+  encode(
+    message: RepositoryModelUnloadRequest_ParametersEntry,
+    writer: BinaryWriter = new BinaryWriter(),
+  ): BinaryWriter {
+    if (message.key !== "") {
+      writer.uint32(10).string(message.key);
+    }
+    if (message.value !== undefined) {
+      ModelRepositoryParameter.encode(message.value, writer.uint32(18).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RepositoryModelUnloadRequest_ParametersEntry {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRepositoryModelUnloadRequest_ParametersEntry();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.key = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.value = ModelRepositoryParameter.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<RepositoryModelUnloadRequest_ParametersEntry>, I>>(
+    base?: I,
+  ): RepositoryModelUnloadRequest_ParametersEntry {
+    return RepositoryModelUnloadRequest_ParametersEntry.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<RepositoryModelUnloadRequest_ParametersEntry>, I>>(
+    object: I,
+  ): RepositoryModelUnloadRequest_ParametersEntry {
+    const message = createBaseRepositoryModelUnloadRequest_ParametersEntry();
+    message.key = object.key ?? "";
+    message.value = (object.value !== undefined && object.value !== null)
+      ? ModelRepositoryParameter.fromPartial(object.value)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseRepositoryModelUnloadResponse(): RepositoryModelUnloadResponse {
+  return {};
+}
+
+export const RepositoryModelUnloadResponse: MessageFns<RepositoryModelUnloadResponse> = {
+  encode(_: RepositoryModelUnloadResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RepositoryModelUnloadResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRepositoryModelUnloadResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<RepositoryModelUnloadResponse>, I>>(base?: I): RepositoryModelUnloadResponse {
+    return RepositoryModelUnloadResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<RepositoryModelUnloadResponse>, I>>(_: I): RepositoryModelUnloadResponse {
+    const message = createBaseRepositoryModelUnloadResponse();
+    return message;
+  },
+};
+
 export type GRPCInferenceServiceService = typeof GRPCInferenceServiceService;
 export const GRPCInferenceServiceService = {
   /** Liveness. Never fails while the process runs. Idempotent. */
@@ -2344,6 +4335,110 @@ export const GRPCInferenceServiceService = {
     responseSerialize: (value: ModelInferResponse): Buffer => Buffer.from(ModelInferResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): ModelInferResponse => ModelInferResponse.decode(value),
   },
+  /**
+   * Triton: many inferences on one bidirectional stream, each answered as it
+   * completes (its id echoed); a failed request is answered in the stream
+   * with `error_message` and the stream goes on. Router only.
+   */
+  modelStreamInfer: {
+    path: "/inference.GRPCInferenceService/ModelStreamInfer" as const,
+    requestStream: true as const,
+    responseStream: true as const,
+    requestSerialize: (value: ModelInferRequest): Buffer => Buffer.from(ModelInferRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ModelInferRequest => ModelInferRequest.decode(value),
+    responseSerialize: (value: ModelStreamInferResponse): Buffer =>
+      Buffer.from(ModelStreamInferResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ModelStreamInferResponse => ModelStreamInferResponse.decode(value),
+  },
+  /**
+   * Triton: the model's configuration as Triton's ModelConfig, filled from
+   * what the mesh knows (model_config.proto says which fields). Router only.
+   * Idempotent. INVALID_ARGUMENT: bad name or version. NOT_FOUND: no such
+   * model, version or alias. UNAVAILABLE: the version's signature is unknown.
+   */
+  modelConfig: {
+    path: "/inference.GRPCInferenceService/ModelConfig" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ModelConfigRequest): Buffer => Buffer.from(ModelConfigRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ModelConfigRequest => ModelConfigRequest.decode(value),
+    responseSerialize: (value: ModelConfigResponse): Buffer => Buffer.from(ModelConfigResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ModelConfigResponse => ModelConfigResponse.decode(value),
+  },
+  /**
+   * Triton: per model version, counts and cumulative durations since the
+   * replicas started, summed over the replicas that hold the version now
+   * (asked at request time). An empty name: every model; an empty version:
+   * every version the replicas hold. Router only. Idempotent.
+   * INVALID_ARGUMENT: bad name or version. NOT_FOUND: no such model or
+   * version. UNAVAILABLE: a replica holding the version did not answer.
+   */
+  modelStatistics: {
+    path: "/inference.GRPCInferenceService/ModelStatistics" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ModelStatisticsRequest): Buffer =>
+      Buffer.from(ModelStatisticsRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ModelStatisticsRequest => ModelStatisticsRequest.decode(value),
+    responseSerialize: (value: ModelStatisticsResponse): Buffer =>
+      Buffer.from(ModelStatisticsResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ModelStatisticsResponse => ModelStatisticsResponse.decode(value),
+  },
+  /**
+   * Triton: every registered version with its state across the mesh: READY
+   * (ready on a replica), LOADING, or UNAVAILABLE with a reason. `ready`
+   * lists only READY ones; `repository_name` must be empty. Router only.
+   * Idempotent.
+   */
+  repositoryIndex: {
+    path: "/inference.GRPCInferenceService/RepositoryIndex" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: RepositoryIndexRequest): Buffer =>
+      Buffer.from(RepositoryIndexRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): RepositoryIndexRequest => RepositoryIndexRequest.decode(value),
+    responseSerialize: (value: RepositoryIndexResponse): Buffer =>
+      Buffer.from(RepositoryIndexResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): RepositoryIndexResponse => RepositoryIndexResponse.decode(value),
+  },
+  /**
+   * Triton: make the model serve: moves its `production` alias (through the
+   * registry, with the caller's authorization: the `promote` role when
+   * tokens are on) to the version in parameter `version`, else keeps the
+   * current production target, else takes the newest version; then waits
+   * until it is ready on a replica. Router only. Idempotent.
+   * INVALID_ARGUMENT: bad name or parameter (`config` and `file:` are not
+   * served). NOT_FOUND: no such model or version. UNAUTHENTICATED /
+   * PERMISSION_DENIED: from the registry. DEADLINE_EXCEEDED: not ready in time.
+   */
+  repositoryModelLoad: {
+    path: "/inference.GRPCInferenceService/RepositoryModelLoad" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: RepositoryModelLoadRequest): Buffer =>
+      Buffer.from(RepositoryModelLoadRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): RepositoryModelLoadRequest => RepositoryModelLoadRequest.decode(value),
+    responseSerialize: (value: RepositoryModelLoadResponse): Buffer =>
+      Buffer.from(RepositoryModelLoadResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): RepositoryModelLoadResponse => RepositoryModelLoadResponse.decode(value),
+  },
+  /**
+   * Triton: unloading is not offered: the mesh serves what its registry
+   * routes to (as Triton does in its default model-control mode). Router
+   * only. INVALID_ARGUMENT: bad name. NOT_FOUND: no such model.
+   * FAILED_PRECONDITION: otherwise, saying how to stop serving a version.
+   */
+  repositoryModelUnload: {
+    path: "/inference.GRPCInferenceService/RepositoryModelUnload" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: RepositoryModelUnloadRequest): Buffer =>
+      Buffer.from(RepositoryModelUnloadRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): RepositoryModelUnloadRequest => RepositoryModelUnloadRequest.decode(value),
+    responseSerialize: (value: RepositoryModelUnloadResponse): Buffer =>
+      Buffer.from(RepositoryModelUnloadResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): RepositoryModelUnloadResponse => RepositoryModelUnloadResponse.decode(value),
+  },
 } as const;
 
 export interface GRPCInferenceServiceServer extends UntypedServiceImplementation {
@@ -2375,6 +4470,53 @@ export interface GRPCInferenceServiceServer extends UntypedServiceImplementation
    * DEADLINE_EXCEEDED: the deadline passed or cannot be met.
    */
   modelInfer: handleUnaryCall<ModelInferRequest, ModelInferResponse>;
+  /**
+   * Triton: many inferences on one bidirectional stream, each answered as it
+   * completes (its id echoed); a failed request is answered in the stream
+   * with `error_message` and the stream goes on. Router only.
+   */
+  modelStreamInfer: handleBidiStreamingCall<ModelInferRequest, ModelStreamInferResponse>;
+  /**
+   * Triton: the model's configuration as Triton's ModelConfig, filled from
+   * what the mesh knows (model_config.proto says which fields). Router only.
+   * Idempotent. INVALID_ARGUMENT: bad name or version. NOT_FOUND: no such
+   * model, version or alias. UNAVAILABLE: the version's signature is unknown.
+   */
+  modelConfig: handleUnaryCall<ModelConfigRequest, ModelConfigResponse>;
+  /**
+   * Triton: per model version, counts and cumulative durations since the
+   * replicas started, summed over the replicas that hold the version now
+   * (asked at request time). An empty name: every model; an empty version:
+   * every version the replicas hold. Router only. Idempotent.
+   * INVALID_ARGUMENT: bad name or version. NOT_FOUND: no such model or
+   * version. UNAVAILABLE: a replica holding the version did not answer.
+   */
+  modelStatistics: handleUnaryCall<ModelStatisticsRequest, ModelStatisticsResponse>;
+  /**
+   * Triton: every registered version with its state across the mesh: READY
+   * (ready on a replica), LOADING, or UNAVAILABLE with a reason. `ready`
+   * lists only READY ones; `repository_name` must be empty. Router only.
+   * Idempotent.
+   */
+  repositoryIndex: handleUnaryCall<RepositoryIndexRequest, RepositoryIndexResponse>;
+  /**
+   * Triton: make the model serve: moves its `production` alias (through the
+   * registry, with the caller's authorization: the `promote` role when
+   * tokens are on) to the version in parameter `version`, else keeps the
+   * current production target, else takes the newest version; then waits
+   * until it is ready on a replica. Router only. Idempotent.
+   * INVALID_ARGUMENT: bad name or parameter (`config` and `file:` are not
+   * served). NOT_FOUND: no such model or version. UNAUTHENTICATED /
+   * PERMISSION_DENIED: from the registry. DEADLINE_EXCEEDED: not ready in time.
+   */
+  repositoryModelLoad: handleUnaryCall<RepositoryModelLoadRequest, RepositoryModelLoadResponse>;
+  /**
+   * Triton: unloading is not offered: the mesh serves what its registry
+   * routes to (as Triton does in its default model-control mode). Router
+   * only. INVALID_ARGUMENT: bad name. NOT_FOUND: no such model.
+   * FAILED_PRECONDITION: otherwise, saying how to stop serving a version.
+   */
+  repositoryModelUnload: handleUnaryCall<RepositoryModelUnloadRequest, RepositoryModelUnloadResponse>;
 }
 
 export interface GRPCInferenceServiceClient extends Client {
@@ -2489,6 +4631,128 @@ export interface GRPCInferenceServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: ModelInferResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Triton: many inferences on one bidirectional stream, each answered as it
+   * completes (its id echoed); a failed request is answered in the stream
+   * with `error_message` and the stream goes on. Router only.
+   */
+  modelStreamInfer(): ClientDuplexStream<ModelInferRequest, ModelStreamInferResponse>;
+  modelStreamInfer(options: Partial<CallOptions>): ClientDuplexStream<ModelInferRequest, ModelStreamInferResponse>;
+  modelStreamInfer(
+    metadata: Metadata,
+    options?: Partial<CallOptions>,
+  ): ClientDuplexStream<ModelInferRequest, ModelStreamInferResponse>;
+  /**
+   * Triton: the model's configuration as Triton's ModelConfig, filled from
+   * what the mesh knows (model_config.proto says which fields). Router only.
+   * Idempotent. INVALID_ARGUMENT: bad name or version. NOT_FOUND: no such
+   * model, version or alias. UNAVAILABLE: the version's signature is unknown.
+   */
+  modelConfig(
+    request: ModelConfigRequest,
+    callback: (error: ServiceError | null, response: ModelConfigResponse) => void,
+  ): ClientUnaryCall;
+  modelConfig(
+    request: ModelConfigRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ModelConfigResponse) => void,
+  ): ClientUnaryCall;
+  modelConfig(
+    request: ModelConfigRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ModelConfigResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Triton: per model version, counts and cumulative durations since the
+   * replicas started, summed over the replicas that hold the version now
+   * (asked at request time). An empty name: every model; an empty version:
+   * every version the replicas hold. Router only. Idempotent.
+   * INVALID_ARGUMENT: bad name or version. NOT_FOUND: no such model or
+   * version. UNAVAILABLE: a replica holding the version did not answer.
+   */
+  modelStatistics(
+    request: ModelStatisticsRequest,
+    callback: (error: ServiceError | null, response: ModelStatisticsResponse) => void,
+  ): ClientUnaryCall;
+  modelStatistics(
+    request: ModelStatisticsRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ModelStatisticsResponse) => void,
+  ): ClientUnaryCall;
+  modelStatistics(
+    request: ModelStatisticsRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ModelStatisticsResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Triton: every registered version with its state across the mesh: READY
+   * (ready on a replica), LOADING, or UNAVAILABLE with a reason. `ready`
+   * lists only READY ones; `repository_name` must be empty. Router only.
+   * Idempotent.
+   */
+  repositoryIndex(
+    request: RepositoryIndexRequest,
+    callback: (error: ServiceError | null, response: RepositoryIndexResponse) => void,
+  ): ClientUnaryCall;
+  repositoryIndex(
+    request: RepositoryIndexRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: RepositoryIndexResponse) => void,
+  ): ClientUnaryCall;
+  repositoryIndex(
+    request: RepositoryIndexRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: RepositoryIndexResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Triton: make the model serve: moves its `production` alias (through the
+   * registry, with the caller's authorization: the `promote` role when
+   * tokens are on) to the version in parameter `version`, else keeps the
+   * current production target, else takes the newest version; then waits
+   * until it is ready on a replica. Router only. Idempotent.
+   * INVALID_ARGUMENT: bad name or parameter (`config` and `file:` are not
+   * served). NOT_FOUND: no such model or version. UNAUTHENTICATED /
+   * PERMISSION_DENIED: from the registry. DEADLINE_EXCEEDED: not ready in time.
+   */
+  repositoryModelLoad(
+    request: RepositoryModelLoadRequest,
+    callback: (error: ServiceError | null, response: RepositoryModelLoadResponse) => void,
+  ): ClientUnaryCall;
+  repositoryModelLoad(
+    request: RepositoryModelLoadRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: RepositoryModelLoadResponse) => void,
+  ): ClientUnaryCall;
+  repositoryModelLoad(
+    request: RepositoryModelLoadRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: RepositoryModelLoadResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Triton: unloading is not offered: the mesh serves what its registry
+   * routes to (as Triton does in its default model-control mode). Router
+   * only. INVALID_ARGUMENT: bad name. NOT_FOUND: no such model.
+   * FAILED_PRECONDITION: otherwise, saying how to stop serving a version.
+   */
+  repositoryModelUnload(
+    request: RepositoryModelUnloadRequest,
+    callback: (error: ServiceError | null, response: RepositoryModelUnloadResponse) => void,
+  ): ClientUnaryCall;
+  repositoryModelUnload(
+    request: RepositoryModelUnloadRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: RepositoryModelUnloadResponse) => void,
+  ): ClientUnaryCall;
+  repositoryModelUnload(
+    request: RepositoryModelUnloadRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: RepositoryModelUnloadResponse) => void,
   ): ClientUnaryCall;
 }
 

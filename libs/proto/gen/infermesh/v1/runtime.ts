@@ -20,6 +20,7 @@ import {
   type ServiceError,
   type UntypedServiceImplementation,
 } from "@grpc/grpc-js";
+import { ModelStatistics } from "../../inference/grpc_service.js";
 import { LoadedVersion, ReplicaRecord } from "./events.js";
 
 export const protobufPackage = "infermesh.v1";
@@ -94,6 +95,32 @@ export interface UnloadResponse {
 }
 
 export interface StatusRequest {
+}
+
+export interface StatisticsRequest {
+  model: string;
+}
+
+export interface StatisticsResponse {
+  versions: VersionStatistics[];
+}
+
+export interface VersionStatistics {
+  /**
+   * Counts and cumulative durations (ns), Triton's message; `name` and
+   * `version` name the model version.
+   */
+  stats:
+    | ModelStatistics
+    | undefined;
+  /**
+   * The batching this replica applies to the version (the registry's, or
+   * the replica's default where the registry says 0); 1 = no batching.
+   */
+  maxBatchSize: number;
+  maxQueueDelayMicros: number;
+  /** Whether the version is loaded here now. */
+  loaded: boolean;
 }
 
 function createBaseRequestFrame(): RequestFrame {
@@ -746,6 +773,209 @@ export const StatusRequest: MessageFns<StatusRequest> = {
   },
 };
 
+function createBaseStatisticsRequest(): StatisticsRequest {
+  return { model: "" };
+}
+
+export const StatisticsRequest: MessageFns<StatisticsRequest> = {
+  encode(message: StatisticsRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.model !== "") {
+      writer.uint32(10).string(message.model);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): StatisticsRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseStatisticsRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.model = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<StatisticsRequest>, I>>(base?: I): StatisticsRequest {
+    return StatisticsRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<StatisticsRequest>, I>>(object: I): StatisticsRequest {
+    const message = createBaseStatisticsRequest();
+    message.model = object.model ?? "";
+    return message;
+  },
+};
+
+function createBaseStatisticsResponse(): StatisticsResponse {
+  return { versions: [] };
+}
+
+export const StatisticsResponse: MessageFns<StatisticsResponse> = {
+  encode(message: StatisticsResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.versions) {
+      VersionStatistics.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): StatisticsResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseStatisticsResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.versions.push(VersionStatistics.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<StatisticsResponse>, I>>(base?: I): StatisticsResponse {
+    return StatisticsResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<StatisticsResponse>, I>>(object: I): StatisticsResponse {
+    const message = createBaseStatisticsResponse();
+    message.versions = object.versions?.map((e) => VersionStatistics.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseVersionStatistics(): VersionStatistics {
+  return { stats: undefined, maxBatchSize: 0, maxQueueDelayMicros: 0, loaded: false };
+}
+
+export const VersionStatistics: MessageFns<VersionStatistics> = {
+  encode(message: VersionStatistics, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.stats !== undefined) {
+      ModelStatistics.encode(message.stats, writer.uint32(10).fork()).join();
+    }
+    if (message.maxBatchSize !== 0) {
+      writer.uint32(16).uint32(message.maxBatchSize);
+    }
+    if (message.maxQueueDelayMicros !== 0) {
+      writer.uint32(24).uint32(message.maxQueueDelayMicros);
+    }
+    if (message.loaded !== false) {
+      writer.uint32(32).bool(message.loaded);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): VersionStatistics {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseVersionStatistics();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.stats = ModelStatistics.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.maxBatchSize = reader.uint32();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.maxQueueDelayMicros = reader.uint32();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.loaded = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<VersionStatistics>, I>>(base?: I): VersionStatistics {
+    return VersionStatistics.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<VersionStatistics>, I>>(object: I): VersionStatistics {
+    const message = createBaseVersionStatistics();
+    message.stats = (object.stats !== undefined && object.stats !== null)
+      ? ModelStatistics.fromPartial(object.stats)
+      : undefined;
+    message.maxBatchSize = object.maxBatchSize ?? 0;
+    message.maxQueueDelayMicros = object.maxQueueDelayMicros ?? 0;
+    message.loaded = object.loaded ?? false;
+    return message;
+  },
+};
+
 export type RuntimeService = typeof RuntimeService;
 export const RuntimeService = {
   /**
@@ -801,6 +1031,21 @@ export const RuntimeService = {
     responseSerialize: (value: ReplicaRecord): Buffer => Buffer.from(ReplicaRecord.encode(value).finish()),
     responseDeserialize: (value: Buffer): ReplicaRecord => ReplicaRecord.decode(value),
   },
+  /**
+   * Counters of every version this replica holds (or held and still counts),
+   * since it started, as Triton's ModelStatistics: the router sums them over
+   * replicas for ModelStatistics. `model` empty = every model. Idempotent.
+   * INVALID_ARGUMENT: bad name.
+   */
+  statistics: {
+    path: "/infermesh.v1.Runtime/Statistics" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: StatisticsRequest): Buffer => Buffer.from(StatisticsRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): StatisticsRequest => StatisticsRequest.decode(value),
+    responseSerialize: (value: StatisticsResponse): Buffer => Buffer.from(StatisticsResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): StatisticsResponse => StatisticsResponse.decode(value),
+  },
 } as const;
 
 export interface RuntimeServer extends UntypedServiceImplementation {
@@ -825,6 +1070,13 @@ export interface RuntimeServer extends UntypedServiceImplementation {
   unload: handleUnaryCall<UnloadRequest, UnloadResponse>;
   /** The replica's current record (what it holds, in which state). Idempotent. */
   status: handleUnaryCall<StatusRequest, ReplicaRecord>;
+  /**
+   * Counters of every version this replica holds (or held and still counts),
+   * since it started, as Triton's ModelStatistics: the router sums them over
+   * replicas for ModelStatistics. `model` empty = every model. Idempotent.
+   * INVALID_ARGUMENT: bad name.
+   */
+  statistics: handleUnaryCall<StatisticsRequest, StatisticsResponse>;
 }
 
 export interface RuntimeClient extends Client {
@@ -889,6 +1141,27 @@ export interface RuntimeClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: ReplicaRecord) => void,
+  ): ClientUnaryCall;
+  /**
+   * Counters of every version this replica holds (or held and still counts),
+   * since it started, as Triton's ModelStatistics: the router sums them over
+   * replicas for ModelStatistics. `model` empty = every model. Idempotent.
+   * INVALID_ARGUMENT: bad name.
+   */
+  statistics(
+    request: StatisticsRequest,
+    callback: (error: ServiceError | null, response: StatisticsResponse) => void,
+  ): ClientUnaryCall;
+  statistics(
+    request: StatisticsRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: StatisticsResponse) => void,
+  ): ClientUnaryCall;
+  statistics(
+    request: StatisticsRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: StatisticsResponse) => void,
   ): ClientUnaryCall;
 }
 
