@@ -34,6 +34,8 @@ fi
 
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   echo "installing npm packages (npm ci)…" >&2
-  npm ci --no-audit --no-fund >&2
+  # No CUDA download (onnxruntime-node's install script): npm 10 runs it unless told to skip;
+  # npm 11 runs no dependency install script that package.json's allowScripts does not allow.
+  ONNXRUNTIME_NODE_INSTALL=skip npm ci --no-audit --no-fund >&2
 fi
 npx tsc -p tsconfig.json >&2
