@@ -1,7 +1,129 @@
-import { InvalidArgumentError } from '../../libs/errors/index.js';
+/**
+ * The replica's one request: what every front door (the raw HTTP/2
+ * ModelInfer path, grpc-js's ModelInfer handler, the router's Runtime
+ * stream) turns its call into, with `inferRequest`, the one constructor.
+ * The scheduler admits and runs it and answers it once through `answer`.
+ */
+import type { SpanContext } from '@opentelemetry/api';
+import { checkName } from '../../libs/bus/index.js';
+import { deadlineAfter, parsePriority } from '../../libs/call-meta/index.js';
+import { InvalidArgumentError, MeshError, NotFoundError, UnavailableError } from '../../libs/errors/index.js';
 import { elementCount, hasTypedContents, rawToTyped, typedContentsToBytes, type DatatypeInfo } from '../../libs/tensor/index.js';
-import { oip } from '../../libs/proto/index.js';
+import { oip, VersionState } from '../../libs/proto/index.js';
+import { isSampled, parseTraceparent } from '../../libs/telemetry/index.js';
 import type { ModelSpec } from './model-spec.js';
+
+/**
+ * The one way a request is answered, exactly once: the encoded
+ * ModelInferResponse, or a typed error (its gRPC status is made at the door,
+ * by libs/errors' one mapping). Times are microseconds spent queued and in
+ * the model.
+ */
+export type Answer = (err: MeshError | null, response: Uint8Array | null, queueMicros: number, computeMicros: number) => void;
+
+/** A request admitted to a replica. Times are `performance.now()` milliseconds (one monotonic clock, one unit). */
+export interface InferRequest {
+  readonly spec: ModelSpec;
+  readonly req: DecodedRequest;
+  readonly enqueuedAt: number;
+  /** After it the answer is useless: refused early, expired in the queue, never run late. */
+  readonly deadline: number;
+  /** 0 = real-time (default), higher = bulk: runs only when no real-time work waits. */
+  readonly priority: number;
+  /** The caller's span when the request is sampled: the replica adds its spans under it. */
+  readonly trace: SpanContext | null;
+  readonly answer: Answer;
+  /** The scheduler's: set once the request is in a batch that runs. */
+  started: boolean;
+  /** The scheduler's: waiting in a queue now (only then can it be cancelled). */
+  queued: boolean;
+  /** The scheduler's: the caller gave up before it started (answered CANCELLED, never run). */
+  cancelled: boolean;
+  /** The scheduler's: response-cache key, when the version caches. */
+  cacheKey: string | null;
+}
+
+/** What a front door read off the wire, nothing interpreted yet. */
+export interface Arrival {
+  /** The serialized ModelInferRequest. */
+  bytes: Uint8Array;
+  /** Model and version the router already resolved (Runtime stream); absent for direct calls, which name them in the request. */
+  route?: { model: string; version: number };
+  /** Milliseconds the caller allows (Infinity: no deadline given). */
+  remainingMs: number;
+  /** `x-infermesh-priority` as sent, or the stream's field. */
+  priority: string | Buffer | number | undefined;
+  traceparent: string | Buffer | undefined;
+}
+
+/** What the constructor needs from the replica. */
+export interface RequestContext {
+  manager: {
+    lookup(name: string, version: number): { spec: ModelSpec; state: VersionState } | undefined;
+    resolve(name: string, version: string): { spec: ModelSpec; state: VersionState } | undefined;
+  };
+  /** False while draining: new requests are refused UNAVAILABLE. */
+  accepting(): boolean;
+  /** The longest deadline a request gets, and the one it gets when it names none. */
+  defaultTimeoutMs: number;
+  nonFinite: NonFinitePolicy;
+}
+
+/**
+ * The one constructor of a replica's request, from any front door. Throws a
+ * MeshError, before anything is queued: UNAVAILABLE while draining or for a
+ * version the router named that is not ready here; INVALID_ARGUMENT for
+ * bytes that are not a ModelInferRequest, a bad priority, a bad name or
+ * inputs that do not fit the model; NOT_FOUND / UNAVAILABLE for a direct
+ * call's unknown / unready model.
+ */
+export function inferRequest(ctx: RequestContext, a: Arrival, answer: Answer): InferRequest {
+  if (!ctx.accepting()) throw new UnavailableError('replica is draining');
+  const priority = parsePriority(a.priority);
+  let msg: oip.ModelInferRequest;
+  try {
+    msg = oip.ModelInferRequest.decode(a.bytes);
+  } catch (err) {
+    throw new InvalidArgumentError('request', 'malformed ModelInferRequest', { cause: err });
+  }
+  let entry;
+  if (a.route) {
+    entry = ctx.manager.lookup(a.route.model, a.route.version);
+    if (!entry || entry.state !== VersionState.VERSION_STATE_READY) throw new UnavailableError(`model ${a.route.model} version ${a.route.version} is not ready on this replica`);
+  } else {
+    checkName(msg.modelName, 'model_name');
+    entry = ctx.manager.resolve(msg.modelName, msg.modelVersion);
+    if (!entry || !entry.spec) throw new NotFoundError(msg.modelVersion ? `model ${msg.modelName} version ${msg.modelVersion} not found` : `model ${msg.modelName} not found`);
+    if (entry.state !== VersionState.VERSION_STATE_READY) throw new UnavailableError(`model ${msg.modelName} is not ready`);
+  }
+  let req: DecodedRequest;
+  try {
+    req = decodeRequest(entry.spec, msg, ctx.nonFinite);
+  } catch (err) {
+    if (err instanceof MeshError) throw err;
+    throw new InvalidArgumentError('request', 'inputs cannot be read', { cause: err });
+  }
+  const now = performance.now();
+  return {
+    spec: entry.spec,
+    req,
+    enqueuedAt: now,
+    deadline: deadlineAfter(a.remainingMs, ctx.defaultTimeoutMs, now),
+    priority,
+    trace: a.traceparent ? sampledParent(a.traceparent) : null,
+    answer,
+    started: false,
+    queued: false,
+    cancelled: false,
+    cacheKey: null,
+  };
+}
+
+/** The caller's span context when its `traceparent` is sampled, else null (no spans here either). */
+function sampledParent(traceparent: string | Buffer): SpanContext | null {
+  const c = parseTraceparent(String(traceparent));
+  return isSampled(c) ? c : null;
+}
 
 /** A validated request, ready for the scheduler. Inputs are indexed like the model's inputs. */
 export interface DecodedRequest {

@@ -4,6 +4,7 @@ import { KvMirror, parseModelKey, type EventPublisher } from '../../libs/bus/ind
 import type { Logger } from '../../libs/log/index.js';
 import { ModelEvent_Kind, ReplicaRecord, TrafficRecord, VersionRecord, VersionState, type LoadedVersion } from '../../libs/proto/index.js';
 import { elementCount } from '../../libs/tensor/index.js';
+import type { DecodedRequest } from './infer-request.js';
 import { specOf, type ModelSpec } from './model-spec.js';
 import { holders } from './placement.js';
 import type { Scheduler } from './scheduler.js';
@@ -30,6 +31,13 @@ export interface ModelManagerOptions {
   /** How long a version being unloaded may take to finish its in-flight requests. */
   drainMs: number;
   replicaId: string;
+}
+
+/** An all-zero request of one row (dynamic dimensions 1), for warm-up runs. */
+function warmUpRequest(spec: ModelSpec): DecodedRequest {
+  const shapes = spec.inputs.map((s) => s.shape.map((d) => (d < 0 ? 1 : d)));
+  const data = shapes.map((sh, k) => new Uint8Array(elementCount(sh) * spec.inputTypes[k]!.bytes));
+  return { id: 'warm-up', shapes, data, outputs: spec.outputs.map((_, k) => k), rows: 1 };
 }
 
 /**
@@ -202,7 +210,9 @@ export class ModelManager {
       // The previous target of each alias stays warm, so a rollback is instant.
       const previous = Object.values(t?.history ?? {}).flatMap((h) => h.versions.slice(-1));
       const routed = [t?.canary?.version, t?.shadow?.version].filter((v): v is number => v !== undefined && v > 0);
-      for (const v of new Set([...aliased, ...routed, ...newest.slice(0, this.o.keepLatest), ...previous])) {
+      // Archived versions are kept in the registry, not warm here (they cannot be aliased or routed to).
+      const live = newest.filter((v) => !versions.get(v)?.archived);
+      for (const v of new Set([...aliased, ...routed, ...live.slice(0, this.o.keepLatest), ...previous])) {
         const rec = versions.get(v);
         if (rec) want.set(`${name}:${v}`, rec);
       }
@@ -307,30 +317,37 @@ export class ModelManager {
       return fail(entry, `ONNX Runtime cannot load it: ${String((err as Error).message).split('\n')[0]!.slice(0, 200)}`);
     }
     this.scheduler.addVersion(spec);
-    const warm = await this.warmUp(spec);
-    if (warm) {
+    const warmReq = warmUpRequest(spec);
+    const warm = await this.warmUp(spec, warmReq);
+    if (typeof warm === 'string') {
       this.scheduler.removeVersion(spec.key);
       await this.pool.unload(spec.key);
       return fail(entry, `warm-up failed: ${warm}`);
     }
+    // A tiny model (measured here) also runs on the event loop, skipping the hand-off to a worker.
+    const inline = await this.scheduler.tryInline(spec, bytes, warmReq, warm);
     void this.events.publish({ ...base, kind: ModelEvent_Kind.WARMED });
     this.set(entry, VersionState.VERSION_STATE_READY);
-    this.log.info({ model: name, version, batchable: spec.batchable, maxBatch: spec.maxBatchSize }, 'version ready');
+    this.log.info({ model: name, version, batchable: spec.batchable, maxBatch: spec.maxBatchSize, inline }, 'version ready');
     void this.events.publish({ ...base, kind: ModelEvent_Kind.READY });
   }
 
-  /** Runs one all-zero request of batch 1; returns an error message or null. */
-  private warmUp(spec: ModelSpec): Promise<string | null> {
-    const shapes = spec.inputs.map((s) => s.shape.map((d) => (d < 0 ? 1 : d)));
-    const data = shapes.map((sh, k) => new Uint8Array(elementCount(sh) * spec.inputTypes[k]!.bytes));
+  /** Runs one all-zero request of batch 1 on a worker; resolves with its run time (µs) or an error message. */
+  private warmUp(spec: ModelSpec, req: DecodedRequest): Promise<number | string> {
     return new Promise((resolve) => {
       const now = performance.now();
       this.scheduler.submit({
         spec,
-        req: { id: 'warm-up', shapes, data, outputs: spec.outputs.map((_, k) => k), rows: spec.batchable ? 1 : 1 },
+        req,
         deadline: now + 60_000,
         enqueuedAt: now,
-        done: (code, message) => resolve(code === 0 ? null : message),
+        priority: 0,
+        trace: null,
+        answer: (err, _response, _queueMicros, computeMicros) => resolve(err ? err.message : computeMicros),
+        started: false,
+        queued: false,
+        cancelled: false,
+        cacheKey: null,
       });
     });
   }

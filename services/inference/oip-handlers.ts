@@ -1,18 +1,18 @@
 import type * as grpc from '@grpc/grpc-js';
 import { checkName } from '../../libs/bus/index.js';
-import { InvalidArgumentError, NotFoundError, Status, toStatus, UnavailableError } from '../../libs/errors/index.js';
-import { frameCopy, unary, type RawHeaders, type RawUnaryHandler } from '../../libs/grpc/index.js';
+import { PRIORITY_HEADER, remainingMsOf } from '../../libs/call-meta/index.js';
+import { NotFoundError, toStatus } from '../../libs/errors/index.js';
+import { frameCopy, unary, type RawUnaryHandler } from '../../libs/grpc/index.js';
 import { oip, VersionState } from '../../libs/proto/index.js';
-import type { SpanContext } from '@opentelemetry/api';
-import { isSampled, parseTraceparent } from '../../libs/telemetry/index.js';
-import { decodeRequest, type NonFinitePolicy } from './infer-request.js';
+import { inferRequest, type Arrival, type InferRequest, type NonFinitePolicy, type RequestContext } from './infer-request.js';
 import type { ModelManager } from './model-manager.js';
-import type { Job, Scheduler } from './scheduler.js';
+import type { Scheduler } from './scheduler.js';
 
 export interface OipOptions {
   defaultTimeoutMs: number;
   nonFinite: NonFinitePolicy;
   serverVersion: string;
+  /** False while draining: ModelInfer is refused UNAVAILABLE, ServerReady says false. */
   ready: () => boolean;
 }
 
@@ -22,6 +22,7 @@ export interface OipOptions {
  * ModelInfer answers with bytes already encoded by the scheduler.
  */
 export function oipHandlers(manager: ModelManager, scheduler: Scheduler, o: OipOptions) {
+  const ctx = requestContext(manager, o);
   const find = (name: string, version: string) => {
     checkName(name, 'name');
     const e = manager.resolve(name, version);
@@ -49,43 +50,18 @@ export function oipHandlers(manager: ModelManager, scheduler: Scheduler, o: OipO
         outputs: e.spec.outputs.map((s) => ({ name: s.name, datatype: s.datatype, shape: s.shape })),
       };
     }),
-    modelInfer: (call: grpc.ServerUnaryCall<oip.ModelInferRequest, Buffer>, cb: grpc.sendUnaryData<Buffer>) => {
-      const d = call.getDeadline();
-      const deadlineMs = d instanceof Date ? d.getTime() : Number.isFinite(d) ? Number(d) : Infinity;
+    modelInfer: (call: grpc.ServerUnaryCall<Buffer, Buffer>, cb: grpc.sendUnaryData<Buffer>) => {
+      const md = call.metadata;
+      const arrival: Arrival = { bytes: call.request, remainingMs: remainingMsOf(call.getDeadline()), priority: first(md.get(PRIORITY_HEADER)), traceparent: first(md.get('traceparent')) };
+      let req: InferRequest;
       try {
-        scheduler.submit(
-          inferJob(manager, o, call.request, deadlineMs, call.metadata, (code, message, response) => {
-            if (code === Status.OK) cb(null, Buffer.from(response!.buffer, response!.byteOffset, response!.byteLength));
-            else cb({ code, details: message });
-          }),
-        );
+        req = inferRequest(ctx, arrival, (err, response) => (err ? cb(toStatus(err)) : cb(null, Buffer.from(response!.buffer, response!.byteOffset, response!.byteLength))));
       } catch (err) {
-        cb(toStatus(err));
+        return cb(toStatus(err));
       }
+      scheduler.submit(req);
+      if (req.queued) call.once('cancelled', () => scheduler.cancel(req));
     },
-  };
-}
-
-/**
- * The scheduler job for one ModelInfer, whichever path it came by (grpc-js's
- * handler or serveRawUnary). Throws a MeshError, before anything is queued,
- * for a bad name, an unknown or unready version, or invalid inputs.
- */
-function inferJob(manager: ModelManager, o: OipOptions, req: oip.ModelInferRequest, deadlineMs: number, headers: RawHeaders, done: Job['done']): Job {
-  checkName(req.modelName, 'model_name');
-  const e = manager.resolve(req.modelName, req.modelVersion);
-  if (!e || !e.spec) throw new NotFoundError(req.modelVersion ? `model ${req.modelName} version ${req.modelVersion} not found` : `model ${req.modelName} not found`);
-  if (e.state !== VersionState.VERSION_STATE_READY) throw new UnavailableError(`model ${req.modelName} is not ready`);
-  const decoded = decodeRequest(e.spec, req, o.nonFinite);
-  const now = performance.now();
-  return {
-    spec: e.spec,
-    req: decoded,
-    enqueuedAt: now,
-    deadline: now + Math.min(deadlineMs - Date.now(), o.defaultTimeoutMs),
-    priority: priorityOf(headers),
-    trace: sampledParent(headers),
-    done,
   };
 }
 
@@ -95,48 +71,39 @@ function inferJob(manager: ModelManager, o: OipOptions, req: oip.ModelInferReque
  * frees its queue slot.
  */
 export function rawModelInfer(manager: ModelManager, scheduler: Scheduler, o: OipOptions): RawUnaryHandler {
+  const ctx = requestContext(manager, o);
   return (bytes, headers, deadlineMs, reply) => {
-    let job: Job;
+    const arrival: Arrival = { bytes, remainingMs: remainingMsOf(deadlineMs), priority: first(headers.get(PRIORITY_HEADER)), traceparent: first(headers.get('traceparent')) };
+    let req: InferRequest;
     try {
-      let req: oip.ModelInferRequest;
-      try {
-        req = oip.ModelInferRequest.decode(bytes);
-      } catch {
-        throw new InvalidArgumentError('request', 'malformed ModelInferRequest');
-      }
-      job = inferJob(manager, o, req, deadlineMs, headers, (code, message, response) => (code === Status.OK ? reply(0, '', frameCopy(response!)) : reply(code, message, null)));
+      req = inferRequest(ctx, arrival, (err, response) => {
+        if (!err) return reply(0, '', frameCopy(response!));
+        const st = toStatus(err);
+        reply(st.code, st.details, null);
+      });
     } catch (err) {
       const st = toStatus(err);
       reply(st.code, st.details, null);
       return null;
     }
-    scheduler.submit(job);
-    return () => scheduler.cancel(job);
+    scheduler.submit(req);
+    return req.queued ? () => scheduler.cancel(req) : null;
   };
 }
 
-/** `x-infermesh-priority` metadata: 0 (default, real-time) or a positive bulk level. */
-export function priorityOf(md: RawHeaders): number {
-  const v = md.get(PRIORITY_HEADER);
-  if (v.length === 0) return 0;
-  const n = Number(v[0]);
-  return Number.isInteger(n) && n > 0 ? Math.min(n, 255) : 0;
+function requestContext(manager: ModelManager, o: OipOptions): RequestContext {
+  return { manager, accepting: o.ready, defaultTimeoutMs: o.defaultTimeoutMs, nonFinite: o.nonFinite };
 }
 
-export const PRIORITY_HEADER = 'x-infermesh-priority';
-
-/** The caller's span context when its `traceparent` is sampled, else null. */
-function sampledParent(md: RawHeaders): SpanContext | null {
-  const v = md.get('traceparent');
-  const c = v.length ? parseTraceparent(String(v[0])) : null;
-  return isSampled(c) ? c : null;
+function first(v: (string | Buffer)[]): string | Buffer | undefined {
+  return v.length === 0 ? undefined : v[0];
 }
 
-/** The OIP service definition with ModelInfer's response passed through as encoded bytes. */
+/** The OIP service definition with ModelInfer's request and response passed through as bytes (decoded by inferRequest). */
 export function oipServiceRawResponse(): grpc.ServiceDefinition {
   const def = oip.GRPCInferenceServiceService;
   return {
     ...def,
-    modelInfer: { ...def.modelInfer, responseSerialize: (b: Buffer) => b },
+    modelInfer: { ...def.modelInfer, requestDeserialize: (b: Buffer) => b, responseSerialize: (b: Buffer) => b },
   } as unknown as grpc.ServiceDefinition;
 }

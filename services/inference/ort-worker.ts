@@ -1,60 +1,36 @@
 /**
- * A worker thread that owns ONNX Runtime sessions. session.run() blocks the
- * thread that calls it (onnxruntime #19611), so it runs here, never on the
- * event loop that serves gRPC. Inputs arrive and outputs leave as
- * transferred ArrayBuffers.
+ * A worker thread that owns ONNX Runtime sessions. A run blocks the thread
+ * that calls it (onnxruntime #19611), so models that are not tiny run here,
+ * never on the event loop that serves gRPC. A run arrives and its result
+ * leaves as one transferred ArrayBuffer (see wire.ts).
  */
 import { parentPort } from 'node:worker_threads';
-import * as ort from 'onnxruntime-node';
-import type { FromWorker, ToWorker, WireTensor } from './wire.js';
+import { OrtSession } from './ort-session.js';
+import { decodeRun, encodeFailure, encodeResult, type FromWorker, type ToWorker } from './wire.js';
 
-const sessions = new Map<string, ort.InferenceSession>();
+/** Sessions by the pool's slot number. */
+const sessions: (OrtSession | undefined)[] = [];
 const port = parentPort!;
 
-function reply(msg: FromWorker, transfer: ArrayBuffer[] = []): void {
-  port.postMessage(msg, transfer);
+function reply(msg: FromWorker): void {
+  if (msg instanceof ArrayBuffer) port.postMessage(msg, [msg]);
+  else port.postMessage(msg);
 }
 
-port.on('message', async (msg: ToWorker) => {
+port.on('message', (msg: ToWorker) => {
+  if (msg instanceof ArrayBuffer) return reply(run(msg));
   try {
     switch (msg.op) {
       case 'load': {
-        const s = await ort.InferenceSession.create(msg.bytes, {
-          intraOpNumThreads: msg.intraOpThreads,
-          interOpNumThreads: 1,
-          executionMode: 'sequential',
-          graphOptimizationLevel: 'all',
-          executionProviders: [msg.provider],
-        });
-        await sessions.get(msg.key)?.release();
-        sessions.set(msg.key, s);
+        const s = new OrtSession(msg.bytes, { intraOpThreads: msg.intraOpThreads, provider: msg.provider });
+        sessions[msg.slot]?.release();
+        sessions[msg.slot] = s;
         return reply({ op: 'loaded', id: msg.id });
       }
       case 'unload': {
-        await sessions.get(msg.key)?.release();
-        sessions.delete(msg.key);
+        sessions[msg.slot]?.release();
+        sessions[msg.slot] = undefined;
         return reply({ op: 'unloaded', id: msg.id });
-      }
-      case 'run': {
-        const s = sessions.get(msg.key);
-        if (!s) return reply({ op: 'error', id: msg.id, message: 'model version not loaded' });
-        const feeds: Record<string, ort.Tensor> = {};
-        for (const f of msg.feeds) feeds[f.name] = new ort.Tensor(f.type, typedView(f), f.dims);
-        const t0 = performance.now();
-        const res = await s.run(feeds, msg.outputs);
-        const computeMicros = Math.round((performance.now() - t0) * 1000);
-        const outputs: WireTensor[] = [];
-        const transfer: ArrayBuffer[] = [];
-        for (const name of msg.outputs) {
-          const t = res[name]!;
-          const src = t.data as ArrayLike<unknown> & { buffer: ArrayBufferLike; byteOffset: number; byteLength: number };
-          // Copy out of ORT-owned memory into a buffer we can transfer.
-          const data = (src.buffer as ArrayBuffer).slice(src.byteOffset, src.byteOffset + src.byteLength);
-          outputs.push({ name, type: t.type as WireTensor['type'], dims: [...t.dims], data });
-          transfer.push(data);
-          t.dispose();
-        }
-        return reply({ op: 'result', id: msg.id, outputs, computeMicros }, transfer);
       }
     }
   } catch (err) {
@@ -62,17 +38,15 @@ port.on('message', async (msg: ToWorker) => {
   }
 });
 
-function typedView(f: WireTensor): ort.Tensor.DataType {
-  switch (f.type) {
-    case 'float32': return new Float32Array(f.data);
-    case 'float64': return new Float64Array(f.data);
-    case 'int32': return new Int32Array(f.data);
-    case 'uint32': return new Uint32Array(f.data);
-    case 'int64': return new BigInt64Array(f.data);
-    case 'uint64': return new BigUint64Array(f.data);
-    case 'int16': return new Int16Array(f.data);
-    case 'uint16': case 'float16': return new Uint16Array(f.data);
-    case 'int8': return new Int8Array(f.data);
-    case 'uint8': case 'bool': return new Uint8Array(f.data);
+function run(buf: ArrayBuffer): ArrayBuffer {
+  try {
+    const { slot, inputs } = decodeRun(buf);
+    const s = sessions[slot];
+    if (!s) return encodeFailure('model version not loaded');
+    const t0 = performance.now();
+    const outputs = s.run(inputs);
+    return encodeResult(outputs, Math.round((performance.now() - t0) * 1000));
+  } catch (err) {
+    return encodeFailure(String((err as Error)?.message ?? err));
   }
 }

@@ -1,16 +1,14 @@
 import type * as grpc from '@grpc/grpc-js';
 import { checkName } from '../../libs/bus/index.js';
-import { FailedPreconditionError, InvalidArgumentError, MeshError, NotFoundError, Status } from '../../libs/errors/index.js';
+import { CancelledError, FailedPreconditionError, InvalidArgumentError, NotFoundError, ResourceExhaustedError, Status, toStatus } from '../../libs/errors/index.js';
 import { FrameCoalescer, linkMessageBytes, peerGuarded, unary, type PeerCheck } from '../../libs/grpc/index.js';
-import { oip, RequestFrame, ResponseFrame, VersionState, type LoadRequest, type LoadResponse, type ReplicaRecord, type RequestItem, type ResponseItem, type StatusRequest, type UnloadRequest, type UnloadResponse } from '../../libs/proto/index.js';
-import type { SpanContext } from '@opentelemetry/api';
-import { isSampled, parseTraceparent } from '../../libs/telemetry/index.js';
-import { decodeRequest, type NonFinitePolicy } from './infer-request.js';
+import { RequestFrame, ResponseFrame, VersionState, type LoadRequest, type LoadResponse, type ReplicaRecord, type RequestItem, type ResponseItem, type StatusRequest, type UnloadRequest, type UnloadResponse } from '../../libs/proto/index.js';
+import { inferRequest, type Arrival, type InferRequest, type NonFinitePolicy, type RequestContext } from './infer-request.js';
 import type { ModelManager } from './model-manager.js';
-import type { Job, Scheduler } from './scheduler.js';
+import type { Scheduler } from './scheduler.js';
 
 export interface RuntimeOptions {
-  /** Deadline applied to a request that arrives without one. */
+  /** The longest deadline a request gets, and the one it gets when it arrives without one. */
   defaultTimeoutMs: number;
   nonFinite: NonFinitePolicy;
   /** False while draining: new requests are refused with UNAVAILABLE. */
@@ -44,7 +42,7 @@ class StreamWriter {
   /** Requests taken from this stream and not yet answered. */
   pending = 0;
   /** Queued jobs by request id, so that a cancel can find them. */
-  readonly jobs = new Map<number, Job>();
+  readonly jobs = new Map<number, InferRequest>();
   private readonly frames: FrameCoalescer<ResponseItem>;
 
   constructor(
@@ -67,7 +65,7 @@ class StreamWriter {
     if (this.closed) return;
     if (item.response.byteLength > this.maxMessageBytes) {
       // Too large for the caller (and maybe the link): it fails alone, the stream carries on.
-      item = { ...item, code: Status.RESOURCE_EXHAUSTED, message: `response: message of ${item.response.byteLength} bytes is larger than the limit of ${this.maxMessageBytes} bytes`, response: EMPTY };
+      item = { ...item, ...statusOf(new ResourceExhaustedError(`response: message of ${item.response.byteLength} bytes is larger than the limit of ${this.maxMessageBytes} bytes`)), response: EMPTY };
     } else if (item.message.length > MAX_MESSAGE_CHARS) item = { ...item, message: item.message.slice(0, MAX_MESSAGE_CHARS) };
     // Nothing else is coming soon: answer now rather than an event-loop turn later.
     this.frames.add(item, this.pending === 0);
@@ -75,11 +73,13 @@ class StreamWriter {
 }
 
 /**
- * Handles one request of the multiplexed stream: finds the loaded version,
- * decodes and validates the client's ModelInferRequest (the router never
- * decoded it), and queues it. Every item gets exactly one ResponseItem.
+ * Handles one request of the multiplexed stream: the one constructor
+ * (inferRequest) checks the version the router chose is ready here, decodes
+ * and validates the client's ModelInferRequest (the router never decoded
+ * it), and the scheduler admits and runs it. Every item gets exactly one
+ * ResponseItem.
  */
-function handleItem(item: RequestItem, manager: ModelManager, scheduler: Scheduler, o: RuntimeOptions, out: StreamWriter): void {
+function handleItem(item: RequestItem, ctx: RequestContext, scheduler: Scheduler, out: StreamWriter): void {
   const id = item.id;
   if (item.cancel) {
     // The router already answered its caller; this only frees the queue slot.
@@ -88,58 +88,45 @@ function handleItem(item: RequestItem, manager: ModelManager, scheduler: Schedul
     if (job) scheduler.cancel(job);
     return;
   }
-  const fail = (code: number, message: string) => out.push({ id, code, message, response: EMPTY, queueMicros: 0, computeMicros: 0 });
-  if (!o.accepting()) return fail(Status.UNAVAILABLE, 'replica is draining');
-  const entry = manager.lookup(item.model, item.version);
-  if (!entry || entry.state !== VersionState.VERSION_STATE_READY) {
-    return fail(Status.UNAVAILABLE, `model ${item.model} version ${item.version} is not ready on this replica`);
-  }
-  let req: oip.ModelInferRequest;
-  try {
-    req = oip.ModelInferRequest.decode(item.request);
-  } catch {
-    return fail(Status.INVALID_ARGUMENT, 'request: malformed ModelInferRequest');
-  }
-  let decoded;
-  try {
-    decoded = decodeRequest(entry.spec, req, o.nonFinite);
-  } catch (err) {
-    if (err instanceof MeshError) return fail(err.code, err.message);
-    return fail(Status.INVALID_ARGUMENT, 'request: invalid');
-  }
-  const now = performance.now();
   let answered = false;
-  const job: Job = {
-    spec: entry.spec,
-    req: decoded,
-    enqueuedAt: now,
-    deadline: now + (item.timeoutMicros > 0 ? item.timeoutMicros / 1000 : o.defaultTimeoutMs),
+  const arrival: Arrival = {
+    bytes: item.request,
+    route: { model: item.model, version: item.version },
+    remainingMs: item.timeoutMicros > 0 ? item.timeoutMicros / 1000 : Infinity,
     priority: item.priority,
-    trace: item.traceparent ? sampledContext(item.traceparent) : null,
-    done: (code, message, response, queueMicros, computeMicros) => {
+    traceparent: item.traceparent,
+  };
+  let req: InferRequest;
+  try {
+    req = inferRequest(ctx, arrival, (err, response, queueMicros, computeMicros) => {
       answered = true;
       out.jobs.delete(id);
       // A cancelled request's answer is not sent: the router has answered its caller.
-      if (code === Status.CANCELLED) out.pending--;
-      else out.push({ id, code, message, response: response ?? EMPTY, queueMicros, computeMicros });
-    },
-  };
-  scheduler.submit(job);
-  if (!answered) out.jobs.set(id, job);
+      if (err instanceof CancelledError) out.pending--;
+      else if (err) out.push({ id, ...statusOf(err), response: EMPTY, queueMicros, computeMicros });
+      else out.push({ id, code: Status.OK, message: '', response: response!, queueMicros, computeMicros });
+    });
+  } catch (err) {
+    out.push({ id, ...statusOf(err), response: EMPTY, queueMicros: 0, computeMicros: 0 });
+    return;
+  }
+  scheduler.submit(req);
+  if (!answered) out.jobs.set(id, req);
+}
+
+/** A stream item's code and message, from libs/errors' one mapping. */
+function statusOf(err: unknown): { code: number; message: string } {
+  const st = toStatus(err);
+  return { code: st.code, message: st.details };
 }
 
 const EMPTY = new Uint8Array(0);
 /** Longest status message sent back on the stream (messages are for callers: short). */
 const MAX_MESSAGE_CHARS = 1024;
 
-/** The router's span context when it sampled the request, else null (no spans here either). */
-function sampledContext(traceparent: string): SpanContext | null {
-  const c = parseTraceparent(traceparent);
-  return isSampled(c) ? c : null;
-}
-
 /** The Runtime service: the multiplexed Infer stream plus load/unload/status, each behind `o.peer` (checked once per call or stream). */
 export function runtimeHandlers(manager: ModelManager, scheduler: Scheduler, o: RuntimeOptions, streams: Set<grpc.ServerDuplexStream<Buffer, Buffer>>) {
+  const ctx: RequestContext = { manager, accepting: o.accepting, defaultTimeoutMs: o.defaultTimeoutMs, nonFinite: o.nonFinite };
   const h = {
     infer: (call: grpc.ServerDuplexStream<Buffer, Buffer>) => {
       const out = new StreamWriter(call, o.maxMessageBytes);
@@ -153,11 +140,11 @@ export function runtimeHandlers(manager: ModelManager, scheduler: Scheduler, o: 
         try {
           frame = RequestFrame.decode(buf);
         } catch {
-          call.emit('error', { code: Status.INVALID_ARGUMENT, details: 'frame: malformed RequestFrame' });
+          call.emit('error', toStatus(new InvalidArgumentError('frame', 'malformed RequestFrame')));
           return;
         }
         out.pending += frame.items.length;
-        for (const item of frame.items) handleItem(item, manager, scheduler, o, out);
+        for (const item of frame.items) handleItem(item, ctx, scheduler, out);
       });
       call.on('end', () => {
         end();

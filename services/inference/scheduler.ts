@@ -1,34 +1,52 @@
-import { ROOT_CONTEXT, SpanKind, trace, type Link, type Span, type SpanContext, type Tracer } from '@opentelemetry/api';
-import { Status } from '../../libs/errors/index.js';
+import { ROOT_CONTEXT, SpanKind, trace, type Link, type Span, type Tracer } from '@opentelemetry/api';
+import { CancelledError, DeadlineExceededError, InternalError, ResourceExhaustedError, UnavailableError, type MeshError } from '../../libs/errors/index.js';
 import { epochMs } from '../../libs/telemetry/index.js';
 import { oip, type ReplicaStats } from '../../libs/proto/index.js';
-import type { DecodedRequest } from './infer-request.js';
+import type { DecodedRequest, InferRequest } from './infer-request.js';
 import type { ModelSpec } from './model-spec.js';
+import type { RunTensor } from './ort-session.js';
 import { ResponseCache, type CachedAnswer } from './response-cache.js';
 import type { RunResult, SessionPool } from './session-pool.js';
-import type { WireTensor } from './wire.js';
+import type { OutTensor } from './wire.js';
 
-/** Called once per job with its terminal status; `response` is a serialized ModelInferResponse when code is OK. */
-export type JobDone = (code: number, message: string, response: Uint8Array | null, queueMicros: number, computeMicros: number) => void;
-
-export interface Job {
-  spec: ModelSpec;
-  req: DecodedRequest;
-  /** performance.now() milliseconds after which the result is useless. */
-  deadline: number;
-  enqueuedAt: number;
-  /** 0 = real-time (default), higher = bulk: runs only when no real-time work waits. */
-  priority?: number;
-  done: JobDone;
-  cacheKey?: string;
-  /** The caller's span when the request is sampled: the replica adds its spans under it. */
-  trace?: SpanContext | null;
-  /** Set once the job is in a batch sent to a worker. */
-  started?: boolean;
-  /** Set when the caller gave up before it started: it is dropped, never run. */
-  cancelled?: boolean;
-}
-
+/**
+ * Tiny models run inline, on the event loop, when nothing of theirs is
+ * queued: a hand-off to a worker thread costs ~20–40 µs of CPU and a thread
+ * wake-up each way, more than such a model's run. "Tiny" is a p95 run time
+ * (see INLINE_OVER_SHARE) of at most INLINE_MAX_RUN_MICROS, measured at
+ * warm-up (256 runs) and tracked over every single-row run since (windows of
+ * 1024). 50 µs keeps the event loop's added delay per request well under the
+ * latency a caller can see (~0.5–1 ms at -c 4), and the inline budget below
+ * bounds what bursts can add.
+ */
+export const INLINE_MAX_RUN_MICROS = 50;
+/** Models larger than this never get an event-loop session (it costs memory, and its load blocks the loop). */
+export const INLINE_MAX_MODEL_BYTES = 1 << 20;
+/**
+ * Inline runs may take at most this share of the event loop's time (token
+ * bucket, INLINE_BURST_MICROS deep): under load, requests queue instead and
+ * the workers batch them, so the event loop stays free for I/O.
+ */
+const INLINE_SHARE = 0.25;
+const INLINE_BURST_MICROS = 500;
+/** Single-row run times per window of the tiny check. */
+const RUN_WINDOW = 1024;
+/**
+ * Share of runs that may exceed INLINE_MAX_RUN_MICROS (p95): on a busy
+ * 2-core host, preemption puts 1–2 % of even 6 µs runs over 50 µs, which
+ * says nothing of the model; a model whose typical run is longer still fails.
+ */
+const INLINE_OVER_SHARE = 0.05;
+/** Runs measured at warm-up before a model is trusted inline, after a few unmeasured ones. */
+const INLINE_WARM_RUNS = 256;
+const INLINE_WARM_CHUNK = 32;
+const INLINE_UNMEASURED_RUNS = 4;
+/**
+ * A warm-up run slower than this (µs) rules a model out at once: never tried,
+ * or tried no further, on the event loop. Generous: a session's first runs
+ * are slow (lazy initialisation), even for a tiny model.
+ */
+const INLINE_PROBE_MAX_MICROS = 20_000;
 export interface SchedulerOptions {
   /** Queued jobs per model version before RESOURCE_EXHAUSTED. */
   maxQueue: number;
@@ -37,6 +55,8 @@ export interface SchedulerOptions {
   /** Spans for sampled requests: inference, queue, batch (linked to every request in it), onnx.run. */
   tracer?: Tracer;
 }
+
+type Job = InferRequest;
 
 /** One priority level of a version's queue. */
 class Lane {
@@ -51,6 +71,7 @@ class Lane {
   }
   shift(): Job {
     const j = this.jobs[this.head++]!;
+    j.queued = false;
     this.rows -= Math.max(1, j.req.rows);
     if (this.head === this.jobs.length) {
       this.jobs = [];
@@ -70,13 +91,23 @@ class VersionQueue {
   /** Smoothed time of one batch run, milliseconds (0 until measured). */
   batchMs = 0;
   readonly cache: ResponseCache | null;
+  /** Runs on the event loop when nothing is queued (measured tiny, see INLINE_MAX_RUN_MICROS). */
+  inline = false;
+  /** Single-row run times (µs) of the current window, and how many exceeded the tiny limit. */
+  windowRuns = 0;
+  windowOver = 0;
+  /** Reused inputs of an inline run (no per-request objects). */
+  readonly inlineInputs: RunTensor[];
   constructor(readonly spec: ModelSpec) {
     this.cache = spec.cacheEntries > 0 ? new ResponseCache(spec.cacheEntries) : null;
+    this.inlineInputs = spec.inputTypes.map((t) => ({ type: t.ort, dims: [], data: EMPTY }));
   }
   get length(): number {
     return this.lanes[0]!.length + this.lanes[1]!.length;
   }
 }
+
+const EMPTY = new Uint8Array(0);
 
 function newStats(): ReplicaStats {
   return {
@@ -87,23 +118,30 @@ function newStats(): ReplicaStats {
 }
 
 /**
- * Per model version queues feeding the worker pool with dynamic batches.
+ * Admits and runs a replica's requests (InferRequest), and answers each once.
  *
- * - A batch forms from the head of the highest-priority non-empty lane:
- *   consecutive requests whose inputs agree on every dimension but the
- *   first, up to maxBatchSize rows. It is sent when a worker is idle and the
- *   batch is full or its oldest request has waited maxQueueDelayMicros
- *   (0: send whatever is queued — batches grow only while workers are busy).
- * - Deadline-aware: a request whose deadline cannot be met given the work
- *   ahead of it is refused at once with DEADLINE_EXCEEDED; one that expires
+ * - Admission: a full queue answers RESOURCE_EXHAUSTED at once; a request
+ *   whose deadline cannot be met given the work ahead of it is refused at
+ *   once with DEADLINE_EXCEEDED (estimate from measured batch times).
+ * - A tiny model's request runs inline on the event loop when nothing of its
+ *   version is queued (see INLINE_MAX_RUN_MICROS); every other runs on a
+ *   worker thread.
+ * - Per model version queues feed the workers with dynamic batches. A batch
+ *   forms from the head of the highest-priority non-empty lane: consecutive
+ *   requests whose inputs agree on every dimension but the first, up to
+ *   maxBatchSize rows. It is sent when a worker is idle and the batch is full
+ *   or its oldest request has waited maxQueueDelayMicros (0: send whatever is
+ *   queued — batches grow only while workers are busy). One that expires
  *   while queued is answered DEADLINE_EXCEEDED and never run.
- * - A full queue answers RESOURCE_EXHAUSTED at once.
  */
 export class Scheduler {
   private readonly queues = new Map<string, VersionQueue>();
   private order: VersionQueue[] = [];
   private rr = 0;
   private pumping = false;
+  /** Inline token bucket: microseconds of event-loop time inline runs may still take, and when it was filled. */
+  private inlineTokens = INLINE_BURST_MICROS;
+  private inlineFilledAt = 0;
   readonly stats: ReplicaStats = newStats();
 
   constructor(private readonly pool: SessionPool, private readonly o: SchedulerOptions) {
@@ -122,6 +160,7 @@ export class Scheduler {
     const q = this.queues.get(key);
     if (!q) return;
     this.queues.delete(key);
+    q.inline = false;
     const drain = () => {
       if (q.length === 0 && q.inflight === 0) this.order = this.order.filter((x) => x !== q);
       else setTimeout(drain, 10).unref();
@@ -131,8 +170,13 @@ export class Scheduler {
 
   /** Jobs queued or running for a version. */
   inflight(key: string): number {
-    const q = this.queues.get(key) ?? this.order.find((x) => x.spec.key === key);
+    const q = this.queueOf(key);
     return q ? q.inflight : 0;
+  }
+
+  /** Whether a version's requests run inline (on the event loop) when nothing is queued. */
+  runsInline(key: string): boolean {
+    return this.queueOf(key)?.inline ?? false;
   }
 
   /** Total jobs queued or running. */
@@ -142,38 +186,125 @@ export class Scheduler {
     return n;
   }
 
-  /** Enqueues a job, or answers it at once (cache hit, version gone, queue full, deadline unmeetable). */
+  private queueOf(key: string): VersionQueue | undefined {
+    return this.queues.get(key) ?? this.order.find((x) => x.spec.key === key);
+  }
+
+  /**
+   * Decides, after a version's warm-up on a worker took `workerMicros`,
+   * whether it runs inline: a small model whose worker run was not clearly
+   * slow gets a session on the event loop and INLINE_WARM_RUNS measured runs
+   * of `req` there; it runs inline when their p99 is tiny.
+   * Resolves with the decision.
+   */
+  async tryInline(spec: ModelSpec, bytes: Uint8Array, req: DecodedRequest, workerMicros: number): Promise<boolean> {
+    const q = this.queues.get(spec.key);
+    // A first run is slower than the rest (allocations, kernel choice): only a clearly slow one rules a model out.
+    if (!q || bytes.byteLength > INLINE_MAX_MODEL_BYTES || workerMicros > INLINE_PROBE_MAX_MICROS) return false;
+    try {
+      this.pool.loadInline(spec.key, bytes);
+    } catch {
+      return false;
+    }
+    // Runs in chunks, one chunk per event-loop turn (a chunk of a tiny model blocks the loop ≤ 2 ms; a slow one stops at its first runs).
+    const allowed = Math.floor(INLINE_WARM_RUNS * INLINE_OVER_SHARE);
+    let over = 0;
+    for (let i = -INLINE_UNMEASURED_RUNS; i < INLINE_WARM_RUNS && over <= allowed; i++) {
+      if (i < 0 || i % INLINE_WARM_CHUNK === 0) await new Promise((r) => setImmediate(r));
+      try {
+        const micros = this.pool.runInline(spec.key, this.inputsOf(q, req)).computeMicros;
+        if (micros > (i < 0 ? INLINE_PROBE_MAX_MICROS : INLINE_MAX_RUN_MICROS)) over += i < 0 ? Infinity : 1;
+      } catch {
+        over = Infinity;
+      }
+    }
+    // The measured runs' p95 within the limit.
+    q.inline = over <= allowed && this.queues.get(spec.key) === q;
+    if (!q.inline) this.pool.unloadInline(spec.key);
+    return q.inline;
+  }
+
+  /** Admits a job and runs or queues it, or answers it at once (cache hit, version gone, queue full, deadline unmeetable). */
   submit(job: Job): void {
     const q = this.queues.get(job.spec.key);
     this.stats.requests++;
-    if (!q) return job.done(Status.UNAVAILABLE, `model ${job.spec.name} version ${job.spec.version} is not loaded here`, null, 0, 0);
+    if (!q) return job.answer(new UnavailableError(`model ${job.spec.name} version ${job.spec.version} is not loaded here`), null, 0, 0);
     if (q.cache) {
       job.cacheKey = ResponseCache.key(job.req);
       const hit = q.cache.get(job.cacheKey);
       if (hit) {
         this.stats.cacheHits++;
-        return job.done(0, '', encode(job.spec, job.req.id, hit), 0, 0);
+        return job.answer(null, encode(job.spec, job.req.id, hit), 0, 0);
       }
       this.stats.cacheMisses++;
     }
     if (q.length >= this.o.maxQueue) {
       this.stats.refusedQueueFull++;
-      return job.done(Status.RESOURCE_EXHAUSTED, `queue of ${job.spec.name} is full`, null, 0, 0);
+      return job.answer(new ResourceExhaustedError(`queue of ${job.spec.name} is full`), null, 0, 0);
     }
     const lane = q.lanes[job.priority ? 1 : 0]!;
     if (job.deadline <= job.enqueuedAt || !this.canMeet(q, lane, job)) {
       this.stats.refusedDeadline++;
-      return job.done(Status.DEADLINE_EXCEEDED, 'deadline cannot be met: the queue ahead takes longer', null, 0, 0);
+      return job.answer(new DeadlineExceededError('deadline cannot be met: the queue ahead takes longer'), null, 0, 0);
     }
     q.inflight++;
-    const inner = job.done;
-    job.done = (c, m, r, qm, cm) => {
-      q.inflight--;
-      inner(c, m, r, qm, cm);
-    };
+    if (q.inline && q.length === 0 && this.inlineAllowed()) return this.runInline(q, job);
+    job.queued = true;
     lane.jobs.push(job);
     lane.rows += Math.max(1, job.req.rows);
     this.pump();
+  }
+
+  /** Whether the inline token bucket allows another run now. */
+  private inlineAllowed(): boolean {
+    const now = performance.now();
+    this.inlineTokens = Math.min(INLINE_BURST_MICROS, this.inlineTokens + (now - this.inlineFilledAt) * 1000 * INLINE_SHARE);
+    this.inlineFilledAt = now;
+    return this.inlineTokens > 0;
+  }
+
+  /** The one exit of an admitted job: frees its place and answers it. */
+  private finish(q: VersionQueue, job: Job, err: MeshError | null, response: Uint8Array | null, queueMicros: number, computeMicros: number): void {
+    q.inflight--;
+    job.answer(err, response, queueMicros, computeMicros);
+  }
+
+  /** Counts a single-row run's time; a version whose p99 is no longer tiny leaves the event loop (and comes back when it is again). */
+  private track(q: VersionQueue, computeMicros: number): void {
+    if (computeMicros > INLINE_MAX_RUN_MICROS) q.windowOver++;
+    if (++q.windowRuns < RUN_WINDOW) return;
+    const tiny = q.windowOver <= RUN_WINDOW * INLINE_OVER_SHARE;
+    q.windowRuns = 0;
+    q.windowOver = 0;
+    if (tiny !== q.inline && (!tiny || this.pool.hasInline(q.spec.key))) q.inline = tiny && this.queues.get(q.spec.key) === q;
+  }
+
+  /** The reused inline inputs of `q` set to a request's tensors. */
+  private inputsOf(q: VersionQueue, req: DecodedRequest): RunTensor[] {
+    const inputs = q.inlineInputs;
+    for (let k = 0; k < inputs.length; k++) {
+      inputs[k]!.dims = req.shapes[k]!;
+      inputs[k]!.data = req.data[k]!;
+    }
+    return inputs;
+  }
+
+  /** Runs one admitted job on the event loop now, and answers it. */
+  private runInline(q: VersionQueue, job: Job): void {
+    job.started = true;
+    this.stats.batches++;
+    this.stats.batchedRows += Math.max(1, job.req.rows);
+    const started = performance.now();
+    let res: RunResult;
+    try {
+      res = this.pool.runInline(q.spec.key, this.inputsOf(q, job.req));
+    } catch (err) {
+      return this.finish(q, job, runFailure(err), null, 0, 0);
+    } finally {
+      this.inlineTokens -= (performance.now() - started) * 1000;
+    }
+    this.track(q, res.computeMicros);
+    this.complete(q, [job], res, started);
   }
 
   /** Whether the job can finish by its deadline given the rows ahead of it (estimate from measured batch times). */
@@ -187,15 +318,18 @@ export class Scheduler {
   }
 
   /**
-   * The caller gave up: a job not yet started is answered CANCELLED now (its
+   * The caller gave up: a job still queued is answered CANCELLED now (its
    * queue slot is free at once) and dropped when it reaches the head.
-   * Returns false when it had already started (it completes normally).
+   * Returns false when it is not queued (already answered, or running: it completes normally).
    */
   cancel(job: Job): boolean {
-    if (job.started || job.cancelled) return false;
+    if (!job.queued || job.cancelled) return false;
     job.cancelled = true;
     this.stats.cancelled++;
-    job.done(Status.CANCELLED, 'cancelled by the caller', null, Math.round((performance.now() - job.enqueuedAt) * 1000), 0);
+    const q = this.queueOf(job.spec.key);
+    const queued = Math.round((performance.now() - job.enqueuedAt) * 1000);
+    if (q) this.finish(q, job, new CancelledError('cancelled by the caller'), null, queued, 0);
+    else job.answer(new CancelledError('cancelled by the caller'), null, queued, 0);
     return true;
   }
 
@@ -225,7 +359,7 @@ export class Scheduler {
         const j = lane.shift();
         if (j.cancelled) continue;
         this.stats.expiredInQueue++;
-        j.done(Status.DEADLINE_EXCEEDED, 'deadline exceeded while queued', null, Math.round((now - j.enqueuedAt) * 1000), 0);
+        this.finish(q, j, new DeadlineExceededError('deadline exceeded while queued'), null, Math.round((now - j.enqueuedAt) * 1000), 0);
       }
     }
     const lane = q.lanes[0]!.length > 0 ? q.lanes[0]! : q.lanes[1]!;
@@ -260,7 +394,7 @@ export class Scheduler {
   private dispatch(q: VersionQueue, batch: Job[]): void {
     const spec = q.spec;
     const started = performance.now();
-    const feeds: WireTensor[] = new Array(spec.inputs.length);
+    const inputs: OutTensor[] = new Array(spec.inputs.length);
     let rows = 0;
     for (const j of batch) {
       rows += j.req.rows;
@@ -270,35 +404,28 @@ export class Scheduler {
     this.stats.batches++;
     this.stats.batchedRows += Math.max(rows, batch.length);
     for (let k = 0; k < spec.inputs.length; k++) {
-      let dims: number[];
+      // The requests' bytes (views into the received buffers) are copied once, into the message the worker gets.
+      const parts: Uint8Array[] = new Array(batch.length);
       let total = 0;
-      for (const j of batch) total += j.req.data[k]!.byteLength;
-      // One copy into a buffer the worker can own (request bytes may be views into pooled Buffers).
-      const buf = new Uint8Array(total);
-      let off = 0;
-      for (const j of batch) {
-        buf.set(j.req.data[k]!, off);
-        off += j.req.data[k]!.byteLength;
-      }
-      if (batch.length === 1) dims = batch[0]!.req.shapes[k]!;
-      else dims = [rows, ...batch[0]!.req.shapes[k]!.slice(1)];
-      feeds[k] = { name: spec.inputs[k]!.name, type: spec.inputTypes[k]!.ort, dims, data: buf.buffer };
+      for (let i = 0; i < batch.length; i++) total += (parts[i] = batch[i]!.req.data[k]!).byteLength;
+      const dims = batch.length === 1 ? batch[0]!.req.shapes[k]! : [rows, ...batch[0]!.req.shapes[k]!.slice(1)];
+      inputs[k] = { type: spec.inputTypes[k]!.ort, dims, parts, byteLength: total };
     }
-    this.pool.run(spec.key, feeds, spec.outputNames as string[]).then(
-      (res) => {
-        // One sample counts for at most 4× the current estimate: a pause of the whole process
-        // (SIGSTOP, a long GC, a starved VM) must not make admission refuse every deadline
-        // afterwards, which would also stop the batches that could correct it. A real
-        // slowdown still shows within a few batches.
-        const ms = performance.now() - started;
-        q.batchMs = q.batchMs === 0 ? ms : q.batchMs * 0.8 + Math.min(ms, q.batchMs * 4) * 0.2;
-        this.complete(q, batch, res, started);
-      },
-      (err: Error) => {
-        const msg = `model execution failed: ${String(err.message).replace(/\/[^\s:'"]+/g, '<path>').split('\n')[0]!.slice(0, 200)}`;
-        for (const j of batch) j.done(Status.INTERNAL, msg, null, Math.round((started - j.enqueuedAt) * 1000), 0);
-      },
-    );
+    this.pool.run(spec.key, inputs, (err, res) => {
+      if (err) {
+        const e = runFailure(err);
+        for (const j of batch) this.finish(q, j, e, null, Math.round((started - j.enqueuedAt) * 1000), 0);
+        return;
+      }
+      // One sample counts for at most 4× the current estimate: a pause of the whole process
+      // (SIGSTOP, a long GC, a starved VM) must not make admission refuse every deadline
+      // afterwards, which would also stop the batches that could correct it. A real
+      // slowdown still shows within a few batches.
+      const ms = performance.now() - started;
+      q.batchMs = q.batchMs === 0 ? ms : q.batchMs * 0.8 + Math.min(ms, q.batchMs * 4) * 0.2;
+      if (batch.length === 1 && batch[0]!.req.rows <= 1) this.track(q, res!.computeMicros);
+      this.complete(q, batch, res!, started);
+    });
   }
 
   /**
@@ -352,11 +479,10 @@ export class Scheduler {
         const idx = j.req.outputs[o]!;
         const t = res.outputs[idx]!;
         let shape = t.dims;
-        let bytes: Uint8Array;
-        if (batch.length === 1) bytes = new Uint8Array(t.data);
-        else {
+        let bytes = t.data;
+        if (batch.length > 1) {
           const rowBytes = t.data.byteLength / t.dims[0]!;
-          bytes = new Uint8Array(t.data, row * rowBytes, j.req.rows * rowBytes);
+          bytes = t.data.subarray(row * rowBytes, (row + j.req.rows) * rowBytes);
           shape = [j.req.rows, ...t.dims.slice(1)];
         }
         answer.outputs[o] = { name: spec.outputs[idx]!.name, datatype: spec.outputTypes[idx]!.oip, shape, parameters: {}, contents: undefined };
@@ -368,8 +494,8 @@ export class Scheduler {
         const t = performance.now();
         const bytes = encode(spec, j.req.id, answer);
         (encodeTimes ??= []).push(t, performance.now());
-        j.done(0, '', bytes, queueMicros, res.computeMicros);
-      } else j.done(0, '', encode(spec, j.req.id, answer), queueMicros, res.computeMicros);
+        this.finish(q, j, null, bytes, queueMicros, res.computeMicros);
+      } else this.finish(q, j, null, encode(spec, j.req.id, answer), queueMicros, res.computeMicros);
     }
     // Every answer of the batch is on its way; the spans of its sampled requests are made in the
     // next turn, after this turn's frames are written, from the timestamps taken.
@@ -385,6 +511,11 @@ export class Scheduler {
       });
     }
   }
+}
+
+/** A failed run as the caller sees it: INTERNAL, ONNX Runtime's first line without file paths. */
+function runFailure(err: unknown): MeshError {
+  return new InternalError(`model execution failed: ${String((err as Error)?.message ?? err).replace(/\/[^\s:'"]+/g, '<path>').split('\n')[0]!.slice(0, 200)}`);
 }
 
 function sameTail(a: number[][], b: number[][]): boolean {

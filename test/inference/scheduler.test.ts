@@ -63,8 +63,13 @@ function submit(spec: any, rows: number[][], o: { deadlineMs?: number; priority?
       enqueuedAt: now,
       deadline: now + (o.deadlineMs ?? 10_000),
       priority: o.priority ?? 0,
-      done: (code: number, message: string, response: Uint8Array | null) =>
-        resolve({ code, message, response: response ? oip.ModelInferResponse.decode(response) : null, at: performance.now() }),
+      trace: null,
+      started: false,
+      queued: false,
+      cancelled: false,
+      cacheKey: null,
+      answer: (err: { code: number; message: string } | null, response: Uint8Array | null) =>
+        resolve({ code: err ? err.code : 0, message: err ? err.message : '', response: response ? oip.ModelInferResponse.decode(response) : null, at: performance.now() }),
     }),
   );
 }
