@@ -6,7 +6,9 @@ import { createLogger } from '../../libs/log/index.js';
 import { startTelemetry } from '../../libs/telemetry/index.js';
 import { connectNats, natsSecurityOf, openBuckets } from '../../libs/bus/index.js';
 import { addHealthAndReflection, createGrpcServer, listen, peerCredentials, peerTls, requireServiceCertificate, serverCredentials, serverTlsOf, serveRawUnary, shutdownServer } from '../../libs/grpc/index.js';
-import { createInferPath, frontHandlers, PUSHBACK_TRAILERS, rawInferService, rawModelInfer } from './front.js';
+import { frontHandlers, PUSHBACK_TRAILERS, rawInferService, rawModelInfer } from './front.js';
+import { modelStreamInfer } from './model-stream-infer.js';
+import { RequestPath } from './request-path.js';
 import { oip } from '../../libs/proto/index.js';
 import { createRestServer } from './rest-server.js';
 import { routerMetrics, type RouterCounters } from './router-metrics.js';
@@ -28,6 +30,8 @@ const config = loadServiceConfig(
     shadowTolerance: num({ env: 'INFERMESH_SHADOW_TOLERANCE', flag: 'shadow-tolerance', default: 0.01, min: 0 }),
     /** ModelInfer off the raw HTTP/2 streams (serveRawUnary); false = grpc-js's handler. */
     http2Infer: bool({ env: 'INFERMESH_HTTP2_INFER', flag: 'http2-infer', default: true }),
+    /** ModelStreamInfer: requests of one stream in flight at once (the excess is answered RESOURCE_EXHAUSTED in the stream). */
+    streamMaxInflight: int({ env: 'INFERMESH_STREAM_MAX_INFLIGHT', flag: 'stream-max-inflight', default: 256, min: 1 }),
   },
   process.argv.slice(2),
   process.env,
@@ -56,15 +60,16 @@ const table = await RoutingTable.create(buckets.models, buckets.replicas, {
 const samples = new SampleRecorder(nc, { routerId, flushMs: config.sampleFlushMs, sampleRate: config.sampleRate }, log);
 
 const server = createGrpcServer({ maxMessageBytes: config.maxMessageBytes });
-const frontOptions = { defaultTimeoutMs: config.defaultTimeoutMs, serverVersion: '0.1.0', shadowTolerance: config.shadowTolerance, maxInflight: config.maxInflight, tracer: telemetry.tracer, traceRatio: telemetry.rootRatio };
+const frontOptions = { serverVersion: '0.1.0' };
 const counters: RouterCounters = { inflight: 0, receiving: 0, shed: 0, cancelled: 0 };
-const infer = createInferPath(table, samples, frontOptions, counters);
-server.addService(rawInferService(), frontHandlers(table, infer, frontOptions) as unknown as grpc.UntypedServiceImplementation);
+// The one request path every front door hands its requests to.
+const path = new RequestPath(table, samples, { defaultTimeoutMs: config.defaultTimeoutMs, shadowTolerance: config.shadowTolerance, maxInflight: config.maxInflight, tracer: telemetry.tracer, traceRatio: telemetry.rootRatio }, counters);
+server.addService(rawInferService(), frontHandlers(table, path, frontOptions, { modelStreamInfer: modelStreamInfer(path, { maxInflight: config.streamMaxInflight }) }) as unknown as grpc.UntypedServiceImplementation);
 const health = addHealthAndReflection(server, ['inference/grpc_service.proto'], ['inference.GRPCInferenceService']);
 const port = await listen(server, config.host, config.port, serverCredentials(tls));
 // ModelInfer leaves grpc-js's per-call machinery for the listener's raw HTTP/2 streams; every other
 // method (and TLS, sessions, keepalive, shutdown) stays with grpc-js.
-const rawFront = config.http2Infer && serveRawUnary(server, oip.GRPCInferenceServiceService.modelInfer.path, rawModelInfer(infer), {
+const rawFront = config.http2Infer && serveRawUnary(server, oip.GRPCInferenceServiceService.modelInfer.path, rawModelInfer(path), {
   maxMessageBytes: config.maxMessageBytes,
   maxReceiveMs: config.defaultTimeoutMs,
   // Calls whose body is still arriving hold a slot too: a slow sender cannot slip past the limit.
@@ -73,7 +78,7 @@ const rawFront = config.http2Infer && serveRawUnary(server, oip.GRPCInferenceSer
 if (config.http2Infer && !rawFront) log.warn('ModelInfer served by the grpc-js handler: this grpc-js does not expose its HTTP/2 listeners as expected');
 
 // The REST gateway (TF Serving and OIP REST), on the same request path as gRPC.
-const rest = createRestServer(table, infer, { metrics: routerMetrics(table, counters), maxBodyBytes: config.maxMessageBytes, defaultTimeoutMs: config.defaultTimeoutMs, serverVersion: frontOptions.serverVersion, log, tls });
+const rest = createRestServer(table, path, { metrics: routerMetrics(table, counters), maxBodyBytes: config.maxMessageBytes, defaultTimeoutMs: config.defaultTimeoutMs, serverVersion: frontOptions.serverVersion, log, tls });
 const restPort = await new Promise<number>((resolve, reject) => {
   rest.once('error', reject);
   rest.listen(config.restPort, config.host, () => resolve((rest.address() as { port: number }).port));

@@ -2,16 +2,22 @@ import * as grpc from '@grpc/grpc-js';
 import { channelOptions, FrameCoalescer, linkMessageBytes } from '../../libs/grpc/index.js';
 import type { Logger } from '../../libs/log/index.js';
 import { RequestFrame, ResponseFrame, RuntimeService, type RequestItem } from '../../libs/proto/index.js';
-import { Status } from '../../libs/errors/index.js';
+import { CancelledError, DeadlineExceededError, fromStatus, ResourceExhaustedError, UnavailableError, type MeshError } from '../../libs/errors/index.js';
 
-/**
- * Called once with a request's terminal status; `response` is a serialized
- * ModelInferResponse when OK; queue and compute time as the replica measured them.
- */
-export type Reply = (code: number, message: string, response: Uint8Array | null, queueMicros: number, computeMicros: number) => void;
+/** Whoever waits for a request sent on a link (the request path's RouterRequest, a shadow call). */
+export interface LinkCaller {
+  /**
+   * Called once with the request's answer: a serialized ModelInferResponse,
+   * or why there is none (the replica's status rebuilt as a libs/errors
+   * class, or the link's own: UNAVAILABLE when it broke, DEADLINE_EXCEEDED,
+   * CANCELLED, RESOURCE_EXHAUSTED for a request it cannot carry); queue and
+   * compute time as the replica measured them.
+   */
+  replied(result: Uint8Array | MeshError, queueMicros: number, computeMicros: number): void;
+}
 
 interface Pending {
-  reply: Reply;
+  caller: LinkCaller;
   deadline: number;
 }
 
@@ -83,17 +89,17 @@ export class ReplicaConn {
    * replica's budget. Returns the request's id on this stream (for cancel), 0
    * when it was answered at once.
    */
-  send(model: string, version: number, timeoutMicros: number, traceparent: string, request: Uint8Array, priority: number, reply: Reply): number {
+  send(model: string, version: number, timeoutMicros: number, traceparent: string, request: Uint8Array, priority: number, caller: LinkCaller): number {
     if (this.closed) {
-      reply(Status.UNAVAILABLE, 'replica is gone', null, 0, 0);
+      caller.replied(new UnavailableError('replica is gone'), 0, 0);
       return 0;
     }
     const item: RequestItem = { id: this.nextId++, model, version, timeoutMicros, traceparent, request, priority, cancel: false };
     if (request.byteLength > this.maxMessageBytes || itemBytes(item) > this.linkBytes) {
-      reply(Status.RESOURCE_EXHAUSTED, `request: message of ${request.byteLength} bytes is larger than the limit of ${this.maxMessageBytes} bytes`, null, 0, 0);
+      caller.replied(new ResourceExhaustedError(`request: message of ${request.byteLength} bytes is larger than the limit of ${this.maxMessageBytes} bytes`), 0, 0);
       return 0;
     }
-    this.pending.set(item.id, { reply, deadline: performance.now() + timeoutMicros / 1000 });
+    this.pending.set(item.id, { caller, deadline: performance.now() + timeoutMicros / 1000 });
     this.outstanding++;
     this.enqueue(item);
     return item.id;
@@ -106,7 +112,7 @@ export class ReplicaConn {
     const now = performance.now();
     // A caller whose own deadline fired cancels just before the sweeper would: that is a timeout too.
     const timedOut = p.deadline - now < 5;
-    this.answer(id, Status.CANCELLED, 'cancelled by the caller', null);
+    this.answer(id, new CancelledError('cancelled by the caller'));
     if (timedOut) this.noteTimeouts(1, now);
     this.enqueue({ id, model: '', version: 0, timeoutMicros: 0, traceparent: '', request: EMPTY, priority: 0, cancel: true });
   }
@@ -140,7 +146,7 @@ export class ReplicaConn {
         this.log.warn({ replica: this.id }, 'malformed response frame');
         return;
       }
-      for (const it of frame.items) this.answer(it.id, it.code, it.message, it.code === 0 ? it.response : null, it.queueMicros, it.computeMicros);
+      for (const it of frame.items) this.answer(it.id, it.code === 0 ? it.response : fromStatus(it.code, it.message), it.queueMicros, it.computeMicros);
     });
     const broken = (why: string) => {
       if (this.stream !== s) return;
@@ -148,7 +154,8 @@ export class ReplicaConn {
       // Everything in flight on this stream is lost: answer UNAVAILABLE so callers can retry. The
       // callers' message names no replica (internal); the log does.
       if (!this.closed) this.log.warn({ replica: this.id, pending: this.pending.size }, `replica stream ${why}`);
-      for (const id of [...this.pending.keys()]) this.answer(id, Status.UNAVAILABLE, `replica stream ${why}`, null);
+      const lost = new UnavailableError(`replica stream ${why}`);
+      for (const id of [...this.pending.keys()]) this.answer(id, lost);
       if (!this.closed) {
         const wait = this.backoffMs;
         this.backoffMs = Math.min(this.backoffMs * 2, 2000);
@@ -161,13 +168,13 @@ export class ReplicaConn {
     s.on('end', () => broken('ended'));
   }
 
-  private answer(id: number, code: number, message: string, response: Uint8Array | null, queueMicros = 0, computeMicros = 0): void {
+  private answer(id: number, result: Uint8Array | MeshError, queueMicros = 0, computeMicros = 0): void {
     const p = this.pending.get(id);
     if (!p) return;
     this.pending.delete(id);
     this.outstanding--;
-    if (code === 0) this.timeoutsInARow = 0;
-    p.reply(code, message, response, queueMicros, computeMicros);
+    if (result instanceof Uint8Array) this.timeoutsInARow = 0;
+    p.caller.replied(result, queueMicros, computeMicros);
   }
 
   /** The channel to the replica (its connectivity shows TLS failures: ReplicaTrust). */
@@ -187,7 +194,7 @@ export class ReplicaConn {
     for (const [id, p] of this.pending) {
       if (p.deadline <= now) {
         expired++;
-        this.answer(id, Status.DEADLINE_EXCEEDED, 'deadline exceeded waiting for the replica', null);
+        this.answer(id, new DeadlineExceededError('deadline exceeded waiting for the replica'));
       }
     }
     if (expired > 0) this.noteTimeouts(expired, now);
@@ -212,7 +219,8 @@ export class ReplicaConn {
     if (this.closed) return;
     this.closed = true;
     clearInterval(this.sweeper);
-    for (const id of [...this.pending.keys()]) this.answer(id, Status.UNAVAILABLE, 'replica left', null);
+    const left = new UnavailableError('replica left');
+    for (const id of [...this.pending.keys()]) this.answer(id, left);
     this.stream?.cancel();
     this.client.close();
   }

@@ -1,7 +1,7 @@
 /**
  * The router's REST gateway (port 8501): TensorFlow Serving's REST API and
  * the Open Inference Protocol's REST binding. Every inference goes through
- * the router's one request path (createInferPath), so routing, canary,
+ * the router's one request path (RequestPath.accept), so routing, canary,
  * shadow, batching and samples are the same as over gRPC; HTTP headers are
  * passed as its metadata (lower-case keys).
  *
@@ -21,17 +21,16 @@
 import http from 'node:http';
 import https from 'node:https';
 import type { Registry } from 'prom-client';
-import { fromStatus, InternalError, InvalidArgumentError, NotFoundError } from '../../libs/errors/index.js';
+import { InternalError, InvalidArgumentError, NotFoundError } from '../../libs/errors/index.js';
 import type { Logger } from '../../libs/log/index.js';
 import { oip } from '../../libs/proto/index.js';
-import type { createInferPath, HeaderSource } from './front.js';
+import { MeshError } from '../../libs/errors/index.js';
+import type { HeaderSource, RequestPath } from './request-path.js';
 import { HttpError, httpErrorOf, parseJsonObject, readBody, sendJson, type Out } from './rest-json.js';
 import { isReady, modelRef, oipModelRef, resolveRoute, signatureOf, type ModelRef } from './rest-models.js';
 import { oipInferRequest, oipInferResponse, oipMetadata } from './rest-oip.js';
 import { tfMetadata, tfPredictRequest, tfPredictResponse, tfStatus } from './rest-tfserving.js';
 import type { RoutingTable } from './routing-table.js';
-
-export type InferPath = ReturnType<typeof createInferPath>;
 
 export interface RestOptions {
   /** Largest request body accepted, in bytes (the router's max message size). */
@@ -58,17 +57,18 @@ interface Endpoint {
 }
 
 /** The REST gateway's HTTP server (not yet listening). It never throws on bad input and never crashes on it. */
-export function createRestServer(table: RoutingTable, infer: InferPath, o: RestOptions): http.Server | https.Server {
+export function createRestServer(table: RoutingTable, path: RequestPath, o: RestOptions): http.Server | https.Server {
   const call = (req: http.IncomingMessage, buf: Buffer): Promise<oip.ModelInferResponse> => {
     // JSON numbers can encode larger than they read ("0," is 2 bytes, an FP64 is 8): the encoded
     // request must fit the same limit as a gRPC caller's.
     if (buf.length > o.maxBodyBytes) return Promise.reject(new HttpError(413, `request: tensors encode to ${buf.length} bytes, more than the limit of ${o.maxBodyBytes} bytes`));
-    const deadline = deadlineOf(req, o.defaultTimeoutMs);
+    const remainingMs = timeoutOf(req, o.defaultTimeoutMs);
     return new Promise((resolve, reject) => {
-      infer(buf, headerSource(req), deadline, (code, message, response) => {
-        if (code !== 0) return reject(fromStatus(code, message));
+      // REST is one more front door of the one request path.
+      path.accept(buf, headerSource(req), remainingMs, (r) => {
+        if (r instanceof MeshError) return reject(r);
         try {
-          resolve(oip.ModelInferResponse.decode(response!));
+          resolve(oip.ModelInferResponse.decode(r));
         } catch (err) {
           reject(new InternalError('undecodable answer from the replica', { cause: err }));
         }
@@ -206,13 +206,13 @@ function routeWithSignature(table: RoutingTable, ref: ModelRef) {
   return route;
 }
 
-/** The request's deadline (epoch ms) from `x-infermesh-timeout-ms`, else `defaultMs` from now. */
-function deadlineOf(req: http.IncomingMessage, defaultMs: number): number {
+/** The milliseconds a request gives itself: `x-infermesh-timeout-ms`, else `defaultMs`. */
+function timeoutOf(req: http.IncomingMessage, defaultMs: number): number {
   const h = req.headers[TIMEOUT_HEADER];
-  if (h === undefined) return Date.now() + defaultMs;
+  if (h === undefined) return defaultMs;
   const ms = Number(Array.isArray(h) ? h[0] : h);
   if (!(ms > 0) || !Number.isFinite(ms)) throw new InvalidArgumentError(TIMEOUT_HEADER, 'must be a positive number of milliseconds');
-  return Date.now() + ms;
+  return ms;
 }
 
 /** HTTP headers as the request path's metadata (Node gives lower-case keys). */

@@ -2,41 +2,15 @@ import type { ChannelCredentials } from '@grpc/grpc-js';
 import type { KV } from 'nats';
 import { KvMirror, parseModelKey } from '../../libs/bus/index.js';
 import type { Logger } from '../../libs/log/index.js';
-import { ReplicaRecord, TrafficRecord, VersionRecord, VersionState } from '../../libs/proto/index.js';
+import { ReplicaRecord, TrafficRecord, VersionRecord } from '../../libs/proto/index.js';
 import { ReplicaConn } from './replica-conn.js';
 import { ReplicaTrust } from './replica-trust.js';
+import { buildRoutes, routeOf, type ReplicaState, type ModelRoutes as CoreModelRoutes, type Route as CoreRoute, type RoutingState } from './routing-core.js';
 import type { TlsMaterial } from '../../libs/grpc/index.js';
 
-/** Where requests for one model version go. */
-export interface Route {
-  readonly record: VersionRecord;
-  /** Replicas on which this version is ready and that accept work. */
-  readonly replicas: ReplicaConn[];
-}
-
-/** A share of production traffic sent to another version (only while it is ready somewhere). */
-export interface CanaryRoute {
-  route: Route;
-  /** Weight in basis points (1 % = 100). */
-  basisPoints: number;
-  /** Lower-case metadata key that makes the choice sticky; '' = random. */
-  keyHeader: string;
-}
-
-export interface ShadowRoute {
-  route: Route;
-  /** Share mirrored, basis points. */
-  basisPoints: number;
-}
-
-export interface ModelRoutes {
-  byVersion: Map<number, Route>;
-  aliases: Map<string, Route>;
-  /** Used when a request names no version: `production`, else the newest ready version. */
-  fallback: Route | null;
-  canary: CanaryRoute | null;
-  shadow: ShadowRoute | null;
-}
+/** The routing table's routes: those of the pure routing core, with the router's replica links. */
+export type Route = CoreRoute<ReplicaConn>;
+export type ModelRoutes = CoreModelRoutes<ReplicaConn>;
 
 export interface RoutingTableOptions {
   maxMessageBytes: number;
@@ -61,8 +35,11 @@ export interface RoutingTableOptions {
  *
  * An alias moves to its new version only once that version is ready on at
  * least one replica; until then it keeps serving its previous target.
+ *
+ * It is the router's RoutingState: requests are resolved against it by the
+ * pure functions of routing-core.ts.
  */
-export class RoutingTable {
+export class RoutingTable implements RoutingState<ReplicaConn> {
   private readonly versions = new Map<string, Map<number, VersionRecord>>();
   private readonly traffic = new Map<string, TrafficRecord>();
   private readonly replicas = new Map<string, { rec: ReplicaRecord; conn: ReplicaConn }>();
@@ -95,11 +72,12 @@ export class RoutingTable {
   /** Resolves a version selector: "" (default), digits (a version) or an alias name. */
   resolve(name: string, selector: string): Route | undefined {
     const m = this.routes.get(name);
-    if (!m) return undefined;
-    if (selector === '') return m.fallback ?? undefined;
-    const c = selector.charCodeAt(0);
-    if (c >= 48 && c <= 57) return m.byVersion.get(Number(selector));
-    return m.aliases.get(selector);
+    return m ? routeOf(m, selector) : undefined;
+  }
+
+  /** Names of the models the registry holds, sorted (RepositoryIndex, ModelStatistics). */
+  modelNames(): string[] {
+    return [...this.versions.keys()].sort();
   }
 
   /** All known versions of a model, newest first. */
@@ -130,6 +108,7 @@ export class RoutingTable {
     if (failing > 0 && failing >= this.replicas.size) return `TLS fails toward every replica this router knows (${failing}); see the router's log`;
     return '';
   }
+
 
   /** Replicas this router cannot verify over TLS now (not ready), and failure streaks so far (metrics, health). */
   tlsFailing(): { now: number; total: number } {
@@ -172,8 +151,13 @@ export class RoutingTable {
     } catch {
       return;
     }
-    if (cur && cur.rec.address === rec.address) cur.rec = rec;
-    else {
+    if (cur && cur.rec.address === rec.address) {
+      // A heartbeat that changes nothing routes read (accepting, versions and their states) needs no
+      // rebuild: rebuilding on every beat costs O(replicas) per beat, O(replicas²) per second (issue 18).
+      const same = sameRouting(cur.rec, rec);
+      cur.rec = rec;
+      if (same) return;
+    } else {
       cur?.conn.close();
       const conn = new ReplicaConn(rec.id, rec.address, this.o.maxMessageBytes, this.o.log, this.o.credentials, this.o.serverName);
       this.replicas.set(key, { rec, conn });
@@ -193,66 +177,31 @@ export class RoutingTable {
   }
 
   private rebuild(): void {
-    const ready = new Map<string, ReplicaConn[]>();
-    // Replicas that serve (or are loading) some version of each model.
-    const serving = new Map<string, Set<string>>();
-    for (const { rec, conn } of this.replicas.values()) {
-      if (!rec.accepting || this.trust.isFailing(conn)) continue;
-      for (const v of rec.versions) {
-        if (v.state === VersionState.VERSION_STATE_READY || v.state === VersionState.VERSION_STATE_LOADING) {
-          let set = serving.get(v.name);
-          if (!set) serving.set(v.name, (set = new Set()));
-          set.add(rec.id);
-        }
-        if (v.state !== VersionState.VERSION_STATE_READY) continue;
-        const key = `${v.name}:${v.version}`;
-        let list = ready.get(key);
-        if (!list) ready.set(key, (list = []));
-        list.push(conn);
-      }
-    }
-    const routes = new Map<string, ModelRoutes>();
-    for (const [name, versions] of this.versions) {
-      const byVersion = new Map<number, Route>();
-      let newestReady: Route | null = null;
-      for (const [v, record] of versions) {
-        const route: Route = { record, replicas: ready.get(`${name}:${v}`) ?? [] };
-        byVersion.set(v, route);
-        if (route.replicas.length > 0 && (!newestReady || v > newestReady.record.version)) newestReady = route;
-      }
-      const needed = Math.max(1, Math.ceil(this.o.promoteReadyFraction * (serving.get(name)?.size ?? 0)));
-      const enough = (v: number | undefined) => v !== undefined && (byVersion.get(v)?.replicas.length ?? 0) >= needed;
-      const any = (v: number | undefined) => v !== undefined && (byVersion.get(v)?.replicas.length ?? 0) > 0;
-      const traffic = this.traffic.get(name);
-      const aliases = new Map<string, Route>();
-      for (const [alias, target] of Object.entries(traffic?.aliases ?? {})) {
-        const key = `${name}@${alias}`;
-        const prev = this.effective.get(key);
-        // Gate: the alias moves once its target is ready on enough replicas;
-        // until then the previous target keeps serving.
-        const chosen = enough(target) || prev === undefined || prev === target || !any(prev) ? target : prev;
-        if (chosen !== prev) this.o.log.info({ model: name, alias, version: chosen, previous: prev }, 'alias switched');
-        this.effective.set(key, chosen);
-        const r = byVersion.get(chosen);
-        if (r) aliases.set(alias, r);
-      }
-      const c = traffic?.canary;
-      const canaryRoute = c && c.weightPercent > 0 ? byVersion.get(c.version) : undefined;
-      const sh = traffic?.shadow;
-      const shadowRoute = sh && sh.percent > 0 ? byVersion.get(sh.version) : undefined;
-      routes.set(name, {
-        byVersion,
-        aliases,
-        fallback: aliases.get('production') ?? newestReady,
-        canary: canaryRoute && canaryRoute.replicas.length > 0 ? { route: canaryRoute, basisPoints: Math.round(c!.weightPercent * 100), keyHeader: c!.keyHeader.toLowerCase() } : null,
-        shadow: shadowRoute && shadowRoute.replicas.length > 0 ? { route: shadowRoute, basisPoints: Math.round(sh!.percent * 100) } : null,
-      });
-    }
-    this.routes = routes;
+    const replicas: ReplicaState<ReplicaConn>[] = [];
+    for (const { rec, conn } of this.replicas.values()) replicas.push({ rec, link: conn, usable: rec.accepting && !this.trust.isFailing(conn) });
+    this.routes = buildRoutes({
+      versions: this.versions,
+      traffic: this.traffic,
+      replicas,
+      promoteReadyFraction: this.o.promoteReadyFraction,
+      effective: this.effective,
+      onAliasSwitch: (model, alias, version, previous) => this.o.log.info({ model, alias, version, previous }, 'alias switched'),
+    });
   }
 
   close(): void {
     for (const m of this.mirrors) m.close();
     for (const { conn } of this.replicas.values()) conn.close();
   }
+}
+
+/** Whether two heartbeats of one replica route alike: same accepting flag, same versions in the same states. */
+function sameRouting(a: ReplicaRecord, b: ReplicaRecord): boolean {
+  if (a.accepting !== b.accepting || a.versions.length !== b.versions.length) return false;
+  for (let i = 0; i < a.versions.length; i++) {
+    const x = a.versions[i]!;
+    const y = b.versions[i]!;
+    if (x.name !== y.name || x.version !== y.version || x.state !== y.state) return false;
+  }
+  return true;
 }
