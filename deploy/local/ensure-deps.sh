@@ -39,3 +39,5 @@ if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.j
   ONNXRUNTIME_NODE_INSTALL=skip npm ci --no-audit --no-fund >&2
 fi
 npx tsc -p tsconfig.json >&2
+# The typed client's declarations (import { InferenceApi } from 'infermesh/client').
+npx tsc -p tsconfig.client.json >&2

@@ -1,4 +1,5 @@
-import { appendFile } from 'node:fs/promises';
+import { statSync } from 'node:fs';
+import { appendFile, rename } from 'node:fs/promises';
 import type { ReadableSpan, SpanExporter } from '@opentelemetry/sdk-trace-node';
 
 type ExportResult = Parameters<SpanExporter['export']>[1] extends (r: infer R) => void ? R : never;
@@ -12,7 +13,22 @@ const FAILED = 1;
  * timings, links and the attributes we set (never payloads).
  */
 export class FileSpanExporter implements SpanExporter {
-  constructor(private readonly path: string, private readonly service: string) {}
+  private size: number;
+
+  /**
+   * `maxBytes` > 0 bounds the disk used: once the file would grow past it, it
+   * is renamed to `<path>.1` (replacing the one before) and a new one begun,
+   * so at most about twice `maxBytes` is kept.
+   */
+  constructor(private readonly path: string, private readonly service: string, private readonly maxBytes = 0) {
+    let size = 0;
+    try {
+      size = statSync(path).size;
+    } catch {
+      // No file yet.
+    }
+    this.size = size;
+  }
 
   export(spans: ReadableSpan[], done: (r: ExportResult) => void): void {
     const lines = spans.map((s) =>
@@ -33,10 +49,21 @@ export class FileSpanExporter implements SpanExporter {
     if (lines.length === 0) return done({ code: SUCCESS } as ExportResult);
     // The write runs on libuv's pool, not the event loop that serves requests; the
     // batch processor sends the next batch only after `done`, so lines never interleave.
-    appendFile(this.path, `${lines.join('\n')}\n`).then(
-      () => done({ code: SUCCESS } as ExportResult),
-      (error: unknown) => done({ code: FAILED, error: error as Error } as ExportResult),
-    );
+    const text = `${lines.join('\n')}\n`;
+    const bytes = Buffer.byteLength(text);
+    const rotate = this.maxBytes > 0 && this.size > 0 && this.size + bytes > this.maxBytes;
+    (rotate ? rename(this.path, `${this.path}.1`).catch(() => undefined) : Promise.resolve())
+      .then(() => {
+        if (rotate) this.size = 0;
+        return appendFile(this.path, text);
+      })
+      .then(
+        () => {
+          this.size += bytes;
+          done({ code: SUCCESS } as ExportResult);
+        },
+        (error: unknown) => done({ code: FAILED, error: error as Error } as ExportResult),
+      );
   }
 
   shutdown(): Promise<void> {

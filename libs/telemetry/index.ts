@@ -4,7 +4,9 @@
  * OTEL_TRACES_SAMPLER(_ARG) (default here: parentbased_traceidratio at 5 %),
  * OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT (OTLP over gRPC; nothing is exported
  * when unset, but context still propagates). INFERMESH_TRACE_FILE also writes
- * spans as JSON lines to a file (tests, quick looks without a collector).
+ * spans as JSON lines to a file (tests, quick looks without a collector, and
+ * `infermesh up`'s <dir>/traces/ for `infermesh traces show`), rotated to
+ * `<file>.1` past INFERMESH_TRACE_FILE_MAX_BYTES when set.
  *
  * Built from the tracing part of the Node SDK (sdk-trace-node: tracer
  * provider, W3C propagator, AsyncLocalStorage context) rather than
@@ -58,7 +60,7 @@ export async function startTelemetry(serviceName: string, env: NodeJS.ProcessEnv
     // Batched like an OTLP export would be, flushed often so a test sees its spans quickly; small
     // batches, so encoding one holds the event loop only briefly (512 spans at once is a visible stall).
     processors.push(
-      new BatchSpanProcessor(new FileSpanExporter(env.INFERMESH_TRACE_FILE, env.OTEL_SERVICE_NAME || serviceName), { scheduledDelayMillis: 100, maxExportBatchSize: 64, maxQueueSize: 8192 }),
+      new BatchSpanProcessor(new FileSpanExporter(env.INFERMESH_TRACE_FILE, env.OTEL_SERVICE_NAME || serviceName, Math.max(0, Number(env.INFERMESH_TRACE_FILE_MAX_BYTES) || 0)), { scheduledDelayMillis: 100, maxExportBatchSize: 64, maxQueueSize: 8192 }),
     );
   }
   if (!o.processors && (env.OTEL_EXPORTER_OTLP_ENDPOINT || env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT)) {

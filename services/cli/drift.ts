@@ -1,14 +1,19 @@
 /** `infermesh drift NAME`: how far each feature and output column of a model's versions drifted from its baseline, from the monitor. */
-import { MonitorApi } from '../../libs/client/index.js';
+import { MonitorApi, RegistryApi } from '../../libs/client/index.js';
+import { isServiceError, Status } from '../../libs/errors/index.js';
 import type { FeatureDrift } from '../../libs/proto/index.js';
 import type { GlobalOptions } from './addresses.js';
-import { printJson, printText, remote } from './output.js';
+import { CliError, printJson, printText, remote } from './output.js';
 import { renderTable } from './table.js';
 
 export async function driftCommand(name: string, o: GlobalOptions & { version?: number }): Promise<void> {
   const api = new MonitorApi(o.monitor);
   try {
-    const features = await remote('monitor', o.monitor, () => api.drift(name, o.version ?? 0));
+    const features = await remote('monitor', o.monitor, () => api.drift(name, o.version ?? 0)).catch(async (err: unknown) => {
+      // The monitor has no sampled request of the model: say what exists and what is missing.
+      if (isServiceError(err) && err.code === Status.NOT_FOUND) throw new CliError('NOT_FOUND', (await missing(name, o)) ?? err.details);
+      throw err;
+    });
     if (o.json) {
       printJson({
         name,
@@ -19,10 +24,39 @@ export async function driftCommand(name: string, o: GlobalOptions & { version?: 
     printText(
       features.length
         ? driftTable(features)
-        : `no baseline to compare ${name}${o.version ? ` v${o.version}` : ''} with yet: push a version with --reference FILE, or let the previous version collect samples`,
+        : ((await missing(name, o)) ??
+            `no baseline to compare ${name}${o.version ? ` v${o.version}` : ''} with yet: push a version with --reference FILE, or let the previous version collect samples`),
     );
   } finally {
     api.close();
+  }
+}
+
+/**
+ * Why there are no drift rows, when the registry can tell: the versions
+ * that have a reference profile but no sampled requests yet (drift compares
+ * live samples with the reference; the routers keep --sample-rate of the
+ * requests). Null when no version asked about has a reference.
+ */
+async function missing(name: string, o: GlobalOptions & { version?: number }): Promise<string | null> {
+  const registry = new RegistryApi(o.registry);
+  try {
+    const info = await registry.get(name).catch(() => null);
+    if (!info) return null;
+    const versions = info.versions.map((v) => v.version).filter((v) => !o.version || v === o.version);
+    const refs: string[] = [];
+    for (const v of versions) {
+      const ref = await registry.getReference(name, v).catch(() => null);
+      if (ref && ref.features.length) refs.push(`v${v} (${ref.rows} rows)`);
+    }
+    if (refs.length === 0) return null;
+    return (
+      `no sampled requests of ${name} ${refs.length === 1 ? refs[0]!.split(' ')[0] : 'these versions'} yet: the reference profile is there (${refs.join(', ')}), ` +
+      'and drift compares it with the live requests the routers sample (their --sample-rate; infermesh up --sample-rate, default 1). ' +
+      `Send requests to ${name} and look again: a row per feature appears with the first samples, "drifting" once a version has --drift-min-samples (100)`
+    );
+  } finally {
+    registry.close();
   }
 }
 

@@ -5,7 +5,7 @@
  * command's module is loaded when that command runs, so start-up stays quick.
  */
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
-import { defaultAddresses, type GlobalOptions } from './addresses.js';
+import { defaultAddresses, defaultStateDir, resolveAddresses, type GlobalOptions } from './addresses.js';
 import { describeError } from './output.js';
 import { parseScenarios } from './bench/scenarios.js';
 
@@ -18,14 +18,19 @@ const program = new Command('infermesh')
   // Commander's own error lines are replaced by ours (see the catch below).
   .configureOutput({ outputError: () => undefined })
   // TLS and the bearer token (global flags, else INFERMESH_TLS_* / INFERMESH_TOKEN) for every client the command builds.
-  .hook('preAction', async (_program, command) => (await import('./security.js')).applyClientSecurity(command.opts()));
+  .hook('preAction', async (_program, command) => {
+    // Addresses no flag or INFERMESH_*_ADDR gives come from a running `infermesh up`'s <dir>/addresses.json.
+    resolveAddresses(command.opts(), (key) => command.getOptionValueSource(key));
+    (await import('./security.js')).applyClientSecurity(command.opts());
+  });
 
 /** Adds the options every command takes: service addresses and --json. */
 function withGlobals(cmd: Command): Command {
   return cmd
-    .addOption(new Option('--registry <addr>', 'registry gRPC address (env INFERMESH_REGISTRY_ADDR)').default(defaultAddresses.registry))
-    .addOption(new Option('--router <addr>', 'router gRPC address (env INFERMESH_ROUTER_ADDR)').default(defaultAddresses.router))
-    .addOption(new Option('--monitor <addr>', 'monitor gRPC address (env INFERMESH_MONITOR_ADDR)').default(defaultAddresses.monitor))
+    .addOption(new Option('--registry <addr>', 'registry gRPC address (env INFERMESH_REGISTRY_ADDR, else what a running `up` wrote to <dir>/addresses.json)').default(defaultAddresses.registry))
+    .addOption(new Option('--router <addr>', 'router gRPC address (env INFERMESH_ROUTER_ADDR, else <dir>/addresses.json)').default(defaultAddresses.router))
+    .addOption(new Option('--monitor <addr>', 'monitor gRPC address (env INFERMESH_MONITOR_ADDR, else <dir>/addresses.json)').default(defaultAddresses.monitor))
+    .option('--dir <dir>', 'state directory of the `infermesh up` whose addresses to use (env INFERMESH_DIR, default .infermesh)')
     .option('--json', 'print exactly one JSON object on stdout')
     .option('--token <token>', 'bearer token sent on every call (env INFERMESH_TOKEN, which keeps it out of ps)')
     .option('--tls-ca <file>', 'PEM CA that signed the services\' certificates: speak TLS (env INFERMESH_TLS_CA)')
@@ -42,10 +47,17 @@ function int(min: number, max = Number.MAX_SAFE_INTEGER) {
 }
 const port = int(0, 65535);
 
+/** A share in [0, 1]. */
+function unitShare(raw: string): number {
+  const n = Number(raw);
+  if (raw.trim() === '' || !Number.isFinite(n) || n < 0 || n > 1) throw new InvalidArgumentError('expected a number in [0, 1]');
+  return n;
+}
+
 program
   .command('up')
   .description('start a local mesh: nats-server (JetStream), registry, monitor, inference replicas, router(s); restarts what exits; Ctrl-C stops it')
-  .option('--dir <dir>', 'state directory (NATS store, logs)', '.infermesh')
+  .option('--dir <dir>', 'state directory (NATS store, logs, traces, addresses.json; env INFERMESH_DIR)', defaultStateDir)
   .option('--replicas <n>', 'inference replicas', int(1, 64), 2)
   .option('--routers <n>', 'routers on this host; the n-th (from 0) gets router-port+2n and rest-port+2n (8500/8501, 8502/8503, …); clients given all their addresses fail over between them', int(1, 16), 1)
   .option('--nats <url>', 'use this NATS server (JetStream enabled) instead of starting one')
@@ -58,6 +70,9 @@ program
   .option('--inference-port <port>', 'first inference replica port (replica i gets port+i; 0 = any free)', port, 8800)
   .option('--demo', 'train and push the fraud demo model, send demo traffic, print its stats')
   .option('--demo-requests <n>', 'demo scoring requests', int(1, 10_000_000), 2000)
+  .option('--sample-rate <share>', "share of requests each router keeps as samples: all drift, evaluation (outcomes) and slow-request data come from them (routers' own default: 0.01)", unitShare, 1)
+  .option('--workers <n>', 'worker threads per inference replica (passed to each replica as --workers)', int(1, 256))
+  .option('--no-traces', 'do not keep sampled spans in <dir>/traces (read by infermesh traces show)')
   .option('--json', 'print one JSON object (addresses, demo stats) on stdout once ready')
   .action(async (o) => {
     const { upCommand } = await import('./up.js');
@@ -67,7 +82,7 @@ program
 program
   .command('status')
   .description('the processes of the mesh `infermesh up` runs: pid, state, uptime, restarts, last exit')
-  .option('--dir <dir>', 'state directory given to up', '.infermesh')
+  .option('--dir <dir>', 'state directory given to up (env INFERMESH_DIR)', defaultStateDir)
   .option('--json', 'print one JSON object')
   .action(async (o) => {
     const { statusCommand } = await import('./status.js');
@@ -88,6 +103,16 @@ withGlobals(models.command('push').argument('<file>', 'ONNX model file'))
   .option('--reference <file>', 'reference rows of inputs (CSV with a header, or JSON lines) profiled for drift monitoring')
   .addOption(new Option('--reference-format <format>', 'format of --reference (default: from its extension)').choices(['csv', 'jsonl']))
   .action(async (file: string, o) => (await import('./models.js')).pushCommand(file, o));
+
+models
+  .command('example')
+  .description('write a sample ONNX model to push (the demo\'s card-fraud scorer, trained here), and optionally reference rows for drift')
+  .requiredOption('--out <file>', 'where to write the .onnx file')
+  .option('--seed <n>', 'training data seed (7: the demo\'s model; another seed: another version of it)', int(0, 2 ** 31 - 1), 7)
+  .option('--reference <file>', 'also write rows like the training data (CSV with a header) for models push --reference')
+  .option('--reference-rows <n>', 'rows in --reference', int(1, 1_000_000), 2000)
+  .option('--json', 'print one JSON object')
+  .action(async (o) => (await import('./example.js')).exampleCommand(o));
 
 withGlobals(models.command('list'))
   .description('all models with their versions and aliases')
@@ -211,12 +236,21 @@ withGlobals(program.command('stats').argument('[name]', 'model name (default: al
   .option('--watch [seconds]', 'refresh every N seconds (default 2) until Ctrl-C')
   .action(async (name: string | undefined, o) => (await import('./stats.js')).statsCommand(name, o));
 
-const traces = program.command('traces').description("find the traces of a model's slow requests");
+const traces = program.command('traces').description("find the traces of a model's slow requests and draw one");
 
 withGlobals(traces.command('slow').argument('<name>', 'model name'))
   .description("the slowest requests of a model over the monitor's window (default 15 min), slowest first: trace id and where the time went")
   .option('--limit <n>', 'at most this many', int(1, 100), 20)
   .action(async (name: string, o) => (await import('./traces.js')).slowCommand(name, o));
+
+traces
+  .command('show')
+  .argument('<trace-id>', 'trace id, as traces slow and infer --timing print it')
+  .description("one trace's spans as a tree with a waterfall (router, forward, inference, queue, batch, onnx.run, encode), read from the span files infermesh up keeps in <dir>/traces")
+  .option('--dir <dir>', 'state directory given to up (env INFERMESH_DIR)', defaultStateDir)
+  .option('--traces <folder>', "a folder of span files (the services' INFERMESH_TRACE_FILE) instead of <dir>/traces")
+  .option('--json', 'print one JSON object')
+  .action(async (id: string, o) => (await import('./traces.js')).showCommand(id, o));
 
 withGlobals(program.command('outcomes').argument('<name>', 'model name').argument('<file>', 'CSV with header request_id,label, or JSON lines {"request_id":…,"label":…}'))
   .description('record ground truth: (request id, label) pairs joined by the monitor to the predictions it kept (sent in batches of 1,000)')

@@ -34,6 +34,13 @@ export interface MeshSpec extends MeshPorts {
   announce?: (name: string, start: Promise<Started>) => Promise<Started>;
   /** The routers' addresses, once they have them (before the monitor starts when ports are 0). */
   onRouters?: (addresses: string[]) => void;
+  /** The routers' --sample-rate (default: the router's own, 0.01). */
+  sampleRate?: number;
+  /** The replicas' --workers (default: the replica's own, 1). */
+  workers?: number;
+  /** Each service writes its sampled spans to `<traceDir>/<name>.jsonl` (INFERMESH_TRACE_FILE), at most `traceFileBytes` (+ one rotated file). */
+  traceDir?: string;
+  traceFileBytes?: number;
 }
 
 export interface MeshServices {
@@ -84,6 +91,8 @@ export interface ServiceSpecOptions {
   extra?: string[];
   /** What a restart must keep beyond the gRPC port the first start bound. */
   pin?: (args: string[], first: Started) => string[];
+  /** Variables for this service beyond its NATS user's. */
+  env?: Record<string, string>;
 }
 
 /** One mesh service as `up` starts it: loopback, its port (0 = any free), info logging, the service Node flags, its NATS user. */
@@ -100,7 +109,7 @@ export function serviceSpec(o: ServiceSpecOptions): StartSpec {
     timeoutMs: SERVICE_START_TIMEOUT_MS,
     // A restart binds the port the first start reported.
     restartArgs: (first) => pin(withFlag(args, '--port', String(first.info.grpcPort ?? o.port)), first),
-    ...(o.natsAuth ? { env: natsChildEnv(o.natsAuth, o.name.startsWith('router') ? 'router' : o.name) } : {}),
+    ...(o.natsAuth || o.env ? { env: { ...(o.env ?? {}), ...(o.natsAuth ? natsChildEnv(o.natsAuth, o.name.startsWith('router') ? 'router' : o.name) : {}) } } : {}),
   };
 }
 
@@ -111,8 +120,14 @@ export function serviceSpec(o: ServiceSpecOptions): StartSpec {
  */
 export async function startMeshServices(supervisor: Supervisor, o: MeshSpec): Promise<MeshServices> {
   const wrap = o.announce ?? ((_: string, p: Promise<Started>) => p);
+  const traceEnv = (name: string): Record<string, string> | undefined =>
+    o.traceDir
+      ? { INFERMESH_TRACE_FILE: path.join(o.traceDir, `${name}.jsonl`), ...(o.traceFileBytes ? { INFERMESH_TRACE_FILE_MAX_BYTES: String(o.traceFileBytes) } : {}) }
+      : undefined;
   const service = (name: string, tier: number, script: string, port: number, extra: string[] = [], pin?: ServiceSpecOptions['pin']) =>
-    wrap(name, supervisor.start(serviceSpec({ name, script, tier, natsUrl: o.natsUrl, natsAuth: o.natsAuth, port, extra, pin })));
+    wrap(name, supervisor.start(serviceSpec({ name, script, tier, natsUrl: o.natsUrl, natsAuth: o.natsAuth, port, extra, pin, env: traceEnv(name) })));
+  const replicaFlags = o.workers !== undefined ? ['--workers', String(o.workers)] : [];
+  const routerFlags = o.sampleRate !== undefined ? ['--sample-rate', String(o.sampleRate)] : [];
   let routerAddresses: string[] = [];
   let registryAddress = '';
   // Golden probes go through the routers and canary rollbacks through the registry: the monitor
@@ -131,12 +146,12 @@ export async function startMeshServices(supervisor: Supervisor, o: MeshSpec): Pr
   const [registry, early, ...replicas] = await Promise.all([
     service('registry', 1, 'registry', o.registryPort),
     portsKnown ? startMonitor(rPorts.map((p) => `127.0.0.1:${p}`), `127.0.0.1:${o.registryPort}`) : null,
-    ...Array.from({ length: o.replicas }, (_, i) => service(`inference-${i + 1}`, 2, 'inference', o.inferencePort === 0 ? 0 : o.inferencePort + i)),
+    ...Array.from({ length: o.replicas }, (_, i) => service(`inference-${i + 1}`, 2, 'inference', o.inferencePort === 0 ? 0 : o.inferencePort + i, replicaFlags)),
   ]);
   registryAddress = addressOf(registry!);
   const routers = await Promise.all(
     rPorts.map((port, i) =>
-      service(o.routers === 1 ? 'router' : `router-${i + 1}`, 3, 'router', port, ['--rest-port', String(restPorts[i])], (args, first) =>
+      service(o.routers === 1 ? 'router' : `router-${i + 1}`, 3, 'router', port, ['--rest-port', String(restPorts[i]), ...routerFlags], (args, first) =>
         withFlag(args, '--rest-port', String(first.info.restPort ?? restPorts[i])),
       ),
     ),

@@ -1,6 +1,7 @@
 /** `infermesh models push|list|show|promote`: the registry's management API for people and scripts (rollback, canary, shadow, history: lifecycle.ts). */
 import { readFile } from 'node:fs/promises';
 import { RegistryApi } from '../../libs/client/index.js';
+import { isServiceError, Status } from '../../libs/errors/index.js';
 import type { ModelInfo, TensorSpec, VersionRecord } from '../../libs/proto/index.js';
 import type { GlobalOptions } from './addresses.js';
 import { CliError, UsageError, printJson, printText, remote } from './output.js';
@@ -21,6 +22,17 @@ export interface PushOptions extends GlobalOptions {
   referenceFormat?: string;
 }
 
+/** The push header's fields as the flags that set them: the registry names `header.name`, the user typed `--name`. */
+const HEADER_FLAGS: Record<string, string> = { name: '--name', alias: '--alias', description: '--description', segment_by: '--segment-by', replicas: '--replicas', cache_entries: '--cache' };
+
+/** An INVALID_ARGUMENT about `header.<field>` reworded to name the flag. */
+function asFlagError(err: unknown): unknown {
+  if (!isServiceError(err) || err.code !== Status.INVALID_ARGUMENT) return err;
+  const m = /^header\.([a-z_]+)(:.*)$/s.exec(err.details);
+  const flag = m ? HEADER_FLAGS[m[1]!] : undefined;
+  return flag ? new UsageError(`${flag}${m![2]}`) : err;
+}
+
 /** `models push FILE`: uploads an ONNX file as the next version of `--name`. */
 export async function pushCommand(file: string, o: PushOptions): Promise<void> {
   let bytes: Buffer;
@@ -33,7 +45,9 @@ export async function pushCommand(file: string, o: PushOptions): Promise<void> {
   const batching = o.maxBatch !== undefined || o.maxQueueDelayUs !== undefined ? { maxBatchSize: o.maxBatch ?? 0, maxQueueDelayMicros: o.maxQueueDelayUs ?? 0 } : undefined;
   const api = new RegistryApi(o.registry);
   try {
-    const v = await remote('registry', o.registry, () => api.push(bytes, { name: o.name, alias: o.alias ?? '', description: o.description ?? '', batching, replicas: o.replicas ?? 0, cacheEntries: o.cache ?? 0, ...ref }));
+    const v = await remote('registry', o.registry, () => api.push(bytes, { name: o.name, alias: o.alias ?? '', description: o.description ?? '', batching, replicas: o.replicas ?? 0, cacheEntries: o.cache ?? 0, ...ref })).catch((err: unknown) => {
+      throw asFlagError(err);
+    });
     if (o.json) {
       printJson({ name: v.name, version: v.version, sha256: v.sha256, sizeBytes: v.sizeBytes, inputs: specsJson(v.inputs), outputs: specsJson(v.outputs), batchable: v.batchable, ...(o.alias ? { alias: o.alias } : {}), ...(ref ? { reference: o.reference } : {}) });
       return;

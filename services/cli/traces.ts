@@ -1,13 +1,46 @@
-/** `infermesh traces slow NAME`: a model's slowest recent requests, with trace ids and where their time went, from the monitor. */
+/**
+ * `infermesh traces slow NAME`: a model's slowest recent requests, with trace ids and where their time went, from the monitor;
+ * `infermesh traces show TRACE_ID`: one trace as a waterfall, from the span files `up` keeps.
+ */
 import { MonitorApi } from '../../libs/client/index.js';
 import { codeName } from '../../libs/errors/index.js';
 import type { SlowRequest } from '../../libs/proto/index.js';
-import type { GlobalOptions } from './addresses.js';
-import { printJson, printText, remote } from './output.js';
+import path from 'node:path';
+import { defaultStateDir, type GlobalOptions } from './addresses.js';
+import { CliError, printJson, printText, remote } from './output.js';
 import { formatMsFine, renderTable } from './table.js';
 
 export interface SlowCommandOptions extends GlobalOptions {
   limit?: number;
+}
+
+export interface ShowCommandOptions {
+  /** The state directory of `infermesh up` (its traces/ folder is read). */
+  dir?: string;
+  /** A folder of span files (INFERMESH_TRACE_FILE's) instead of <dir>/traces. */
+  traces?: string;
+  json?: boolean;
+}
+
+/** `infermesh traces show TRACE_ID`: the trace's spans from the local span files, as a waterfall. */
+export async function showCommand(id: string, o: ShowCommandOptions): Promise<void> {
+  const { checkTraceId, loadTrace, renderWaterfall, traceFiles, traceRows } = await import('./trace-view.js');
+  const traceId = checkTraceId(id);
+  const dir = path.resolve(o.traces ?? path.join(o.dir ?? defaultStateDir, 'traces'));
+  const files = await traceFiles(dir);
+  if (files.length === 0) {
+    throw new CliError('NOT_FOUND', `no span files in ${dir}; infermesh up keeps them there (unless --no-traces); elsewhere point --traces at the folder of the services' INFERMESH_TRACE_FILE`);
+  }
+  const spans = await loadTrace(files, traceId);
+  if (spans.length === 0) {
+    throw new CliError(
+      'NOT_FOUND',
+      `trace ${traceId} is not in ${dir}: spans are kept for the sampled requests (OTEL_TRACES_SAMPLER_ARG, 5 % by default) and the slowest of each window (infermesh traces slow NAME), a moment after the request, and the oldest are dropped past 2 files of 8 MiB per service`,
+    );
+  }
+  const rows = traceRows(spans);
+  if (o.json) printJson({ traceId, spans: rows });
+  else printText(renderWaterfall(traceId, rows));
 }
 
 export async function slowCommand(name: string, o: SlowCommandOptions): Promise<void> {

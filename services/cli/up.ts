@@ -10,13 +10,13 @@
 import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { InferenceApi } from '../../libs/client/index.js';
-import { runDemo, type DemoResult } from './demo.js';
+import { demoTable, runDemo, type DemoResult } from './demo.js';
 import { addressOf as addr, natsSpec, routerPorts, startMeshServices } from './mesh-services.js';
 import { prepareNatsAuth, type NatsAuth } from './nats-auth.js';
 import { ensureNatsServer } from './nats-server.js';
+import { removeAddressesFile, writeAddressesFile } from './addresses.js';
 import { CliError, describeError, printJson, printText, progress } from './output.js';
 import { freePort, isPortFree } from './ports.js';
-import { statsTable } from './stats.js';
 import { entriesOf, ProcessesWriter } from './status-file.js';
 import { DEFAULT_RESTART, Supervisor, type ChildStatus, type Started } from './supervisor.js';
 
@@ -36,9 +36,17 @@ export interface UpOptions {
   demo?: boolean;
   demoRequests: number;
   json?: boolean;
+  /** The routers' --sample-rate: share of requests kept for drift, evaluation and outcomes. */
+  sampleRate?: number;
+  /** Worker threads per inference replica (their --workers). */
+  workers?: number;
+  /** Keep sampled spans in <dir>/traces (default true; `infermesh traces show`). */
+  traces?: boolean;
 }
 
 const NATS_DEFAULT_PORT = 4222;
+/** Each service's trace file is rotated past this (one older file kept): at most about 2 × 8 MiB per service. */
+export const TRACE_FILE_BYTES = 8 * 1024 * 1024;
 const ROUTER_READY_TIMEOUT_MS = 30_000;
 
 /** Runs the mesh until a signal (resolves to exit status 0) or a start-up failure (1). */
@@ -47,6 +55,8 @@ export async function upCommand(o: UpOptions): Promise<number> {
   const logDir = path.join(dir, 'logs');
   await mkdir(logDir, { recursive: true });
   await mkdir(path.join(dir, 'nats'), { recursive: true });
+  const traceDir = o.traces === false ? '' : path.join(dir, 'traces');
+  if (traceDir) await mkdir(traceDir, { recursive: true });
   const routerCount = o.routers ?? 1;
   // Paths for people: relative when under the working directory.
   const shown = (file: string) => {
@@ -69,6 +79,7 @@ export async function upCommand(o: UpOptions): Promise<number> {
     abort.abort();
     const any = supervisor.size > 0;
     if (any) progress('stopping the mesh… ');
+    removeAddressesFile(dir);
     void supervisor.stopAll().then(async () => {
       if (any) progress('stopped\n');
       stoppedAtMs = Date.now();
@@ -127,6 +138,7 @@ export async function upCommand(o: UpOptions): Promise<number> {
       routers: routerCount,
       natsUrl,
       natsAuth,
+      ...(traceDir ? { traceDir, traceFileBytes: TRACE_FILE_BYTES } : {}),
       announce: (name, work) =>
         announce(
           name,
@@ -159,8 +171,22 @@ export async function upCommand(o: UpOptions): Promise<number> {
       replicas: replicas.map((r) => addr(r)),
       nats: natsUrl,
       logs: logDir,
+      traces: traceDir,
       pids: supervisor.pids(),
     };
+    // The CLI finds this mesh without flags (`--dir`, INFERMESH_DIR or ./.infermesh).
+    writeAddressesFile(dir, {
+      pid: process.pid,
+      router: summary.router,
+      routers: summary.routers,
+      rest: summary.rest ?? '',
+      registry: summary.registry,
+      monitor: summary.monitor,
+      metrics: summary.metrics,
+      nats: natsUrl,
+      logs: logDir,
+      traces: traceDir,
+    });
     if (!o.json) {
       const front =
         routerCount === 1
@@ -168,7 +194,7 @@ export async function upCommand(o: UpOptions): Promise<number> {
           : `routers ${routerAddresses.map((a, i) => `${a} (REST ${rests[i]})`).join(', ')}`;
       printText(
         `infermesh ready: ${front}, registry ${summary.registry}, monitor ${summary.monitor} (metrics ${summary.metrics}), ` +
-          `${replicas.length} inference ${replicas.length === 1 ? 'replica' : 'replicas'}, nats ${natsUrl}; logs in ${shown(logDir)}`,
+          `${replicas.length} inference ${replicas.length === 1 ? 'replica' : 'replicas'}, nats ${natsUrl}; logs in ${logDir}${traceDir ? `, sampled spans in ${traceDir}` : ''}`,
       );
       if (routerCount > 1) printText(`clients fail over between the routers: give them all, e.g. --router ${routerAddresses.join(',')}`);
     }
@@ -176,7 +202,7 @@ export async function upCommand(o: UpOptions): Promise<number> {
     if (o.demo) {
       // Demo traffic spreads over every router (the client's round-robin).
       demo = await runDemo({ ...addresses, router: routerAddresses.join(',') }, o.demoRequests, abort.signal);
-      if (!o.json) printText(statsTable(demo.stats));
+      if (!o.json) printText(demoTable(demo));
     }
     if (o.json) printJson(demo ? { ...summary, demo } : summary);
     if (!stopping) progress(`press Ctrl-C to stop; infermesh status${o.dir === '.infermesh' ? '' : ` --dir ${o.dir}`} lists the processes\n`);

@@ -98,7 +98,8 @@ export class Probes {
       const maxMs = this.running.get(r.name)?.probe.maxLatencyMs ?? 0;
       return {
         name: r.name,
-        version: 0,
+        // The version that answered (the alias's target), so the id reads probe:<model>:v<version>.
+        version: r.version,
         rule: 'probe',
         subject: '',
         bad: !r.ok,
@@ -132,7 +133,8 @@ export class Probes {
       result = { name, version, ok: !wrong && !slow, latencyMs, reason: wrong || slow, atMs: this.now() };
     } catch (err) {
       const code = (err as ServiceError).code;
-      result = { name, version: 0, ok: false, latencyMs: performance.now() - t0, reason: `router answered ${typeof code === 'number' ? codeName(code) : 'no status'}`, atMs: this.now() };
+      // No answer, no version: the one that answered last (so the alert keeps its id).
+      result = { name, version: this.last.get(name)?.version ?? 0, ok: false, latencyMs: performance.now() - t0, reason: `router answered ${typeof code === 'number' ? codeName(code) : 'no status'}`, atMs: this.now() };
     } finally {
       r.busy = false;
     }
@@ -150,7 +152,7 @@ function compare(got: ArrayLike<number | bigint | boolean> | undefined, expected
   if (got.length !== expected.length) return `wrong answer: ${got.length} values, expected ${expected.length}`;
   for (let i = 0; i < expected.length; i++) {
     const d = Math.abs(Number(got[i]) - expected[i]!);
-    if (!(d <= tolerance)) return `wrong answer: value ${i} differs by ${d.toPrecision(3)} (tolerance ${tolerance})`;
+    if (!(d <= tolerance)) return `wrong answer: output element ${i} differs by ${d.toPrecision(3)} (tolerance ${tolerance})`;
   }
   return '';
 }

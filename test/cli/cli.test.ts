@@ -172,7 +172,7 @@ describe('up --demo', () => {
       const t = setTimeout(() => reject(new Error(`no demo stats within 60 s\nstdout:\n${stdout}\nstderr:\n${stderr}`)), 60_000);
       p.stdout!.on('data', (b: Buffer) => {
         stdout += b.toString();
-        const row = /^fraud\s+\d+\s+(\d+)\s/m.exec(stdout);
+        const row = /^fraud\s+\d+\s+\d+ callers\s+(\d+)\s/m.exec(stdout);
         if (row) {
           clearTimeout(t);
           resolve(Number(row[1]));
@@ -182,7 +182,9 @@ describe('up --demo', () => {
     });
     expect(requests).toBeGreaterThan(0);
     expect(stdout).toMatch(new RegExp(`^infermesh ready: router 127\\.0\\.0\\.1:${router}\\b`, 'm'));
-    expect(stdout).toMatch(/^MODEL\s+VERSION\s+REQUESTS\s+ERRORS\s+ERROR_%\s+P50_MS\s+P95_MS\s+P99_MS\s+RPS$/m);
+    // What the demo's callers saw beside the router's own latency.
+    expect(stdout).toMatch(/^MODEL\s+VERSION\s+SEEN_BY\s+REQUESTS\s+ERRORS\s+P50_MS\s+P95_MS\s+P99_MS\s+REQ\/S$/m);
+    expect(stdout).toMatch(/^fraud\s+1\s+router\s+\d+\s+0\s/m);
     expect(stderr).toMatch(new RegExp(`^starting registry… ok \\(:${registry}\\)$`, 'm'));
 
     const children = descendants(p.pid!);

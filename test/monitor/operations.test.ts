@@ -70,13 +70,16 @@ describe('golden probes', () => {
     await mesh.clients.registry.setProbe({ name: 'probed', request, expected: right, tolerance: 1e-4, intervalMs: 1000 });
     // The probe runs at once and then every second; give it a few rounds.
     await new Promise((r) => setTimeout(r, 2500));
-    expect(changesOf('probe:probed:v0')).toEqual([]);
+    expect(changesOf('probe:probed:v1')).toEqual([]);
 
     await mesh.clients.registry.setProbe({ name: 'probed', request, expected: right.map((x) => x + 0.5), tolerance: 1e-4, intervalMs: 1000 });
     const firing = await until(() => mesh.clients.monitor.alerts('probed'), (l) => l.some((a) => a.rule === 'probe' && a.state === Alert_State.FIRING));
     const a = firing.find((x) => x.rule === 'probe')!;
     expect(a.state).toBe(Alert_State.FIRING);
-    expect(a.message).toMatch(/wrong answer: value 0 differs by 0\.5/);
+    expect(a.message).toMatch(/wrong answer: output element 0 differs by 0\.5/);
+    // The id and version name the version that answered (probe:<model>:v<version>).
+    expect(a.id).toBe('probe:probed:v1');
+    expect(a.version).toBe(1);
     // Several more failing probes and evaluations: still one FIRING, no storm.
     await new Promise((r) => setTimeout(r, 2500));
     expect(changesOf(a.id)).toEqual(['FIRING']);
