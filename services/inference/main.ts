@@ -7,13 +7,14 @@ import { createLogger } from '../../libs/log/index.js';
 import { startTelemetry } from '../../libs/telemetry/index.js';
 import { connectNats, natsSecurityOf, openBuckets, EventPublisher } from '../../libs/bus/index.js';
 import { addHealthAndReflection, createGrpcServer, linkMessageBytes, listen, serverCredentials, servicePeerCheck, serverTlsOf, serveRawUnary, shutdownServer } from '../../libs/grpc/index.js';
-import { oip, RuntimeService } from '../../libs/proto/index.js';
+import { oip, RuntimeService, VersionState } from '../../libs/proto/index.js';
 import { Announcer } from './announcer.js';
 import { chooseDevice, DeviceError } from './device.js';
 import { ModelManager } from './model-manager.js';
 import { oipHandlers, oipServiceRawResponse, rawModelInfer } from './oip-handlers.js';
 import { runtimeHandlers } from './runtime-handler.js';
 import { Scheduler } from './scheduler.js';
+import { ModelStats } from './model-stats.js';
 import { SessionPool } from './session-pool.js';
 
 const config = loadServiceConfig(
@@ -69,7 +70,9 @@ const pool = new SessionPool({ workers: config.workers, intraOpThreads: config.i
   log.fatal({ err: String(err) }, 'ONNX Runtime worker died');
   process.exit(1);
 });
-const scheduler = new Scheduler(pool, { maxQueue: config.maxQueue, workers: config.workers, tracer: telemetry.tracer });
+// Triton-style per-version counters (ModelStatistics through the router): every answer and run is counted.
+const modelStats = new ModelStats();
+const scheduler = new Scheduler(pool, { maxQueue: config.maxQueue, workers: config.workers, tracer: telemetry.tracer, counters: modelStats });
 const nc = await connectNats(config.natsUrl, `infermesh-inference-${replicaId}`, log, natsSecurity).catch(async (err: Error) => {
   log.fatal(err.message);
   await pool.close();
@@ -100,7 +103,7 @@ const server = createGrpcServer({ maxMessageBytes: linkMessageBytes(config.maxMe
 // The runtime stream carries frames as bytes; they are decoded in the handler.
 server.addService(
   { ...RuntimeService, infer: { ...RuntimeService.infer, requestDeserialize: (b: Buffer) => b, responseSerialize: (b: Buffer) => b } } as unknown as grpc.ServiceDefinition,
-  runtimeHandlers(manager, scheduler, { defaultTimeoutMs: config.defaultTimeoutMs, nonFinite: config.nonFinite, accepting: () => accepting, record: () => announcer!.record(), maxMessageBytes: config.maxMessageBytes, peer: servicePeerCheck(tls, config.tlsServiceUri) }, streams) as unknown as grpc.UntypedServiceImplementation,
+  runtimeHandlers(manager, scheduler, { defaultTimeoutMs: config.defaultTimeoutMs, nonFinite: config.nonFinite, accepting: () => accepting, record: () => announcer!.record(), statistics: (model) => modelStats.response(model, (n, v) => manager.lookup(n, v)?.state === VersionState.VERSION_STATE_READY), maxMessageBytes: config.maxMessageBytes, peer: servicePeerCheck(tls, config.tlsServiceUri) }, streams) as unknown as grpc.UntypedServiceImplementation,
 );
 server.addService(
   oipServiceRawResponse(),

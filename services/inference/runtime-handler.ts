@@ -2,7 +2,7 @@ import type * as grpc from '@grpc/grpc-js';
 import { checkName } from '../../libs/bus/index.js';
 import { CancelledError, FailedPreconditionError, InvalidArgumentError, NotFoundError, ResourceExhaustedError, Status, toStatus } from '../../libs/errors/index.js';
 import { FrameCoalescer, linkMessageBytes, peerGuarded, unary, type PeerCheck } from '../../libs/grpc/index.js';
-import { RequestFrame, ResponseFrame, VersionState, type LoadRequest, type LoadResponse, type ReplicaRecord, type RequestItem, type ResponseItem, type StatusRequest, type UnloadRequest, type UnloadResponse } from '../../libs/proto/index.js';
+import { RequestFrame, ResponseFrame, VersionState, type LoadRequest, type LoadResponse, type ReplicaRecord, type RequestItem, type ResponseItem, type StatisticsRequest, type StatisticsResponse, type StatusRequest, type UnloadRequest, type UnloadResponse } from '../../libs/proto/index.js';
 import { inferRequest, type Arrival, type InferRequest, type NonFinitePolicy, type RequestContext } from './infer-request.js';
 import type { ModelManager } from './model-manager.js';
 import type { Scheduler } from './scheduler.js';
@@ -14,6 +14,8 @@ export interface RuntimeOptions {
   /** False while draining: new requests are refused with UNAVAILABLE. */
   accepting: () => boolean;
   record: () => ReplicaRecord;
+  /** Per-version counters for Runtime.Statistics (model-stats.ts); absent = none kept (answers empty). */
+  statistics?: (model: string) => StatisticsResponse;
   /**
    * The client-facing message limit: a larger answer is RESOURCE_EXHAUSTED
    * for its request alone. The stream itself runs with headroom over it
@@ -167,6 +169,10 @@ export function runtimeHandlers(manager: ModelManager, scheduler: Scheduler, o: 
       return {};
     }),
     status: unary<StatusRequest, ReplicaRecord>(async () => o.record()),
+    statistics: unary<StatisticsRequest, StatisticsResponse>(async (req) => {
+      if (req.model) checkName(req.model, 'model');
+      return o.statistics?.(req.model) ?? { versions: [] };
+    }),
   };
-  return { infer: peerGuarded(h.infer, o.peer), load: peerGuarded(h.load, o.peer), unload: peerGuarded(h.unload, o.peer), status: peerGuarded(h.status, o.peer) };
+  return { infer: peerGuarded(h.infer, o.peer), load: peerGuarded(h.load, o.peer), unload: peerGuarded(h.unload, o.peer), status: peerGuarded(h.status, o.peer), statistics: peerGuarded(h.statistics, o.peer) };
 }

@@ -8,6 +8,7 @@ import type { RunTensor } from './ort-session.js';
 import { ResponseCache, type CachedAnswer } from './response-cache.js';
 import type { RunResult, SessionPool } from './session-pool.js';
 import type { OutTensor } from './wire.js';
+import type { ModelStats } from './model-stats.js';
 
 /**
  * Tiny models run inline, on the event loop, when nothing of theirs is
@@ -54,6 +55,8 @@ export interface SchedulerOptions {
   workers: number;
   /** Spans for sampled requests: inference, queue, batch (linked to every request in it), onnx.run. */
   tracer?: Tracer;
+  /** Per-version counters (Triton's ModelStatistics): every answer and run is reported here. */
+  counters?: ModelStats;
 }
 
 type Job = InferRequest;
@@ -228,24 +231,26 @@ export class Scheduler {
   submit(job: Job): void {
     const q = this.queues.get(job.spec.key);
     this.stats.requests++;
-    if (!q) return job.answer(new UnavailableError(`model ${job.spec.name} version ${job.spec.version} is not loaded here`), null, 0, 0);
+    if (!q) return this.refuse(job, new UnavailableError(`model ${job.spec.name} version ${job.spec.version} is not loaded here`));
     if (q.cache) {
       job.cacheKey = ResponseCache.key(job.req);
       const hit = q.cache.get(job.cacheKey);
       if (hit) {
         this.stats.cacheHits++;
+        this.o.counters?.cacheHit(job.spec, performance.now() - job.enqueuedAt);
         return job.answer(null, encode(job.spec, job.req.id, hit), 0, 0);
       }
       this.stats.cacheMisses++;
+      this.o.counters?.cacheMiss(job.spec, performance.now() - job.enqueuedAt);
     }
     if (q.length >= this.o.maxQueue) {
       this.stats.refusedQueueFull++;
-      return job.answer(new ResourceExhaustedError(`queue of ${job.spec.name} is full`), null, 0, 0);
+      return this.refuse(job, new ResourceExhaustedError(`queue of ${job.spec.name} is full`));
     }
     const lane = q.lanes[job.priority ? 1 : 0]!;
     if (job.deadline <= job.enqueuedAt || !this.canMeet(q, lane, job)) {
       this.stats.refusedDeadline++;
-      return job.answer(new DeadlineExceededError('deadline cannot be met: the queue ahead takes longer'), null, 0, 0);
+      return this.refuse(job, new DeadlineExceededError('deadline cannot be met: the queue ahead takes longer'));
     }
     q.inflight++;
     if (q.inline && q.length === 0 && this.inlineAllowed()) return this.runInline(q, job);
@@ -263,9 +268,16 @@ export class Scheduler {
     return this.inlineTokens > 0;
   }
 
-  /** The one exit of an admitted job: frees its place and answers it. */
+  /** Answers a job refused at admission (counted as failed). */
+  private refuse(job: Job, err: MeshError): void {
+    this.o.counters?.failed(job.spec, 0);
+    job.answer(err, null, 0, 0);
+  }
+
+  /** The one exit of an admitted job: frees its place and answers it (a failure is counted here; successes by the run, in complete). */
   private finish(q: VersionQueue, job: Job, err: MeshError | null, response: Uint8Array | null, queueMicros: number, computeMicros: number): void {
     q.inflight--;
+    if (err) this.o.counters?.failed(job.spec, performance.now() - job.enqueuedAt);
     job.answer(err, response, queueMicros, computeMicros);
   }
 
@@ -329,7 +341,10 @@ export class Scheduler {
     const q = this.queueOf(job.spec.key);
     const queued = Math.round((performance.now() - job.enqueuedAt) * 1000);
     if (q) this.finish(q, job, new CancelledError('cancelled by the caller'), null, queued, 0);
-    else job.answer(new CancelledError('cancelled by the caller'), null, queued, 0);
+    else {
+      this.o.counters?.failed(job.spec, queued / 1000);
+      job.answer(new CancelledError('cancelled by the caller'), null, queued, 0);
+    }
     return true;
   }
 
@@ -497,6 +512,7 @@ export class Scheduler {
         this.finish(q, j, null, bytes, queueMicros, res.computeMicros);
       } else this.finish(q, j, null, encode(spec, j.req.id, answer), queueMicros, res.computeMicros);
     }
+    this.o.counters?.ran(spec, batch, started, now, res.computeMicros, performance.now());
     // Every answer of the batch is on its way; the spans of its sampled requests are made in the
     // next turn, after this turn's frames are written, from the timestamps taken.
     if (encodeTimes) {
