@@ -151,7 +151,7 @@ export async function startMeshServices(supervisor: Supervisor, o: MeshSpec): Pr
   registryAddress = addressOf(registry!);
   const routers = await Promise.all(
     rPorts.map((port, i) =>
-      service(o.routers === 1 ? 'router' : `router-${i + 1}`, 3, 'router', port, ['--rest-port', String(restPorts[i]), ...routerFlags], (args, first) =>
+      service(o.routers === 1 ? 'router' : `router-${i + 1}`, 3, 'router', port, ['--rest-port', String(restPorts[i]), ...routerFlags, '--registry-address', registryAddress], (args, first) =>
         withFlag(args, '--rest-port', String(first.info.restPort ?? restPorts[i])),
       ),
     ),

@@ -20,6 +20,7 @@ import { oip } from '../../libs/proto/index.js';
 import { RETRY_PUSHBACK_MS, type Answer, type RequestPath } from './request-path.js';
 import { noRoute, targetOf } from './routing-core.js';
 import type { RoutingTable } from './routing-table.js';
+import { TRITON_EXTENSIONS } from './triton-service.js';
 
 export interface FrontOptions {
   serverVersion: string;
@@ -77,7 +78,7 @@ export function frontHandlers(table: RoutingTable, path: RequestPath, o: FrontOp
     serverMetadata: unary<oip.ServerMetadataRequest, oip.ServerMetadataResponse>(async () => ({
       name: 'infermesh',
       version: o.serverVersion,
-      extensions: [],
+      extensions: [...TRITON_EXTENSIONS],
     })),
     modelMetadata: unary<oip.ModelMetadataRequest, oip.ModelMetadataResponse>(async (req) => {
       const r = find(req.name, req.version);

@@ -11,6 +11,8 @@ import { modelStreamInfer } from './model-stream-infer.js';
 import { RequestPath } from './request-path.js';
 import { oip } from '../../libs/proto/index.js';
 import { createRestServer } from './rest-server.js';
+import { tritonHandlers } from './triton-service.js';
+import { RegistryApi } from '../../libs/client/index.js';
 import { routerMetrics, type RouterCounters } from './router-metrics.js';
 import { RoutingTable } from './routing-table.js';
 import { SampleRecorder } from './sample-recorder.js';
@@ -30,6 +32,7 @@ const config = loadServiceConfig(
     shadowTolerance: num({ env: 'INFERMESH_SHADOW_TOLERANCE', flag: 'shadow-tolerance', default: 0.01, min: 0 }),
     /** ModelInfer off the raw HTTP/2 streams (serveRawUnary); false = grpc-js's handler. */
     http2Infer: bool({ env: 'INFERMESH_HTTP2_INFER', flag: 'http2-infer', default: true }),
+    registryAddress: str({ env: 'INFERMESH_REGISTRY_ADDR', flag: 'registry-address', default: '127.0.0.1:8600', help: "registry that Triton's RepositoryModelLoad moves aliases through (with the caller's token)" }),
     /** ModelStreamInfer: requests of one stream in flight at once (the excess is answered RESOURCE_EXHAUSTED in the stream). */
     streamMaxInflight: int({ env: 'INFERMESH_STREAM_MAX_INFLIGHT', flag: 'stream-max-inflight', default: 256, min: 1 }),
   },
@@ -61,10 +64,16 @@ const samples = new SampleRecorder(nc, { routerId, flushMs: config.sampleFlushMs
 
 const server = createGrpcServer({ maxMessageBytes: config.maxMessageBytes });
 const frontOptions = { serverVersion: '0.1.0' };
+// Triton's RepositoryModelLoad moves aliases through the registry, forwarding the caller's token.
+const registry = new RegistryApi(config.registryAddress, { timeoutMs: 60_000, tls: peerTls(tls), serverName: config.tlsServerName || undefined });
 const counters: RouterCounters = { inflight: 0, receiving: 0, shed: 0, cancelled: 0 };
 // The one request path every front door hands its requests to.
 const path = new RequestPath(table, samples, { defaultTimeoutMs: config.defaultTimeoutMs, shadowTolerance: config.shadowTolerance, maxInflight: config.maxInflight, tracer: telemetry.tracer, traceRatio: telemetry.rootRatio }, counters);
-server.addService(rawInferService(), frontHandlers(table, path, frontOptions, { modelStreamInfer: modelStreamInfer(path, { maxInflight: config.streamMaxInflight }) }) as unknown as grpc.UntypedServiceImplementation);
+server.addService(
+  rawInferService(),
+  // Triton's extensions (ModelConfig, ModelStatistics, Repository*) beside the core protocol.
+  { ...frontHandlers(table, path, frontOptions, { modelStreamInfer: modelStreamInfer(path, { maxInflight: config.streamMaxInflight }) }), ...tritonHandlers({ table, registry: registry.client }) } as unknown as grpc.UntypedServiceImplementation,
+);
 const health = addHealthAndReflection(server, ['inference/grpc_service.proto'], ['inference.GRPCInferenceService']);
 const port = await listen(server, config.host, config.port, serverCredentials(tls));
 // ModelInfer leaves grpc-js's per-call machinery for the listener's raw HTTP/2 streams; every other
@@ -78,7 +87,7 @@ const rawFront = config.http2Infer && serveRawUnary(server, oip.GRPCInferenceSer
 if (config.http2Infer && !rawFront) log.warn('ModelInfer served by the grpc-js handler: this grpc-js does not expose its HTTP/2 listeners as expected');
 
 // The REST gateway (TF Serving and OIP REST), on the same request path as gRPC.
-const rest = createRestServer(table, path, { metrics: routerMetrics(table, counters), maxBodyBytes: config.maxMessageBytes, defaultTimeoutMs: config.defaultTimeoutMs, serverVersion: frontOptions.serverVersion, log, tls });
+const rest = createRestServer(table, path, { metrics: routerMetrics(table, counters), maxBodyBytes: config.maxMessageBytes, defaultTimeoutMs: config.defaultTimeoutMs, serverVersion: frontOptions.serverVersion, log, tls, registry: registry.client });
 const restPort = await new Promise<number>((resolve, reject) => {
   rest.once('error', reject);
   rest.listen(config.restPort, config.host, () => resolve((rest.address() as { port: number }).port));
@@ -97,6 +106,7 @@ const close = () =>
     table.close();
     await nc.drain().catch(() => undefined);
     await telemetry.shutdown();
+    registry.close();
     process.exit(0);
   })());
 process.once('SIGINT', close);

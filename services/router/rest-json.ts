@@ -29,6 +29,10 @@ export class HttpError extends Error {
 
 const HTTP_OF: Partial<Record<number, number>> = {
   [Status.INVALID_ARGUMENT]: 400,
+  // Triton's repository load/unload: refused unload, and the registry's answer to a forwarded token.
+  [Status.FAILED_PRECONDITION]: 400,
+  [Status.UNAUTHENTICATED]: 401,
+  [Status.PERMISSION_DENIED]: 403,
   [Status.NOT_FOUND]: 404,
   [Status.RESOURCE_EXHAUSTED]: 429,
   [Status.UNAVAILABLE]: 503,
@@ -37,7 +41,8 @@ const HTTP_OF: Partial<Record<number, number>> = {
 
 /**
  * The HTTP status and caller-facing message of any error: an HttpError keeps
- * its own; a MeshError maps by its gRPC code (INVALID_ARGUMENT 400,
+ * its own; a MeshError maps by its gRPC code (INVALID_ARGUMENT and
+ * FAILED_PRECONDITION 400, UNAUTHENTICATED 401, PERMISSION_DENIED 403,
  * NOT_FOUND 404, RESOURCE_EXHAUSTED 429, UNAVAILABLE 503, DEADLINE_EXCEEDED
  * 504, others 500); anything else is 500 "internal error" (`internal` true),
  * so no stack or payload leaks.

@@ -12,6 +12,7 @@
  *   POST /v2/models/<m>[/versions/<v>]/infer
  *   GET  /v2/models/<m>[/versions/<v>][/ready]
  *   GET  /v2, /v2/health/live, /v2/health/ready
+ *   Triton's config, stats and repository endpoints (triton-rest.ts)
  *
  * Every error is `{"error": "<message>"}`: 400 bad input (naming the field),
  * 404 unknown model or path, 405 wrong method, 413 body too large, 415 a POST
@@ -23,15 +24,18 @@ import https from 'node:https';
 import type { Registry } from 'prom-client';
 import { InternalError, InvalidArgumentError, NotFoundError } from '../../libs/errors/index.js';
 import type { Logger } from '../../libs/log/index.js';
-import { oip } from '../../libs/proto/index.js';
+import { oip, type RegistryClient } from '../../libs/proto/index.js';
 import { MeshError } from '../../libs/errors/index.js';
 import type { HeaderSource, RequestPath } from './request-path.js';
 import { HttpError, httpErrorOf, parseJsonObject, readBody, sendJson, type Out } from './rest-json.js';
 import { isReady, modelRef, oipModelRef, resolveRoute, signatureOf, type ModelRef } from './rest-models.js';
-import { oipInferRequest, oipInferResponse, oipMetadata } from './rest-oip.js';
+import { oipInferRequest, oipMetadata } from './rest-oip.js';
 import { tfMetadata, tfPredictRequest, tfPredictResponse, tfStatus } from './rest-tfserving.js';
 import type { RoutingTable } from './routing-table.js';
 
+import { tritonEndpoint } from './triton-rest.js';
+import { binaryWants, EncodedAnswer, inferAnswer, readInferBody } from './triton-binary.js';
+import { TRITON_EXTENSIONS } from './triton-service.js';
 export interface RestOptions {
   /** Largest request body accepted, in bytes (the router's max message size). */
   maxBodyBytes: number;
@@ -47,13 +51,18 @@ export interface RestOptions {
    */
   tls?: { cert?: Buffer; key?: Buffer; ca?: Buffer } | null;
 }
+  /** Where Triton's repository load moves aliases (triton-rest.ts); absent = load answers 503. */
+  registry?: RegistryClient | null;
 
 /** Header that sets a request's deadline, in milliseconds from now. */
 export const TIMEOUT_HEADER = 'x-infermesh-timeout-ms';
 
 interface Endpoint {
   method: 'GET' | 'POST';
-  run: () => Promise<[number, Out]>;
+  /** A POST that changes nothing and takes any Content-Type (Triton's repository index and unload). */
+  anyContentType?: boolean;
+  /** An EncodedAnswer (binary tensors, compression) is written as it is; anything else as JSON. */
+  run: () => Promise<[number, Out | EncodedAnswer]>;
 }
 
 /** The REST gateway's HTTP server (not yet listening). It never throws on bad input and never crashes on it. */
@@ -111,7 +120,10 @@ export function createRestServer(table: RoutingTable, path: RequestPath, o: Rest
   };
 
   const v2 = (req: http.IncomingMessage, s: string[]): Endpoint | null => {
-    if (s.length === 2) return { method: 'GET', run: async () => [200, { name: 'infermesh', version: o.serverVersion, extensions: [] }] };
+    if (s.length === 2) return { method: 'GET', run: async () => [200, { name: 'infermesh', version: o.serverVersion, extensions: TRITON_EXTENSIONS }] };
+    // Triton's extensions: config, stats, repository (triton-rest.ts).
+    const triton = tritonEndpoint({ table, registry: o.registry ?? null }, req, s, o.maxBodyBytes, () => deadlineOf(req, o.defaultTimeoutMs));
+    if (triton) return triton;
     if (s[2] === 'health' && s.length === 4 && s[3] === 'live') return { method: 'GET', run: async () => [200, { live: true }] };
     if (s[2] === 'health' && s.length === 4 && s[3] === 'ready') {
       return { method: 'GET', run: async () => {
@@ -146,8 +158,10 @@ export function createRestServer(table: RoutingTable, path: RequestPath, o: Rest
         method: 'POST',
         run: async () => {
           const r = ref();
-          const buf = oipInferRequest(r, await body(req));
-          return [200, oipInferResponse(await call(req, buf))];
+          // JSON, or JSON and binary tensors (Inference-Header-Content-Length), maybe compressed: triton-binary.ts.
+          const { json, binary } = await readInferBody(req, o.maxBodyBytes);
+          const buf = oipInferRequest(r, json, binary);
+          return [200, await inferAnswer(req, await call(req, buf), binaryWants(json))];
         },
       };
     }
@@ -175,9 +189,12 @@ export function createRestServer(table: RoutingTable, path: RequestPath, o: Rest
     if (!ep) throw new HttpError(404, `no endpoint ${req.method} ${path}`);
     const method = req.method === 'HEAD' ? 'GET' : req.method;
     if (method !== ep.method) throw new HttpError(405, `${req.method} is not allowed on ${path}; use ${ep.method}`, { allow: ep.method === 'GET' ? 'GET, HEAD' : 'POST' });
-    if (method === 'POST') checkContentType(req);
+    if (method === 'POST' && !ep.anyContentType) checkContentType(req);
     const [status, out] = await ep.run();
-    sendJson(res, status, out);
+    if (!(out instanceof EncodedAnswer)) return sendJson(res, status, out);
+    if (res.headersSent || res.destroyed) return;
+    res.writeHead(status, { ...out.headers, 'content-length': out.body.length });
+    res.end(out.body);
   };
 
   const onRequest = (req: http.IncomingMessage, res: http.ServerResponse): void => {
@@ -217,6 +234,11 @@ function timeoutOf(req: http.IncomingMessage, defaultMs: number): number {
 
 /** HTTP headers as the request path's metadata (Node gives lower-case keys). */
 function headerSource(req: http.IncomingMessage): HeaderSource {
+/** The request's deadline as epoch ms (for calls that take a wall-clock deadline): now + timeoutOf. */
+function deadlineOf(req: http.IncomingMessage, defaultMs: number): number {
+  return Date.now() + timeoutOf(req, defaultMs);
+}
+
   return {
     get(key: string) {
       const v = req.headers[key];

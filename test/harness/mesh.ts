@@ -124,7 +124,8 @@ export async function startMesh(o: MeshOptions = {}): Promise<Mesh> {
     };
     const replicas: ServiceProc[] = [];
     await Promise.all(Array.from({ length: o.replicas ?? 1 }, () => addReplica()));
-    const router = await startService('router', [...common, '--rest-port', '0', ...(o.routerArgs ?? [])], env);
+    // The router's Triton RepositoryModelLoad goes through the registry.
+    const router = await startService('router', [...common, '--rest-port', '0', '--registry-address', `127.0.0.1:${registry.info.grpcPort}`, ...(o.routerArgs ?? [])], env);
     started.push(router);
     const routerAddr = `127.0.0.1:${router.info.grpcPort}`;
     const registryAddr = `127.0.0.1:${registry.info.grpcPort}`;
