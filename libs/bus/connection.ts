@@ -16,6 +16,7 @@ import {
 import { ConfigError } from '../config/index.js';
 import type { Logger } from '../log/index.js';
 import { BUCKET_ARTIFACTS, BUCKET_MODELS, BUCKET_REPLICAS, EVENTS_STREAM } from './names.js';
+import { retryTransient } from './retry.js';
 
 export interface Buckets {
   models: KV;
@@ -166,14 +167,18 @@ export async function connectNats(url: string, name: string, log: Logger, securi
  * stream. `replicas` is the JetStream replication factor used when creating
  * them (3 on a 3-node NATS cluster; existing buckets keep theirs).
  */
-export async function openBuckets(nc: NatsConnection, replicas = 1): Promise<Buckets> {
-  const js = nc.jetstream();
+export async function openBuckets(nc: NatsConnection, replicas = 1, o: { timeoutMs?: number } = {}): Promise<Buckets> {
+  // timeoutMs: how long one JetStream request through these handles waits (nats.js default 5 s);
+  // the registry uses a short one and retries (retry.ts), so a request lost to a dying leader is sent again soon.
+  const js = nc.jetstream(o.timeoutMs ? { timeout: o.timeoutMs } : {});
+  // Opened while a cluster elects a leader (a service started beside a restarting node): retried.
+  const deadline = Date.now() + 30_000;
   const [models, replicaKv, artifacts] = await Promise.all([
-    js.views.kv(BUCKET_MODELS, { history: 16, replicas }),
-    js.views.kv(BUCKET_REPLICAS, { history: 1, ttl: REPLICA_TTL_MS, replicas }),
-    js.views.os(BUCKET_ARTIFACTS, { replicas }),
+    retryTransient(() => js.views.kv(BUCKET_MODELS, { history: 16, replicas }), { deadline }),
+    retryTransient(() => js.views.kv(BUCKET_REPLICAS, { history: 1, ttl: REPLICA_TTL_MS, replicas }), { deadline }),
+    retryTransient(() => js.views.os(BUCKET_ARTIFACTS, { replicas }), { deadline }),
   ]);
-  await ensureEventStream(nc, replicas);
+  await retryTransient(() => ensureEventStream(nc, replicas), { deadline });
   return { models, replicas: replicaKv, artifacts };
 }
 

@@ -3,6 +3,8 @@ import { context, propagation } from '@opentelemetry/api';
 import { ModelEvent, ModelEvent_Kind } from '../proto/index.js';
 import type { Logger } from '../log/index.js';
 import { subjects } from './names.js';
+import { randomUUID } from 'node:crypto';
+import { ATTEMPT_TIMEOUT_MS, currentDeadline, publishAcked } from './retry.js';
 
 /** Events kept while NATS is unreachable; beyond this the oldest are dropped (and counted). */
 const OUTBOX_LIMIT = 10_000;
@@ -12,6 +14,8 @@ interface Pending {
   subject: string;
   data: Uint8Array;
   headers: MsgHdrs;
+  /** JetStream message id: a retry after a lost acknowledgement is not stored twice. */
+  msgID: string;
 }
 
 /**
@@ -43,8 +47,9 @@ export class EventPublisher {
     // Trace context travels in the message headers (W3C traceparent).
     const h = natsHeaders();
     propagation.inject(context.active(), h, { set: (carrier, key, value) => carrier.set(key, value) });
-    const p: Pending = { subject: subjects.events(ev.name), data: ModelEvent.encode(ev).finish(), headers: h };
-    if (this.outbox.length === 0 && (await this.send(p))) return true;
+    const p: Pending = { subject: subjects.events(ev.name), data: ModelEvent.encode(ev).finish(), headers: h, msgID: randomUUID() };
+    // Through a leader election (a few seconds) the event is retried now, within the caller's deadline.
+    if (this.outbox.length === 0 && (await this.send(p, Math.max(Date.now() + 500, Math.min(currentDeadline() - 500, Date.now() + 5_000))))) return true;
     this.outbox.push(p);
     if (this.outbox.length > OUTBOX_LIMIT) {
       this.outbox.shift();
@@ -55,9 +60,9 @@ export class EventPublisher {
     return false;
   }
 
-  private async send(p: Pending): Promise<boolean> {
+  private async send(p: Pending, deadline = Date.now() + ATTEMPT_TIMEOUT_MS): Promise<boolean> {
     try {
-      await this.js.publish(p.subject, p.data, { timeout: 5_000, headers: p.headers });
+      await publishAcked(this.js, p.subject, p.data, { deadline, headers: p.headers, msgID: p.msgID });
       return true;
     } catch {
       return false;

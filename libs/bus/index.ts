@@ -17,3 +17,4 @@ export {
   ALERTS_STREAM,
   type ModelKey,
 } from './names.js';
+export { isTransient, retryTransient, withDeadline, currentDeadline, publishAcked, contentMsgId, ATTEMPT_TIMEOUT_MS, DEFAULT_BUDGET_MS, type RetryOptions } from './retry.js';

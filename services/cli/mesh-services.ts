@@ -89,6 +89,8 @@ export interface ServiceSpecOptions {
   natsAuth: NatsAuth | null;
   port: number;
   extra?: string[];
+  /** Address the service binds (default 127.0.0.1). */
+  host?: string;
   /** What a restart must keep beyond the gRPC port the first start bound. */
   pin?: (args: string[], first: Started) => string[];
   /** Variables for this service beyond its NATS user's. */
@@ -98,7 +100,7 @@ export interface ServiceSpecOptions {
 /** One mesh service as `up` starts it: loopback, its port (0 = any free), info logging, the service Node flags, its NATS user. */
 export function serviceSpec(o: ServiceSpecOptions): StartSpec {
   const entry = fileURLToPath(new URL(`../${o.script}/main.js`, import.meta.url));
-  const args = [...SERVICE_NODE_FLAGS, entry, '--nats', o.natsUrl, '--host', '127.0.0.1', '--port', String(o.port), '--log-level', 'info', ...(o.extra ?? [])];
+  const args = [...SERVICE_NODE_FLAGS, entry, '--nats', o.natsUrl, '--host', o.host ?? '127.0.0.1', '--port', String(o.port), '--log-level', 'info', ...(o.extra ?? [])];
   const pin = o.pin ?? ((a: string[]) => a);
   return {
     name: o.name,
@@ -160,4 +162,66 @@ export async function startMeshServices(supervisor: Supervisor, o: MeshSpec): Pr
   o.onRouters?.(routerAddresses);
   const monitor = early ?? (await startMonitor(routerAddresses, registryAddress));
   return { registry: registry!, monitor, replicas: replicas as Started[], routers };
+}
+
+/** The roles `up --only` can start. */
+export const MESH_ROLES = ['registry', 'monitor', 'inference', 'router'] as const;
+export type MeshRole = (typeof MESH_ROLES)[number];
+
+export interface JoinSpec extends MeshPorts {
+  /** The mesh's NATS (every server of a cluster, comma-separated). */
+  natsUrl: string;
+  roles: ReadonlySet<MeshRole>;
+  replicas: number;
+  routers: number;
+  /** Address the services bind (default 127.0.0.1). */
+  host: string;
+  /** Address the replicas announce to the routers (HOST; the bound port is added), default `host`. */
+  advertise: string;
+  /** Router and registry addresses the monitor uses (its probes, rollbacks) when they run elsewhere. */
+  routerAddresses?: string[];
+  registryAddress?: string;
+  announce?: (name: string, start: Promise<Started>) => Promise<Started>;
+}
+
+/**
+ * Starts only `roles` against an existing mesh's NATS (`up --join`): e.g.
+ * two more inference replicas on a second host, announcing an address the
+ * routers on other hosts can reach. The NATS credentials come from this
+ * process's environment (INFERMESH_NATS_USER/…), as with `up --nats`.
+ */
+export async function startJoinedServices(supervisor: Supervisor, o: JoinSpec): Promise<Partial<MeshServices> & { replicas: Started[]; routers: Started[] }> {
+  const wrap = o.announce ?? ((_: string, p: Promise<Started>) => p);
+  const service = (name: string, tier: number, script: string, port: number, extra: string[] = [], pin?: ServiceSpecOptions['pin']) =>
+    wrap(name, supervisor.start(serviceSpec({ name, script, tier, natsUrl: o.natsUrl, natsAuth: null, port, extra, pin, host: o.host })));
+  const shown = (c: Started) => `${o.advertise}:${c.info.grpcPort}`;
+  const registry = o.roles.has('registry') ? await service('registry', 1, 'registry', o.registryPort) : undefined;
+  const replicas = o.roles.has('inference')
+    ? await Promise.all(
+        Array.from({ length: o.replicas }, (_, i) =>
+          service(`inference-${i + 1}`, 2, 'inference', o.inferencePort === 0 ? 0 : o.inferencePort + i, ['--advertise', o.advertise]),
+        ),
+      )
+    : [];
+  const rPorts = routerPorts(o.routerPort, o.routers);
+  const restPorts = routerPorts(o.restPort, o.routers);
+  const routers = o.roles.has('router')
+    ? await Promise.all(
+        rPorts.map((port, i) =>
+          service(o.routers === 1 ? 'router' : `router-${i + 1}`, 3, 'router', port, ['--rest-port', String(restPorts[i])], (args, first) =>
+            withFlag(args, '--rest-port', String(first.info.restPort ?? restPorts[i])),
+          ),
+        ),
+      )
+    : [];
+  let monitor: Started | undefined;
+  if (o.roles.has('monitor')) {
+    const routerList = [...routers.map(shown), ...(o.routerAddresses ?? [])];
+    const registryAt = registry ? shown(registry) : (o.registryAddress ?? '');
+    const extra = ['--metrics-port', String(o.metricsPort)];
+    if (routerList.length) extra.push('--router-address', routerList.join(','));
+    if (registryAt) extra.push('--registry-address', registryAt);
+    monitor = await service('monitor', 1, 'monitor', o.monitorPort, extra, (args, first) => withFlag(args, '--metrics-port', String(first.info.metricsPort ?? o.metricsPort)));
+  }
+  return { ...(registry ? { registry } : {}), ...(monitor ? { monitor } : {}), replicas, routers };
 }

@@ -11,7 +11,7 @@ import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { InferenceApi } from '../../libs/client/index.js';
 import { demoTable, runDemo, type DemoResult } from './demo.js';
-import { addressOf as addr, natsSpec, routerPorts, startMeshServices } from './mesh-services.js';
+import { addressOf as addr, MESH_ROLES, natsSpec, routerPorts, startJoinedServices, startMeshServices, type MeshRole } from './mesh-services.js';
 import { prepareNatsAuth, type NatsAuth } from './nats-auth.js';
 import { ensureNatsServer } from './nats-server.js';
 import { removeAddressesFile, writeAddressesFile } from './addresses.js';
@@ -21,6 +21,17 @@ import { entriesOf, ProcessesWriter } from './status-file.js';
 import { DEFAULT_RESTART, Supervisor, type ChildStatus, type Started } from './supervisor.js';
 
 export interface UpOptions {
+  /** Join the mesh whose NATS is at this URL (all of a cluster's servers, comma-separated): start no nats-server, only `only`'s roles (default inference). */
+  join?: string;
+  /** Roles to start (comma-separated: registry, monitor, inference, router); default all, or inference with --join. */
+  only?: string;
+  /** Address the services bind (default 127.0.0.1). */
+  host?: string;
+  /** Address replicas announce to routers on other hosts (default --host; required when --host is 0.0.0.0). */
+  advertise?: string;
+  /** With --join --only monitor: where the mesh's routers and registry are. */
+  routerAddress?: string;
+  registryAddress?: string;
   dir: string;
   replicas: number;
   /** Routers on this host (default 1): the n-th (from 0) on router-port+2n and rest-port+2n, so the default pairs 8500/8501, 8502/8503 never collide. */
@@ -128,6 +139,15 @@ export async function upCommand(o: UpOptions): Promise<number> {
   process.on('SIGTERM', onSignal);
 
   try {
+    if (o.join !== undefined || o.only !== undefined || (o.host !== undefined && o.host !== '127.0.0.1')) {
+      await joinMesh(o, supervisor, (name, work) => announce(name, work, (c) => `:${c.info.grpcPort}`, true, abort.signal), (a) => (routerAddresses = a));
+      void statusFile.update();
+      if (!stopping) progress(`press Ctrl-C to stop; infermesh status${o.dir === '.infermesh' ? '' : ` --dir ${o.dir}`} lists the processes\n`);
+      const code = await finished;
+      process.off('SIGINT', onSignal);
+      process.off('SIGTERM', onSignal);
+      return code;
+    }
     await checkPorts(o);
     // The nats-server started here admits only its users, one per service (nats-auth.ts); --nats keeps the caller's credentials.
     const natsAuth = o.nats ? null : await prepareNatsAuth(dir, o.replicas);
@@ -281,5 +301,74 @@ async function waitRouterReady(address: string, signal: AbortSignal): Promise<vo
     }
   } finally {
     api.close();
+  }
+}
+
+/** The roles of `--only` (comma-separated), or the default: all, or inference alone with --join. */
+export function rolesOf(only: string | undefined, joining: boolean): Set<MeshRole> {
+  if (only === undefined || only.trim() === '') return new Set(joining ? ['inference'] : MESH_ROLES);
+  const roles = new Set<MeshRole>();
+  for (const r of only.split(',').map((x) => x.trim()).filter(Boolean)) {
+    if (!(MESH_ROLES as readonly string[]).includes(r)) throw new CliError('INVALID_ARGUMENT', `--only: unknown role ${JSON.stringify(r.slice(0, 40))}; roles are ${MESH_ROLES.join(', ')}`);
+    roles.add(r as MeshRole);
+  }
+  return roles;
+}
+
+/**
+ * `up --join nats://… [--only roles] [--host ADDR] [--advertise ADDR]`:
+ * starts only the given roles (default: inference replicas) on this machine
+ * against a mesh's NATS, so another machine adds replicas (or routers) with
+ * one command. Services bind --host; replicas announce --advertise (a bound
+ * 0.0.0.0 is no address another host can dial, so it needs --advertise).
+ */
+async function joinMesh(o: UpOptions, supervisor: Supervisor, announce: (name: string, work: Promise<Started>) => Promise<Started>, onRouters: (a: string[]) => void): Promise<void> {
+  const natsUrl = o.join ?? o.nats;
+  if (!natsUrl) throw new CliError('INVALID_ARGUMENT', '--only and --host need --join nats://HOST:4222 (the mesh\'s NATS; every server of a cluster, comma-separated)');
+  for (const u of natsUrl.split(',')) {
+    if (!/^(nats|tls):\/\/[^\s/]+$/.test(u.trim())) throw new CliError('INVALID_ARGUMENT', `--join: ${JSON.stringify(u.slice(0, 80))} is not a nats://HOST:PORT URL`);
+  }
+  if (o.demo) throw new CliError('INVALID_ARGUMENT', '--demo starts a whole mesh; it cannot be combined with --join or --only');
+  const roles = rolesOf(o.only, o.join !== undefined);
+  const host = o.host ?? '127.0.0.1';
+  const wildcard = host === '0.0.0.0' || host === '::';
+  if (wildcard && !o.advertise && roles.has('inference')) {
+    throw new CliError('INVALID_ARGUMENT', `--host ${host}: replicas need --advertise ADDR, the address routers on other hosts reach this one at`);
+  }
+  const advertise = o.advertise ?? host;
+  const started = await startJoinedServices(supervisor, {
+    ...o,
+    natsUrl,
+    roles,
+    host,
+    advertise,
+    replicas: o.replicas,
+    routers: o.routers ?? 1,
+    ...(o.routerAddress ? { routerAddresses: o.routerAddress.split(',') } : {}),
+    ...(o.registryAddress ? { registryAddress: o.registryAddress } : {}),
+    announce,
+  });
+  const at = (c: Started) => `${advertise}:${c.info.grpcPort}`;
+  onRouters(started.routers.map(at));
+  const summary = {
+    ready: true,
+    joined: natsUrl,
+    roles: [...roles],
+    ...(started.registry ? { registry: at(started.registry) } : {}),
+    ...(started.monitor ? { monitor: at(started.monitor) } : {}),
+    routers: started.routers.map(at),
+    rests: started.routers.map((r) => `${advertise}:${r.info.restPort}`),
+    replicas: started.replicas.map(at),
+    pids: supervisor.pids(),
+  };
+  if (o.json) printJson(summary);
+  else {
+    const parts = [
+      summary.registry && `registry ${summary.registry}`,
+      summary.monitor && `monitor ${summary.monitor}`,
+      summary.routers.length && `routers ${summary.routers.join(', ')}`,
+      summary.replicas.length && `${summary.replicas.length} inference ${summary.replicas.length === 1 ? 'replica' : 'replicas'} (${summary.replicas.join(', ')})`,
+    ].filter(Boolean);
+    printText(`infermesh joined ${natsUrl}: ${parts.join(', ')}`);
   }
 }

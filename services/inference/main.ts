@@ -22,7 +22,7 @@ const config = loadServiceConfig(
   {
     ...commonSpec,
     port: int({ env: 'INFERMESH_INFERENCE_PORT', flag: 'port', default: 8800, min: 0, max: 65535 }),
-    advertise: str({ env: 'INFERMESH_INFERENCE_ADVERTISE', flag: 'advertise', default: '' }),
+    advertise: str({ env: 'INFERMESH_INFERENCE_ADVERTISE', flag: 'advertise', default: '', help: 'address routers reach this replica at: HOST:PORT, or HOST (with the bound port); default --host:port' }),
     replicaId: str({ env: 'INFERMESH_REPLICA_ID', flag: 'replica-id', default: '', pattern: /^[A-Za-z0-9_-]{0,64}$/ }),
     device: str<'cpu' | 'cuda' | 'auto'>({ env: 'INFERMESH_DEVICE', flag: 'device', default: 'auto', choices: ['cpu', 'cuda', 'auto'] as const }),
     workers: int({ env: 'INFERMESH_WORKERS', flag: 'workers', default: 1, min: 1, max: 256 }),
@@ -113,7 +113,8 @@ const health = addHealthAndReflection(server, ['inference/grpc_service.proto', '
 const port = await listen(server, config.host, config.port, serverCredentials(tls));
 // Direct ModelInfer calls leave grpc-js's per-call machinery for the listener's raw HTTP/2 streams.
 const rawInfer = config.http2Infer && serveRawUnary(server, oip.GRPCInferenceServiceService.modelInfer.path, rawModelInfer(manager, scheduler, oipOptions), { maxMessageBytes: config.maxMessageBytes, maxReceiveMs: config.defaultTimeoutMs });
-const address = config.advertise || `${config.host}:${port}`;
+// --advertise HOST (no port) announces HOST with the port bound here: what `up --advertise` passes for port 0.
+const address = !config.advertise ? `${config.host}:${port}` : /^(\[[^\]]*\]|[^:]+):\d+$/.test(config.advertise) ? config.advertise : `${config.advertise}:${port}`;
 announcer = new Announcer(buckets.replicas, { id: replicaId, address, device: device.provider, workers: config.workers, intervalMs: config.heartbeatMs }, () => manager.loaded(), () => ({ ...scheduler.stats, outstanding: scheduler.outstanding() }), log);
 await manager.start();
 await announcer.put();

@@ -17,7 +17,7 @@ import { readFileSync } from 'node:fs';
 import type { ServerWritableStream } from '@grpc/grpc-js';
 import type { NatsConnection } from 'nats';
 import type { Gauge } from 'prom-client';
-import { ALERTS_STREAM, NAME_RE, checkName, ensureStream, subjects } from '../../libs/bus/index.js';
+import { ALERTS_STREAM, NAME_RE, checkName, ensureStream, publishAcked, subjects } from '../../libs/bus/index.js';
 import { toStatus } from '../../libs/errors/index.js';
 import { unary } from '../../libs/grpc/index.js';
 import type { Logger } from '../../libs/log/index.js';
@@ -387,10 +387,10 @@ export class AlertEngine {
       }
     }
     this.log.warn({ alert: a.id, state: Alert_State[a.state], value: a.value, threshold: a.threshold }, a.message);
-    this.nc
-      .jetstream()
-      .publish(subjects.alerts(a.name), Alert.encode(a).finish())
-      .catch((err: unknown) => this.log.warn({ err: String(err), alert: a.id }, 'alert not stored in NATS'));
+    // Acknowledged and retried through a leader election (30 s); the message id keeps a retry from storing it twice.
+    publishAcked(this.nc.jetstream(), subjects.alerts(a.name), Alert.encode(a).finish(), { deadline: Date.now() + 30_000, msgID: `${a.id}:${a.atMs}:${a.state}` }).catch(
+      (err: unknown) => this.log.warn({ err: String(err), alert: a.id }, 'alert not stored in NATS'),
+    );
   }
 
   /**

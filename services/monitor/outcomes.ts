@@ -15,7 +15,7 @@
  */
 import type { JsMsg, NatsConnection } from 'nats';
 import { nanos } from 'nats';
-import { checkName, ensureStream, NAME_RE, OUTCOMES_STREAM, subjects } from '../../libs/bus/index.js';
+import { checkName, ensureStream, NAME_RE, OUTCOMES_STREAM, publishAcked, subjects } from '../../libs/bus/index.js';
 import { InvalidArgumentError, NotFoundError, UnavailableError } from '../../libs/errors/index.js';
 import { unary, type CallContext } from '../../libs/grpc/index.js';
 import type { Logger } from '../../libs/log/index.js';
@@ -187,9 +187,11 @@ export class OutcomeStore {
     let lastSeq = 0;
     for (const chunk of chunks(outcomes, limit)) {
       const data = OutcomeBatch.encode({ name, outcomes: chunk, atMs: this.now(), recordedBy: ctx.subject ?? '' }).finish();
-      const timeout = Math.max(1, Math.min(PUBLISH_TIMEOUT_MS, ctx.deadline - Date.now()));
+      // Retried through a leader election until shortly before the caller's deadline; the content's
+      // message id keeps a retry whose first acknowledgement was lost from storing the batch twice.
+      const deadline = Math.min(ctx.deadline - 200, Date.now() + PUBLISH_TIMEOUT_MS);
       try {
-        lastSeq = (await js.publish(subjects.outcomes(name), data, { timeout, expect: { streamName: OUTCOMES_STREAM } })).seq;
+        lastSeq = (await publishAcked(js, subjects.outcomes(name), data, { deadline, expect: { streamName: OUTCOMES_STREAM } })).seq;
       } catch (err) {
         throw new UnavailableError('outcomes could not be stored: NATS JetStream did not acknowledge; retry (recording is idempotent)', { cause: err });
       }

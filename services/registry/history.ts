@@ -1,5 +1,5 @@
 import type { NatsConnection } from 'nats';
-import { EVENTS_STREAM, subjects } from '../../libs/bus/index.js';
+import { EVENTS_STREAM, retryTransient, subjects } from '../../libs/bus/index.js';
 import { UnavailableError } from '../../libs/errors/index.js';
 import { ModelEvent } from '../../libs/proto/index.js';
 
@@ -14,7 +14,16 @@ const MAX_EVENTS = 5_000;
  */
 export async function readHistory(nc: NatsConnection, name: string): Promise<ModelEvent[]> {
   const subject = subjects.events(name);
+  // A leader election answers "no responders" for a moment: retried until the call's deadline.
   try {
+    return await retryTransient(() => read(nc, subject));
+  } catch (err) {
+    throw new UnavailableError('event history unavailable', { cause: err });
+  }
+}
+
+async function read(nc: NatsConnection, subject: string): Promise<ModelEvent[]> {
+  {
     const jsm = await nc.jetstreamManager();
     const info = await jsm.streams.info(EVENTS_STREAM, { subjects_filter: subject });
     const count = info.state.subjects?.[subject] ?? 0;
@@ -33,7 +42,5 @@ export async function readHistory(nc: NatsConnection, name: string): Promise<Mod
     // An ordered consumer delivers by sequence already; sorting says so and costs nothing here.
     out.sort((a, b) => a.seq - b.seq);
     return out.slice(-MAX_EVENTS).map((e) => e.ev);
-  } catch (err) {
-    throw new UnavailableError('event history unavailable', { cause: err });
   }
 }

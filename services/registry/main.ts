@@ -2,7 +2,7 @@
 import { bool, commonSpec, int, loadServiceConfig, serviceStarted, str } from '../../libs/config/index.js';
 import { createLogger } from '../../libs/log/index.js';
 import { startTelemetry } from '../../libs/telemetry/index.js';
-import { connectNats, natsSecurityOf, openBuckets, EventPublisher } from '../../libs/bus/index.js';
+import { ATTEMPT_TIMEOUT_MS, connectNats, natsSecurityOf, openBuckets, EventPublisher } from '../../libs/bus/index.js';
 import { AccessPolicy, addHealthAndReflection, createGrpcServer, listen, serverCredentials, serverTlsOf, shutdownServer } from '../../libs/grpc/index.js';
 import { RegistryService } from '../../libs/proto/index.js';
 import { ModelStore } from './model-store.js';
@@ -37,7 +37,7 @@ const nc = await connectNats(config.natsUrl, 'infermesh-registry', log, natsSecu
   log.fatal(err.message);
   process.exit(1);
 });
-const buckets = await openBuckets(nc, config.natsReplicas);
+const buckets = await openBuckets(nc, config.natsReplicas, { timeoutMs: ATTEMPT_TIMEOUT_MS });
 const store = new ModelStore(buckets.models, buckets.artifacts);
 const events = new EventPublisher(nc, 'registry', log);
 const replicas = await ReplicaView.start(buckets.replicas, log);

@@ -1,5 +1,6 @@
-import type { NatsConnection } from 'nats';
-import { subjects } from '../../libs/bus/index.js';
+import type { JetStreamClient, NatsConnection } from 'nats';
+import { randomUUID } from 'node:crypto';
+import { publishAcked, subjects } from '../../libs/bus/index.js';
 import type { Logger } from '../../libs/log/index.js';
 import { oip, SampleBatch, type PredictionSample, type ShadowResult, type VersionTraffic } from '../../libs/proto/index.js';
 import { datatype, rawToTyped } from '../../libs/tensor/index.js';
@@ -29,6 +30,11 @@ export interface Breakdown {
   router: number;
 }
 
+/** How long a batch is retried before it is counted in `dropped` (NATS away, or no samples stream: no monitor). */
+const SAMPLE_STORE_MS = 15_000;
+/** Batches awaiting their acknowledgement at most; beyond, batches are published without one. */
+const MAX_STORING = 256;
+
 /** The slowest requests kept per model per window. */
 const SLOWEST_PER_WINDOW = 5;
 
@@ -44,7 +50,9 @@ export interface SampleRecorderOptions {
  * sampled few whole; publishes one SampleBatch per model on
  * `infermesh.samples.<name>` every `flushMs`. Recording is two array pushes;
  * decoding the kept samples happens at flush time, off the request path.
- * Publishing is fire-and-forget: losing NATS or the monitor never fails a request.
+ * Publishing never fails a request: each batch is stored in JetStream with an
+ * acknowledgement, retried off the request path through a leader election
+ * (up to {@link SAMPLE_STORE_MS}, with a message id so a retry is never stored twice).
  */
 export class SampleRecorder {
   private byModel = new Map<string, Map<number, VersionAcc>>();
@@ -130,13 +138,37 @@ export class SampleRecorder {
         routerId: this.o.routerId, name, versions: traffic(byModel.get(name)), samples, startMs: this.start, endMs: end,
         shadows: shadows.get(name) ?? [], slowest: slowest.get(name) ?? [], probes: traffic(probes.get(name)),
       };
-      try {
-        this.nc.publish(subjects.samples(name), SampleBatch.encode(batch).finish());
-      } catch (err) {
-        this.log.debug({ err: String(err) }, 'samples dropped');
-      }
+      this.store(subjects.samples(name), SampleBatch.encode(batch).finish());
     }
     this.start = end;
+  }
+
+  private js: JetStreamClient | null = null;
+  private storing = 0;
+  private stored = 0;
+  private readonly bootId = randomUUID().slice(0, 8);
+  /** Batches not stored within SAMPLE_STORE_MS. */
+  dropped = 0;
+
+  private store(subject: string, data: Uint8Array): void {
+    try {
+      if (this.storing >= MAX_STORING) {
+        this.nc.publish(subject, data);
+        return;
+      }
+      this.js ??= this.nc.jetstream();
+      this.storing++;
+      const msgID = `${this.o.routerId}:${this.bootId}:${++this.stored}`;
+      publishAcked(this.js, subject, data, { deadline: Date.now() + SAMPLE_STORE_MS, msgID })
+        .catch((err: unknown) => {
+          this.dropped++;
+          this.log.debug({ err: String(err) }, 'samples dropped');
+        })
+        .finally(() => this.storing--);
+    } catch (err) {
+      this.dropped++;
+      this.log.debug({ err: String(err) }, 'samples dropped');
+    }
   }
 
   close(): void {
