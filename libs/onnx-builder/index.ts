@@ -22,3 +22,9 @@ export { brokenModel, customOpModel, externalDataModel, type BrokenReason } from
 export { FRAUD_FEATURES, type LabeledRows } from './fraud-data.js';
 export { trainFraudModel, type FraudModel, type FraudTrainingOptions } from './fraud-model.js';
 export { rocAuc } from '../stats/index.js';
+export { cnnModel, type CnnOptions } from './cnn-model.js';
+export { encoderModel, type EncoderOptions } from './encoder-model.js';
+export { standardizerModel } from './standardizer-model.js';
+export { quantizeInt8, weightsToFp16, pruneWeights, type TransformResult, type PruneResult, type Int8Options, type Fp16Options } from './weight-transforms.js';
+export { composePipeline, composeEnsemble, type ComposePart, type EnsembleCombine, type StepMap } from './compose.js';
+export { floatValues, toHalfBits } from './tensor-values.js';
