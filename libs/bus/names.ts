@@ -34,13 +34,16 @@ export const subjects = {
   outcomes: (name: string) => `infermesh.outcomes.${name}`,
 } as const;
 
-/** Keys of the models bucket: `<model>.v.<version>`, `<model>.traffic`, `<model>.ref.<version>`, `<model>.probe`. */
+/** Keys of the models bucket: `<model>.v.<version>`, `<model>.traffic`, `<model>.ref.<version>`, `<model>.probe`, `<model>.gone.<version>`. */
 export const keys = {
   version: (name: string, version: number) => `${name}.v.${version}`,
   versions: (name: string) => `${name}.v.*`,
   traffic: (name: string) => `${name}.traffic`,
   reference: (name: string, version: number) => `${name}.ref.${version}`,
   probe: (name: string) => `${name}.probe`,
+  /** A deleted version's record, kept so its number is never given again (ignored by replicas and routers). */
+  deleted: (name: string, version: number) => `${name}.gone.${version}`,
+  deletedAll: (name: string) => `${name}.gone.*`,
 } as const;
 
 export type ModelKey =

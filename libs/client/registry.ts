@@ -1,6 +1,15 @@
 import * as grpc from '@grpc/grpc-js';
 import { deadlineIn, call } from '../grpc/index.js';
 import { ProbeRecord, PushHeader, RegistryClient, type ModelEvent, type ModelInfo, type VersionRecord, type PushModelResponse, type ReferenceProfile } from '../proto/index.js';
+import {
+  ApplyRetentionRequest,
+  CollectGarbageRequest,
+  ComposeModelRequest,
+  OptimizeModelRequest,
+  type ApplyRetentionResponse,
+  type CollectGarbageResponse,
+  type OptimizeModelResponse,
+} from '../proto/index.js';
 import { channelSetup, clientOptions, type ClientOptions } from './security.js';
 
 const CHUNK = 1 << 20;
@@ -111,6 +120,46 @@ export class RegistryApi {
   /** The model's lifecycle events, oldest first (in the event stream's order). */
   async history(name: string): Promise<ModelEvent[]> {
     return (await call(this.client.getHistory, this.client, { name }, { timeoutMs: this.timeoutMs })).events;
+  }
+
+  /**
+   * Makes a cheaper version (int8, fp16, graph, prune) held to the accuracy
+   * gate; stored unless `dryRun`. FAILED_PRECONDITION when the gate refuses
+   * (the numbers in the message), RESOURCE_EXHAUSTED while another runs.
+   * `timeoutMs` defaults to 5 minutes (it runs the model many times).
+   */
+  optimize(req: Partial<OptimizeModelRequest> & { name: string; version: number; method: string }, timeoutMs = 300_000): Promise<OptimizeModelResponse> {
+    return call(this.client.optimizeModel, this.client, OptimizeModelRequest.fromPartial(req), { timeoutMs });
+  }
+
+  /** Stores a pipeline or ensemble of registered versions as the next version of `req.name`. */
+  compose(req: Partial<ComposeModelRequest> & { name: string; mode: string }, timeoutMs = 300_000): Promise<VersionRecord> {
+    return call(this.client.composeModel, this.client, ComposeModelRequest.fromPartial(req), { timeoutMs });
+  }
+
+  /** Sets and removes tags of a version. */
+  setTags(name: string, version: number, set: Record<string, string>, remove: string[] = [], reason = ''): Promise<VersionRecord> {
+    return call(this.client.setTags, this.client, { name, version, set, remove, reason }, { timeoutMs: this.timeoutMs });
+  }
+
+  /** Archives a version (or with `restore`, brings it back). FAILED_PRECONDITION while an alias, canary or shadow points at it. */
+  archive(name: string, version: number, restore = false, reason = ''): Promise<VersionRecord> {
+    return call(this.client.archiveVersion, this.client, { name, version, restore, reason }, { timeoutMs: this.timeoutMs });
+  }
+
+  /** Deletes a version. FAILED_PRECONDITION while an alias, canary, shadow or derived version depends on it. */
+  async deleteVersion(name: string, version: number, reason = ''): Promise<VersionRecord> {
+    return (await call(this.client.deleteVersion, this.client, { name, version, reason }, { timeoutMs: this.timeoutMs })).deleted!;
+  }
+
+  /** Archives (or deletes) unaliased versions beyond the newest `keepLast`. */
+  retain(req: Partial<ApplyRetentionRequest> & { name: string; keepLast: number }): Promise<ApplyRetentionResponse> {
+    return call(this.client.applyRetention, this.client, ApplyRetentionRequest.fromPartial(req), { timeoutMs: this.timeoutMs });
+  }
+
+  /** Removes unreferenced artifacts older than `minAgeS` (default: the registry's, 1 h). */
+  collectGarbage(o: { minAgeS?: number; dryRun?: boolean } = {}): Promise<CollectGarbageResponse> {
+    return call(this.client.collectGarbage, this.client, CollectGarbageRequest.fromPartial({ minAgeS: o.minAgeS ?? 0, minAgeSet: o.minAgeS !== undefined, dryRun: o.dryRun ?? false }), { timeoutMs: this.timeoutMs });
   }
 
   close(): void {

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import type { KV, ObjectStore } from 'nats';
-import { currentDeadline, keys, parseModelKey, retryTransient } from '../../libs/bus/index.js';
+import { keys, parseModelKey } from '../../libs/bus/index.js';
 import { AbortedError, MeshError, NotFoundError, UnavailableError } from '../../libs/errors/index.js';
 import { ProbeRecord, ReferenceProfile, TrafficRecord, VersionRecord, type ModelInfo } from '../../libs/proto/index.js';
 
@@ -11,13 +11,6 @@ const HISTORY_DEPTH = 10;
  * The registry's state in NATS: version records and traffic records in the
  * `infermesh-models` KV bucket, model bytes in the `infermesh-artifacts`
  * Object Store under their SHA-256. Storage failures become UNAVAILABLE.
- *
- * On a NATS cluster a leader election makes JetStream answer "no responders"
- * or time out for a few seconds: every call retries those with backoff until
- * the call's deadline (libs/bus withDeadline, else 8 s). A write whose answer
- * was lost (timeout) may still have been stored: the record is read again and
- * compared with what was sent, so success and failure are reported as they
- * happened, never guessed.
  */
 export class ModelStore {
   constructor(private readonly kv: KV, private readonly artifacts: ObjectStore) {}
@@ -35,17 +28,14 @@ export class ModelStore {
   /** Writes `rec` as the model's next version (1, 2, …); returns the stored record. */
   async addVersion(rec: Omit<VersionRecord, 'version'>): Promise<VersionRecord> {
     for (let attempt = 0; attempt < 20; attempt++) {
-      const versions = await this.versionNumbers(rec.name);
+      // Deleted versions' numbers count too: a number names one model file forever.
+      const versions = [...(await this.versionNumbers(rec.name)), ...(await this.deletedNumbers(rec.name))];
       const version = (versions.length ? Math.max(...versions) : 0) + 1;
       const full: VersionRecord = { ...rec, version };
-      const key = keys.version(rec.name, version);
-      const data = VersionRecord.encode(full).finish();
       try {
-        await retryTransient(() => this.kv.create(key, data));
+        await this.kv.create(keys.version(rec.name, version), VersionRecord.encode(full).finish());
         return full;
       } catch (err) {
-        // A create whose answer was lost may have been stored (then a retry says "key exists"): ours?
-        if (await this.holds(key, data)) return full;
         if (!isConflict(err)) throw unavailable(err);
         // Another push took this number; take the next one.
       }
@@ -62,12 +52,6 @@ export class ModelStore {
       }
       return out.sort((a, b) => a - b);
     });
-  }
-
-  /** Whether `key` holds exactly `data` now (a write whose fate was unknown landed). */
-  private async holds(key: string, data: Uint8Array): Promise<boolean> {
-    const e = await storage(() => this.kv.get(key)).catch(() => null);
-    return !!e && e.operation === 'PUT' && Buffer.compare(Buffer.from(e.value), Buffer.from(data)) === 0;
   }
 
   async getVersion(name: string, version: number): Promise<VersionRecord | null> {
@@ -117,34 +101,15 @@ export class ModelStore {
       rec.updatedAtMs = Date.now();
       rec.updatedBy = actor;
       const data = TrafficRecord.encode(rec).finish();
-      const key = keys.traffic(name);
-      // The same bytes (same revision expected) are sent again after a transient failure, never a
-      // recomputed change: if the first send was stored, the compare-and-set refuses the copy.
       try {
-        await retryTransient(() => (cur ? this.kv.update(key, data, cur.revision) : this.kv.create(key, data)));
+        if (cur) await this.kv.update(keys.traffic(name), data, cur.revision);
+        else await this.kv.create(keys.traffic(name), data);
         return rec;
       } catch (err) {
-        // Stored after all (its answer lost, a retry then refused as a conflict)? The record says.
-        if (await this.landed(key, data, cur?.revision ?? 0)) return rec;
         if (!isConflict(err)) throw unavailable(err);
       }
     }
     throw new AbortedError(`traffic of ${name} is changing too often; retry`);
-  }
-
-  /**
-   * After a write to `key` (expecting revision `from`) failed: whether the
-   * record now holds `data`. Reads until the answer is known or the deadline
-   * passes; then the write's fate is unknown and UNAVAILABLE says so.
-   */
-  private async landed(key: string, data: Uint8Array, from: number): Promise<boolean> {
-    try {
-      const e = await retryTransient(() => this.kv.get(key), { deadline: Math.max(currentDeadline(), Date.now() + 1_000) });
-      if (!e || e.operation !== 'PUT') return false;
-      return e.revision > from && Buffer.compare(Buffer.from(e.value), Buffer.from(data)) === 0;
-    } catch (err) {
-      throw new UnavailableError('model storage unavailable: the change may or may not have been stored; read the model again before retrying', { cause: err });
-    }
   }
 
   /** One model's versions and traffic; NOT_FOUND when it has no version. */
@@ -175,6 +140,94 @@ export class ModelStore {
     });
   }
 
+  /** The model file stored under `sha256`; NOT_FOUND when the object store lacks it. */
+  async getArtifact(sha256: string): Promise<Uint8Array> {
+    const bytes = await storage(() => this.artifacts.getBlob(sha256));
+    if (!bytes) throw new NotFoundError(`artifact ${sha256.slice(0, 12)} is not in the object store`);
+    return bytes;
+  }
+
+  /** Every object in the artifacts store: name, size, and when it was stored (ms). */
+  async listArtifacts(): Promise<{ name: string; size: number; mtimeMs: number }[]> {
+    return storage(async () => (await this.artifacts.list()).filter((i) => !i.deleted).map((i) => ({ name: i.name, size: i.size, mtimeMs: Date.parse(i.mtime) })));
+  }
+
+  /** Removes an artifact (its chunks are purged). */
+  async deleteArtifact(sha256: string): Promise<void> {
+    await storage(() => this.artifacts.delete(sha256));
+  }
+
+  /** Bytes the artifacts' stream holds on disk. */
+  async artifactBytes(): Promise<number> {
+    return storage(async () => (await this.artifacts.status()).size);
+  }
+
+  /**
+   * Changes a version's record by compare-and-set (retried on a lost race).
+   * `change` may throw to refuse, or return false when nothing changes.
+   * NOT_FOUND for an unknown version.
+   */
+  async updateVersion(name: string, version: number, change: (rec: VersionRecord) => void | false): Promise<VersionRecord> {
+    const key = keys.version(name, version);
+    for (let attempt = 0; attempt < 10; attempt++) {
+      const e = await storage(() => this.kv.get(key));
+      if (!e || e.operation !== 'PUT' || !e.value.length) throw new NotFoundError(`model ${name} has no version ${version}`);
+      const rec = VersionRecord.decode(e.value);
+      if (change(rec) === false) return rec;
+      try {
+        await this.kv.update(key, VersionRecord.encode(rec).finish(), e.revision);
+        return rec;
+      } catch (err) {
+        if (!isConflict(err)) throw unavailable(err);
+      }
+    }
+    throw new AbortedError(`version ${version} of ${name} is changing too often; retry`);
+  }
+
+  /**
+   * Deletes a version: its record is kept under the deleted key first (so its
+   * number is never reused), then the version and reference keys are deleted.
+   */
+  async deleteVersion(rec: VersionRecord): Promise<void> {
+    await storage(async () => {
+      await this.kv.put(keys.deleted(rec.name, rec.version), VersionRecord.encode(rec).finish());
+      await this.kv.delete(keys.version(rec.name, rec.version));
+      await this.kv.delete(keys.reference(rec.name, rec.version));
+    });
+  }
+
+  /** Numbers of a model's deleted versions. */
+  async deletedNumbers(name: string): Promise<number[]> {
+    return storage(async () => {
+      const out: number[] = [];
+      for await (const k of await this.kv.keys(keys.deletedAll(name))) {
+        const v = Number(k.split('.')[2]);
+        if (Number.isInteger(v)) out.push(v);
+      }
+      return out;
+    });
+  }
+
+  /** Every deleted version's record, of every model. */
+  async deletedRecords(): Promise<VersionRecord[]> {
+    const found: string[] = [];
+    await storage(async () => {
+      for await (const k of await this.kv.keys('*.gone.*')) found.push(k);
+    });
+    const out: VersionRecord[] = [];
+    for (const k of found) {
+      const e = await storage(() => this.kv.get(k));
+      if (e && e.operation === 'PUT' && e.value.length) out.push(VersionRecord.decode(e.value));
+    }
+    return out;
+  }
+
+  /** A deleted version's record (what it was), or null. */
+  async getDeleted(name: string, version: number): Promise<VersionRecord | null> {
+    const e = await storage(() => this.kv.get(keys.deleted(name, version)));
+    return e && e.operation === 'PUT' && e.value.length ? VersionRecord.decode(e.value) : null;
+  }
+
   /** Names of all models with at least one version. */
   async modelNames(): Promise<string[]> {
     return storage(async () => {
@@ -199,9 +252,8 @@ function unavailable(err: unknown): MeshError {
 
 async function storage<T>(fn: () => Promise<T>): Promise<T> {
   try {
-    return await retryTransient(fn);
+    return await fn();
   } catch (err) {
     throw unavailable(err);
   }
 }
-/** Runs a storage call, retrying JetStream's transient failures until the call's deadline; other failures become UNAVAILABLE. */

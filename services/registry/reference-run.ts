@@ -79,7 +79,7 @@ function planColumns(outputs: readonly TensorSpec[], result: ort.InferenceSessio
   return plan;
 }
 
-function inputTensor(oipType: string, rows: readonly Float64Array[], offset: number, perRow: number, dims: number[]): ort.Tensor {
+export function inputTensor(oipType: string, rows: readonly Float64Array[], offset: number, perRow: number, dims: number[]): ort.Tensor {
   const n = rows.length * perRow;
   const fill = <T extends { [i: number]: number | bigint }>(a: T, conv: (v: number) => number | bigint): T => {
     rows.forEach((row, r) => {

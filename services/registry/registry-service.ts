@@ -1,6 +1,6 @@
-import { checkName, withDeadline, type EventPublisher } from '../../libs/bus/index.js';
+import { checkName, type EventPublisher } from '../../libs/bus/index.js';
 import { FailedPreconditionError, InvalidArgumentError, NotFoundError, ResourceExhaustedError } from '../../libs/errors/index.js';
-import { AccessPolicy, clientStream as grpcClientStream, unary as grpcUnary, type CallContext } from '../../libs/grpc/index.js';
+import { AccessPolicy, clientStream, unary, type CallContext } from '../../libs/grpc/index.js';
 import {
   ModelEvent_Kind,
   type ListModelsRequest,
@@ -30,6 +30,8 @@ import type { ModelStore } from './model-store.js';
 import type { ReplicaView } from './replica-view.js';
 import { validateModel, type ReferenceData, type ValidateOptions } from './validate.js';
 import { MAX_REFERENCE_BYTES, referenceFormat } from './reference-parse.js';
+import { checkTags, curationHandlers } from './curation.js';
+import { Workshop } from './workshop.js';
 
 export interface RegistryOptions extends ValidateOptions {
   maxModelBytes: number;
@@ -44,14 +46,11 @@ export interface RegistryOptions extends ValidateOptions {
    * is recorded as the actor. Default: open.
    */
   access?: AccessPolicy;
+  /** Time limit of one optimization or composition (its child process is killed after); default 5 min. */
+  workTimeoutMs?: number;
 }
 
 export const DEFAULT_ALIAS = 'production';
-
-// Storage calls retry JetStream's leader elections until the caller's deadline (libs/bus retry.ts).
-const unary = <Req, Res>(fn: (req: Req, ctx: CallContext) => Promise<Res>) => grpcUnary<Req, Res>((req, ctx) => withDeadline(ctx.deadline, () => fn(req, ctx)));
-const clientStream = <Req, Res>(fn: (stream: AsyncIterable<Req>, ctx: CallContext) => Promise<Res>) =>
-  grpcClientStream<Req, Res>((stream, ctx) => withDeadline(ctx.deadline, () => fn(stream, ctx)));
 
 const HEADER_RE = /^[a-z0-9][a-z0-9_.-]{0,127}$/;
 /** Longest reason a change is recorded with. */
@@ -85,10 +84,12 @@ export function registryHandlers({ store, events, replicas, nc }: RegistryDeps, 
     if (failed) throw new FailedPreconditionError(`model ${name} version ${version} failed to load: ${failed}`);
   };
   const servableVersion = async (name: string, version: number): Promise<void> => {
-    if (!(await store.getVersion(name, version))) {
+    const rec = await store.getVersion(name, version);
+    if (!rec) {
       const known = await store.versionNumbers(name);
       throw new NotFoundError(known.length ? `model ${name} has no version ${version}` : `model ${name} not found`);
     }
+    if (rec.archived) throw new FailedPreconditionError(`model ${name} version ${version} is archived; restore it first (models archive --restore)`);
   };
   // Every change's event is stored before the call answers, so `models history` right after shows it
   // (publish never throws: with NATS down the event waits in the publisher's outbox, in order).
@@ -100,8 +101,22 @@ export function registryHandlers({ store, events, replicas, nc }: RegistryDeps, 
     return store.getModel(name);
   };
 
+  const curation = curationHandlers({
+    store,
+    events,
+    workshop: new Workshop(o.workTimeoutMs ?? 300_000),
+    validate: o,
+    unary,
+    field,
+    reasonOf,
+    actorOf,
+    by,
+    maxDataBytes: o.maxReferenceBytes ?? MAX_REFERENCE_BYTES,
+  });
+
   // Every RPC's role comes from the one table (libs/grpc/management-roles.ts).
   return access.guardService('Registry', RegistryService, {
+    ...curation,
     pushModel: clientStream<PushModelRequest, PushModelResponse>(async (stream, ctx) => {
       let header: PushHeader | undefined;
       const chunks: Uint8Array[] = [];
@@ -120,6 +135,7 @@ export function registryHandlers({ store, events, replicas, nc }: RegistryDeps, 
             checkName(header.alias, 'header.alias');
           }
           if (header.referenceFormat) referenceFormat(header.referenceFormat);
+          checkTags(header.tags, 'header.tags');
           continue;
         }
         if (part?.$case === 'reference') {
@@ -156,8 +172,17 @@ export function registryHandlers({ store, events, replicas, nc }: RegistryDeps, 
         batchable: sig.batchable,
         cacheEntries: header.cacheEntries,
         replicas: header.replicas,
+        tags: header.tags,
+        lineage: undefined,
+        archived: false,
+        archivedAtMs: 0,
       });
-      if (sig.reference) await store.putReference({ name: version.name, version: version.version, createdAtMs: Date.now(), ...sig.reference });
+      if (sig.reference) {
+        const { sample, ...profile } = sig.reference;
+        // A sample of the rows is kept for `infermesh optimize`'s accuracy gate, as an artifact like the model.
+        const kept = sample ? { sampleSha256: await store.putArtifact(new Uint8Array(sample.values.buffer, sample.values.byteOffset, sample.values.byteLength)), sampleRows: sample.rows, sampleWidth: sample.width } : {};
+        await store.putReference({ name: version.name, version: version.version, createdAtMs: Date.now(), sampleSha256: '', sampleRows: 0, sampleWidth: 0, ...profile, ...kept });
+      }
       await events.publish({ name: version.name, version: version.version, kind: ModelEvent_Kind.REGISTERED, ...by(ctx) });
       if (header.alias) await setAlias(ctx, version.name, header.alias, version.version, `pushed as version ${version.version}`);
       return { version };

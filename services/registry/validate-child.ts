@@ -11,7 +11,11 @@ import { parseReference, referenceLayout, MAX_FEATURES } from './reference-parse
 import { ReferenceSample, outputProfiles } from './reference-profile.js';
 import { MODEL_RUN_ROWS, runReference } from './reference-run.js';
 import type { FeatureProfile } from '../../libs/proto/index.js';
-import type { ChildReferenceRequest, ChildReferenceResult } from './validate.js';
+import type { ChildReferenceRequest, ChildReferenceResult, ReferenceRowSample } from './validate.js';
+
+/** Reference rows kept per version for `infermesh optimize`'s accuracy gate (at most 1 M values). */
+const GATE_SAMPLE_ROWS = 2_000;
+const GATE_SAMPLE_VALUES = 1_000_000;
 
 interface Spec {
   name: string;
@@ -66,9 +70,16 @@ async function profileReference(req: ChildReferenceRequest): Promise<ChildRefere
   const features = s.featureProfiles(parsed.names.slice(0, MAX_FEATURES));
   // Rows of only the profiled features (a model wider than 32 values) cannot be run.
   let outputs: FeatureProfile[] = [];
+  let kept: ReferenceRowSample | undefined;
   if (parsed.width === layout.width) {
-    const run = await runReference(session!, layout, req.outputs, s.pick(MODEL_RUN_ROWS), req.batchable);
+    const picked = s.pick(MODEL_RUN_ROWS);
+    const run = await runReference(session!, layout, req.outputs, picked, req.batchable);
     outputs = outputProfiles(run.names, run.columns);
+    // The first rows of a uniform pick are a uniform sample too: kept for optimization gates.
+    const keep = Math.min(picked.length, GATE_SAMPLE_ROWS, Math.floor(GATE_SAMPLE_VALUES / Math.max(1, layout.width)));
+    const values = new Float64Array(keep * layout.width);
+    for (let r = 0; r < keep; r++) values.set(picked[r]!.subarray(0, layout.width), r * layout.width);
+    kept = { rows: keep, width: layout.width, values };
   }
-  return { ok: true, rows: s.rows, features, outputs };
+  return { ok: true, rows: s.rows, features, outputs, ...(kept ? { sample: kept } : {}) };
 }

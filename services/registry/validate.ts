@@ -31,6 +31,15 @@ export interface ReferenceBody {
   rows: number;
   features: FeatureProfile[];
   outputs: FeatureProfile[];
+  /** A uniform sample of full rows (row-major float64), kept for optimization gates; absent when rows are narrower than the model's inputs. */
+  sample?: ReferenceRowSample;
+}
+
+/** Rows of a reference sample: `rows` × `width` float64 values, row-major. */
+export interface ReferenceRowSample {
+  rows: number;
+  width: number;
+  values: Float64Array;
 }
 
 /** What the parent asks the validation child to profile once the model has loaded. */
@@ -82,7 +91,7 @@ export async function validateModel(bytes: Uint8Array, o: ValidateOptions, refer
     const req: ChildReferenceRequest = { data: reference.data, format: reference.format, inputs: sig.inputs, outputs: sig.outputs, batchable: sig.batchable };
     const p = await child.ask<ChildReferenceResult>({ reference: req }, 'profiling the reference timed out', (why) => ({ ok: false, field: 'reference', reason: why, runtime: true }));
     if (!p.ok) throw new InvalidArgumentError(p.field, p.runtime ? cleanReason(p.reason) : p.reason);
-    return { ...sig, reference: { rows: p.rows, features: p.features, outputs: p.outputs } };
+    return { ...sig, reference: { rows: p.rows, features: p.features, outputs: p.outputs, ...(p.sample ? { sample: p.sample } : {}) } };
   } finally {
     child.kill();
   }

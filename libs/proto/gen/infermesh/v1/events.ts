@@ -52,6 +52,75 @@ export interface VersionRecord {
    * replicas for all its versions and a leaving replica moves only its own.
    */
   replicas: number;
+  /**
+   * Free labels (`models push --tag team=risk`, `models tag`): keys 1-64 and
+   * values 0-256 characters, at most 32 per version. Set through the registry only.
+   */
+  tags: { [key: string]: string };
+  /**
+   * Where this version came from when the registry made it (optimize,
+   * compose); unset for a pushed file.
+   */
+  lineage:
+    | Lineage
+    | undefined;
+  /**
+   * Archived (`models archive`): kept with its artifact, never loaded for
+   * traffic, refused as an alias, canary or shadow target until restored.
+   */
+  archived: boolean;
+  archivedAtMs: number;
+}
+
+export interface VersionRecord_TagsEntry {
+  key: string;
+  value: string;
+}
+
+/** What a registry-made version derives from and how (VersionRecord.lineage). */
+export interface Lineage {
+  /** `optimize` or `compose`. */
+  operation: string;
+  /**
+   * The method: `int8`, `fp16`, `graph:basic`, `prune=0.5`; `pipeline`,
+   * `ensemble:mean`, `ensemble:weighted=…`, `ensemble:max`, `ensemble:vote`.
+   */
+  method: string;
+  /** The versions it was made from, in order (one for optimize; the parts of a composition). */
+  derivedFrom: VersionRef[];
+  /** The accuracy gate the registry measured before storing it (optimize only). */
+  gate: GateResult | undefined;
+}
+
+export interface VersionRef {
+  name: string;
+  version: number;
+}
+
+/** Original and candidate run on the same rows, in ONNX Runtime, by the registry. */
+export interface GateResult {
+  rows: number;
+  /** Largest and mean absolute difference over every output value. */
+  maxAbsDiff: number;
+  meanAbsDiff: number;
+  /**
+   * Share of rows whose decision is the same: `threshold 0.5` on a single
+   * score per row, else `argmax` of the first output.
+   */
+  agreement: number;
+  decision: string;
+  /** Where the rows came from: `reference` (the version's reference rows) or `data`. */
+  source: string;
+  /** The limits it was held to (0 = no limit on the difference). */
+  maxAbsDiffLimit: number;
+  minAgreement: number;
+  /** Stored although beyond a limit (`--force`). */
+  forced: boolean;
+  /** When the rows carried labels: the metric (`accuracy`) of each and candidate − original. */
+  metric: string;
+  metricOriginal: number;
+  metricCandidate: number;
+  metricDelta: number;
 }
 
 /**
@@ -203,6 +272,13 @@ export enum ModelEvent_Kind {
   /** PROBE_SET - A golden probe stored or removed (registry SetProbe). */
   PROBE_SET = 12,
   PROBE_CLEARED = 13,
+  /** TAGGED - Registry curation (`models tag|archive|delete|gc|retain`): the reason says what. */
+  TAGGED = 20,
+  ARCHIVED = 21,
+  RESTORED = 22,
+  DELETED = 23,
+  /** ARTIFACT_FREED - A deleted version's artifact removed from the object store (GC). */
+  ARTIFACT_FREED = 24,
   UNRECOGNIZED = -1,
 }
 
@@ -292,6 +368,15 @@ export interface ReferenceProfile {
   features: FeatureProfile[];
   outputs: FeatureProfile[];
   createdAtMs: number;
+  /**
+   * A uniform sample of the reference rows kept for optimization gates
+   * (`infermesh optimize`): row-major float64 little-endian, `sample_rows` ×
+   * `sample_width` values, an object in `infermesh-artifacts` under this
+   * SHA-256; empty when none was kept.
+   */
+  sampleSha256: string;
+  sampleRows: number;
+  sampleWidth: number;
 }
 
 /** The reference distribution of one feature (or one output column). */
@@ -392,6 +477,10 @@ function createBaseVersionRecord(): VersionRecord {
     batchable: false,
     cacheEntries: 0,
     replicas: 0,
+    tags: {},
+    lineage: undefined,
+    archived: false,
+    archivedAtMs: 0,
   };
 }
 
@@ -435,6 +524,18 @@ export const VersionRecord: MessageFns<VersionRecord> = {
     }
     if (message.replicas !== 0) {
       writer.uint32(104).uint32(message.replicas);
+    }
+    globalThis.Object.entries(message.tags).forEach(([key, value]: [string, string]) => {
+      VersionRecord_TagsEntry.encode({ key: key as any, value }, writer.uint32(162).fork()).join();
+    });
+    if (message.lineage !== undefined) {
+      Lineage.encode(message.lineage, writer.uint32(170).fork()).join();
+    }
+    if (message.archived !== false) {
+      writer.uint32(176).bool(message.archived);
+    }
+    if (message.archivedAtMs !== 0) {
+      writer.uint32(184).int64(message.archivedAtMs);
     }
     return writer;
   },
@@ -556,6 +657,41 @@ export const VersionRecord: MessageFns<VersionRecord> = {
             message.replicas = reader.uint32();
             continue;
           }
+          case 20: {
+            if (tag !== 162) {
+              break;
+            }
+
+            const entry20 = VersionRecord_TagsEntry.decode(reader, reader.uint32());
+            if (entry20.value !== undefined) {
+              message.tags[entry20.key] = entry20.value;
+            }
+            continue;
+          }
+          case 21: {
+            if (tag !== 170) {
+              break;
+            }
+
+            message.lineage = Lineage.decode(reader, reader.uint32());
+            continue;
+          }
+          case 22: {
+            if (tag !== 176) {
+              break;
+            }
+
+            message.archived = reader.bool();
+            continue;
+          }
+          case 23: {
+            if (tag !== 184) {
+              break;
+            }
+
+            message.archivedAtMs = longToNumber(reader.int64());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -588,6 +724,460 @@ export const VersionRecord: MessageFns<VersionRecord> = {
     message.batchable = object.batchable ?? false;
     message.cacheEntries = object.cacheEntries ?? 0;
     message.replicas = object.replicas ?? 0;
+    message.tags = (globalThis.Object.entries(object.tags ?? {}) as [string, string][]).reduce(
+      (acc: { [key: string]: string }, [key, value]: [string, string]) => {
+        if (value !== undefined) {
+          acc[key] = globalThis.String(value);
+        }
+        return acc;
+      },
+      {},
+    );
+    message.lineage = (object.lineage !== undefined && object.lineage !== null)
+      ? Lineage.fromPartial(object.lineage)
+      : undefined;
+    message.archived = object.archived ?? false;
+    message.archivedAtMs = object.archivedAtMs ?? 0;
+    return message;
+  },
+};
+
+function createBaseVersionRecord_TagsEntry(): VersionRecord_TagsEntry {
+  return { key: "", value: "" };
+}
+
+export const VersionRecord_TagsEntry: MessageFns<VersionRecord_TagsEntry> = {
+  encode(message: VersionRecord_TagsEntry, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.key !== "") {
+      writer.uint32(10).string(message.key);
+    }
+    if (message.value !== "") {
+      writer.uint32(18).string(message.value);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): VersionRecord_TagsEntry {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseVersionRecord_TagsEntry();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.key = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.value = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<VersionRecord_TagsEntry>, I>>(base?: I): VersionRecord_TagsEntry {
+    return VersionRecord_TagsEntry.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<VersionRecord_TagsEntry>, I>>(object: I): VersionRecord_TagsEntry {
+    const message = createBaseVersionRecord_TagsEntry();
+    message.key = object.key ?? "";
+    message.value = object.value ?? "";
+    return message;
+  },
+};
+
+function createBaseLineage(): Lineage {
+  return { operation: "", method: "", derivedFrom: [], gate: undefined };
+}
+
+export const Lineage: MessageFns<Lineage> = {
+  encode(message: Lineage, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.operation !== "") {
+      writer.uint32(10).string(message.operation);
+    }
+    if (message.method !== "") {
+      writer.uint32(18).string(message.method);
+    }
+    for (const v of message.derivedFrom) {
+      VersionRef.encode(v!, writer.uint32(26).fork()).join();
+    }
+    if (message.gate !== undefined) {
+      GateResult.encode(message.gate, writer.uint32(34).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): Lineage {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseLineage();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.operation = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.method = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.derivedFrom.push(VersionRef.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.gate = GateResult.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<Lineage>, I>>(base?: I): Lineage {
+    return Lineage.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<Lineage>, I>>(object: I): Lineage {
+    const message = createBaseLineage();
+    message.operation = object.operation ?? "";
+    message.method = object.method ?? "";
+    message.derivedFrom = object.derivedFrom?.map((e) => VersionRef.fromPartial(e)) || [];
+    message.gate = (object.gate !== undefined && object.gate !== null)
+      ? GateResult.fromPartial(object.gate)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseVersionRef(): VersionRef {
+  return { name: "", version: 0 };
+}
+
+export const VersionRef: MessageFns<VersionRef> = {
+  encode(message: VersionRef, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    if (message.version !== 0) {
+      writer.uint32(16).uint64(message.version);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): VersionRef {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseVersionRef();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.version = longToNumber(reader.uint64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<VersionRef>, I>>(base?: I): VersionRef {
+    return VersionRef.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<VersionRef>, I>>(object: I): VersionRef {
+    const message = createBaseVersionRef();
+    message.name = object.name ?? "";
+    message.version = object.version ?? 0;
+    return message;
+  },
+};
+
+function createBaseGateResult(): GateResult {
+  return {
+    rows: 0,
+    maxAbsDiff: 0,
+    meanAbsDiff: 0,
+    agreement: 0,
+    decision: "",
+    source: "",
+    maxAbsDiffLimit: 0,
+    minAgreement: 0,
+    forced: false,
+    metric: "",
+    metricOriginal: 0,
+    metricCandidate: 0,
+    metricDelta: 0,
+  };
+}
+
+export const GateResult: MessageFns<GateResult> = {
+  encode(message: GateResult, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.rows !== 0) {
+      writer.uint32(8).uint32(message.rows);
+    }
+    if (message.maxAbsDiff !== 0) {
+      writer.uint32(17).double(message.maxAbsDiff);
+    }
+    if (message.meanAbsDiff !== 0) {
+      writer.uint32(25).double(message.meanAbsDiff);
+    }
+    if (message.agreement !== 0) {
+      writer.uint32(33).double(message.agreement);
+    }
+    if (message.decision !== "") {
+      writer.uint32(42).string(message.decision);
+    }
+    if (message.source !== "") {
+      writer.uint32(50).string(message.source);
+    }
+    if (message.maxAbsDiffLimit !== 0) {
+      writer.uint32(57).double(message.maxAbsDiffLimit);
+    }
+    if (message.minAgreement !== 0) {
+      writer.uint32(65).double(message.minAgreement);
+    }
+    if (message.forced !== false) {
+      writer.uint32(72).bool(message.forced);
+    }
+    if (message.metric !== "") {
+      writer.uint32(82).string(message.metric);
+    }
+    if (message.metricOriginal !== 0) {
+      writer.uint32(89).double(message.metricOriginal);
+    }
+    if (message.metricCandidate !== 0) {
+      writer.uint32(97).double(message.metricCandidate);
+    }
+    if (message.metricDelta !== 0) {
+      writer.uint32(105).double(message.metricDelta);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GateResult {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGateResult();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.rows = reader.uint32();
+            continue;
+          }
+          case 2: {
+            if (tag !== 17) {
+              break;
+            }
+
+            message.maxAbsDiff = reader.double();
+            continue;
+          }
+          case 3: {
+            if (tag !== 25) {
+              break;
+            }
+
+            message.meanAbsDiff = reader.double();
+            continue;
+          }
+          case 4: {
+            if (tag !== 33) {
+              break;
+            }
+
+            message.agreement = reader.double();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.decision = reader.string();
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.source = reader.string();
+            continue;
+          }
+          case 7: {
+            if (tag !== 57) {
+              break;
+            }
+
+            message.maxAbsDiffLimit = reader.double();
+            continue;
+          }
+          case 8: {
+            if (tag !== 65) {
+              break;
+            }
+
+            message.minAgreement = reader.double();
+            continue;
+          }
+          case 9: {
+            if (tag !== 72) {
+              break;
+            }
+
+            message.forced = reader.bool();
+            continue;
+          }
+          case 10: {
+            if (tag !== 82) {
+              break;
+            }
+
+            message.metric = reader.string();
+            continue;
+          }
+          case 11: {
+            if (tag !== 89) {
+              break;
+            }
+
+            message.metricOriginal = reader.double();
+            continue;
+          }
+          case 12: {
+            if (tag !== 97) {
+              break;
+            }
+
+            message.metricCandidate = reader.double();
+            continue;
+          }
+          case 13: {
+            if (tag !== 105) {
+              break;
+            }
+
+            message.metricDelta = reader.double();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<GateResult>, I>>(base?: I): GateResult {
+    return GateResult.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<GateResult>, I>>(object: I): GateResult {
+    const message = createBaseGateResult();
+    message.rows = object.rows ?? 0;
+    message.maxAbsDiff = object.maxAbsDiff ?? 0;
+    message.meanAbsDiff = object.meanAbsDiff ?? 0;
+    message.agreement = object.agreement ?? 0;
+    message.decision = object.decision ?? "";
+    message.source = object.source ?? "";
+    message.maxAbsDiffLimit = object.maxAbsDiffLimit ?? 0;
+    message.minAgreement = object.minAgreement ?? 0;
+    message.forced = object.forced ?? false;
+    message.metric = object.metric ?? "";
+    message.metricOriginal = object.metricOriginal ?? 0;
+    message.metricCandidate = object.metricCandidate ?? 0;
+    message.metricDelta = object.metricDelta ?? 0;
     return message;
   },
 };
@@ -2393,7 +2983,17 @@ export const PredictionSample: MessageFns<PredictionSample> = {
 };
 
 function createBaseReferenceProfile(): ReferenceProfile {
-  return { name: "", version: 0, rows: 0, features: [], outputs: [], createdAtMs: 0 };
+  return {
+    name: "",
+    version: 0,
+    rows: 0,
+    features: [],
+    outputs: [],
+    createdAtMs: 0,
+    sampleSha256: "",
+    sampleRows: 0,
+    sampleWidth: 0,
+  };
 }
 
 export const ReferenceProfile: MessageFns<ReferenceProfile> = {
@@ -2415,6 +3015,15 @@ export const ReferenceProfile: MessageFns<ReferenceProfile> = {
     }
     if (message.createdAtMs !== 0) {
       writer.uint32(48).int64(message.createdAtMs);
+    }
+    if (message.sampleSha256 !== "") {
+      writer.uint32(162).string(message.sampleSha256);
+    }
+    if (message.sampleRows !== 0) {
+      writer.uint32(168).uint32(message.sampleRows);
+    }
+    if (message.sampleWidth !== 0) {
+      writer.uint32(176).uint32(message.sampleWidth);
     }
     return writer;
   },
@@ -2480,6 +3089,30 @@ export const ReferenceProfile: MessageFns<ReferenceProfile> = {
             message.createdAtMs = longToNumber(reader.int64());
             continue;
           }
+          case 20: {
+            if (tag !== 162) {
+              break;
+            }
+
+            message.sampleSha256 = reader.string();
+            continue;
+          }
+          case 21: {
+            if (tag !== 168) {
+              break;
+            }
+
+            message.sampleRows = reader.uint32();
+            continue;
+          }
+          case 22: {
+            if (tag !== 176) {
+              break;
+            }
+
+            message.sampleWidth = reader.uint32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2503,6 +3136,9 @@ export const ReferenceProfile: MessageFns<ReferenceProfile> = {
     message.features = object.features?.map((e) => FeatureProfile.fromPartial(e)) || [];
     message.outputs = object.outputs?.map((e) => FeatureProfile.fromPartial(e)) || [];
     message.createdAtMs = object.createdAtMs ?? 0;
+    message.sampleSha256 = object.sampleSha256 ?? "";
+    message.sampleRows = object.sampleRows ?? 0;
+    message.sampleWidth = object.sampleWidth ?? 0;
     return message;
   },
 };

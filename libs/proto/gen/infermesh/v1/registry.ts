@@ -21,7 +21,7 @@ import {
   type UntypedServiceImplementation,
 } from "@grpc/grpc-js";
 import { BatchingPolicy } from "./common.js";
-import { ModelEvent, ProbeRecord, ReferenceProfile, TrafficRecord, VersionRecord } from "./events.js";
+import { GateResult, ModelEvent, ProbeRecord, ReferenceProfile, TrafficRecord, VersionRecord } from "./events.js";
 
 export const protobufPackage = "infermesh.v1";
 
@@ -40,6 +40,174 @@ export const protobufFileName = "infermesh/v1/registry.proto";
  * lifecycle event (GetHistory) with its actor and reason. Reads need no token.
  * Without a tokens file every call is allowed.
  */
+
+export interface OptimizeModelRequest {
+  name: string;
+  version: number;
+  /** `graph`, `fp16`, `int8` or `prune`. */
+  method: string;
+  /** prune: share of weights set to 0, in (0, 1); default 0.5. */
+  sparsity: number;
+  /**
+   * graph: ONNX Runtime level `basic` (ONNX operators only; default) or
+   * `extended` (adds com.microsoft fused operators: CPU execution provider).
+   */
+  level: string;
+  /**
+   * Rows to gate on instead of the reference sample: CSV or JSON lines as
+   * for a push's reference; a `label` column gives accuracy too.
+   */
+  data: Uint8Array;
+  dataFormat: string;
+  /** 0 = no limit. */
+  maxAbsDiff: number;
+  /** Default 0.99. */
+  minAgreement: number;
+  /** Decision threshold for one score per row; default 0.5. */
+  threshold: number;
+  /** Store even beyond the limits (needs `promote` as well). */
+  force: boolean;
+  /** Measure only: nothing is stored. */
+  dryRun: boolean;
+  description: string;
+  tags: { [key: string]: string };
+  /** Skip the latency measurement (the gate still runs). */
+  skipBench: boolean;
+}
+
+export interface OptimizeModelRequest_TagsEntry {
+  key: string;
+  value: string;
+}
+
+/** In-process ONNX Runtime latency (one intra-op thread) at one batch size. */
+export interface BenchPoint {
+  batch: number;
+  runs: number;
+  p50Ms: number;
+  p99Ms: number;
+  rowsPerS: number;
+}
+
+export interface OptimizeModelResponse {
+  /** The stored version (unset for a dry run). */
+  version: VersionRecord | undefined;
+  method: string;
+  originalBytes: number;
+  candidateBytes: number;
+  /** gzip -6 of each (pruned weights only shrink compressed). */
+  originalGzipBytes: number;
+  candidateGzipBytes: number;
+  gate: GateResult | undefined;
+  originalBench: BenchPoint[];
+  candidateBench: BenchPoint[];
+  /** What was done and what to expect (e.g. "pruned 50.0% of 1.3 M weights; dense kernels do not run faster"). */
+  notes: string[];
+}
+
+export interface ComposePartRef {
+  name: string;
+  /** 0: the `production` alias, else the newest version. */
+  version: number;
+}
+
+export interface ComposeModelRequest {
+  name: string;
+  /** `pipeline` or `ensemble`. */
+  mode: string;
+  parts: ComposePartRef[];
+  /** ensemble: `mean` (default), `weighted`, `max` or `vote`. */
+  combine: string;
+  /** ensemble weighted: one weight per part (normalized to sum 1). */
+  weights: number[];
+  /** pipeline: explicit connections `step:input=output` (step from 2). */
+  maps: string[];
+  /** ensemble vote on one score per row: the threshold (default 0.5). */
+  threshold: number;
+  description: string;
+  tags: { [key: string]: string };
+}
+
+export interface ComposeModelRequest_TagsEntry {
+  key: string;
+  value: string;
+}
+
+export interface SetTagsRequest {
+  name: string;
+  version: number;
+  /** Set (or overwrite) these. */
+  set: { [key: string]: string };
+  /** Remove these keys. */
+  remove: string[];
+  reason: string;
+}
+
+export interface SetTagsRequest_SetEntry {
+  key: string;
+  value: string;
+}
+
+export interface ArchiveVersionRequest {
+  name: string;
+  version: number;
+  /** Bring an archived version back. */
+  restore: boolean;
+  reason: string;
+}
+
+export interface DeleteVersionRequest {
+  name: string;
+  version: number;
+  reason: string;
+}
+
+export interface DeleteVersionResponse {
+  deleted: VersionRecord | undefined;
+}
+
+export interface ApplyRetentionRequest {
+  name: string;
+  keepLast: number;
+  /** Delete instead of archive (needs `admin`). */
+  delete: boolean;
+  /** Report only. */
+  dryRun: boolean;
+  reason: string;
+}
+
+export interface RetainedVersion {
+  version: number;
+  /** Why it stays: `alias production`, `canary`, `derived by fraud@4`, `newest 3`. */
+  why: string;
+}
+
+export interface ApplyRetentionResponse {
+  archived: number[];
+  deleted: number[];
+  kept: RetainedVersion[];
+}
+
+export interface CollectGarbageRequest {
+  /**
+   * Only artifacts stored at least this long ago; default 3600, 0 allowed.
+   * Unset (0) with `min_age_set` false means the default.
+   */
+  minAgeS: number;
+  minAgeSet: boolean;
+  dryRun: boolean;
+}
+
+export interface CollectGarbageResponse {
+  objectsScanned: number;
+  objectsRemoved: number;
+  /** Sum of the removed objects' sizes. */
+  bytesFreed: number;
+  /** The object store's stream bytes before and after (what the disk holds). */
+  storeBytesBefore: number;
+  storeBytesAfter: number;
+  removed: string[];
+}
 
 export interface GetReferenceRequest {
   name: string;
@@ -123,6 +291,13 @@ export interface PushHeader {
    * `jsonl`; empty when none is sent.
    */
   referenceFormat: string;
+  /** Tags of the new version (VersionRecord.tags). */
+  tags: { [key: string]: string };
+}
+
+export interface PushHeader_TagsEntry {
+  key: string;
+  value: string;
 }
 
 export interface PushModelResponse {
@@ -156,6 +331,1797 @@ export interface SetAliasRequest {
   /** Why (kept in the lifecycle history; at most 500 characters). */
   reason: string;
 }
+
+function createBaseOptimizeModelRequest(): OptimizeModelRequest {
+  return {
+    name: "",
+    version: 0,
+    method: "",
+    sparsity: 0,
+    level: "",
+    data: new Uint8Array(0),
+    dataFormat: "",
+    maxAbsDiff: 0,
+    minAgreement: 0,
+    threshold: 0,
+    force: false,
+    dryRun: false,
+    description: "",
+    tags: {},
+    skipBench: false,
+  };
+}
+
+export const OptimizeModelRequest: MessageFns<OptimizeModelRequest> = {
+  encode(message: OptimizeModelRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    if (message.version !== 0) {
+      writer.uint32(16).uint64(message.version);
+    }
+    if (message.method !== "") {
+      writer.uint32(26).string(message.method);
+    }
+    if (message.sparsity !== 0) {
+      writer.uint32(33).double(message.sparsity);
+    }
+    if (message.level !== "") {
+      writer.uint32(42).string(message.level);
+    }
+    if (message.data.length !== 0) {
+      writer.uint32(50).bytes(message.data);
+    }
+    if (message.dataFormat !== "") {
+      writer.uint32(58).string(message.dataFormat);
+    }
+    if (message.maxAbsDiff !== 0) {
+      writer.uint32(65).double(message.maxAbsDiff);
+    }
+    if (message.minAgreement !== 0) {
+      writer.uint32(73).double(message.minAgreement);
+    }
+    if (message.threshold !== 0) {
+      writer.uint32(81).double(message.threshold);
+    }
+    if (message.force !== false) {
+      writer.uint32(88).bool(message.force);
+    }
+    if (message.dryRun !== false) {
+      writer.uint32(96).bool(message.dryRun);
+    }
+    if (message.description !== "") {
+      writer.uint32(106).string(message.description);
+    }
+    globalThis.Object.entries(message.tags).forEach(([key, value]: [string, string]) => {
+      OptimizeModelRequest_TagsEntry.encode({ key: key as any, value }, writer.uint32(114).fork()).join();
+    });
+    if (message.skipBench !== false) {
+      writer.uint32(120).bool(message.skipBench);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): OptimizeModelRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseOptimizeModelRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.version = longToNumber(reader.uint64());
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.method = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 33) {
+              break;
+            }
+
+            message.sparsity = reader.double();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.level = reader.string();
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.data = reader.bytes();
+            continue;
+          }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.dataFormat = reader.string();
+            continue;
+          }
+          case 8: {
+            if (tag !== 65) {
+              break;
+            }
+
+            message.maxAbsDiff = reader.double();
+            continue;
+          }
+          case 9: {
+            if (tag !== 73) {
+              break;
+            }
+
+            message.minAgreement = reader.double();
+            continue;
+          }
+          case 10: {
+            if (tag !== 81) {
+              break;
+            }
+
+            message.threshold = reader.double();
+            continue;
+          }
+          case 11: {
+            if (tag !== 88) {
+              break;
+            }
+
+            message.force = reader.bool();
+            continue;
+          }
+          case 12: {
+            if (tag !== 96) {
+              break;
+            }
+
+            message.dryRun = reader.bool();
+            continue;
+          }
+          case 13: {
+            if (tag !== 106) {
+              break;
+            }
+
+            message.description = reader.string();
+            continue;
+          }
+          case 14: {
+            if (tag !== 114) {
+              break;
+            }
+
+            const entry14 = OptimizeModelRequest_TagsEntry.decode(reader, reader.uint32());
+            if (entry14.value !== undefined) {
+              message.tags[entry14.key] = entry14.value;
+            }
+            continue;
+          }
+          case 15: {
+            if (tag !== 120) {
+              break;
+            }
+
+            message.skipBench = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<OptimizeModelRequest>, I>>(base?: I): OptimizeModelRequest {
+    return OptimizeModelRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<OptimizeModelRequest>, I>>(object: I): OptimizeModelRequest {
+    const message = createBaseOptimizeModelRequest();
+    message.name = object.name ?? "";
+    message.version = object.version ?? 0;
+    message.method = object.method ?? "";
+    message.sparsity = object.sparsity ?? 0;
+    message.level = object.level ?? "";
+    message.data = object.data ?? new Uint8Array(0);
+    message.dataFormat = object.dataFormat ?? "";
+    message.maxAbsDiff = object.maxAbsDiff ?? 0;
+    message.minAgreement = object.minAgreement ?? 0;
+    message.threshold = object.threshold ?? 0;
+    message.force = object.force ?? false;
+    message.dryRun = object.dryRun ?? false;
+    message.description = object.description ?? "";
+    message.tags = (globalThis.Object.entries(object.tags ?? {}) as [string, string][]).reduce(
+      (acc: { [key: string]: string }, [key, value]: [string, string]) => {
+        if (value !== undefined) {
+          acc[key] = globalThis.String(value);
+        }
+        return acc;
+      },
+      {},
+    );
+    message.skipBench = object.skipBench ?? false;
+    return message;
+  },
+};
+
+function createBaseOptimizeModelRequest_TagsEntry(): OptimizeModelRequest_TagsEntry {
+  return { key: "", value: "" };
+}
+
+export const OptimizeModelRequest_TagsEntry: MessageFns<OptimizeModelRequest_TagsEntry> = {
+  encode(message: OptimizeModelRequest_TagsEntry, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.key !== "") {
+      writer.uint32(10).string(message.key);
+    }
+    if (message.value !== "") {
+      writer.uint32(18).string(message.value);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): OptimizeModelRequest_TagsEntry {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseOptimizeModelRequest_TagsEntry();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.key = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.value = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<OptimizeModelRequest_TagsEntry>, I>>(base?: I): OptimizeModelRequest_TagsEntry {
+    return OptimizeModelRequest_TagsEntry.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<OptimizeModelRequest_TagsEntry>, I>>(
+    object: I,
+  ): OptimizeModelRequest_TagsEntry {
+    const message = createBaseOptimizeModelRequest_TagsEntry();
+    message.key = object.key ?? "";
+    message.value = object.value ?? "";
+    return message;
+  },
+};
+
+function createBaseBenchPoint(): BenchPoint {
+  return { batch: 0, runs: 0, p50Ms: 0, p99Ms: 0, rowsPerS: 0 };
+}
+
+export const BenchPoint: MessageFns<BenchPoint> = {
+  encode(message: BenchPoint, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.batch !== 0) {
+      writer.uint32(8).uint32(message.batch);
+    }
+    if (message.runs !== 0) {
+      writer.uint32(16).uint32(message.runs);
+    }
+    if (message.p50Ms !== 0) {
+      writer.uint32(25).double(message.p50Ms);
+    }
+    if (message.p99Ms !== 0) {
+      writer.uint32(33).double(message.p99Ms);
+    }
+    if (message.rowsPerS !== 0) {
+      writer.uint32(41).double(message.rowsPerS);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): BenchPoint {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseBenchPoint();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.batch = reader.uint32();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.runs = reader.uint32();
+            continue;
+          }
+          case 3: {
+            if (tag !== 25) {
+              break;
+            }
+
+            message.p50Ms = reader.double();
+            continue;
+          }
+          case 4: {
+            if (tag !== 33) {
+              break;
+            }
+
+            message.p99Ms = reader.double();
+            continue;
+          }
+          case 5: {
+            if (tag !== 41) {
+              break;
+            }
+
+            message.rowsPerS = reader.double();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<BenchPoint>, I>>(base?: I): BenchPoint {
+    return BenchPoint.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<BenchPoint>, I>>(object: I): BenchPoint {
+    const message = createBaseBenchPoint();
+    message.batch = object.batch ?? 0;
+    message.runs = object.runs ?? 0;
+    message.p50Ms = object.p50Ms ?? 0;
+    message.p99Ms = object.p99Ms ?? 0;
+    message.rowsPerS = object.rowsPerS ?? 0;
+    return message;
+  },
+};
+
+function createBaseOptimizeModelResponse(): OptimizeModelResponse {
+  return {
+    version: undefined,
+    method: "",
+    originalBytes: 0,
+    candidateBytes: 0,
+    originalGzipBytes: 0,
+    candidateGzipBytes: 0,
+    gate: undefined,
+    originalBench: [],
+    candidateBench: [],
+    notes: [],
+  };
+}
+
+export const OptimizeModelResponse: MessageFns<OptimizeModelResponse> = {
+  encode(message: OptimizeModelResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.version !== undefined) {
+      VersionRecord.encode(message.version, writer.uint32(10).fork()).join();
+    }
+    if (message.method !== "") {
+      writer.uint32(18).string(message.method);
+    }
+    if (message.originalBytes !== 0) {
+      writer.uint32(24).uint64(message.originalBytes);
+    }
+    if (message.candidateBytes !== 0) {
+      writer.uint32(32).uint64(message.candidateBytes);
+    }
+    if (message.originalGzipBytes !== 0) {
+      writer.uint32(40).uint64(message.originalGzipBytes);
+    }
+    if (message.candidateGzipBytes !== 0) {
+      writer.uint32(48).uint64(message.candidateGzipBytes);
+    }
+    if (message.gate !== undefined) {
+      GateResult.encode(message.gate, writer.uint32(58).fork()).join();
+    }
+    for (const v of message.originalBench) {
+      BenchPoint.encode(v!, writer.uint32(66).fork()).join();
+    }
+    for (const v of message.candidateBench) {
+      BenchPoint.encode(v!, writer.uint32(74).fork()).join();
+    }
+    for (const v of message.notes) {
+      writer.uint32(82).string(v!);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): OptimizeModelResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseOptimizeModelResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.version = VersionRecord.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.method = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.originalBytes = longToNumber(reader.uint64());
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.candidateBytes = longToNumber(reader.uint64());
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.originalGzipBytes = longToNumber(reader.uint64());
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.candidateGzipBytes = longToNumber(reader.uint64());
+            continue;
+          }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.gate = GateResult.decode(reader, reader.uint32());
+            continue;
+          }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.originalBench.push(BenchPoint.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.candidateBench.push(BenchPoint.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 10: {
+            if (tag !== 82) {
+              break;
+            }
+
+            message.notes.push(reader.string());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<OptimizeModelResponse>, I>>(base?: I): OptimizeModelResponse {
+    return OptimizeModelResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<OptimizeModelResponse>, I>>(object: I): OptimizeModelResponse {
+    const message = createBaseOptimizeModelResponse();
+    message.version = (object.version !== undefined && object.version !== null)
+      ? VersionRecord.fromPartial(object.version)
+      : undefined;
+    message.method = object.method ?? "";
+    message.originalBytes = object.originalBytes ?? 0;
+    message.candidateBytes = object.candidateBytes ?? 0;
+    message.originalGzipBytes = object.originalGzipBytes ?? 0;
+    message.candidateGzipBytes = object.candidateGzipBytes ?? 0;
+    message.gate = (object.gate !== undefined && object.gate !== null)
+      ? GateResult.fromPartial(object.gate)
+      : undefined;
+    message.originalBench = object.originalBench?.map((e) => BenchPoint.fromPartial(e)) || [];
+    message.candidateBench = object.candidateBench?.map((e) => BenchPoint.fromPartial(e)) || [];
+    message.notes = object.notes?.map((e) => e) || [];
+    return message;
+  },
+};
+
+function createBaseComposePartRef(): ComposePartRef {
+  return { name: "", version: 0 };
+}
+
+export const ComposePartRef: MessageFns<ComposePartRef> = {
+  encode(message: ComposePartRef, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    if (message.version !== 0) {
+      writer.uint32(16).uint64(message.version);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ComposePartRef {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseComposePartRef();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.version = longToNumber(reader.uint64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<ComposePartRef>, I>>(base?: I): ComposePartRef {
+    return ComposePartRef.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ComposePartRef>, I>>(object: I): ComposePartRef {
+    const message = createBaseComposePartRef();
+    message.name = object.name ?? "";
+    message.version = object.version ?? 0;
+    return message;
+  },
+};
+
+function createBaseComposeModelRequest(): ComposeModelRequest {
+  return { name: "", mode: "", parts: [], combine: "", weights: [], maps: [], threshold: 0, description: "", tags: {} };
+}
+
+export const ComposeModelRequest: MessageFns<ComposeModelRequest> = {
+  encode(message: ComposeModelRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    if (message.mode !== "") {
+      writer.uint32(18).string(message.mode);
+    }
+    for (const v of message.parts) {
+      ComposePartRef.encode(v!, writer.uint32(26).fork()).join();
+    }
+    if (message.combine !== "") {
+      writer.uint32(34).string(message.combine);
+    }
+    if (message.weights.length !== 0) {
+      writer.uint32(42).fork();
+      for (const v of message.weights) {
+        writer.double(v);
+      }
+      writer.join();
+    }
+    for (const v of message.maps) {
+      writer.uint32(50).string(v!);
+    }
+    if (message.threshold !== 0) {
+      writer.uint32(57).double(message.threshold);
+    }
+    if (message.description !== "") {
+      writer.uint32(66).string(message.description);
+    }
+    globalThis.Object.entries(message.tags).forEach(([key, value]: [string, string]) => {
+      ComposeModelRequest_TagsEntry.encode({ key: key as any, value }, writer.uint32(74).fork()).join();
+    });
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ComposeModelRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseComposeModelRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.mode = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.parts.push(ComposePartRef.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.combine = reader.string();
+            continue;
+          }
+          case 5: {
+            if (tag === 41) {
+              message.weights.push(reader.double());
+
+              continue;
+            }
+
+            if (tag === 42) {
+              const end2 = reader.uint32() + reader.pos;
+              while (reader.pos < end2) {
+                message.weights.push(reader.double());
+              }
+
+              continue;
+            }
+
+            break;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.maps.push(reader.string());
+            continue;
+          }
+          case 7: {
+            if (tag !== 57) {
+              break;
+            }
+
+            message.threshold = reader.double();
+            continue;
+          }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.description = reader.string();
+            continue;
+          }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            const entry9 = ComposeModelRequest_TagsEntry.decode(reader, reader.uint32());
+            if (entry9.value !== undefined) {
+              message.tags[entry9.key] = entry9.value;
+            }
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<ComposeModelRequest>, I>>(base?: I): ComposeModelRequest {
+    return ComposeModelRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ComposeModelRequest>, I>>(object: I): ComposeModelRequest {
+    const message = createBaseComposeModelRequest();
+    message.name = object.name ?? "";
+    message.mode = object.mode ?? "";
+    message.parts = object.parts?.map((e) => ComposePartRef.fromPartial(e)) || [];
+    message.combine = object.combine ?? "";
+    message.weights = object.weights?.map((e) => e) || [];
+    message.maps = object.maps?.map((e) => e) || [];
+    message.threshold = object.threshold ?? 0;
+    message.description = object.description ?? "";
+    message.tags = (globalThis.Object.entries(object.tags ?? {}) as [string, string][]).reduce(
+      (acc: { [key: string]: string }, [key, value]: [string, string]) => {
+        if (value !== undefined) {
+          acc[key] = globalThis.String(value);
+        }
+        return acc;
+      },
+      {},
+    );
+    return message;
+  },
+};
+
+function createBaseComposeModelRequest_TagsEntry(): ComposeModelRequest_TagsEntry {
+  return { key: "", value: "" };
+}
+
+export const ComposeModelRequest_TagsEntry: MessageFns<ComposeModelRequest_TagsEntry> = {
+  encode(message: ComposeModelRequest_TagsEntry, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.key !== "") {
+      writer.uint32(10).string(message.key);
+    }
+    if (message.value !== "") {
+      writer.uint32(18).string(message.value);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ComposeModelRequest_TagsEntry {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseComposeModelRequest_TagsEntry();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.key = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.value = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<ComposeModelRequest_TagsEntry>, I>>(base?: I): ComposeModelRequest_TagsEntry {
+    return ComposeModelRequest_TagsEntry.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ComposeModelRequest_TagsEntry>, I>>(
+    object: I,
+  ): ComposeModelRequest_TagsEntry {
+    const message = createBaseComposeModelRequest_TagsEntry();
+    message.key = object.key ?? "";
+    message.value = object.value ?? "";
+    return message;
+  },
+};
+
+function createBaseSetTagsRequest(): SetTagsRequest {
+  return { name: "", version: 0, set: {}, remove: [], reason: "" };
+}
+
+export const SetTagsRequest: MessageFns<SetTagsRequest> = {
+  encode(message: SetTagsRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    if (message.version !== 0) {
+      writer.uint32(16).uint64(message.version);
+    }
+    globalThis.Object.entries(message.set).forEach(([key, value]: [string, string]) => {
+      SetTagsRequest_SetEntry.encode({ key: key as any, value }, writer.uint32(26).fork()).join();
+    });
+    for (const v of message.remove) {
+      writer.uint32(34).string(v!);
+    }
+    if (message.reason !== "") {
+      writer.uint32(42).string(message.reason);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SetTagsRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSetTagsRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.version = longToNumber(reader.uint64());
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            const entry3 = SetTagsRequest_SetEntry.decode(reader, reader.uint32());
+            if (entry3.value !== undefined) {
+              message.set[entry3.key] = entry3.value;
+            }
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.remove.push(reader.string());
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.reason = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<SetTagsRequest>, I>>(base?: I): SetTagsRequest {
+    return SetTagsRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<SetTagsRequest>, I>>(object: I): SetTagsRequest {
+    const message = createBaseSetTagsRequest();
+    message.name = object.name ?? "";
+    message.version = object.version ?? 0;
+    message.set = (globalThis.Object.entries(object.set ?? {}) as [string, string][]).reduce(
+      (acc: { [key: string]: string }, [key, value]: [string, string]) => {
+        if (value !== undefined) {
+          acc[key] = globalThis.String(value);
+        }
+        return acc;
+      },
+      {},
+    );
+    message.remove = object.remove?.map((e) => e) || [];
+    message.reason = object.reason ?? "";
+    return message;
+  },
+};
+
+function createBaseSetTagsRequest_SetEntry(): SetTagsRequest_SetEntry {
+  return { key: "", value: "" };
+}
+
+export const SetTagsRequest_SetEntry: MessageFns<SetTagsRequest_SetEntry> = {
+  encode(message: SetTagsRequest_SetEntry, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.key !== "") {
+      writer.uint32(10).string(message.key);
+    }
+    if (message.value !== "") {
+      writer.uint32(18).string(message.value);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SetTagsRequest_SetEntry {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSetTagsRequest_SetEntry();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.key = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.value = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<SetTagsRequest_SetEntry>, I>>(base?: I): SetTagsRequest_SetEntry {
+    return SetTagsRequest_SetEntry.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<SetTagsRequest_SetEntry>, I>>(object: I): SetTagsRequest_SetEntry {
+    const message = createBaseSetTagsRequest_SetEntry();
+    message.key = object.key ?? "";
+    message.value = object.value ?? "";
+    return message;
+  },
+};
+
+function createBaseArchiveVersionRequest(): ArchiveVersionRequest {
+  return { name: "", version: 0, restore: false, reason: "" };
+}
+
+export const ArchiveVersionRequest: MessageFns<ArchiveVersionRequest> = {
+  encode(message: ArchiveVersionRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    if (message.version !== 0) {
+      writer.uint32(16).uint64(message.version);
+    }
+    if (message.restore !== false) {
+      writer.uint32(24).bool(message.restore);
+    }
+    if (message.reason !== "") {
+      writer.uint32(34).string(message.reason);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ArchiveVersionRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseArchiveVersionRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.version = longToNumber(reader.uint64());
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.restore = reader.bool();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.reason = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<ArchiveVersionRequest>, I>>(base?: I): ArchiveVersionRequest {
+    return ArchiveVersionRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ArchiveVersionRequest>, I>>(object: I): ArchiveVersionRequest {
+    const message = createBaseArchiveVersionRequest();
+    message.name = object.name ?? "";
+    message.version = object.version ?? 0;
+    message.restore = object.restore ?? false;
+    message.reason = object.reason ?? "";
+    return message;
+  },
+};
+
+function createBaseDeleteVersionRequest(): DeleteVersionRequest {
+  return { name: "", version: 0, reason: "" };
+}
+
+export const DeleteVersionRequest: MessageFns<DeleteVersionRequest> = {
+  encode(message: DeleteVersionRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    if (message.version !== 0) {
+      writer.uint32(16).uint64(message.version);
+    }
+    if (message.reason !== "") {
+      writer.uint32(26).string(message.reason);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DeleteVersionRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDeleteVersionRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.version = longToNumber(reader.uint64());
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.reason = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<DeleteVersionRequest>, I>>(base?: I): DeleteVersionRequest {
+    return DeleteVersionRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<DeleteVersionRequest>, I>>(object: I): DeleteVersionRequest {
+    const message = createBaseDeleteVersionRequest();
+    message.name = object.name ?? "";
+    message.version = object.version ?? 0;
+    message.reason = object.reason ?? "";
+    return message;
+  },
+};
+
+function createBaseDeleteVersionResponse(): DeleteVersionResponse {
+  return { deleted: undefined };
+}
+
+export const DeleteVersionResponse: MessageFns<DeleteVersionResponse> = {
+  encode(message: DeleteVersionResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.deleted !== undefined) {
+      VersionRecord.encode(message.deleted, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DeleteVersionResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDeleteVersionResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.deleted = VersionRecord.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<DeleteVersionResponse>, I>>(base?: I): DeleteVersionResponse {
+    return DeleteVersionResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<DeleteVersionResponse>, I>>(object: I): DeleteVersionResponse {
+    const message = createBaseDeleteVersionResponse();
+    message.deleted = (object.deleted !== undefined && object.deleted !== null)
+      ? VersionRecord.fromPartial(object.deleted)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseApplyRetentionRequest(): ApplyRetentionRequest {
+  return { name: "", keepLast: 0, delete: false, dryRun: false, reason: "" };
+}
+
+export const ApplyRetentionRequest: MessageFns<ApplyRetentionRequest> = {
+  encode(message: ApplyRetentionRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    if (message.keepLast !== 0) {
+      writer.uint32(16).uint32(message.keepLast);
+    }
+    if (message.delete !== false) {
+      writer.uint32(24).bool(message.delete);
+    }
+    if (message.dryRun !== false) {
+      writer.uint32(32).bool(message.dryRun);
+    }
+    if (message.reason !== "") {
+      writer.uint32(42).string(message.reason);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ApplyRetentionRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseApplyRetentionRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.keepLast = reader.uint32();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.delete = reader.bool();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.dryRun = reader.bool();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.reason = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<ApplyRetentionRequest>, I>>(base?: I): ApplyRetentionRequest {
+    return ApplyRetentionRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ApplyRetentionRequest>, I>>(object: I): ApplyRetentionRequest {
+    const message = createBaseApplyRetentionRequest();
+    message.name = object.name ?? "";
+    message.keepLast = object.keepLast ?? 0;
+    message.delete = object.delete ?? false;
+    message.dryRun = object.dryRun ?? false;
+    message.reason = object.reason ?? "";
+    return message;
+  },
+};
+
+function createBaseRetainedVersion(): RetainedVersion {
+  return { version: 0, why: "" };
+}
+
+export const RetainedVersion: MessageFns<RetainedVersion> = {
+  encode(message: RetainedVersion, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.version !== 0) {
+      writer.uint32(8).uint64(message.version);
+    }
+    if (message.why !== "") {
+      writer.uint32(18).string(message.why);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RetainedVersion {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRetainedVersion();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.version = longToNumber(reader.uint64());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.why = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<RetainedVersion>, I>>(base?: I): RetainedVersion {
+    return RetainedVersion.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<RetainedVersion>, I>>(object: I): RetainedVersion {
+    const message = createBaseRetainedVersion();
+    message.version = object.version ?? 0;
+    message.why = object.why ?? "";
+    return message;
+  },
+};
+
+function createBaseApplyRetentionResponse(): ApplyRetentionResponse {
+  return { archived: [], deleted: [], kept: [] };
+}
+
+export const ApplyRetentionResponse: MessageFns<ApplyRetentionResponse> = {
+  encode(message: ApplyRetentionResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.archived.length !== 0) {
+      writer.uint32(10).fork();
+      for (const v of message.archived) {
+        writer.uint64(v);
+      }
+      writer.join();
+    }
+    if (message.deleted.length !== 0) {
+      writer.uint32(18).fork();
+      for (const v of message.deleted) {
+        writer.uint64(v);
+      }
+      writer.join();
+    }
+    for (const v of message.kept) {
+      RetainedVersion.encode(v!, writer.uint32(26).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ApplyRetentionResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseApplyRetentionResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag === 8) {
+              message.archived.push(longToNumber(reader.uint64()));
+
+              continue;
+            }
+
+            if (tag === 10) {
+              const end2 = reader.uint32() + reader.pos;
+              while (reader.pos < end2) {
+                message.archived.push(longToNumber(reader.uint64()));
+              }
+
+              continue;
+            }
+
+            break;
+          }
+          case 2: {
+            if (tag === 16) {
+              message.deleted.push(longToNumber(reader.uint64()));
+
+              continue;
+            }
+
+            if (tag === 18) {
+              const end2 = reader.uint32() + reader.pos;
+              while (reader.pos < end2) {
+                message.deleted.push(longToNumber(reader.uint64()));
+              }
+
+              continue;
+            }
+
+            break;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.kept.push(RetainedVersion.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<ApplyRetentionResponse>, I>>(base?: I): ApplyRetentionResponse {
+    return ApplyRetentionResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ApplyRetentionResponse>, I>>(object: I): ApplyRetentionResponse {
+    const message = createBaseApplyRetentionResponse();
+    message.archived = object.archived?.map((e) => e) || [];
+    message.deleted = object.deleted?.map((e) => e) || [];
+    message.kept = object.kept?.map((e) => RetainedVersion.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseCollectGarbageRequest(): CollectGarbageRequest {
+  return { minAgeS: 0, minAgeSet: false, dryRun: false };
+}
+
+export const CollectGarbageRequest: MessageFns<CollectGarbageRequest> = {
+  encode(message: CollectGarbageRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.minAgeS !== 0) {
+      writer.uint32(8).uint32(message.minAgeS);
+    }
+    if (message.minAgeSet !== false) {
+      writer.uint32(16).bool(message.minAgeSet);
+    }
+    if (message.dryRun !== false) {
+      writer.uint32(24).bool(message.dryRun);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CollectGarbageRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCollectGarbageRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.minAgeS = reader.uint32();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.minAgeSet = reader.bool();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.dryRun = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<CollectGarbageRequest>, I>>(base?: I): CollectGarbageRequest {
+    return CollectGarbageRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<CollectGarbageRequest>, I>>(object: I): CollectGarbageRequest {
+    const message = createBaseCollectGarbageRequest();
+    message.minAgeS = object.minAgeS ?? 0;
+    message.minAgeSet = object.minAgeSet ?? false;
+    message.dryRun = object.dryRun ?? false;
+    return message;
+  },
+};
+
+function createBaseCollectGarbageResponse(): CollectGarbageResponse {
+  return { objectsScanned: 0, objectsRemoved: 0, bytesFreed: 0, storeBytesBefore: 0, storeBytesAfter: 0, removed: [] };
+}
+
+export const CollectGarbageResponse: MessageFns<CollectGarbageResponse> = {
+  encode(message: CollectGarbageResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.objectsScanned !== 0) {
+      writer.uint32(8).uint32(message.objectsScanned);
+    }
+    if (message.objectsRemoved !== 0) {
+      writer.uint32(16).uint32(message.objectsRemoved);
+    }
+    if (message.bytesFreed !== 0) {
+      writer.uint32(24).uint64(message.bytesFreed);
+    }
+    if (message.storeBytesBefore !== 0) {
+      writer.uint32(32).uint64(message.storeBytesBefore);
+    }
+    if (message.storeBytesAfter !== 0) {
+      writer.uint32(40).uint64(message.storeBytesAfter);
+    }
+    for (const v of message.removed) {
+      writer.uint32(50).string(v!);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CollectGarbageResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCollectGarbageResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.objectsScanned = reader.uint32();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.objectsRemoved = reader.uint32();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.bytesFreed = longToNumber(reader.uint64());
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.storeBytesBefore = longToNumber(reader.uint64());
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.storeBytesAfter = longToNumber(reader.uint64());
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.removed.push(reader.string());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<CollectGarbageResponse>, I>>(base?: I): CollectGarbageResponse {
+    return CollectGarbageResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<CollectGarbageResponse>, I>>(object: I): CollectGarbageResponse {
+    const message = createBaseCollectGarbageResponse();
+    message.objectsScanned = object.objectsScanned ?? 0;
+    message.objectsRemoved = object.objectsRemoved ?? 0;
+    message.bytesFreed = object.bytesFreed ?? 0;
+    message.storeBytesBefore = object.storeBytesBefore ?? 0;
+    message.storeBytesAfter = object.storeBytesAfter ?? 0;
+    message.removed = object.removed?.map((e) => e) || [];
+    return message;
+  },
+};
 
 function createBaseGetReferenceRequest(): GetReferenceRequest {
   return { name: "", version: 0 };
@@ -819,6 +2785,7 @@ function createBasePushHeader(): PushHeader {
     cacheEntries: 0,
     replicas: 0,
     referenceFormat: "",
+    tags: {},
   };
 }
 
@@ -845,6 +2812,9 @@ export const PushHeader: MessageFns<PushHeader> = {
     if (message.referenceFormat !== "") {
       writer.uint32(58).string(message.referenceFormat);
     }
+    globalThis.Object.entries(message.tags).forEach(([key, value]: [string, string]) => {
+      PushHeader_TagsEntry.encode({ key: key as any, value }, writer.uint32(162).fork()).join();
+    });
     return writer;
   },
 
@@ -917,6 +2887,17 @@ export const PushHeader: MessageFns<PushHeader> = {
             message.referenceFormat = reader.string();
             continue;
           }
+          case 20: {
+            if (tag !== 162) {
+              break;
+            }
+
+            const entry20 = PushHeader_TagsEntry.decode(reader, reader.uint32());
+            if (entry20.value !== undefined) {
+              message.tags[entry20.key] = entry20.value;
+            }
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -943,6 +2924,82 @@ export const PushHeader: MessageFns<PushHeader> = {
     message.cacheEntries = object.cacheEntries ?? 0;
     message.replicas = object.replicas ?? 0;
     message.referenceFormat = object.referenceFormat ?? "";
+    message.tags = (globalThis.Object.entries(object.tags ?? {}) as [string, string][]).reduce(
+      (acc: { [key: string]: string }, [key, value]: [string, string]) => {
+        if (value !== undefined) {
+          acc[key] = globalThis.String(value);
+        }
+        return acc;
+      },
+      {},
+    );
+    return message;
+  },
+};
+
+function createBasePushHeader_TagsEntry(): PushHeader_TagsEntry {
+  return { key: "", value: "" };
+}
+
+export const PushHeader_TagsEntry: MessageFns<PushHeader_TagsEntry> = {
+  encode(message: PushHeader_TagsEntry, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.key !== "") {
+      writer.uint32(10).string(message.key);
+    }
+    if (message.value !== "") {
+      writer.uint32(18).string(message.value);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PushHeader_TagsEntry {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePushHeader_TagsEntry();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.key = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.value = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<PushHeader_TagsEntry>, I>>(base?: I): PushHeader_TagsEntry {
+    return PushHeader_TagsEntry.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<PushHeader_TagsEntry>, I>>(object: I): PushHeader_TagsEntry {
+    const message = createBasePushHeader_TagsEntry();
+    message.key = object.key ?? "";
+    message.value = object.value ?? "";
     return message;
   },
 };
@@ -1495,6 +3552,136 @@ export const RegistryService = {
     responseSerialize: (value: ProbeRecord): Buffer => Buffer.from(ProbeRecord.encode(value).finish()),
     responseDeserialize: (value: Buffer): ProbeRecord => ProbeRecord.decode(value),
   },
+  /**
+   * Make a cheaper version of a version (int8, fp16, graph, prune) and hold
+   * it to an accuracy gate: original and candidate run in ONNX Runtime (in a
+   * disposable child process) on the version's reference rows or on `data`.
+   * Stored as the next version, with lineage and the gate's numbers, unless
+   * `dry_run`. Not idempotent (each call stores a new version).
+   * INVALID_ARGUMENT: bad name, method, sparsity, level, limits or data.
+   * NOT_FOUND: unknown model/version. FAILED_PRECONDITION: beyond
+   * `max_abs_diff` / `min_agreement` (the numbers are in the message; nothing
+   * is stored) unless `force`; no rows to gate on (no reference sample and no
+   * `data`); the method cannot apply to this model (e.g. no MatMul/Gemm weights).
+   * RESOURCE_EXHAUSTED: another optimization or composition is running.
+   * DEADLINE_EXCEEDED: it ran past the registry's limit. UNAVAILABLE: NATS down.
+   * UNAUTHENTICATED / PERMISSION_DENIED: no token / without `push` (and
+   * `promote` when `force` is set).
+   */
+  optimizeModel: {
+    path: "/infermesh.v1.Registry/OptimizeModel" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: OptimizeModelRequest): Buffer => Buffer.from(OptimizeModelRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): OptimizeModelRequest => OptimizeModelRequest.decode(value),
+    responseSerialize: (value: OptimizeModelResponse): Buffer =>
+      Buffer.from(OptimizeModelResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): OptimizeModelResponse => OptimizeModelResponse.decode(value),
+  },
+  /**
+   * One ONNX graph from registered versions: a pipeline or an ensemble,
+   * validated and stored as the next version of `name` with lineage to its
+   * parts. Not idempotent. INVALID_ARGUMENT: bad name, fewer than two parts,
+   * parts that do not connect (the part and input are named), bad weights.
+   * NOT_FOUND: unknown part. FAILED_PRECONDITION: a part is archived.
+   * RESOURCE_EXHAUSTED: another optimization or composition is running.
+   * UNAVAILABLE: NATS down. UNAUTHENTICATED / PERMISSION_DENIED: no token / without `push`.
+   */
+  composeModel: {
+    path: "/infermesh.v1.Registry/ComposeModel" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ComposeModelRequest): Buffer => Buffer.from(ComposeModelRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ComposeModelRequest => ComposeModelRequest.decode(value),
+    responseSerialize: (value: VersionRecord): Buffer => Buffer.from(VersionRecord.encode(value).finish()),
+    responseDeserialize: (value: Buffer): VersionRecord => VersionRecord.decode(value),
+  },
+  /**
+   * Set or remove tags of a version (a TAGGED event). Idempotent.
+   * INVALID_ARGUMENT: bad name or tag. NOT_FOUND: unknown version.
+   * ABORTED: concurrent change. UNAVAILABLE: NATS down.
+   * UNAUTHENTICATED / PERMISSION_DENIED: no token / without `push`.
+   */
+  setTags: {
+    path: "/infermesh.v1.Registry/SetTags" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: SetTagsRequest): Buffer => Buffer.from(SetTagsRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): SetTagsRequest => SetTagsRequest.decode(value),
+    responseSerialize: (value: VersionRecord): Buffer => Buffer.from(VersionRecord.encode(value).finish()),
+    responseDeserialize: (value: Buffer): VersionRecord => VersionRecord.decode(value),
+  },
+  /**
+   * Archive a version, or with `restore` bring it back (ARCHIVED / RESTORED
+   * events). Idempotent. NOT_FOUND: unknown version. FAILED_PRECONDITION:
+   * an alias (or its rollback history), the canary or the shadow points at
+   * it. UNAVAILABLE: NATS down. UNAUTHENTICATED / PERMISSION_DENIED: no
+   * token / without `push`.
+   */
+  archiveVersion: {
+    path: "/infermesh.v1.Registry/ArchiveVersion" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ArchiveVersionRequest): Buffer =>
+      Buffer.from(ArchiveVersionRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ArchiveVersionRequest => ArchiveVersionRequest.decode(value),
+    responseSerialize: (value: VersionRecord): Buffer => Buffer.from(VersionRecord.encode(value).finish()),
+    responseDeserialize: (value: Buffer): VersionRecord => VersionRecord.decode(value),
+  },
+  /**
+   * Delete a version's record and reference (a DELETED event); its number is
+   * never given again and its artifact is freed by CollectGarbage.
+   * Not idempotent (NOT_FOUND the second time). FAILED_PRECONDITION: an
+   * alias (or its rollback history), the canary, the shadow or a derived
+   * version (optimize, compose) depends on it; the message names which.
+   * UNAVAILABLE: NATS down. UNAUTHENTICATED / PERMISSION_DENIED: no token /
+   * without `admin`.
+   */
+  deleteVersion: {
+    path: "/infermesh.v1.Registry/DeleteVersion" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: DeleteVersionRequest): Buffer => Buffer.from(DeleteVersionRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): DeleteVersionRequest => DeleteVersionRequest.decode(value),
+    responseSerialize: (value: DeleteVersionResponse): Buffer =>
+      Buffer.from(DeleteVersionResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): DeleteVersionResponse => DeleteVersionResponse.decode(value),
+  },
+  /**
+   * Archive (or with `delete`, delete) a model's unaliased versions beyond
+   * the newest `keep_last`; versions something depends on are kept and
+   * listed with why. Idempotent. INVALID_ARGUMENT: keep_last < 1.
+   * NOT_FOUND: unknown model. UNAVAILABLE: NATS down.
+   * UNAUTHENTICATED / PERMISSION_DENIED: no token / without `push` (and `admin` with `delete`).
+   */
+  applyRetention: {
+    path: "/infermesh.v1.Registry/ApplyRetention" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ApplyRetentionRequest): Buffer =>
+      Buffer.from(ApplyRetentionRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ApplyRetentionRequest => ApplyRetentionRequest.decode(value),
+    responseSerialize: (value: ApplyRetentionResponse): Buffer =>
+      Buffer.from(ApplyRetentionResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ApplyRetentionResponse => ApplyRetentionResponse.decode(value),
+  },
+  /**
+   * Remove artifacts (model files, reference samples) no version record
+   * refers to and older than `min_age_s` (so a push in flight keeps its
+   * file). Idempotent. UNAVAILABLE: NATS down.
+   * UNAUTHENTICATED / PERMISSION_DENIED: no token / without `admin`.
+   */
+  collectGarbage: {
+    path: "/infermesh.v1.Registry/CollectGarbage" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: CollectGarbageRequest): Buffer =>
+      Buffer.from(CollectGarbageRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): CollectGarbageRequest => CollectGarbageRequest.decode(value),
+    responseSerialize: (value: CollectGarbageResponse): Buffer =>
+      Buffer.from(CollectGarbageResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): CollectGarbageResponse => CollectGarbageResponse.decode(value),
+  },
 } as const;
 
 export interface RegistryServer extends UntypedServiceImplementation {
@@ -1570,6 +3757,73 @@ export interface RegistryServer extends UntypedServiceImplementation {
    * without the `push` role.
    */
   setProbe: handleUnaryCall<SetProbeRequest, ProbeRecord>;
+  /**
+   * Make a cheaper version of a version (int8, fp16, graph, prune) and hold
+   * it to an accuracy gate: original and candidate run in ONNX Runtime (in a
+   * disposable child process) on the version's reference rows or on `data`.
+   * Stored as the next version, with lineage and the gate's numbers, unless
+   * `dry_run`. Not idempotent (each call stores a new version).
+   * INVALID_ARGUMENT: bad name, method, sparsity, level, limits or data.
+   * NOT_FOUND: unknown model/version. FAILED_PRECONDITION: beyond
+   * `max_abs_diff` / `min_agreement` (the numbers are in the message; nothing
+   * is stored) unless `force`; no rows to gate on (no reference sample and no
+   * `data`); the method cannot apply to this model (e.g. no MatMul/Gemm weights).
+   * RESOURCE_EXHAUSTED: another optimization or composition is running.
+   * DEADLINE_EXCEEDED: it ran past the registry's limit. UNAVAILABLE: NATS down.
+   * UNAUTHENTICATED / PERMISSION_DENIED: no token / without `push` (and
+   * `promote` when `force` is set).
+   */
+  optimizeModel: handleUnaryCall<OptimizeModelRequest, OptimizeModelResponse>;
+  /**
+   * One ONNX graph from registered versions: a pipeline or an ensemble,
+   * validated and stored as the next version of `name` with lineage to its
+   * parts. Not idempotent. INVALID_ARGUMENT: bad name, fewer than two parts,
+   * parts that do not connect (the part and input are named), bad weights.
+   * NOT_FOUND: unknown part. FAILED_PRECONDITION: a part is archived.
+   * RESOURCE_EXHAUSTED: another optimization or composition is running.
+   * UNAVAILABLE: NATS down. UNAUTHENTICATED / PERMISSION_DENIED: no token / without `push`.
+   */
+  composeModel: handleUnaryCall<ComposeModelRequest, VersionRecord>;
+  /**
+   * Set or remove tags of a version (a TAGGED event). Idempotent.
+   * INVALID_ARGUMENT: bad name or tag. NOT_FOUND: unknown version.
+   * ABORTED: concurrent change. UNAVAILABLE: NATS down.
+   * UNAUTHENTICATED / PERMISSION_DENIED: no token / without `push`.
+   */
+  setTags: handleUnaryCall<SetTagsRequest, VersionRecord>;
+  /**
+   * Archive a version, or with `restore` bring it back (ARCHIVED / RESTORED
+   * events). Idempotent. NOT_FOUND: unknown version. FAILED_PRECONDITION:
+   * an alias (or its rollback history), the canary or the shadow points at
+   * it. UNAVAILABLE: NATS down. UNAUTHENTICATED / PERMISSION_DENIED: no
+   * token / without `push`.
+   */
+  archiveVersion: handleUnaryCall<ArchiveVersionRequest, VersionRecord>;
+  /**
+   * Delete a version's record and reference (a DELETED event); its number is
+   * never given again and its artifact is freed by CollectGarbage.
+   * Not idempotent (NOT_FOUND the second time). FAILED_PRECONDITION: an
+   * alias (or its rollback history), the canary, the shadow or a derived
+   * version (optimize, compose) depends on it; the message names which.
+   * UNAVAILABLE: NATS down. UNAUTHENTICATED / PERMISSION_DENIED: no token /
+   * without `admin`.
+   */
+  deleteVersion: handleUnaryCall<DeleteVersionRequest, DeleteVersionResponse>;
+  /**
+   * Archive (or with `delete`, delete) a model's unaliased versions beyond
+   * the newest `keep_last`; versions something depends on are kept and
+   * listed with why. Idempotent. INVALID_ARGUMENT: keep_last < 1.
+   * NOT_FOUND: unknown model. UNAVAILABLE: NATS down.
+   * UNAUTHENTICATED / PERMISSION_DENIED: no token / without `push` (and `admin` with `delete`).
+   */
+  applyRetention: handleUnaryCall<ApplyRetentionRequest, ApplyRetentionResponse>;
+  /**
+   * Remove artifacts (model files, reference samples) no version record
+   * refers to and older than `min_age_s` (so a push in flight keeps its
+   * file). Idempotent. UNAVAILABLE: NATS down.
+   * UNAUTHENTICATED / PERMISSION_DENIED: no token / without `admin`.
+   */
+  collectGarbage: handleUnaryCall<CollectGarbageRequest, CollectGarbageResponse>;
 }
 
 export interface RegistryClient extends Client {
@@ -1785,6 +4039,171 @@ export interface RegistryClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: ProbeRecord) => void,
+  ): ClientUnaryCall;
+  /**
+   * Make a cheaper version of a version (int8, fp16, graph, prune) and hold
+   * it to an accuracy gate: original and candidate run in ONNX Runtime (in a
+   * disposable child process) on the version's reference rows or on `data`.
+   * Stored as the next version, with lineage and the gate's numbers, unless
+   * `dry_run`. Not idempotent (each call stores a new version).
+   * INVALID_ARGUMENT: bad name, method, sparsity, level, limits or data.
+   * NOT_FOUND: unknown model/version. FAILED_PRECONDITION: beyond
+   * `max_abs_diff` / `min_agreement` (the numbers are in the message; nothing
+   * is stored) unless `force`; no rows to gate on (no reference sample and no
+   * `data`); the method cannot apply to this model (e.g. no MatMul/Gemm weights).
+   * RESOURCE_EXHAUSTED: another optimization or composition is running.
+   * DEADLINE_EXCEEDED: it ran past the registry's limit. UNAVAILABLE: NATS down.
+   * UNAUTHENTICATED / PERMISSION_DENIED: no token / without `push` (and
+   * `promote` when `force` is set).
+   */
+  optimizeModel(
+    request: OptimizeModelRequest,
+    callback: (error: ServiceError | null, response: OptimizeModelResponse) => void,
+  ): ClientUnaryCall;
+  optimizeModel(
+    request: OptimizeModelRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: OptimizeModelResponse) => void,
+  ): ClientUnaryCall;
+  optimizeModel(
+    request: OptimizeModelRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: OptimizeModelResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * One ONNX graph from registered versions: a pipeline or an ensemble,
+   * validated and stored as the next version of `name` with lineage to its
+   * parts. Not idempotent. INVALID_ARGUMENT: bad name, fewer than two parts,
+   * parts that do not connect (the part and input are named), bad weights.
+   * NOT_FOUND: unknown part. FAILED_PRECONDITION: a part is archived.
+   * RESOURCE_EXHAUSTED: another optimization or composition is running.
+   * UNAVAILABLE: NATS down. UNAUTHENTICATED / PERMISSION_DENIED: no token / without `push`.
+   */
+  composeModel(
+    request: ComposeModelRequest,
+    callback: (error: ServiceError | null, response: VersionRecord) => void,
+  ): ClientUnaryCall;
+  composeModel(
+    request: ComposeModelRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: VersionRecord) => void,
+  ): ClientUnaryCall;
+  composeModel(
+    request: ComposeModelRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: VersionRecord) => void,
+  ): ClientUnaryCall;
+  /**
+   * Set or remove tags of a version (a TAGGED event). Idempotent.
+   * INVALID_ARGUMENT: bad name or tag. NOT_FOUND: unknown version.
+   * ABORTED: concurrent change. UNAVAILABLE: NATS down.
+   * UNAUTHENTICATED / PERMISSION_DENIED: no token / without `push`.
+   */
+  setTags(
+    request: SetTagsRequest,
+    callback: (error: ServiceError | null, response: VersionRecord) => void,
+  ): ClientUnaryCall;
+  setTags(
+    request: SetTagsRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: VersionRecord) => void,
+  ): ClientUnaryCall;
+  setTags(
+    request: SetTagsRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: VersionRecord) => void,
+  ): ClientUnaryCall;
+  /**
+   * Archive a version, or with `restore` bring it back (ARCHIVED / RESTORED
+   * events). Idempotent. NOT_FOUND: unknown version. FAILED_PRECONDITION:
+   * an alias (or its rollback history), the canary or the shadow points at
+   * it. UNAVAILABLE: NATS down. UNAUTHENTICATED / PERMISSION_DENIED: no
+   * token / without `push`.
+   */
+  archiveVersion(
+    request: ArchiveVersionRequest,
+    callback: (error: ServiceError | null, response: VersionRecord) => void,
+  ): ClientUnaryCall;
+  archiveVersion(
+    request: ArchiveVersionRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: VersionRecord) => void,
+  ): ClientUnaryCall;
+  archiveVersion(
+    request: ArchiveVersionRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: VersionRecord) => void,
+  ): ClientUnaryCall;
+  /**
+   * Delete a version's record and reference (a DELETED event); its number is
+   * never given again and its artifact is freed by CollectGarbage.
+   * Not idempotent (NOT_FOUND the second time). FAILED_PRECONDITION: an
+   * alias (or its rollback history), the canary, the shadow or a derived
+   * version (optimize, compose) depends on it; the message names which.
+   * UNAVAILABLE: NATS down. UNAUTHENTICATED / PERMISSION_DENIED: no token /
+   * without `admin`.
+   */
+  deleteVersion(
+    request: DeleteVersionRequest,
+    callback: (error: ServiceError | null, response: DeleteVersionResponse) => void,
+  ): ClientUnaryCall;
+  deleteVersion(
+    request: DeleteVersionRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: DeleteVersionResponse) => void,
+  ): ClientUnaryCall;
+  deleteVersion(
+    request: DeleteVersionRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: DeleteVersionResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Archive (or with `delete`, delete) a model's unaliased versions beyond
+   * the newest `keep_last`; versions something depends on are kept and
+   * listed with why. Idempotent. INVALID_ARGUMENT: keep_last < 1.
+   * NOT_FOUND: unknown model. UNAVAILABLE: NATS down.
+   * UNAUTHENTICATED / PERMISSION_DENIED: no token / without `push` (and `admin` with `delete`).
+   */
+  applyRetention(
+    request: ApplyRetentionRequest,
+    callback: (error: ServiceError | null, response: ApplyRetentionResponse) => void,
+  ): ClientUnaryCall;
+  applyRetention(
+    request: ApplyRetentionRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ApplyRetentionResponse) => void,
+  ): ClientUnaryCall;
+  applyRetention(
+    request: ApplyRetentionRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ApplyRetentionResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Remove artifacts (model files, reference samples) no version record
+   * refers to and older than `min_age_s` (so a push in flight keeps its
+   * file). Idempotent. UNAVAILABLE: NATS down.
+   * UNAUTHENTICATED / PERMISSION_DENIED: no token / without `admin`.
+   */
+  collectGarbage(
+    request: CollectGarbageRequest,
+    callback: (error: ServiceError | null, response: CollectGarbageResponse) => void,
+  ): ClientUnaryCall;
+  collectGarbage(
+    request: CollectGarbageRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: CollectGarbageResponse) => void,
+  ): ClientUnaryCall;
+  collectGarbage(
+    request: CollectGarbageRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: CollectGarbageResponse) => void,
   ): ClientUnaryCall;
 }
 
