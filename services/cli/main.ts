@@ -25,6 +25,11 @@ const program = new Command('infermesh')
   });
 
 /** Adds the options every command takes: service addresses and --json. */
+/** Commander reducer for a repeatable option. */
+function collect(value: string, previous: string[]): string[] {
+  return [...previous, value];
+}
+
 function withGlobals(cmd: Command): Command {
   return cmd
     .addOption(new Option('--registry <addr>', 'registry gRPC address (env INFERMESH_REGISTRY_ADDR, else what a running `up` wrote to <dir>/addresses.json)').default(defaultAddresses.registry))
@@ -74,12 +79,6 @@ program
   .option('--workers <n>', 'worker threads per inference replica (passed to each replica as --workers)', int(1, 256))
   .option('--no-traces', 'do not keep sampled spans in <dir>/traces (read by infermesh traces show)')
   .option('--json', 'print one JSON object (addresses, demo stats) on stdout once ready')
-  .option('--join <urls>', "join a running mesh through its NATS (every server of a cluster, comma-separated): start no nats-server, only --only's roles (default: inference)")
-  .option('--only <roles>', 'start only these roles, comma-separated: registry, monitor, inference, router (default: all; inference with --join)')
-  .option('--host <addr>', 'address the services bind (default 127.0.0.1; 0.0.0.0 needs --advertise)')
-  .option('--advertise <addr>', 'address replicas announce to routers on other hosts (default --host)')
-  .option('--router-address <list>', 'with --join --only monitor: the mesh\'s routers (golden probes)')
-  .option('--registry-address <addr>', 'with --join --only monitor: the mesh\'s registry (canary rollbacks)')
   .action(async (o) => {
     const { upCommand } = await import('./up.js');
     process.exitCode = await upCommand(o);
@@ -108,6 +107,7 @@ withGlobals(models.command('push').argument('<file>', 'ONNX model file'))
   .option('--cache <entries>', 'response cache entries per replica for identical inputs (default: off)', int(1, 10_000_000))
   .option('--reference <file>', 'reference rows of inputs (CSV with a header, or JSON lines) profiled for drift monitoring')
   .addOption(new Option('--reference-format <format>', 'format of --reference (default: from its extension)').choices(['csv', 'jsonl']))
+  .option('--tag <key=value>', 'a tag of the new version (repeatable)', collect, [])
   .action(async (file: string, o) => (await import('./models.js')).pushCommand(file, o));
 
 models
@@ -122,11 +122,54 @@ models
 
 withGlobals(models.command('list'))
   .description('all models with their versions and aliases')
-  .action(async (o: GlobalOptions) => (await import('./models.js')).listCommand(o));
+  .option('--tag <key=value>', 'only versions carrying this tag (repeatable: all of them)', collect, [])
+  .action(async (o) => (await import('./models.js')).listCommand(o));
 
 withGlobals(models.command('show').argument('<name>', 'model name'))
-  .description("a model's versions (sha256, created, inputs/outputs), aliases, canary and shadow")
-  .action(async (name: string, o: GlobalOptions) => (await import('./models.js')).showCommand(name, o));
+  .description("a model's versions (sha256, created, inputs/outputs, tags, lineage), aliases, canary and shadow")
+  .option('--tag <key=value>', 'only versions carrying this tag (repeatable: all of them)', collect, [])
+  .action(async (name: string, o) => (await import('./models.js')).showCommand(name, o));
+
+withGlobals(models.command('compose').argument('<name>', 'model name the composition is stored under').argument('[parts...]', 'NAME or NAME@VERSION (default: its production alias, else newest)'))
+  .description('one ONNX graph from registered versions, stored as the next version of NAME with lineage: --pipeline (outputs feed the next inputs) or --ensemble COMBINE (same inputs, outputs combined)')
+  .option('--pipeline', 'each part reads the previous part\'s outputs (by name, the only one, or --map)')
+  .option('--ensemble <combine>', 'mean, max, vote or weighted=W1,W2,… (one weight per part, normalized)')
+  .option('--map <step:input=output>', 'pipeline: feed INPUT of part STEP (from 2) from OUTPUT of the part before (repeatable)', collect, [])
+  .option('--threshold <t>', 'vote on one score per row: the decision threshold (default 0.5)')
+  .option('--tag <key=value>', 'a tag of the new version (repeatable)', collect, [])
+  .option('--description <text>', 'free text kept with the version')
+  .action(async (name: string, parts: string[], o) => (await import('./compose.js')).composeCommand(name, parts, o));
+
+withGlobals(models.command('tag').argument('<name>', 'model name').argument('<version>', 'version number', int(1)).argument('[pairs...]', 'KEY=VALUE tags to set'))
+  .description('set or remove tags of a version')
+  .option('--remove <key>', 'remove this tag (repeatable)', collect, [])
+  .option('--reason <text>', 'why, kept in the lifecycle history (models history)')
+  .action(async (name: string, version: number, pairs: string[], o) => (await import('./curation.js')).tagCommand(name, version, pairs, o));
+
+withGlobals(models.command('archive').argument('<name>', 'model name').argument('<version>', 'version number', int(1)))
+  .description('archive a version (kept, never loaded or routable; refused while an alias, canary or shadow points at it), or --restore it')
+  .option('--restore', 'bring an archived version back')
+  .option('--reason <text>', 'why, kept in the lifecycle history (models history)')
+  .action(async (name: string, version: number, o) => (await import('./curation.js')).archiveCommand(name, version, o));
+
+withGlobals(models.command('delete').argument('<name>', 'model name').argument('<version>', 'version number', int(1)))
+  .description('delete a version (refused while an alias, its rollback history, the canary, the shadow or a derived version depends on it); `models gc` frees its file')
+  .option('--reason <text>', 'why, kept in the lifecycle history (models history)')
+  .action(async (name: string, version: number, o) => (await import('./curation.js')).deleteCommand(name, version, o));
+
+withGlobals(models.command('retain').argument('<name>', 'model name'))
+  .description('archive (or --delete) the unaliased versions beyond the newest N; versions something depends on stay')
+  .requiredOption('--keep-last <n>', 'unaliased versions to keep', int(1, 1_000_000))
+  .option('--delete', 'delete instead of archive (admin)')
+  .option('--dry-run', 'say what would go, change nothing')
+  .option('--reason <text>', 'why, kept in the lifecycle history (models history)')
+  .action(async (name: string, o) => (await import('./curation.js')).retainCommand(name, o));
+
+withGlobals(models.command('gc'))
+  .description('remove model files no version refers to from the object store (admin); prints the bytes freed')
+  .option('--min-age <seconds>', 'only files stored at least this long ago (default 3600: a push in flight keeps its file)', int(0, 100_000_000))
+  .option('--dry-run', 'say what would go, change nothing')
+  .action(async (o) => (await import('./curation.js')).gcCommand(o));
 
 withGlobals(models.command('promote').argument('<name>', 'model name').argument('<version>', 'version number', int(1)))
   .description('point an alias (default production) at a version')
@@ -168,6 +211,22 @@ withGlobals(models.command('probe').argument('<name>', 'model name'))
   .option('--max-latency-ms <ms>', 'slower than this is a failure too (0 = no check)', int(0, 600_000), 0)
   .option('--clear', 'remove the probe')
   .action(async (name: string, o) => (await import('./probe.js')).probeCommand(name, { ...o, everyS: o.every }));
+
+withGlobals(program.command('optimize').argument('<name>', 'model name').argument('<version>', 'version to optimize', int(1)))
+  .description('make a cheaper version (graph, fp16, int8, prune) held to an accuracy gate on the reference rows (or --data); stored as the next version with lineage, ready for models canary')
+  .requiredOption('--method <method>', 'graph, fp16, int8 or prune[=SPARSITY] (default sparsity 0.5)')
+  .option('--level <level>', 'graph: basic (portable, default) or extended (com.microsoft fused operators, CPU)')
+  .option('--data <file>', 'rows to gate on instead of the reference sample (CSV or JSON lines; a label column adds accuracy)')
+  .addOption(new Option('--data-format <format>', 'format of --data (default: from its extension)').choices(['csv', 'jsonl']))
+  .option('--max-abs-diff <x>', 'refuse when an output differs by more (default: no limit)')
+  .option('--min-agreement <p>', 'refuse when fewer decisions agree (default 0.99)')
+  .option('--threshold <t>', 'decision threshold for one score per row (default 0.5); wider outputs use argmax')
+  .option('--force', 'store even beyond the limits (needs the promote role)')
+  .option('--dry-run', 'measure only, store nothing')
+  .option('--no-bench', 'skip the latency measurement')
+  .option('--tag <key=value>', 'a tag of the new version (repeatable)', collect, [])
+  .option('--description <text>', 'free text kept with the version')
+  .action(async (name: string, version: number, o) => (await import('./optimize.js')).optimizeCommand(name, version, o));
 
 withGlobals(program.command('alerts').argument('[name]', 'model name (default: all models)'))
   .description('alerts firing now and recently resolved (latency, errors, drift, evaluation, probes, canary analysis); --watch follows changes')

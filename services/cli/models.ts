@@ -7,6 +7,30 @@ import type { GlobalOptions } from './addresses.js';
 import { CliError, UsageError, printJson, printText, remote } from './output.js';
 import { formatBytes, renderFields, renderTable } from './table.js';
 import { aliases, aliasesText, canaryJson, canaryText, shadowJson, shadowText } from './traffic.js';
+import { parseTags } from './optimize.js';
+
+/** Options of `models list` / `models show`: versions carrying every KEY=VALUE of --tag. */
+export interface TagFilter {
+  tag?: string[];
+}
+
+/** Whether `v` carries every tag of `want`. */
+function tagged(v: VersionRecord, want: Record<string, string>): boolean {
+  return Object.entries(want).every(([k, x]) => v.tags[k] === x);
+}
+
+/** `int8 of 1 (agreement 99.60%)`, `pipeline of a@1 → b@2`, or '-' for a pushed file. */
+export function lineageText(v: VersionRecord): string {
+  const l = v.lineage;
+  if (!l) return '-';
+  const from = l.derivedFrom.map((d) => (d.name === v.name ? String(d.version) : `${d.name}@${d.version}`)).join(l.method === 'pipeline' ? ' → ' : ', ');
+  const gate = l.gate ? ` (agreement ${(l.gate.agreement * 100).toFixed(2)}%, max abs diff ${l.gate.maxAbsDiff.toPrecision(3)}${l.gate.forced ? ', forced' : ''})` : '';
+  return `${l.method} of ${from}${gate}`;
+}
+
+function tagsText(v: VersionRecord): string {
+  return Object.entries(v.tags).map(([k, x]) => `${k}=${x}`).sort().join(' ') || '-';
+}
 
 export interface PushOptions extends GlobalOptions {
   name: string;
@@ -20,6 +44,8 @@ export interface PushOptions extends GlobalOptions {
   reference?: string;
   /** `csv` or `jsonl`; default from the reference file's extension. */
   referenceFormat?: string;
+  /** KEY=VALUE tags of the new version. */
+  tag?: string[];
 }
 
 /** The push header's fields as the flags that set them: the registry names `header.name`, the user typed `--name`. */
@@ -45,7 +71,7 @@ export async function pushCommand(file: string, o: PushOptions): Promise<void> {
   const batching = o.maxBatch !== undefined || o.maxQueueDelayUs !== undefined ? { maxBatchSize: o.maxBatch ?? 0, maxQueueDelayMicros: o.maxQueueDelayUs ?? 0 } : undefined;
   const api = new RegistryApi(o.registry);
   try {
-    const v = await remote('registry', o.registry, () => api.push(bytes, { name: o.name, alias: o.alias ?? '', description: o.description ?? '', batching, replicas: o.replicas ?? 0, cacheEntries: o.cache ?? 0, ...ref })).catch((err: unknown) => {
+    const v = await remote('registry', o.registry, () => api.push(bytes, { name: o.name, alias: o.alias ?? '', description: o.description ?? '', batching, replicas: o.replicas ?? 0, cacheEntries: o.cache ?? 0, tags: parseTags(o.tag), ...ref })).catch((err: unknown) => {
       throw asFlagError(err);
     });
     if (o.json) {
@@ -88,14 +114,17 @@ async function readReference(file: string, format: string | undefined): Promise<
 }
 
 /** `models list`: every model with its versions and aliases. */
-export async function listCommand(o: GlobalOptions): Promise<void> {
+export async function listCommand(o: GlobalOptions & TagFilter): Promise<void> {
+  const want = parseTags(o.tag);
   const api = new RegistryApi(o.registry);
   try {
-    const models = await remote('registry', o.registry, () => api.list());
+    const all = await remote('registry', o.registry, () => api.list());
+    // With --tag: the models that have a version carrying the tags, counting those versions only.
+    const models = (o.tag?.length ? all.map((m) => ({ ...m, versions: m.versions.filter((v) => tagged(v, want)) })).filter((m) => m.versions.length > 0) : all);
     models.sort((a, b) => a.name.localeCompare(b.name));
     if (o.json) {
       printJson({
-        models: models.map((m) => ({ name: m.name, versions: m.versions.map((v) => v.version), latest: latest(m), aliases: aliases(m) })),
+        models: models.map((m) => ({ name: m.name, versions: m.versions.map((v) => v.version), archived: m.versions.filter((v) => v.archived).map((v) => v.version), latest: latest(m), aliases: aliases(m) })),
       });
       return;
     }
@@ -106,7 +135,10 @@ export async function listCommand(o: GlobalOptions): Promise<void> {
     printText(
       renderTable(
         ['MODEL', 'VERSIONS', 'LATEST', 'ALIASES'],
-        models.map((m) => [m.name, String(m.versions.length), String(latest(m) || '-'), aliasesText(m) || '-']),
+        models.map((m) => {
+          const archived = m.versions.filter((v) => v.archived).length;
+          return [m.name, `${m.versions.length - archived}${archived ? ` (+${archived} archived)` : ''}`, String(latest(m) || '-'), aliasesText(m) || '-'];
+        }),
       ),
     );
   } finally {
@@ -115,11 +147,12 @@ export async function listCommand(o: GlobalOptions): Promise<void> {
 }
 
 /** `models show NAME`: versions (sha256 prefix, created, inputs/outputs), aliases, canary and shadow. */
-export async function showCommand(name: string, o: GlobalOptions): Promise<void> {
+export async function showCommand(name: string, o: GlobalOptions & TagFilter): Promise<void> {
+  const want = parseTags(o.tag);
   const api = new RegistryApi(o.registry);
   try {
     const m = await remote('registry', o.registry, () => api.get(name));
-    const versions = [...m.versions].sort((a, b) => a.version - b.version);
+    const versions = [...m.versions].filter((v) => tagged(v, want)).sort((a, b) => a.version - b.version);
     if (o.json) {
       printJson({ name: m.name, aliases: aliases(m), canary: canaryJson(m), shadow: shadowJson(m), versions: versions.map(versionJson) });
       return;
@@ -133,7 +166,7 @@ export async function showCommand(name: string, o: GlobalOptions): Promise<void>
     if (shadow) printText(`shadow: ${shadow}`);
     printText(
       renderTable(
-        ['VERSION', 'SHA256', 'SIZE', 'CREATED', 'INPUTS', 'OUTPUTS', 'ALIASES'],
+        ['VERSION', 'SHA256', 'SIZE', 'CREATED', 'INPUTS', 'OUTPUTS', 'ALIASES', 'TAGS', 'LINEAGE'],
         versions.map((v) => [
           String(v.version),
           v.sha256.slice(0, 12),
@@ -141,9 +174,11 @@ export async function showCommand(name: string, o: GlobalOptions): Promise<void>
           created(v),
           specsText(v.inputs),
           specsText(v.outputs),
-          (byVersion.get(v.version) ?? []).sort().join(',') || '-',
+          [...(byVersion.get(v.version) ?? []).sort(), ...(v.archived ? ['(archived)'] : [])].join(',') || '-',
+          tagsText(v),
+          lineageText(v),
         ]),
-        ['right', 'left', 'right', 'left', 'left', 'left', 'left'],
+        ['right', 'left', 'right', 'left', 'left', 'left', 'left', 'left', 'left'],
       ),
     );
   } finally {
@@ -201,5 +236,17 @@ function versionJson(v: VersionRecord) {
     batching: v.batching ? { maxBatchSize: v.batching.maxBatchSize, maxQueueDelayMicros: v.batching.maxQueueDelayMicros } : null,
     replicas: v.replicas || null,
     cacheEntries: v.cacheEntries || null,
+    tags: { ...v.tags },
+    archived: v.archived,
+    lineage: v.lineage
+      ? {
+          operation: v.lineage.operation,
+          method: v.lineage.method,
+          derivedFrom: v.lineage.derivedFrom.map((d) => ({ name: d.name, version: d.version })),
+          gate: v.lineage.gate
+            ? { rows: v.lineage.gate.rows, source: v.lineage.gate.source, maxAbsDiff: v.lineage.gate.maxAbsDiff, meanAbsDiff: v.lineage.gate.meanAbsDiff, agreement: v.lineage.gate.agreement, decision: v.lineage.gate.decision, forced: v.lineage.gate.forced }
+            : null,
+        }
+      : null,
   };
 }
