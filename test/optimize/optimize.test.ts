@@ -12,7 +12,7 @@ import type * as grpc from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Status } from '../../libs/errors/index.js';
 import { cnnModel, encoderModel, quantizeInt8, wideMlpModel, type Fixture } from '../../libs/onnx-builder/index.js';
-import { onnx } from '../../libs/proto/index.js';
+import { ModelEvent_Kind, onnx } from '../../libs/proto/index.js';
 import { cli, json } from '../cli/run-cli.js';
 import { startMesh, type Mesh } from '../harness/mesh.js';
 import { csvOf, normalRows, runInProcess, widthOf } from './fixtures.js';
@@ -130,7 +130,7 @@ describe('optimize', () => {
     expect(show.versions[0].lineage).toMatchObject({ operation: 'optimize', method: 'int8', derivedFrom: [{ name: 'encoder', version: 1 }] });
     expect(show.versions[0].tags).toEqual({ stage: 'candidate' });
     const history = await mesh.clients.registry.history('encoder');
-    expect(history.find((e) => e.version === r.version)?.reason).toMatch(/^int8 of version 1: agreement \d+\.\d+% on 600 rows, max abs diff/);
+    expect(history.find((e) => e.version === r.version && e.kind === ModelEvent_Kind.REGISTERED)?.reason).toMatch(/^int8 of version 1: agreement \d+\.\d+% on 600 rows, max abs diff/);
     // Ready for a canary.
     expect(await codeOf(mesh.clients.registry.setCanary('encoder', r.version, 5))).toBe('OK');
   }, 90_000);
