@@ -15,6 +15,7 @@ export {
   SAMPLES_STREAM,
   OUTCOMES_STREAM,
   ALERTS_STREAM,
+  RETRAIN_STREAM,
   type ModelKey,
 } from './names.js';
 export { isTransient, retryTransient, withDeadline, currentDeadline, publishAcked, contentMsgId, ATTEMPT_TIMEOUT_MS, DEFAULT_BUDGET_MS, type RetryOptions } from './retry.js';

@@ -24,6 +24,8 @@ export const SAMPLES_STREAM = 'INFERMESH_SAMPLES';
 export const OUTCOMES_STREAM = 'INFERMESH_OUTCOMES';
 /** Keeps alert state changes. */
 export const ALERTS_STREAM = 'INFERMESH_ALERTS';
+/** Keeps retraining requests (the monitor's, when a drift or evaluation alert fires). */
+export const RETRAIN_STREAM = 'INFERMESH_RETRAIN';
 
 export const subjects = {
   events: (name: string) => `infermesh.events.model.${name}`,
@@ -32,6 +34,7 @@ export const subjects = {
   allSamples: 'infermesh.samples.*',
   alerts: (name: string) => `infermesh.alerts.${name}`,
   outcomes: (name: string) => `infermesh.outcomes.${name}`,
+  retrain: (name: string) => `infermesh.retrain.${name}`,
 } as const;
 
 /** Keys of the models bucket: `<model>.v.<version>`, `<model>.traffic`, `<model>.ref.<version>`, `<model>.probe`, `<model>.gone.<version>`. */

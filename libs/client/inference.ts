@@ -29,6 +29,8 @@ export interface InferOptions {
   metadata?: grpc.Metadata;
   /** Extra attempts on UNAVAILABLE for this call (default: the client's `retries`). */
   retries?: number;
+  /** Request parameters (OIP `parameters`), e.g. the model's segment parameter `{ channel: 'web' }`. */
+  parameters?: Record<string, string | number | boolean>;
 }
 
 /** Builds an OIP ModelInferRequest from plain values. */
@@ -38,6 +40,7 @@ export function buildInferRequest(model: string, inputs: InputTensor[], o: Infer
     modelName: model,
     modelVersion: o.version ?? '',
     id: o.id ?? '',
+    parameters: Object.fromEntries(Object.entries(o.parameters ?? {}).map(([k, v]) => [k, { parameterChoice: parameterOf(v) }])),
     inputs: inputs.map((t) => {
       const dt = datatype(t.datatype);
       if (!dt) throw new Error(`unknown datatype ${t.datatype}`);
@@ -46,6 +49,13 @@ export function buildInferRequest(model: string, inputs: InputTensor[], o: Infer
     outputs: (o.outputs ?? []).map((name) => ({ name })),
     rawInputContents: raw ? inputs.map((t) => toRaw(datatype(t.datatype)!, t.data)) : [],
   });
+}
+
+/** A request parameter value as OIP's InferParameter choice (whole numbers as int64). */
+function parameterOf(v: string | number | boolean): oip.InferParameter['parameterChoice'] {
+  if (typeof v === 'string') return { $case: 'stringParam', value: v };
+  if (typeof v === 'boolean') return { $case: 'boolParam', value: v };
+  return Number.isInteger(v) ? { $case: 'int64Param', value: v } : { $case: 'doubleParam', value: v };
 }
 
 /** Decodes a ModelInferResponse's outputs (raw or typed) to plain values. */

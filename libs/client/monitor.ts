@@ -1,5 +1,20 @@
 import { call } from '../grpc/index.js';
-import { MonitorClient, type Alert, type FeatureDrift, type GetModelStatsResponse, type RecordOutcomesResponse, type SlowRequest, type VersionEvaluation, type VersionStats } from '../proto/index.js';
+import {
+  MonitorClient,
+  type Alert,
+  type CompareVersionsRequest,
+  type CompareVersionsResponse,
+  type CostModel,
+  type ExportOutcomesChunk,
+  type ExportOutcomesRequest,
+  type FeatureDrift,
+  type GetEvaluationResponse,
+  type GetModelStatsResponse,
+  type RecordOutcomesResponse,
+  type SlowRequest,
+  type VersionEvaluation,
+  type VersionStats,
+} from '../proto/index.js';
 import { channelSetup, clientOptions, type ClientOptions } from './security.js';
 
 /** The monitor's query API. */
@@ -43,8 +58,8 @@ export class MonitorApi {
    * drifting and worst first. INVALID_ARGUMENT for a bad name, NOT_FOUND
    * for a model with no sampled predictions yet.
    */
-  async drift(name: string, version = 0): Promise<FeatureDrift[]> {
-    return (await call(this.client.getDrift, this.client, { name, version }, { timeoutMs: this.timeoutMs })).features;
+  async drift(name: string, version = 0, bySegment = false): Promise<FeatureDrift[]> {
+    return (await call(this.client.getDrift, this.client, { name, version, bySegment }, { timeoutMs: this.timeoutMs })).features;
   }
 
   async stats(name = ''): Promise<VersionStats[]> {
@@ -83,7 +98,37 @@ export class MonitorApi {
    * NOT_FOUND for a model with no kept samples.
    */
   async evaluation(name: string, threshold = 0): Promise<VersionEvaluation[]> {
-    return (await call(this.client.getEvaluation, this.client, { name, threshold }, { timeoutMs: this.timeoutMs })).versions;
+    return (await this.evaluationReport(name, threshold)).versions;
+  }
+
+  /**
+   * GetEvaluation in full: rows per version (and per segment value with
+   * `bySegment`), the model's segment parameter and the cost model applied
+   * (`cost` replaces the model's). Codes as {@link evaluation}.
+   */
+  evaluationReport(name: string, threshold = 0, o: { bySegment?: boolean; cost?: CostModel } = {}): Promise<GetEvaluationResponse> {
+    return call(this.client.getEvaluation, this.client, { name, threshold, bySegment: o.bySegment ?? false, cost: o.cost }, { timeoutMs: this.timeoutMs });
+  }
+
+  /**
+   * Compares two versions with intervals, differences, p-values and sample
+   * sizes (fields left out take the monitor's defaults). INVALID_ARGUMENT,
+   * NOT_FOUND, FAILED_PRECONDITION: see monitor.proto.
+   */
+  compare(req: Partial<CompareVersionsRequest> & { name: string; versionA: number; versionB: number }): Promise<CompareVersionsResponse> {
+    const full: CompareVersionsRequest = { threshold: 0, confidence: 0, minDifference: 0, power: 0, resamples: 0, seed: 0, segment: '', cost: undefined, ...req };
+    return call(this.client.compareVersions, this.client, full, { timeoutMs: this.timeoutMs });
+  }
+
+  /**
+   * Streams the joined rows of a model (ExportOutcomes) without a deadline;
+   * iterate the chunks as they come (the transport's flow control paces the
+   * monitor). Aborting `signal` cancels the call.
+   */
+  exportOutcomes(req: ExportOutcomesRequest, signal?: AbortSignal): AsyncIterable<ExportOutcomesChunk> {
+    const stream = this.client.exportOutcomes(req);
+    signal?.addEventListener('abort', () => stream.cancel(), { once: true });
+    return stream as AsyncIterable<ExportOutcomesChunk>;
   }
 
   close(): void {

@@ -60,6 +60,8 @@ export const MANAGEMENT_ROLES: readonly RoleRule[] = Object.freeze([
   { service: 'Monitor', rpc: 'GetEvaluation', role: 'none', changes: READ },
   { service: 'Monitor', rpc: 'ListAlerts', role: 'none', changes: READ },
   { service: 'Monitor', rpc: 'WatchAlerts', role: 'none', changes: READ },
+  { service: 'Monitor', rpc: 'CompareVersions', role: 'none', changes: READ },
+  { service: 'Monitor', rpc: 'ExportOutcomes', role: 'outcomes', changes: 'nothing (a read of labels and features: training data)' },
 ] satisfies RoleRule[]);
 
 function rowOf(service: ManagedService, rpc: string, field: string | undefined): RoleRule {

@@ -6,10 +6,10 @@ import type { GlobalOptions } from './addresses.js';
 import { CliError, printJson, printText, remote } from './output.js';
 import { renderTable } from './table.js';
 
-export async function driftCommand(name: string, o: GlobalOptions & { version?: number }): Promise<void> {
+export async function driftCommand(name: string, o: GlobalOptions & { version?: number; bySegment?: boolean }): Promise<void> {
   const api = new MonitorApi(o.monitor);
   try {
-    const features = await remote('monitor', o.monitor, () => api.drift(name, o.version ?? 0)).catch(async (err: unknown) => {
+    const features = await remote('monitor', o.monitor, () => api.drift(name, o.version ?? 0, o.bySegment === true)).catch(async (err: unknown) => {
       // The monitor has no sampled request of the model: say what exists and what is missing.
       if (isServiceError(err) && err.code === Status.NOT_FOUND) throw new CliError('NOT_FOUND', (await missing(name, o)) ?? err.details);
       throw err;
@@ -17,13 +17,13 @@ export async function driftCommand(name: string, o: GlobalOptions & { version?: 
     if (o.json) {
       printJson({
         name,
-        features: features.map((f) => ({ feature: f.feature, version: f.version, psi: f.psi, ks: f.ks, window: f.window, baseline: f.baseline, drifting: f.drifting })),
+        features: features.map((f) => ({ feature: f.feature, version: f.version, psi: f.psi, ks: f.ks, window: f.window, baseline: f.baseline, drifting: f.drifting, ...(o.bySegment ? { segment: f.segment || null } : {}) })),
       });
       return;
     }
     printText(
       features.length
-        ? driftTable(features)
+        ? driftTable(features, o.bySegment === true)
         : ((await missing(name, o)) ??
             `no baseline to compare ${name}${o.version ? ` v${o.version}` : ''} with yet: push a version with --reference FILE, or let the previous version collect samples`),
     );
@@ -61,10 +61,11 @@ async function missing(name: string, o: GlobalOptions & { version?: number }): P
 }
 
 /** The drift table (feature, version, PSI, KS, window, baseline, drifting), in the monitor's order: drifting and worst first. */
-export function driftTable(features: readonly FeatureDrift[]): string {
+export function driftTable(features: readonly FeatureDrift[], bySegment = false): string {
+  const seg = (f: FeatureDrift) => (bySegment ? [f.segment || '*'] : []);
   return renderTable(
-    ['FEATURE', 'VERSION', 'PSI', 'KS', 'WINDOW', 'BASELINE', 'DRIFTING'],
-    features.map((f) => [f.feature, String(f.version), f.psi.toFixed(3), f.ks.toFixed(3), String(f.window), f.baseline, f.drifting ? 'yes' : 'no']),
-    ['left', 'right', 'right', 'right', 'right', 'left', 'left'],
+    ['FEATURE', ...(bySegment ? ['SEGMENT'] : []), 'VERSION', 'PSI', 'KS', 'WINDOW', 'BASELINE', 'DRIFTING'],
+    features.map((f) => [f.feature, ...seg(f), String(f.version), f.psi.toFixed(3), f.ks.toFixed(3), String(f.window), f.baseline, f.drifting ? 'yes' : 'no']),
+    ['left', ...(bySegment ? ['left' as const] : []), 'right', 'right', 'right', 'right', 'left', 'left'],
   );
 }

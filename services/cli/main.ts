@@ -59,6 +59,13 @@ function unitShare(raw: string): number {
   return n;
 }
 
+/** A finite number ≥ 0 (costs). */
+function nonNegative(raw: string): number {
+  const n = Number(raw);
+  if (raw.trim() === '' || !Number.isFinite(n) || n < 0) throw new InvalidArgumentError('expected a number ≥ 0');
+  return n;
+}
+
 program
   .command('up')
   .description('start a local mesh: nats-server (JetStream), registry, monitor, inference replicas, router(s); restarts what exits; Ctrl-C stops it')
@@ -107,6 +114,10 @@ withGlobals(models.command('push').argument('<file>', 'ONNX model file'))
   .option('--cache <entries>', 'response cache entries per replica for identical inputs (default: off)', int(1, 10_000_000))
   .option('--reference <file>', 'reference rows of inputs (CSV with a header, or JSON lines) profiled for drift monitoring')
   .addOption(new Option('--reference-format <format>', 'format of --reference (default: from its extension)').choices(['csv', 'jsonl']))
+  .option('--segment-by <param>', 'request parameter whose value segments evaluation and drift (e.g. channel)')
+  .option('--cost-fp <cost>', 'cost model: cost of a false positive (eval, canary, metrics)', nonNegative)
+  .option('--cost-fn <cost>', 'cost model: cost of a false negative', nonNegative)
+  .option('--value-tp <value>', 'cost model: value of a true positive (a negative cost)', nonNegative)
   .option('--tag <key=value>', 'a tag of the new version (repeatable)', collect, [])
   .action(async (file: string, o) => (await import('./models.js')).pushCommand(file, o));
 
@@ -294,6 +305,7 @@ program
 withGlobals(program.command('drift').argument('<name>', 'model name'))
   .description("PSI and KS distance of each feature and output of a model's versions against the reference profile (or the previous version), drifting and worst first")
   .option('--version <n>', 'one version (default: every version with samples)', int(1))
+  .option('--by-segment', "also each value of the model's segment parameter (models push --segment-by)")
   .action(async (name: string, o) => (await import('./drift.js')).driftCommand(name, o));
 
 withGlobals(program.command('stats').argument('[name]', 'model name (default: all models)'))
@@ -317,14 +329,38 @@ traces
   .option('--json', 'print one JSON object')
   .action(async (id: string, o) => (await import('./traces.js')).showCommand(id, o));
 
-withGlobals(program.command('outcomes').argument('<name>', 'model name').argument('<file>', 'CSV with header request_id,label, or JSON lines {"request_id":…,"label":…}'))
-  .description('record ground truth: (request id, label) pairs joined by the monitor to the predictions it kept (sent in batches of 1,000)')
+const outcomes = program.command('outcomes').description('ground truth: record labels (outcomes NAME FILE), export the joined rows (outcomes export NAME)');
+
+withGlobals(outcomes.command('record', { isDefault: true }).argument('<name>', 'model name').argument('<file>', 'CSV with header request_id,label, or JSON lines {"request_id":…,"label":…}'))
+  .description('record ground truth: (request id, label) pairs joined by the monitor to the predictions it kept (sent in batches of 1,000); `record` may be left out')
   .action(async (name: string, file: string, o: GlobalOptions) => (await import('./outcomes.js')).outcomesCommand(name, file, o));
 
+withGlobals(outcomes.command('export').argument('<name>', 'model name'))
+  .description('stream the joined rows (request id, time, version, segment, label, features, outputs) for retraining, in bounded memory (needs the outcomes role when tokens are configured)')
+  .addOption(new Option('--format <format>', 'output format').choices(['csv', 'jsonl']).makeOptionMandatory())
+  .option('--version <n>', 'one version (default: all)', int(1))
+  .option('--since <time>', 'rows sampled since: ISO time, epoch ms, or a duration back from now (24h, 7d)')
+  .option('--output <file>', 'write here instead of stdout')
+  .action(async (name: string, o) => (await import('./outcomes-export.js')).exportCommand(name, o));
+
 withGlobals(program.command('eval').argument('<name>', 'model name'))
-  .description('online evaluation per version from recorded outcomes: accuracy, precision, recall, F1, ROC-AUC, log-loss (classifiers) or MSE, MAE, R2 (regressors)')
+  .description('online evaluation per version from recorded outcomes: accuracy, precision, recall, F1, ROC-AUC, log-loss (classifiers) or MSE, MAE, R2 (regressors); --compare A B with intervals and p-values')
   .option('--threshold <t>', 'binary decision threshold, 0 < t < 1 (default 0.5)')
-  .action(async (name: string, o) => (await import('./outcomes.js')).evalCommand(name, o));
+  .option('--compare <versions...>', 'compare version A (baseline) with B: intervals, B − A with interval and p-value, samples needed')
+  .option('--by-segment', "also evaluate each value of the model's segment parameter")
+  .option('--segment <value>', 'with --compare: only requests of this segment value')
+  .option('--optimize-threshold', 'the cost-minimising threshold per version (needs a cost model)')
+  .option('--cost-fp <cost>', 'cost of a false positive (replaces the model’s cost model)', nonNegative)
+  .option('--cost-fn <cost>', 'cost of a false negative', nonNegative)
+  .option('--value-tp <value>', 'value of a true positive', nonNegative)
+  .option('--confidence <c>', 'with --compare: interval coverage (default 0.95)')
+  .option('--min-difference <d>', 'with --compare: difference to detect for SAMPLES NEEDED (default 0.05; relative for log-loss, MSE, MAE, cost)')
+  .option('--power <p>', 'with --compare: power for SAMPLES NEEDED (default 0.8)')
+  .option('--resamples <n>', 'with --compare: bootstrap resamples for F1 and R2 (default 1000)')
+  .option('--seed <n>', 'with --compare: bootstrap seed (default 1)')
+  .action(async (name: string, o) =>
+    o.compare ? (await import('./eval-compare.js')).evalCompareCommand(name, o) : (await import('./outcomes.js')).evalCommand(name, o),
+  );
 
 const token = program.command('token').description('bearer tokens for the management plane (registry writes, alias moves, outcomes)');
 

@@ -44,6 +44,12 @@ export interface PushOptions extends GlobalOptions {
   reference?: string;
   /** `csv` or `jsonl`; default from the reference file's extension. */
   referenceFormat?: string;
+  /** Request parameter that segments evaluation and drift. */
+  segmentBy?: string;
+  /** Cost model: cost of a false positive, of a false negative, value of a true positive. */
+  costFp?: number;
+  costFn?: number;
+  valueTp?: number;
   /** KEY=VALUE tags of the new version. */
   tag?: string[];
 }
@@ -69,9 +75,12 @@ export async function pushCommand(file: string, o: PushOptions): Promise<void> {
   }
   const ref = o.reference !== undefined ? await readReference(o.reference, o.referenceFormat) : undefined;
   const batching = o.maxBatch !== undefined || o.maxQueueDelayUs !== undefined ? { maxBatchSize: o.maxBatch ?? 0, maxQueueDelayMicros: o.maxQueueDelayUs ?? 0 } : undefined;
+  const cost = o.costFp !== undefined || o.costFn !== undefined || o.valueTp !== undefined ? { costFp: o.costFp ?? 0, costFn: o.costFn ?? 0, valueTp: o.valueTp ?? 0 } : undefined;
   const api = new RegistryApi(o.registry);
   try {
-    const v = await remote('registry', o.registry, () => api.push(bytes, { name: o.name, alias: o.alias ?? '', description: o.description ?? '', batching, replicas: o.replicas ?? 0, cacheEntries: o.cache ?? 0, tags: parseTags(o.tag), ...ref })).catch((err: unknown) => {
+    const v = await remote('registry', o.registry, () =>
+      api.push(bytes, { name: o.name, alias: o.alias ?? '', description: o.description ?? '', batching, replicas: o.replicas ?? 0, cacheEntries: o.cache ?? 0, segmentBy: o.segmentBy ?? '', cost, tags: parseTags(o.tag), ...ref }),
+    ).catch((err: unknown) => {
       throw asFlagError(err);
     });
     if (o.json) {
@@ -236,6 +245,8 @@ function versionJson(v: VersionRecord) {
     batching: v.batching ? { maxBatchSize: v.batching.maxBatchSize, maxQueueDelayMicros: v.batching.maxQueueDelayMicros } : null,
     replicas: v.replicas || null,
     cacheEntries: v.cacheEntries || null,
+    segmentBy: v.segmentBy || null,
+    cost: v.cost ? { costFp: v.cost.costFp, costFn: v.cost.costFn, valueTp: v.cost.valueTp } : null,
     tags: { ...v.tags },
     archived: v.archived,
     lineage: v.lineage

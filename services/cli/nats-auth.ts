@@ -27,7 +27,7 @@
 import { randomBytes } from 'node:crypto';
 import { chmod, mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { BUCKET_ARTIFACTS, BUCKET_MODELS, BUCKET_REPLICAS, EVENTS_STREAM, SAMPLES_STREAM, OUTCOMES_STREAM, ALERTS_STREAM } from '../../libs/bus/index.js';
+import { BUCKET_ARTIFACTS, BUCKET_MODELS, BUCKET_REPLICAS, EVENTS_STREAM, SAMPLES_STREAM, OUTCOMES_STREAM, ALERTS_STREAM, RETRAIN_STREAM, subjects } from '../../libs/bus/index.js';
 import { CliError } from './output.js';
 
 /** The user with every permission, for operators (e.g. the `nats` CLI); given to no service. */
@@ -129,10 +129,12 @@ export function natsPermissions(user: string): NatsPermissions {
       return {
         publish: [
           ...base,
-          ...[SAMPLES_STREAM, OUTCOMES_STREAM, ALERTS_STREAM].flatMap(open),
+          ...[SAMPLES_STREAM, OUTCOMES_STREAM, ALERTS_STREAM, RETRAIN_STREAM].flatMap(open),
           ...[KV_MODELS, KV_REPLICAS, EVENTS_STREAM, SAMPLES_STREAM, OUTCOMES_STREAM, ALERTS_STREAM].flatMap(read),
           'infermesh.outcomes.*',
           'infermesh.alerts.*',
+          // Retraining requests when a drift or evaluation alert fires (stream INFERMESH_RETRAIN, which it creates).
+          'infermesh.retrain.*',
         ],
         subscribe: [inbox, 'infermesh.samples.*'],
       };

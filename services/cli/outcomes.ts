@@ -6,7 +6,8 @@
 import { CsvError, splitCsvLine } from '../../libs/csv/index.js';
 import { readFile } from 'node:fs/promises';
 import { MonitorApi } from '../../libs/client/index.js';
-import type { VersionEvaluation } from '../../libs/proto/index.js';
+import type { CostModel, VersionEvaluation } from '../../libs/proto/index.js';
+import { costFlags } from './eval-compare.js';
 import type { GlobalOptions } from './addresses.js';
 import { printJson, printText, progress, remote, UsageError } from './output.js';
 import { formatNumber, renderFields, renderTable } from './table.js';
@@ -116,6 +117,13 @@ export async function outcomesCommand(name: string, file: string, o: GlobalOptio
 
 export interface EvalOptions extends GlobalOptions {
   threshold?: string;
+  /** Also rows per segment value of the model's segment parameter. */
+  bySegment?: boolean;
+  /** Show the cost-minimising threshold per version (needs a cost model). */
+  optimizeThreshold?: boolean;
+  costFp?: number;
+  costFn?: number;
+  valueTp?: number;
 }
 
 /** Checks `--threshold T` (0 < T < 1); undefined means the monitor's default (0.5). */
@@ -128,22 +136,44 @@ export function parseThreshold(raw: string | undefined): number {
 
 export async function evalCommand(name: string, o: EvalOptions): Promise<void> {
   const threshold = parseThreshold(o.threshold);
+  const cost = costFlags(o);
   const api = new MonitorApi(o.monitor);
   try {
-    const versions = await remote('monitor', o.monitor, () => api.evaluation(name, threshold));
+    const report = await remote('monitor', o.monitor, () => api.evaluationReport(name, threshold, { bySegment: o.bySegment, cost }));
+    const versions = report.versions;
+    if (o.optimizeThreshold && !report.cost) throw new UsageError(`--optimize-threshold needs a cost model: push ${name} with --cost-fp/--cost-fn/--value-tp, or give them here`);
     if (o.json) {
       // NaN (undefined metric, e.g. ROC-AUC with one class) prints as null.
-      printJson({ name, threshold: versions[0]?.threshold ?? (threshold || 0.5), versions });
+      printJson({ name, threshold: versions[0]?.threshold ?? (threshold || 0.5), segmentBy: report.segmentBy || null, cost: report.cost ?? null, versions });
       return;
     }
     if (versions.length === 0) {
       printText(`no labelled samples of ${name} yet: record outcomes with infermesh outcomes ${name} FILE`);
       return;
     }
-    printText(evaluationTables(versions));
+    const parts = [evaluationTables(versions.filter((v) => v.segment === ''))];
+    const segments = versions.filter((v) => v.segment !== '');
+    if (segments.length) parts.push('', `by ${report.segmentBy || 'segment'}:`, evaluationTables(segments, true));
+    if (report.cost) parts.push('', costTable(versions, report.cost, o.optimizeThreshold === true));
+    printText(parts.join('\n'));
   } finally {
     api.close();
   }
+}
+
+/** Expected cost per 1,000 decisions per version (and segment) with its interval; the optimal threshold when asked. */
+function costTable(versions: readonly VersionEvaluation[], c: CostModel, optimal: boolean): string {
+  const rows = versions
+    .filter((v) => Number.isFinite(v.costPer1000))
+    .map((v) => [
+      String(v.version),
+      v.segment || '*',
+      v.costPer1000.toFixed(2),
+      `[${v.costPer1000Low.toFixed(2)}, ${v.costPer1000High.toFixed(2)}]`,
+      ...(optimal ? [metric(v.optimalThreshold), v.optimalCostPer1000.toFixed(2)] : []),
+    ]);
+  const head = ['VERSION', 'SEGMENT', 'COST/1000', '95 %', ...(optimal ? ['OPTIMAL_THRESHOLD', 'COST/1000_THERE'] : [])];
+  return `cost model: FP ${c.costFp}, FN ${c.costFn}, TP value ${c.valueTp}\n` + renderTable(head, rows, head.map((_, i) => (i < 2 ? 'left' : 'right')));
 }
 
 /** A metric for a table: 4 decimals, `-` when undefined (NaN). */
@@ -156,30 +186,33 @@ function metric(v: number): string {
  * threshold, ROC-AUC, log-loss; regression: MSE, MAE, R²), by version, then
  * which version is best when there are several.
  */
-export function evaluationTables(versions: readonly VersionEvaluation[]): string {
+export function evaluationTables(versions: readonly VersionEvaluation[], bySegment = false): string {
   const parts: string[] = [];
   const cls = versions.filter((v) => v.kind === 'classification');
   const reg = versions.filter((v) => v.kind === 'regression');
   if (cls.length) {
     parts.push(
       renderTable(
-        ['VERSION', 'LABELLED', 'THRESHOLD', 'ACCURACY', 'PRECISION', 'RECALL', 'F1', 'ROC_AUC', 'LOG_LOSS'],
-        cls.map((v) => [String(v.version), String(v.labelled), formatNumber(v.threshold, 4), metric(v.accuracy), metric(v.precision), metric(v.recall), metric(v.f1), metric(v.rocAuc), metric(v.logLoss)]),
-        ['right', 'right', 'right', 'right', 'right', 'right', 'right', 'right', 'right'],
+        [...(bySegment ? ['SEGMENT'] : []), 'VERSION', 'LABELLED', 'THRESHOLD', 'ACCURACY', 'PRECISION', 'RECALL', 'F1', 'ROC_AUC', 'LOG_LOSS'],
+        cls.map((v) => [
+          ...(bySegment ? [v.segment] : []),
+          String(v.version), String(v.labelled), formatNumber(v.threshold, 4), metric(v.accuracy), metric(v.precision), metric(v.recall), metric(v.f1), metric(v.rocAuc), metric(v.logLoss),
+        ]),
+        [...(bySegment ? ['left' as const] : []), 'right', 'right', 'right', 'right', 'right', 'right', 'right', 'right', 'right'],
       ),
     );
-    if (cls.length > 1) parts.push(best(cls, 'F1', (v) => v.f1, 'max') + '; ' + best(cls, 'ROC-AUC', (v) => v.rocAuc, 'max'));
+    if (cls.length > 1 && !bySegment) parts.push(best(cls, 'F1', (v) => v.f1, 'max') + '; ' + best(cls, 'ROC-AUC', (v) => v.rocAuc, 'max'));
   }
   if (reg.length) {
     if (parts.length) parts.push('');
     parts.push(
       renderTable(
-        ['VERSION', 'LABELLED', 'MSE', 'MAE', 'R2'],
-        reg.map((v) => [String(v.version), String(v.labelled), metric(v.mse), metric(v.mae), metric(v.r2)]),
-        ['right', 'right', 'right', 'right', 'right'],
+        [...(bySegment ? ['SEGMENT'] : []), 'VERSION', 'LABELLED', 'MSE', 'MAE', 'R2'],
+        reg.map((v) => [...(bySegment ? [v.segment] : []), String(v.version), String(v.labelled), metric(v.mse), metric(v.mae), metric(v.r2)]),
+        [...(bySegment ? ['left' as const] : []), 'right', 'right', 'right', 'right', 'right'],
       ),
     );
-    if (reg.length > 1) parts.push(best(reg, 'MSE', (v) => v.mse, 'min'));
+    if (reg.length > 1 && !bySegment) parts.push(best(reg, 'MSE', (v) => v.mse, 'min'));
   }
   return parts.join('\n');
 }

@@ -46,7 +46,12 @@ type Kind = 'inputs' | 'outputs';
 interface Entry {
   inputs: number[];
   outputs: number[];
+  /** The sample's segment value ('' = none). */
+  segment: string;
 }
+
+/** Segments reported per version window (the most frequent). */
+const MAX_SEGMENTS = 20;
 
 /** A version's newest samples (a ring of at most `capacity`). */
 class VersionWindow {
@@ -55,8 +60,8 @@ class VersionWindow {
   /** Bumped on every change, so derived results can be cached. */
   revision = 0;
   lastFed = 0;
-  /** Rows last computed against a baseline, and for which window revision and baseline. */
-  rows: { key: string; rows: FeatureDrift[] } | null = null;
+  /** Rows computed against a baseline, by window revision, baseline and segment (cleared when either changes). */
+  rows: { key: string; bySegment: Map<string, FeatureDrift[]> } | null = null;
   /** This window's own profile when it serves as a later version's baseline. */
   asBaseline: { key: string; features: FeatureProfile[]; outputs: FeatureProfile[] } | null = null;
 
@@ -83,15 +88,23 @@ class VersionWindow {
     return w;
   }
 
-  /** The finite values of column `j`, sorted ascending. */
-  column(kind: Kind, j: number): Float64Array {
+  /** The finite values of column `j` (of one segment's samples when `segment` is given), sorted ascending. */
+  column(kind: Kind, j: number, segment?: string): Float64Array {
     const out = new Float64Array(this.ring.length);
     let n = 0;
     for (const e of this.ring) {
+      if (segment !== undefined && e.segment !== segment) continue;
       const v = e[kind][j];
       if (v !== undefined && Number.isFinite(v)) out[n++] = v;
     }
     return out.subarray(0, n).sort();
+  }
+
+  /** Samples per segment value (non-empty values only), the most frequent first, at most MAX_SEGMENTS. */
+  segments(): [string, number][] {
+    const counts = new Map<string, number>();
+    for (const e of this.ring) if (e.segment !== '') counts.set(e.segment, (counts.get(e.segment) ?? 0) + 1);
+    return [...counts].sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0])).slice(0, MAX_SEGMENTS);
   }
 }
 
@@ -140,7 +153,7 @@ export class DriftTracker {
         if (byVersion.size >= MAX_VERSIONS_PER_MODEL) evictStalest(byVersion);
         byVersion.set(s.version, (w = new VersionWindow(this.settings.window)));
       }
-      w.add({ inputs: s.inputSummary, outputs: s.outputSummary }, at);
+      w.add({ inputs: s.inputSummary, outputs: s.outputSummary, segment: s.segment ?? '' }, at);
     }
   }
 
@@ -178,7 +191,7 @@ export class DriftTracker {
    * drifting rows first, then by how far past its threshold the worse of
    * PSI and KS is. A version without a baseline has no rows.
    */
-  report(name?: string, version = 0): FeatureDrift[] {
+  report(name?: string, version = 0, bySegment = false): FeatureDrift[] {
     const out: FeatureDrift[] = [];
     const names = name === undefined ? [...this.windows.keys()] : [name];
     for (const n of names) {
@@ -187,6 +200,7 @@ export class DriftTracker {
       for (const [v, w] of byVersion) {
         if (version !== 0 && v !== version) continue;
         out.push(...this.rowsOf(n, v, w, byVersion));
+        if (bySegment) for (const [segment, count] of w.segments()) out.push(...this.rowsOf(n, v, w, byVersion, segment, count));
       }
     }
     const { psiThreshold: pt, ksThreshold: kt } = this.settings;
@@ -197,21 +211,28 @@ export class DriftTracker {
         severity(b) - severity(a) ||
         a.name.localeCompare(b.name) ||
         a.version - b.version ||
+        a.segment.localeCompare(b.segment) ||
         a.feature.localeCompare(b.feature),
     );
   }
 
-  private rowsOf(name: string, version: number, w: VersionWindow, byVersion: Map<number, VersionWindow>): FeatureDrift[] {
+  /**
+   * Drift rows of a version's window, or of one segment's samples in it
+   * (`segment`, `count` samples) against the same baseline.
+   */
+  private rowsOf(name: string, version: number, w: VersionWindow, byVersion: Map<number, VersionWindow>, segment?: string, count = w.size): FeatureDrift[] {
     const base = this.baselineOf(name, version, byVersion);
     if (!base || w.size === 0) return [];
     const key = `${w.revision}|${base.key}`;
-    if (w.rows?.key === key) return w.rows.rows;
+    if (w.rows?.key !== key) w.rows = { key, bySegment: new Map() };
+    const cached = w.rows.bySegment.get(segment ?? '\u0000all');
+    if (cached) return cached;
     const { minSamples, psiThreshold, ksThreshold } = this.settings;
     const rows: FeatureDrift[] = [];
     const compare = (kind: Kind, profiles: FeatureProfile[]) =>
       profiles.forEach((p, j) => {
         if (p.fractions.length === 0) return;
-        const values = w.column(kind, j);
+        const values = w.column(kind, j, segment);
         if (values.length === 0) return;
         const d = psi(p.edges, p.fractions, values);
         const ks = ksDistance(values, p.quantiles);
@@ -221,14 +242,15 @@ export class DriftTracker {
           feature: kind === 'outputs' ? `output:${p.name}` : p.name,
           psi: d,
           ks,
-          window: w.size,
+          window: count,
           baseline: base.label,
-          drifting: w.size >= minSamples && (d > psiThreshold || ks > ksThreshold),
+          drifting: count >= minSamples && (d > psiThreshold || ks > ksThreshold),
+          segment: segment ?? '',
         });
       });
     compare('inputs', base.features);
     compare('outputs', base.outputs);
-    w.rows = { key, rows };
+    w.rows.bySegment.set(segment ?? '\u0000all', rows);
     return rows;
   }
 
@@ -250,6 +272,13 @@ export class DriftTracker {
       };
     }
     return { label: `version:${prev}`, key, features: pw.asBaseline.features, outputs: pw.asBaseline.outputs };
+  }
+
+  /** Names of the first `count` input (or output) columns of `name`'s newest known version (for exports). */
+  columnNames(name: string, kind: Kind, count: number): string[] {
+    let newest = 0;
+    for (const v of [...(this.specs.get(name)?.keys() ?? []), ...(this.references.get(name)?.keys() ?? [])]) newest = Math.max(newest, v);
+    return this.namesOf(name, newest, newest, kind, count);
   }
 
   /**
@@ -277,7 +306,7 @@ export function driftHandlers(tracker: DriftTracker): Pick<MonitorServer, 'getDr
     getDrift: unary<GetDriftRequest, GetDriftResponse>(async (req) => {
       const name = checkName(req.name, 'name');
       if (!tracker.has(name)) throw new NotFoundError(`model ${name} has no sampled predictions yet`);
-      return { features: tracker.report(name, req.version) };
+      return { features: tracker.report(name, req.version, req.bySegment) };
     }),
   };
 }

@@ -156,6 +156,29 @@ export interface Evaluation extends BinaryMetrics, RegressionMetrics {
 export function evaluate(predictions: readonly Prediction[], labels: readonly number[], threshold = DEFAULT_THRESHOLD): Evaluation {
   const n = labels.length;
   const none = { accuracy: 0, precision: 0, recall: 0, f1: 0, rocAuc: 0, logLoss: 0, mse: 0, mae: 0, r2: 0 };
+  const kind = evaluationKind(predictions, labels);
+  if (kind === 'binary') {
+    const scores = predictions.map(binaryScore);
+    return { ...none, ...binaryMetrics(scores, labels, threshold), kind: 'classification', labelled: n, threshold };
+  }
+  if (kind === 'multiclass') {
+    let correct = 0;
+    for (let i = 0; i < n; i++) if (predictions[i]!.argmax === labels[i]) correct++;
+    return { ...none, accuracy: correct / n, precision: NaN, recall: NaN, f1: NaN, rocAuc: NaN, logLoss: NaN, kind: 'classification', labelled: n, threshold };
+  }
+  const values = predictions.map((p) => p.first);
+  return { ...none, ...regressionMetrics(values, labels), kind: 'regression', labelled: n, threshold };
+}
+
+/**
+ * How pairs are evaluated (see {@link evaluate}): `binary` when every label
+ * is 0 or 1 and outputs have one or two values, `multiclass` when outputs
+ * have three or more values and every label is a class index below that,
+ * else `regression` (also for no pairs).
+ */
+export function evaluationKind(predictions: readonly Prediction[], labels: ArrayLike<number>): 'binary' | 'multiclass' | 'regression' {
+  const n = labels.length;
+  if (n === 0) return 'regression';
   let binary = true;
   let multiclass = true;
   for (let i = 0; i < n; i++) {
@@ -164,15 +187,5 @@ export function evaluate(predictions: readonly Prediction[], labels: readonly nu
     if ((y !== 0 && y !== 1) || w > 2) binary = false;
     if (w < 3 || !Number.isInteger(y) || y < 0 || y >= w) multiclass = false;
   }
-  if (n > 0 && binary) {
-    const scores = predictions.map(binaryScore);
-    return { ...none, ...binaryMetrics(scores, labels, threshold), kind: 'classification', labelled: n, threshold };
-  }
-  if (n > 0 && multiclass) {
-    let correct = 0;
-    for (let i = 0; i < n; i++) if (predictions[i]!.argmax === labels[i]) correct++;
-    return { ...none, accuracy: correct / n, precision: NaN, recall: NaN, f1: NaN, rocAuc: NaN, logLoss: NaN, kind: 'classification', labelled: n, threshold };
-  }
-  const values = predictions.map((p) => p.first);
-  return { ...none, ...regressionMetrics(values, labels), kind: 'regression', labelled: n, threshold };
+  return binary ? 'binary' : multiclass ? 'multiclass' : 'regression';
 }

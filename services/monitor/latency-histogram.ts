@@ -40,6 +40,16 @@ export class LatencyHistogram {
     return this.n;
   }
 
+  /** Observations per bucket, ascending (a read-only view; bucket i holds (1.05^(i−1), 1.05^i] µs). */
+  buckets(): Readonly<Float64Array> {
+    return this.counts;
+  }
+
+  /** The upper edge of bucket `i` in microseconds. */
+  static bucketUpper(i: number): number {
+    return Math.pow(FACTOR, i);
+  }
+
   /** Mean in microseconds; 0 when empty. */
   mean(): number {
     return this.n === 0 ? 0 : this.sum / this.n;

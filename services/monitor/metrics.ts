@@ -5,7 +5,7 @@
  * duration histogram links each bucket to a recent trace (`trace_id`).
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics, type OpenMetricsContentType } from 'prom-client';
-import type { FeatureDrift } from '../../libs/proto/index.js';
+import type { FeatureDrift, VersionEvaluation } from '../../libs/proto/index.js';
 
 /** Conventional request-duration buckets, 100 µs to 10 s. */
 export const DURATION_BUCKETS_SECONDS = [
@@ -32,6 +32,11 @@ export class MonitorMetrics {
   readonly driftKs: Gauge<'model' | 'version' | 'feature'>;
   /** What the drift gauges show, read at each scrape (the monitor points it at the drift tracker's report). */
   driftReport: () => readonly FeatureDrift[] = () => [];
+  readonly costPer1000: Gauge<'model' | 'version' | 'bound'>;
+  readonly costOptimalThreshold: Gauge<'model' | 'version'>;
+  readonly costOptimalPer1000: Gauge<'model' | 'version'>;
+  /** Evaluations with cost fields (models with a cost model), read at each scrape. */
+  costReport: () => readonly VersionEvaluation[] = () => [];
 
   constructor() {
     this.registry.setContentType(Registry.OPENMETRICS_CONTENT_TYPE);
@@ -142,6 +147,26 @@ export class MonitorMetrics {
       registers,
       collect: () => this.fillDrift(this.driftKs, 'ks'),
     });
+    // Business impact, computed at scrape time from the joined outcomes of models with a cost model.
+    this.costPer1000 = new Gauge({
+      name: 'infermesh_cost_per_1000_decisions',
+      help: 'Expected cost per 1,000 decisions of a model version under its cost model at the default threshold: bound="estimate", and the 95 % interval bound="low"|"high".',
+      labelNames: ['model', 'version', 'bound'],
+      registers,
+      collect: () => this.fillCost(),
+    });
+    this.costOptimalThreshold = new Gauge({
+      name: 'infermesh_cost_optimal_threshold',
+      help: 'Decision threshold that minimises the cost of a model version over its joined outcomes.',
+      labelNames: ['model', 'version'],
+      registers,
+    });
+    this.costOptimalPer1000 = new Gauge({
+      name: 'infermesh_cost_optimal_per_1000_decisions',
+      help: 'Cost per 1,000 decisions of a model version at its cost-minimising threshold.',
+      labelNames: ['model', 'version'],
+      registers,
+    });
     // Zero series exist from the start, so a scrape shows 0 rather than nothing.
     this.badMessages.inc({ source: 'samples' }, 0);
     this.badMessages.inc({ source: 'events' }, 0);
@@ -160,6 +185,22 @@ export class MonitorMetrics {
       value: seconds,
       exemplarLabels: { trace_id: traceId },
     });
+  }
+
+  /** Fills the three cost gauges (one collect, so they always agree). */
+  private fillCost(): void {
+    this.costPer1000.reset();
+    this.costOptimalThreshold.reset();
+    this.costOptimalPer1000.reset();
+    for (const e of this.costReport()) {
+      if (e.segment !== '' || !Number.isFinite(e.costPer1000)) continue;
+      const l = { model: e.name, version: String(e.version) };
+      this.costPer1000.set({ ...l, bound: 'estimate' }, e.costPer1000);
+      if (Number.isFinite(e.costPer1000Low)) this.costPer1000.set({ ...l, bound: 'low' }, e.costPer1000Low);
+      if (Number.isFinite(e.costPer1000High)) this.costPer1000.set({ ...l, bound: 'high' }, e.costPer1000High);
+      if (Number.isFinite(e.optimalThreshold)) this.costOptimalThreshold.set(l, e.optimalThreshold);
+      if (Number.isFinite(e.optimalCostPer1000)) this.costOptimalPer1000.set(l, e.optimalCostPer1000);
+    }
   }
 
   private fillDrift(g: Gauge<'model' | 'version' | 'feature'>, key: 'psi' | 'ks'): void {

@@ -34,6 +34,10 @@ import { OutcomeStore, outcomeHandlers } from './outcomes.js';
 import { serveMetrics, type MetricsServer } from './metrics-http.js';
 import { SampleFeed } from './sample-feed.js';
 import { ServingVersions } from './serving.js';
+import { ModelSettings } from './model-settings.js';
+import { COMPARE_DEFAULTS } from './comparison.js';
+import { experimentHandlers, type ExportSource } from './experiments.js';
+import { RetrainPublisher } from './retrain.js';
 
 export const MONITOR_PROTO = 'infermesh/v1/monitor.proto';
 export const MONITOR_SERVICE = 'infermesh.v1.Monitor';
@@ -117,6 +121,8 @@ export class Monitor {
     const metrics = new MonitorMetrics();
     const ingest = new Ingest(store, slow, metrics, deps.log, now);
     const serving = new ServingVersions();
+    // Segment parameter and cost model per model, from the version records (models push --segment-by, --cost-*).
+    const modelSettings = new ModelSettings();
     const parts: Parts = {};
     try {
       // One reader of the samples stream: each batch decoded once, replayed (state) and live (state and counters).
@@ -155,10 +161,12 @@ export class Monitor {
           perModel: settings.outcomeSamplesPerModel,
           replicas: settings.natsReplicas,
           now,
+          settings: modelSettings,
         },
         deps.log,
         feed,
       ));
+      metrics.costReport = () => modelSettings.withCost().flatMap((name) => outcomes.evaluate(name));
 
       // Alerts over the serving window, probes and canary analysis, fed by the models bucket.
       const window = new WindowStats(settings.alertWindowMs, now);
@@ -182,7 +190,15 @@ export class Monitor {
       ));
       alerts.setServing((name, version) => serving.left(name, version));
       alerts.addServingRules(window);
-      alerts.addDrift(() => drift.report(), settings.driftPsiThreshold, settings.driftKsThreshold);
+      // Drift of each segment too (subject `<param>=<value>/<feature>`): a risk model often fails in one segment first.
+      alerts.addDrift(
+        () => drift.report(undefined, 0, true).map((f) => (f.segment === '' ? f : { ...f, feature: `${modelSettings.segmentBy(f.name) || 'segment'}=${f.segment}/${f.feature}` })),
+        settings.driftPsiThreshold,
+        settings.driftKsThreshold,
+      );
+      // The retraining loop: a drift or evaluation alert that fires asks for retraining on infermesh.retrain.<model>.
+      const retrain = (parts.retrain = await RetrainPublisher.create(deps.nc, { retentionMs: settings.outcomeRetentionMs, replicas: settings.natsReplicas }, deps.log));
+      alerts.watch((a) => retrain.onAlert(a));
       alerts.addEvaluation(
         (name) => outcomes.evaluate(name),
         () => [...new Set(window.live().map((l) => l.name))],
@@ -194,13 +210,16 @@ export class Monitor {
       alerts.addSource(() => probes.observations());
       const canary = (parts.canary = new CanaryAnalysis(
         window,
-        (name) => outcomes.evaluate(name),
+        (name, production, canary) => outcomes.compare(name, production, canary, { ...COMPARE_DEFAULTS }),
         parts.registryApi,
         alerts,
         metrics,
         {
           intervalMs: settings.alertIntervalMs,
           minRequests: settings.canaryMinRequests,
+          alpha: settings.canaryAlpha,
+          lookMs: settings.canaryLookMs || Math.max(settings.alertIntervalMs, settings.alertWindowMs / 4),
+          latencyMargin: settings.canaryLatencyMargin,
           maxErrorRateIncrease: settings.canaryMaxErrorRateIncrease,
           maxP99Ratio: settings.canaryMaxP99Ratio,
           minP99DeltaMs: settings.canaryMinP99DeltaMs,
@@ -220,6 +239,7 @@ export class Monitor {
         onChange: (key, value) => {
           const k = parseModelKey(key);
           if (k?.kind === 'reference' || k?.kind === 'version') drift.applyModelKey(key, value);
+          if (k?.kind === 'version') modelSettings.applyModelKey(key, value);
           if (k?.kind === 'probe') probes.set(k.name, value);
           else if (k?.kind === 'traffic') {
             canary.setTraffic(k.name, value);
@@ -239,7 +259,16 @@ export class Monitor {
 
       const server = createGrpcServer({ maxMessageBytes: settings.maxMessageBytes });
       parts.grpc = server;
-      server.addService(MonitorService, monitorServer(store, slow, { ...driftHandlers(drift), ...outcomeHandlers(outcomes), ...alertHandlers(alerts) }, access));
+      const exportSource: ExportSource = {
+        whenReady: (signal) => outcomes.whenReady(signal),
+        hasSamples: (name) => outcomes.hasSamples(name),
+        joinedRows: (name, filter) => outcomes.joinedRows(name, filter),
+        widths: (name, filter) => outcomes.widths(name, filter),
+        segmentBy: (name) => modelSettings.segmentBy(name),
+        columnNames: (name, kind, count) => drift.columnNames(name, kind, count),
+      };
+      const handlers = { ...driftHandlers(drift), ...outcomeHandlers(outcomes), ...alertHandlers(alerts), ...experimentHandlers(outcomes, exportSource) };
+      server.addService(MonitorService, monitorServer(store, slow, handlers, access));
       parts.health = addHealthAndReflection(server, deps.protoFiles ?? [MONITOR_PROTO], [MONITOR_SERVICE]);
       const grpcPort = await listen(server, settings.host, settings.port, serverCredentials(tls));
       parts.http = await serveMetrics(metrics.registry, settings.host, settings.metricsPort);
@@ -264,6 +293,7 @@ interface Parts {
   alerts?: AlertEngine;
   probes?: Probes;
   canary?: CanaryAnalysis;
+  retrain?: RetrainPublisher;
   models?: KvMirror;
   replicas?: KvMirror;
   routerApi?: InferenceApi;

@@ -16,11 +16,12 @@
 import type { JsMsg, NatsConnection } from 'nats';
 import { nanos } from 'nats';
 import { checkName, ensureStream, NAME_RE, OUTCOMES_STREAM, publishAcked, subjects } from '../../libs/bus/index.js';
-import { InvalidArgumentError, NotFoundError, UnavailableError } from '../../libs/errors/index.js';
+import { FailedPreconditionError, InvalidArgumentError, NotFoundError, UnavailableError } from '../../libs/errors/index.js';
 import { unary, type CallContext } from '../../libs/grpc/index.js';
 import type { Logger } from '../../libs/log/index.js';
 import {
   OutcomeBatch,
+  type CostModel,
   type SampleBatch,
   type GetEvaluationRequest,
   type GetEvaluationResponse,
@@ -30,7 +31,11 @@ import {
   type RecordOutcomesResponse,
   type VersionEvaluation,
 } from '../../libs/proto/index.js';
-import { DEFAULT_THRESHOLD, evaluate, toPrediction, type Prediction } from './evaluation.js';
+import { DEFAULT_THRESHOLD, evaluate, evaluationKind, toPrediction, type Prediction } from './evaluation.js';
+import { compareVersions, KindMismatch, type CompareOptions, type LabelledRows } from './comparison.js';
+import { expectedCost, optimalThreshold } from './cost.js';
+import { checkCost } from './experiments.js';
+import { binaryScore } from './evaluation.js';
 import { StreamFollower } from './stream-follower.js';
 import { SampleFeed } from './sample-feed.js';
 
@@ -62,6 +67,8 @@ export interface OutcomeStoreOptions {
   /** JetStream replicas of the streams when this store creates them. */
   replicas?: number;
   now?: () => number;
+  /** Segment parameter and cost model per model (default: none). */
+  settings?: SettingsSource;
 }
 
 interface Kept {
@@ -70,6 +77,47 @@ interface Kept {
   prediction: Prediction;
   /** NaN until an outcome joins. */
   label: number;
+  /** The value of the model's segment parameter ('' = none). */
+  segment: string;
+  /** The sample's input summary, then its output summary (for export). */
+  values: Float32Array;
+  /** How many of `values` are inputs. */
+  inputs: number;
+}
+
+/** One kept, labelled row as exported (the arrays are views into what the store keeps: copy before keeping). */
+export interface JoinedRow {
+  requestId: string;
+  at: number;
+  version: number;
+  segment: string;
+  label: number;
+  features: Float32Array;
+  outputs: Float32Array;
+}
+
+/** Which rows an export or a comparison takes. */
+export interface RowFilter {
+  /** 0 = every version. */
+  version?: number;
+  /** Only rows sampled at or after (epoch ms). */
+  sinceMs?: number;
+  /** Only rows of this segment value (undefined = all). */
+  segment?: string;
+}
+
+/** Evaluation options beyond the threshold. */
+export interface EvaluateOptions {
+  /** Also one row per (version, segment value). */
+  bySegment?: boolean;
+  /** Replaces the model's cost model. */
+  cost?: CostModel;
+}
+
+/** The model's settings from its version records (segment parameter, cost model). */
+export interface SettingsSource {
+  segmentBy(name: string): string;
+  cost(name: string): CostModel | undefined;
 }
 
 interface Waiting {
@@ -84,7 +132,9 @@ interface ModelState {
   pending: Map<string, Waiting>;
   /** Bumped whenever a labelled sample is added, changed or dropped: the cached evaluation is stale. */
   rev: number;
-  cached: { rev: number; threshold: number; result: VersionEvaluation[] } | null;
+  cached: { rev: number; key: string; result: VersionEvaluation[] } | null;
+  /** The last comparison (the canary analysis asks for the same one every evaluation). */
+  compared: { rev: number; key: string; result: ReturnType<typeof compareVersions> } | null;
 }
 
 /**
@@ -100,6 +150,7 @@ export class OutcomeStore {
   private readonly retentionMs: number;
   private readonly perModel: number;
   private readonly now: () => number;
+  readonly settings: SettingsSource;
 
   private constructor(
     private readonly nc: NatsConnection,
@@ -112,6 +163,7 @@ export class OutcomeStore {
     this.retentionMs = o.retentionMs ?? DEFAULT_OUTCOME_RETENTION_MS;
     this.perModel = o.perModel ?? DEFAULT_OUTCOME_SAMPLES_PER_MODEL;
     this.now = o.now ?? Date.now;
+    this.settings = o.settings ?? { segmentBy: () => '', cost: () => undefined };
     samples.onBatch((b) => this.applySamples(b));
     this.outcomesFeed = new StreamFollower(nc, OUTCOMES_STREAM, (m) => this.applyOutcomes(m), log);
     // Samples first: replayed outcomes then join directly instead of crowding the waiting map.
@@ -208,32 +260,119 @@ export class OutcomeStore {
    * version (see evaluation.ts for the metrics and the score rule). Empty
    * when nothing is labelled yet. `threshold` must be in (0, 1).
    */
-  evaluate(name: string, threshold = DEFAULT_THRESHOLD): VersionEvaluation[] {
+  evaluate(name: string, threshold = DEFAULT_THRESHOLD, o: EvaluateOptions = {}): VersionEvaluation[] {
     const m = this.byModel.get(name);
     if (!m) return [];
     this.trim(m);
+    const cost = o.cost ?? this.settings.cost(name);
+    const key = `${threshold}|${o.bySegment === true}|${cost ? `${cost.costFp},${cost.costFn},${cost.valueTp}` : ''}`;
     // The alert engine and the canary analysis ask every few seconds; labels change far less often.
-    if (m.cached?.rev === m.rev && m.cached.threshold === threshold) return m.cached.result.map((e) => ({ ...e }));
-    const byVersion = new Map<number, { predictions: Prediction[]; labels: number[] }>();
+    if (m.cached?.rev === m.rev && m.cached.key === key) return m.cached.result.map((e) => ({ ...e }));
+    const groups = new Map<string, { version: number; segment: string } & LabelledRows>();
+    const add = (version: number, segment: string, k: Kept) => {
+      const id = `${version}\u0000${segment}`;
+      let g = groups.get(id);
+      if (!g) groups.set(id, (g = { version, segment, predictions: [], labels: [] }));
+      (g.predictions as Prediction[]).push(k.prediction);
+      (g.labels as number[]).push(k.label);
+    };
     for (const k of m.samples.values()) {
       if (Number.isNaN(k.label)) continue;
-      let v = byVersion.get(k.version);
-      if (!v) byVersion.set(k.version, (v = { predictions: [], labels: [] }));
-      v.predictions.push(k.prediction);
-      v.labels.push(k.label);
+      add(k.version, '', k);
+      if (o.bySegment) add(k.version, k.segment, k);
     }
-    const result = [...byVersion.entries()]
-      .sort(([a], [b]) => a - b)
-      .map(([version, v]) => {
-        const e = evaluate(v.predictions, v.labels, threshold);
+    const result = [...groups.values()]
+      .sort((a, b) => a.version - b.version || a.segment.localeCompare(b.segment))
+      .map((g): VersionEvaluation => {
+        const e = evaluate(g.predictions, g.labels, threshold);
+        const c = cost && evaluationKind(g.predictions, g.labels) === 'binary' ? costOf(g, threshold, cost) : NO_COST;
         return {
-          name, version, kind: e.kind, labelled: e.labelled, threshold: e.threshold,
+          name, version: g.version, kind: e.kind, labelled: e.labelled, threshold: e.threshold,
           accuracy: e.accuracy, precision: e.precision, recall: e.recall, f1: e.f1, rocAuc: e.rocAuc, logLoss: e.logLoss,
-          mse: e.mse, mae: e.mae, r2: e.r2,
+          mse: e.mse, mae: e.mae, r2: e.r2, segment: g.segment, ...c,
         };
       });
-    m.cached = { rev: m.rev, threshold, result };
+    m.cached = { rev: m.rev, key, result };
     return result.map((e) => ({ ...e }));
+  }
+
+  /** The labelled rows of one version of `name` (within `filter`), for comparisons. */
+  rows(name: string, filter: RowFilter): LabelledRows {
+    const predictions: Prediction[] = [];
+    const labels: number[] = [];
+    for (const k of this.kept(name, filter)) {
+      predictions.push(k.prediction);
+      labels.push(k.label);
+    }
+    return { predictions, labels };
+  }
+
+  /**
+   * Compares versions `a` and `b` of `name` on their labelled rows (see
+   * comparison.ts); the last answer is cached until a label changes. Throws
+   * NOT_FOUND when either has no labelled rows (in the segment) and
+   * FAILED_PRECONDITION when they are of different kinds.
+   */
+  compare(name: string, a: number, b: number, o: CompareOptions & { segment?: string }): ReturnType<typeof compareVersions> {
+    const m = this.byModel.get(name);
+    if (m) this.trim(m);
+    const cost = o.cost ?? this.settings.cost(name);
+    const key = JSON.stringify([a, b, o.threshold, o.confidence, o.minDifference, o.power, o.resamples, o.seed, o.segment ?? null, cost ?? null]);
+    if (m?.compared && m.compared.rev === m.rev && m.compared.key === key) return m.compared.result;
+    const ra = this.rows(name, { version: a, segment: o.segment });
+    const rb = this.rows(name, { version: b, segment: o.segment });
+    const where = o.segment !== undefined ? ` in segment ${JSON.stringify(o.segment)}` : '';
+    for (const [v, r] of [[a, ra], [b, rb]] as const) if (r.labels.length === 0) throw new NotFoundError(`version ${v} of ${name} has no labelled samples${where}`);
+    let result: ReturnType<typeof compareVersions>;
+    try {
+      result = compareVersions(a, ra, b, rb, { ...o, cost });
+    } catch (err) {
+      if (err instanceof KindMismatch) throw new FailedPreconditionError(err.message);
+      throw err;
+    }
+    if (m) m.compared = { rev: m.rev, key, result };
+    return result;
+  }
+
+  /**
+   * The kept labelled rows of `name` within `filter`, oldest first, as views
+   * (nothing is copied; a row added while iterating may be included). Rows
+   * sampled after the call are left out.
+   */
+  *joinedRows(name: string, filter: RowFilter = {}): Generator<JoinedRow> {
+    const m = this.byModel.get(name);
+    if (!m) return;
+    this.trim(m);
+    const until = this.now();
+    for (const [requestId, k] of m.samples) {
+      if (Number.isNaN(k.label) || k.at > until) continue;
+      if ((filter.version && k.version !== filter.version) || (filter.sinceMs && k.at < filter.sinceMs)) continue;
+      if (filter.segment !== undefined && k.segment !== filter.segment) continue;
+      yield { requestId, at: k.at, version: k.version, segment: k.segment, label: k.label, features: k.values.subarray(0, k.inputs), outputs: k.values.subarray(k.inputs) };
+    }
+  }
+
+  /** Widest input and output summaries among the labelled rows of `name` within `filter`. */
+  widths(name: string, filter: RowFilter = {}): { inputs: number; outputs: number } {
+    let inputs = 0;
+    let outputs = 0;
+    for (const k of this.kept(name, filter)) {
+      inputs = Math.max(inputs, k.inputs);
+      outputs = Math.max(outputs, k.values.length - k.inputs);
+    }
+    return { inputs, outputs };
+  }
+
+  /** Labelled kept samples of `name` within `filter`. */
+  private *kept(name: string, filter: RowFilter): Generator<Kept> {
+    const m = this.byModel.get(name);
+    if (!m) return;
+    for (const k of m.samples.values()) {
+      if (Number.isNaN(k.label)) continue;
+      if ((filter.version && k.version !== filter.version) || (filter.sinceMs && k.at < filter.sinceMs)) continue;
+      if (filter.segment !== undefined && k.segment !== filter.segment) continue;
+      yield k;
+    }
   }
 
   /** Stops following the streams. Idempotent. */
@@ -266,7 +405,7 @@ export class OutcomeStore {
 
   private model(name: string): ModelState {
     let m = this.byModel.get(name);
-    if (!m) this.byModel.set(name, (m = { samples: new Map(), pending: new Map(), rev: 0, cached: null }));
+    if (!m) this.byModel.set(name, (m = { samples: new Map(), pending: new Map(), rev: 0, cached: null, compared: null }));
     return m;
   }
 
@@ -288,7 +427,10 @@ export class OutcomeStore {
       const before = m.samples.get(s.requestId);
       if (before) m.samples.delete(s.requestId);
       if (!Number.isNaN(label) || (before && !Number.isNaN(before.label))) m.rev++;
-      m.samples.set(s.requestId, { version: s.version, at, prediction, label });
+      const values = new Float32Array(s.inputSummary.length + s.outputSummary.length);
+      values.set(s.inputSummary);
+      values.set(s.outputSummary, s.inputSummary.length);
+      m.samples.set(s.requestId, { version: s.version, at, prediction, label, segment: s.segment ?? '', values, inputs: s.inputSummary.length });
     }
     if (m) this.trim(m);
   }
@@ -336,6 +478,16 @@ export class OutcomeStore {
       }
     }
   }
+}
+
+const NO_COST = Object.freeze({ costPer1000: NaN, costPer1000Low: NaN, costPer1000High: NaN, optimalThreshold: NaN, optimalCostPer1000: NaN });
+
+/** A binary classifier's expected cost per 1,000 decisions at `threshold` (with its interval) and its cost-minimising threshold. */
+function costOf(rows: LabelledRows, threshold: number, cost: CostModel): typeof NO_COST {
+  const scores = rows.predictions.map(binaryScore);
+  const e = expectedCost(scores, rows.labels, threshold, cost);
+  const best = optimalThreshold(scores, rows.labels, cost);
+  return { costPer1000: e.per1000, costPer1000Low: e.interval.low, costPer1000High: e.interval.high, optimalThreshold: best.threshold, optimalCostPer1000: best.per1000 };
 }
 
 /** Splits `outcomes` into runs whose encoded size stays under `limit` bytes. */
@@ -392,15 +544,18 @@ export async function recordOutcomes(store: OutcomeStore, req: RecordOutcomesReq
 }
 
 /**
- * GetEvaluation: INVALID_ARGUMENT for a bad name or threshold; NOT_FOUND
- * when the model has no kept samples; waits for the start-up replay.
+ * GetEvaluation: INVALID_ARGUMENT for a bad name, threshold or cost; NOT_FOUND
+ * when the model has no kept samples; waits for the start-up replay. With
+ * `by_segment`, also a row per (version, segment value); with a cost model
+ * (the request's, else the model's), the cost fields.
  */
 export async function getEvaluation(store: OutcomeStore, req: GetEvaluationRequest, ctx: CallContext): Promise<GetEvaluationResponse> {
   const name = checkName(req.name, 'name');
   const threshold = checkThreshold(req.threshold);
   await store.whenReady(ctx.signal);
   if (!store.hasSamples(name)) throw new NotFoundError(`model ${name} has no kept samples with a request id (send requests with an id; see README, Ground truth)`);
-  return { versions: store.evaluate(name, threshold) };
+  const cost = checkCost(req.cost);
+  return { versions: store.evaluate(name, threshold, { bySegment: req.bySegment, cost }), segmentBy: store.settings.segmentBy(name), cost: cost ?? store.settings.cost(name) };
 }
 
 /** The RecordOutcomes and GetEvaluation handlers of infermesh.v1.Monitor. */

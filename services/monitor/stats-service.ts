@@ -54,7 +54,7 @@ export async function getSlowRequests(store: StatsStore, slow: SlowRequests, req
 export function monitorServer(
   store: StatsStore,
   slow: SlowRequests,
-  rest: Pick<MonitorServer, 'getDrift' | 'recordOutcomes' | 'getEvaluation' | 'listAlerts' | 'watchAlerts'>,
+  rest: Pick<MonitorServer, 'getDrift' | 'recordOutcomes' | 'getEvaluation' | 'listAlerts' | 'watchAlerts' | 'compareVersions' | 'exportOutcomes'>,
   access: AccessPolicy = AccessPolicy.open(),
 ): MonitorServer {
   // Every RPC's role (RecordOutcomes: outcomes) comes from the one table, libs/grpc/management-roles.ts.

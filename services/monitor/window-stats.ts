@@ -52,6 +52,13 @@ class VersionWindow {
     return this.slots.length === 0;
   }
 
+  /** The latencies of the window merged into one histogram. */
+  histogram(nowSecond: number): LatencyHistogram {
+    const hist = new LatencyHistogram();
+    for (const s of this.slots) if (s.second > nowSecond - this.seconds) hist.add(s.latency);
+    return hist;
+  }
+
   summary(nowSecond: number): WindowSummary {
     const hist = new LatencyHistogram();
     let requests = 0;
@@ -103,6 +110,12 @@ export class WindowStats {
   summary(name: string, version: number): WindowSummary {
     const w = this.models.get(name)?.get(version);
     return w ? w.summary(Math.floor(this.now() / 1000)) : { requests: 0, errors: 0, errorRate: 0, p50Ms: 0, p99Ms: 0 };
+  }
+
+  /** The latencies of one version over the window (the canary analysis compares distributions); empty when it had no traffic. */
+  histogram(name: string, version: number): LatencyHistogram {
+    const w = this.models.get(name)?.get(version);
+    return w ? w.histogram(Math.floor(this.now() / 1000)) : new LatencyHistogram();
   }
 
   /** Every (model, version) with traffic in the window; prunes the rest. */

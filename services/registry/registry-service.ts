@@ -130,6 +130,7 @@ export function registryHandlers({ store, events, replicas, nc }: RegistryDeps, 
           if (part?.$case !== 'header') throw new InvalidArgumentError('header', 'the first message must be a header');
           header = part.value;
           checkName(header.name, 'header.name');
+          checkModelSettings(header);
           if (header.alias) {
             field(ctx, 'PushModel', 'header.alias');
             checkName(header.alias, 'header.alias');
@@ -176,6 +177,8 @@ export function registryHandlers({ store, events, replicas, nc }: RegistryDeps, 
         lineage: undefined,
         archived: false,
         archivedAtMs: 0,
+        segmentBy: header.segmentBy,
+        cost: header.cost,
       });
       if (sig.reference) {
         const { sample, ...profile } = sig.reference;
@@ -328,4 +331,17 @@ function checkProbe(p: ProbeRecord, name: string, actor: string): ProbeRecord {
     updatedAtMs: Date.now(),
     updatedBy: actor,
   };
+}
+
+/** What a segment parameter may be called (an OIP request parameter key). */
+const SEGMENT_BY_RE = /^[A-Za-z0-9_.-]{1,64}$/;
+
+/** Checks the header's segment parameter and cost model (README "Segments", "Cost model"); INVALID_ARGUMENT naming the field. */
+function checkModelSettings(header: PushHeader): void {
+  if (header.segmentBy !== '' && !SEGMENT_BY_RE.test(header.segmentBy)) throw new InvalidArgumentError('header.segment_by', 'must be 1-64 characters of [A-Za-z0-9_.-]');
+  const cost = header.cost;
+  if (!cost) return;
+  for (const [field, v] of [['cost_fp', cost.costFp], ['cost_fn', cost.costFn], ['value_tp', cost.valueTp]] as const) {
+    if (!(Number.isFinite(v) && v >= 0)) throw new InvalidArgumentError(`header.cost.${field}`, 'must be a finite number ≥ 0');
+  }
 }

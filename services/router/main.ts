@@ -60,7 +60,9 @@ const table = await RoutingTable.create(buckets.models, buckets.replicas, {
   serverName: config.tlsServerName,
   tls: peerTls(tls),
 });
-const samples = new SampleRecorder(nc, { routerId, flushMs: config.sampleFlushMs, sampleRate: config.sampleRate }, log);
+// Samples carry the value of the model's segment parameter (`models push --segment-by`), read once per model per flush.
+const segmentKey = (model: string) => table.versionsOf(model).find((v) => v.segmentBy !== '')?.segmentBy ?? '';
+const samples = new SampleRecorder(nc, { routerId, flushMs: config.sampleFlushMs, sampleRate: config.sampleRate, segmentKey }, log);
 
 const server = createGrpcServer({ maxMessageBytes: config.maxMessageBytes });
 const frontOptions = { serverVersion: '0.1.0' };

@@ -43,6 +43,8 @@ export interface SampleRecorderOptions {
   flushMs: number;
   /** Fraction of requests kept whole for the monitor (summaries of inputs and outputs). */
   sampleRate: number;
+  /** The model's segment request parameter (VersionRecord.segment_by), asked once per model per flush; '' = none. */
+  segmentKey?: (model: string) => string;
 }
 
 /**
@@ -81,7 +83,7 @@ export class SampleRecorder {
     if (!list) this.slowest.set(model, (list = []));
     list.push({
       requestId: '', version, latencyMicros, code, traceId, inputSummary: [], outputSummary: [], atMs: Date.now(),
-      queueMicros: b.queue, computeMicros: b.compute, networkMicros: b.network, routerMicros: b.router,
+      queueMicros: b.queue, computeMicros: b.compute, networkMicros: b.network, routerMicros: b.router, segment: '',
     });
     list.sort((a, c) => c.latencyMicros - a.latencyMicros);
     if (list.length > SLOWEST_PER_WINDOW) list.length = SLOWEST_PER_WINDOW;
@@ -133,7 +135,8 @@ export class SampleRecorder {
     this.shadows = new Map();
     this.slowest = new Map();
     for (const name of new Set([...byModel.keys(), ...shadows.keys(), ...probes.keys()])) {
-      const samples = (kept.get(name) ?? []).map(summarize);
+      const segmentKey = kept.has(name) ? (this.o.segmentKey?.(name) ?? '') : '';
+      const samples = (kept.get(name) ?? []).map((k) => summarize(k, segmentKey));
       const batch: SampleBatch = {
         routerId: this.o.routerId, name, versions: traffic(byModel.get(name)), samples, startMs: this.start, endMs: end,
         shadows: shadows.get(name) ?? [], slowest: slowest.get(name) ?? [], probes: traffic(probes.get(name)),
@@ -213,14 +216,25 @@ function firstValues(tensors: { datatype: string; shape: number[] }[], raw: Uint
   return out;
 }
 
-function summarize(k: Kept): PredictionSample {
+/** Longest segment value kept in a sample (longer values are cut). */
+const MAX_SEGMENT_CHARS = 64;
+
+/** The request parameter `key` as a segment value: strings as they are, numbers and booleans as text; '' when absent. */
+function segmentOf(parameters: { [key: string]: oip.InferParameter }, key: string): string {
+  const p = key ? parameters[key]?.parameterChoice : undefined;
+  return p === undefined ? '' : String(p.value).slice(0, MAX_SEGMENT_CHARS);
+}
+
+/** Decodes a kept request (at flush time, off the request path) into its sample; `segmentKey` names the segment parameter. */
+function summarize(k: Kept, segmentKey: string): PredictionSample {
   const s: PredictionSample = {
     requestId: '', version: k.version, latencyMicros: k.latencyMicros, code: k.code, traceId: k.traceId, inputSummary: [], outputSummary: [], atMs: k.at,
-    queueMicros: 0, computeMicros: 0, networkMicros: 0, routerMicros: 0,
+    queueMicros: 0, computeMicros: 0, networkMicros: 0, routerMicros: 0, segment: '',
   };
   try {
     const req = oip.ModelInferRequest.decode(k.request);
     s.requestId = req.id;
+    s.segment = segmentOf(req.parameters, segmentKey);
     s.inputSummary = firstValues(req.inputs, req.rawInputContents, req.inputs.map((t) => t.contents));
     if (k.response) {
       const res = oip.ModelInferResponse.decode(k.response);

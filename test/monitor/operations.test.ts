@@ -281,7 +281,8 @@ describe('canary analysis on outcomes', () => {
     const info = await until(() => reg.get('scored'), (m) => !m.traffic?.canary, 20_000);
     expect(info.traffic?.canary).toBeUndefined();
     const rb = (await reg.history('scored')).find((e) => e.kind === ModelEvent_Kind.ROLLED_BACK && e.alias === 'canary');
-    expect(rb?.reason).toMatch(/^canary analysis: canary v2 f1 0\.\d+ vs production v1 1\.0000 \(margin 0\.05\) over \d+ labelled samples$/);
+    // The reason names the test, the numbers and the p-value against the α this look may spend.
+    expect(rb?.reason).toMatch(/^canary analysis: canary v2 f1 0\.\d+ vs production v1 1\.0000 \(margin 0\.05\) over \d+\/\d+ labelled samples: difference -0\.\d+, 95 % interval \[\S+, \S+\], bootstrap p = \S+ < α \S+ at look \d+$/);
   }, 60_000);
 });
 

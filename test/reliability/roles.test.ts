@@ -81,6 +81,8 @@ const DOCUMENTED: readonly [ManagedService, string, string | undefined, Role | '
   ['Monitor', 'GetEvaluation', undefined, 'none'],
   ['Monitor', 'ListAlerts', undefined, 'none'],
   ['Monitor', 'WatchAlerts', undefined, 'none'],
+  ['Monitor', 'CompareVersions', undefined, 'none'],
+  ['Monitor', 'ExportOutcomes', undefined, 'outcomes'],
 ];
 
 /** Callers: a token per role, one with two roles, an unknown token, and none. */
@@ -180,7 +182,19 @@ const CASES: Case[] = [
   { service: 'Monitor', rpc: 'GetEvaluation', run: ({ mon }) => codeOf(mon.evaluation(NAME)), admitted: ['OK', 'NOT_FOUND'] },
   { service: 'Monitor', rpc: 'ListAlerts', run: ({ mon }) => codeOf(mon.alerts(NAME)) },
   { service: 'Monitor', rpc: 'WatchAlerts', run: ({ mon }) => watchCode(mon) },
+  { service: 'Monitor', rpc: 'CompareVersions', run: ({ mon }) => codeOf(mon.compare({ name: NAME, versionA: 1, versionB: 2 })), admitted: ['OK', 'NOT_FOUND'] },
+  { service: 'Monitor', rpc: 'ExportOutcomes', run: ({ mon }) => exportCode(mon), admitted: ['OK', 'NOT_FOUND'] },
 ];
+
+/** The status an ExportOutcomes stream ends with. */
+async function exportCode(mon: MonitorApi): Promise<string> {
+  try {
+    for await (const chunk of mon.exportOutcomes({ name: NAME, version: 0, sinceMs: 0 })) void chunk;
+    return 'OK';
+  } catch (err) {
+    return codeOf(Promise.reject(err));
+  }
+}
 
 /** What the documented table says `caller` gets for `c`: 'admitted', UNAUTHENTICATED or PERMISSION_DENIED. */
 function expected(c: Case, caller: string): string {

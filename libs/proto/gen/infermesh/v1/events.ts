@@ -70,11 +70,35 @@ export interface VersionRecord {
    */
   archived: boolean;
   archivedAtMs: number;
+  /**
+   * Request parameter (OIP `parameters` key) whose value segments this
+   * model's evaluation and drift (`models push --segment-by channel`); empty =
+   * none. The model's segment parameter is that of its newest version naming one.
+   */
+  segmentBy: string;
+  /**
+   * What the model's decisions cost (`models push --cost-fp/--cost-fn/--value-tp`);
+   * the model's cost model is that of its newest version carrying one.
+   */
+  cost: CostModel | undefined;
 }
 
 export interface VersionRecord_TagsEntry {
   key: string;
   value: string;
+}
+
+/**
+ * What a binary classifier's decisions cost the business, in one currency
+ * unit: expected cost per decision = (cost_fp·FP + cost_fn·FN − value_tp·TP) / decisions.
+ */
+export interface CostModel {
+  /** Cost of a false positive (e.g. a good transaction blocked). */
+  costFp: number;
+  /** Cost of a false negative (e.g. a fraud let through). */
+  costFn: number;
+  /** Value of a true positive (e.g. a fraud stopped), counted as negative cost. */
+  valueTp: number;
 }
 
 /** What a registry-made version derives from and how (VersionRecord.lineage). */
@@ -353,6 +377,11 @@ export interface PredictionSample {
   computeMicros: number;
   networkMicros: number;
   routerMicros: number;
+  /**
+   * The value of the model's segment request parameter (VersionRecord.segment_by)
+   * in this request, at most 64 characters; empty when it has none.
+   */
+  segment: string;
 }
 
 /**
@@ -462,6 +491,30 @@ export enum Alert_State {
   UNRECOGNIZED = -1,
 }
 
+/**
+ * Stream INFERMESH_RETRAIN, subject `infermesh.retrain.<name>`: published by
+ * the monitor when a drift or evaluation alert of the model fires, so a
+ * retraining job can export the joined rows, retrain, push and canary.
+ */
+export interface RetrainRequest {
+  name: string;
+  /** The version whose alert fired. */
+  version: number;
+  /** The alert's id and rule (drift_psi, drift_ks, eval_<metric>). */
+  alertId: string;
+  rule: string;
+  /** The alert's message (what crossed which threshold). */
+  reason: string;
+  /**
+   * The command that exports the labelled rows to retrain on, e.g.
+   * `infermesh outcomes export fraud --since 2026-11-20T10:00:00.000Z --format csv`.
+   */
+  exportCommand: string;
+  atMs: number;
+  /** Rows since this time are in the export (the samples' retention start). */
+  sinceMs: number;
+}
+
 function createBaseVersionRecord(): VersionRecord {
   return {
     name: "",
@@ -481,6 +534,8 @@ function createBaseVersionRecord(): VersionRecord {
     lineage: undefined,
     archived: false,
     archivedAtMs: 0,
+    segmentBy: "",
+    cost: undefined,
   };
 }
 
@@ -536,6 +591,12 @@ export const VersionRecord: MessageFns<VersionRecord> = {
     }
     if (message.archivedAtMs !== 0) {
       writer.uint32(184).int64(message.archivedAtMs);
+    }
+    if (message.segmentBy !== "") {
+      writer.uint32(114).string(message.segmentBy);
+    }
+    if (message.cost !== undefined) {
+      CostModel.encode(message.cost, writer.uint32(122).fork()).join();
     }
     return writer;
   },
@@ -692,6 +753,22 @@ export const VersionRecord: MessageFns<VersionRecord> = {
             message.archivedAtMs = longToNumber(reader.int64());
             continue;
           }
+          case 14: {
+            if (tag !== 114) {
+              break;
+            }
+
+            message.segmentBy = reader.string();
+            continue;
+          }
+          case 15: {
+            if (tag !== 122) {
+              break;
+            }
+
+            message.cost = CostModel.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -738,6 +815,8 @@ export const VersionRecord: MessageFns<VersionRecord> = {
       : undefined;
     message.archived = object.archived ?? false;
     message.archivedAtMs = object.archivedAtMs ?? 0;
+    message.segmentBy = object.segmentBy ?? "";
+    message.cost = (object.cost !== undefined && object.cost !== null) ? CostModel.fromPartial(object.cost) : undefined;
     return message;
   },
 };
@@ -805,6 +884,85 @@ export const VersionRecord_TagsEntry: MessageFns<VersionRecord_TagsEntry> = {
     const message = createBaseVersionRecord_TagsEntry();
     message.key = object.key ?? "";
     message.value = object.value ?? "";
+    return message;
+  },
+};
+
+function createBaseCostModel(): CostModel {
+  return { costFp: 0, costFn: 0, valueTp: 0 };
+}
+
+export const CostModel: MessageFns<CostModel> = {
+  encode(message: CostModel, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.costFp !== 0) {
+      writer.uint32(9).double(message.costFp);
+    }
+    if (message.costFn !== 0) {
+      writer.uint32(17).double(message.costFn);
+    }
+    if (message.valueTp !== 0) {
+      writer.uint32(25).double(message.valueTp);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CostModel {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCostModel();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 9) {
+              break;
+            }
+
+            message.costFp = reader.double();
+            continue;
+          }
+          case 2: {
+            if (tag !== 17) {
+              break;
+            }
+
+            message.costFn = reader.double();
+            continue;
+          }
+          case 3: {
+            if (tag !== 25) {
+              break;
+            }
+
+            message.valueTp = reader.double();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<CostModel>, I>>(base?: I): CostModel {
+    return CostModel.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<CostModel>, I>>(object: I): CostModel {
+    const message = createBaseCostModel();
+    message.costFp = object.costFp ?? 0;
+    message.costFn = object.costFn ?? 0;
+    message.valueTp = object.valueTp ?? 0;
     return message;
   },
 };
@@ -2768,6 +2926,7 @@ function createBasePredictionSample(): PredictionSample {
     computeMicros: 0,
     networkMicros: 0,
     routerMicros: 0,
+    segment: "",
   };
 }
 
@@ -2816,6 +2975,9 @@ export const PredictionSample: MessageFns<PredictionSample> = {
     }
     if (message.routerMicros !== 0) {
       writer.uint32(96).uint32(message.routerMicros);
+    }
+    if (message.segment !== "") {
+      writer.uint32(106).string(message.segment);
     }
     return writer;
   },
@@ -2949,6 +3111,14 @@ export const PredictionSample: MessageFns<PredictionSample> = {
             message.routerMicros = reader.uint32();
             continue;
           }
+          case 13: {
+            if (tag !== 106) {
+              break;
+            }
+
+            message.segment = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2978,6 +3148,7 @@ export const PredictionSample: MessageFns<PredictionSample> = {
     message.computeMicros = object.computeMicros ?? 0;
     message.networkMicros = object.networkMicros ?? 0;
     message.routerMicros = object.routerMicros ?? 0;
+    message.segment = object.segment ?? "";
     return message;
   },
 };
@@ -3825,6 +3996,145 @@ export const Alert: MessageFns<Alert> = {
     message.value = object.value ?? 0;
     message.threshold = object.threshold ?? 0;
     message.message = object.message ?? "";
+    message.atMs = object.atMs ?? 0;
+    message.sinceMs = object.sinceMs ?? 0;
+    return message;
+  },
+};
+
+function createBaseRetrainRequest(): RetrainRequest {
+  return { name: "", version: 0, alertId: "", rule: "", reason: "", exportCommand: "", atMs: 0, sinceMs: 0 };
+}
+
+export const RetrainRequest: MessageFns<RetrainRequest> = {
+  encode(message: RetrainRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    if (message.version !== 0) {
+      writer.uint32(16).uint64(message.version);
+    }
+    if (message.alertId !== "") {
+      writer.uint32(26).string(message.alertId);
+    }
+    if (message.rule !== "") {
+      writer.uint32(34).string(message.rule);
+    }
+    if (message.reason !== "") {
+      writer.uint32(42).string(message.reason);
+    }
+    if (message.exportCommand !== "") {
+      writer.uint32(50).string(message.exportCommand);
+    }
+    if (message.atMs !== 0) {
+      writer.uint32(56).int64(message.atMs);
+    }
+    if (message.sinceMs !== 0) {
+      writer.uint32(64).int64(message.sinceMs);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RetrainRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRetrainRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.version = longToNumber(reader.uint64());
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.alertId = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.rule = reader.string();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.reason = reader.string();
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.exportCommand = reader.string();
+            continue;
+          }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.atMs = longToNumber(reader.int64());
+            continue;
+          }
+          case 8: {
+            if (tag !== 64) {
+              break;
+            }
+
+            message.sinceMs = longToNumber(reader.int64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<RetrainRequest>, I>>(base?: I): RetrainRequest {
+    return RetrainRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<RetrainRequest>, I>>(object: I): RetrainRequest {
+    const message = createBaseRetrainRequest();
+    message.name = object.name ?? "";
+    message.version = object.version ?? 0;
+    message.alertId = object.alertId ?? "";
+    message.rule = object.rule ?? "";
+    message.reason = object.reason ?? "";
+    message.exportCommand = object.exportCommand ?? "";
     message.atMs = object.atMs ?? 0;
     message.sinceMs = object.sinceMs ?? 0;
     return message;

@@ -20,7 +20,7 @@ import {
   type ServiceError,
   type UntypedServiceImplementation,
 } from "@grpc/grpc-js";
-import { Alert, Outcome } from "./events.js";
+import { Alert, CostModel, Outcome } from "./events.js";
 
 export const protobufPackage = "infermesh.v1";
 
@@ -32,6 +32,11 @@ export interface GetDriftRequest {
   name: string;
   /** 0 = every live version. */
   version: number;
+  /**
+   * Also rows per segment value of the model's segment parameter: each
+   * segment's share of the version's window against the same baseline.
+   */
+  bySegment: boolean;
 }
 
 export interface GetDriftResponse {
@@ -50,6 +55,8 @@ export interface FeatureDrift {
   /** `reference` or `version:<n>` (the previous version's live window). */
   baseline: string;
   drifting: boolean;
+  /** The segment value of the window's rows compared; empty = the whole window. */
+  segment: string;
 }
 
 export interface RecordOutcomesRequest {
@@ -74,10 +81,18 @@ export interface GetEvaluationRequest {
    * monitor's default (0.5).
    */
   threshold: number;
+  /** Also one row per (version, segment value) of the model's segment parameter. */
+  bySegment: boolean;
+  /** Replaces the model's cost model (from models push) for this answer. */
+  cost: CostModel | undefined;
 }
 
 export interface GetEvaluationResponse {
   versions: VersionEvaluation[];
+  /** The model's segment parameter (empty: none). */
+  segmentBy: string;
+  /** The cost model applied (unset: none, cost fields are NaN). */
+  cost: CostModel | undefined;
 }
 
 export interface VersionEvaluation {
@@ -97,6 +112,136 @@ export interface VersionEvaluation {
   mae: number;
   r2: number;
   threshold: number;
+  /** The segment value of these rows; empty = every row of the version. */
+  segment: string;
+  /**
+   * With a cost model (else NaN): expected cost per 1,000 decisions at
+   * `threshold`, its 95 % Student t interval, the threshold minimising the
+   * cost over these rows and the cost there.
+   */
+  costPer1000: number;
+  costPer1000Low: number;
+  costPer1000High: number;
+  optimalThreshold: number;
+  optimalCostPer1000: number;
+}
+
+export interface CompareVersionsRequest {
+  name: string;
+  /** A (the baseline, e.g. production) and B (e.g. the canary). */
+  versionA: number;
+  versionB: number;
+  /** 0 = 0.5. */
+  threshold: number;
+  /** Interval coverage; 0 = 0.95. */
+  confidence: number;
+  /**
+   * Difference to detect, for samples_needed: absolute for metrics in [0, 1],
+   * relative to A's value for log-loss, MSE, MAE and cost; 0 = 0.05.
+   */
+  minDifference: number;
+  /** Power for samples_needed; 0 = 0.8. */
+  power: number;
+  /** Bootstrap resamples (F1, R2); 0 = 1000. */
+  resamples: number;
+  /** Bootstrap seed; 0 = 1. */
+  seed: number;
+  /** Only requests with this segment value (empty = all). */
+  segment: string;
+  /** Replaces the model's cost model for this answer. */
+  cost: CostModel | undefined;
+}
+
+export interface CompareVersionsResponse {
+  name: string;
+  /** `classification` or `regression`. */
+  kind: string;
+  confidence: number;
+  threshold: number;
+  minDifference: number;
+  power: number;
+  resamples: number;
+  seed: number;
+  segment: string;
+  /** The cost model applied (unset: none). */
+  cost: CostModel | undefined;
+  a: VersionEstimates | undefined;
+  b: VersionEstimates | undefined;
+  differences: MetricDifference[];
+}
+
+export interface VersionEstimates {
+  version: number;
+  labelled: number;
+  metrics: MetricEstimate[];
+  /** With a cost model (else NaN): the cost-minimising threshold and its cost per 1,000 decisions. */
+  optimalThreshold: number;
+  optimalCostPer1000: number;
+}
+
+export interface MetricEstimate {
+  /** accuracy, precision, recall, f1, roc_auc, log_loss, cost_per_1000, mse, mae, r2. */
+  metric: string;
+  value: number;
+  /** The interval at the request's confidence (NaN when undefined). */
+  low: number;
+  high: number;
+  /** wilson, delong, t, bootstrap. */
+  method: string;
+  /** Observations behind it (predicted positives for precision, positives for recall). */
+  n: number;
+}
+
+export interface MetricDifference {
+  metric: string;
+  a: number;
+  b: number;
+  /** b - a, its interval and the two-sided p-value of "no difference". */
+  difference: number;
+  low: number;
+  high: number;
+  pValue: number;
+  /** newcombe+z-test, delong+z-test, welch-t, bootstrap. */
+  method: string;
+  /** p_value < 1 - confidence. */
+  significant: boolean;
+  /** The difference samples_needed is for. */
+  detectable: number;
+  /**
+   * Labelled samples per version to detect `detectable` at the confidence and
+   * power (NaN when it cannot be estimated).
+   */
+  samplesNeeded: number;
+}
+
+export interface ExportOutcomesRequest {
+  name: string;
+  /** 0 = every version. */
+  version: number;
+  /** Only rows sampled at or after this time (epoch ms); 0 = all kept. */
+  sinceMs: number;
+}
+
+export interface ExportOutcomesChunk {
+  rows: ExportRow[];
+  /**
+   * First chunk only: column names of features and outputs (from the
+   * reference profile or the signature), and the segment parameter.
+   */
+  featureNames: string[];
+  outputNames: string[];
+  segmentBy: string;
+}
+
+export interface ExportRow {
+  requestId: string;
+  atMs: number;
+  version: number;
+  segment: string;
+  label: number;
+  /** The sample's input and output summaries (first row, at most 32 values each). */
+  features: number[];
+  outputs: number[];
 }
 
 export interface ListAlertsRequest {
@@ -181,7 +326,7 @@ export interface VersionStats_ErrorsByCodeEntry {
 }
 
 function createBaseGetDriftRequest(): GetDriftRequest {
-  return { name: "", version: 0 };
+  return { name: "", version: 0, bySegment: false };
 }
 
 export const GetDriftRequest: MessageFns<GetDriftRequest> = {
@@ -191,6 +336,9 @@ export const GetDriftRequest: MessageFns<GetDriftRequest> = {
     }
     if (message.version !== 0) {
       writer.uint32(16).uint64(message.version);
+    }
+    if (message.bySegment !== false) {
+      writer.uint32(24).bool(message.bySegment);
     }
     return writer;
   },
@@ -224,6 +372,14 @@ export const GetDriftRequest: MessageFns<GetDriftRequest> = {
             message.version = longToNumber(reader.uint64());
             continue;
           }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.bySegment = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -243,6 +399,7 @@ export const GetDriftRequest: MessageFns<GetDriftRequest> = {
     const message = createBaseGetDriftRequest();
     message.name = object.name ?? "";
     message.version = object.version ?? 0;
+    message.bySegment = object.bySegment ?? false;
     return message;
   },
 };
@@ -303,7 +460,7 @@ export const GetDriftResponse: MessageFns<GetDriftResponse> = {
 };
 
 function createBaseFeatureDrift(): FeatureDrift {
-  return { name: "", version: 0, feature: "", psi: 0, ks: 0, window: 0, baseline: "", drifting: false };
+  return { name: "", version: 0, feature: "", psi: 0, ks: 0, window: 0, baseline: "", drifting: false, segment: "" };
 }
 
 export const FeatureDrift: MessageFns<FeatureDrift> = {
@@ -331,6 +488,9 @@ export const FeatureDrift: MessageFns<FeatureDrift> = {
     }
     if (message.drifting !== false) {
       writer.uint32(64).bool(message.drifting);
+    }
+    if (message.segment !== "") {
+      writer.uint32(74).string(message.segment);
     }
     return writer;
   },
@@ -412,6 +572,14 @@ export const FeatureDrift: MessageFns<FeatureDrift> = {
             message.drifting = reader.bool();
             continue;
           }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.segment = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -437,6 +605,7 @@ export const FeatureDrift: MessageFns<FeatureDrift> = {
     message.window = object.window ?? 0;
     message.baseline = object.baseline ?? "";
     message.drifting = object.drifting ?? false;
+    message.segment = object.segment ?? "";
     return message;
   },
 };
@@ -576,7 +745,7 @@ export const RecordOutcomesResponse: MessageFns<RecordOutcomesResponse> = {
 };
 
 function createBaseGetEvaluationRequest(): GetEvaluationRequest {
-  return { name: "", threshold: 0 };
+  return { name: "", threshold: 0, bySegment: false, cost: undefined };
 }
 
 export const GetEvaluationRequest: MessageFns<GetEvaluationRequest> = {
@@ -586,6 +755,12 @@ export const GetEvaluationRequest: MessageFns<GetEvaluationRequest> = {
     }
     if (message.threshold !== 0) {
       writer.uint32(17).double(message.threshold);
+    }
+    if (message.bySegment !== false) {
+      writer.uint32(24).bool(message.bySegment);
+    }
+    if (message.cost !== undefined) {
+      CostModel.encode(message.cost, writer.uint32(34).fork()).join();
     }
     return writer;
   },
@@ -619,6 +794,22 @@ export const GetEvaluationRequest: MessageFns<GetEvaluationRequest> = {
             message.threshold = reader.double();
             continue;
           }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.bySegment = reader.bool();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.cost = CostModel.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -638,18 +829,26 @@ export const GetEvaluationRequest: MessageFns<GetEvaluationRequest> = {
     const message = createBaseGetEvaluationRequest();
     message.name = object.name ?? "";
     message.threshold = object.threshold ?? 0;
+    message.bySegment = object.bySegment ?? false;
+    message.cost = (object.cost !== undefined && object.cost !== null) ? CostModel.fromPartial(object.cost) : undefined;
     return message;
   },
 };
 
 function createBaseGetEvaluationResponse(): GetEvaluationResponse {
-  return { versions: [] };
+  return { versions: [], segmentBy: "", cost: undefined };
 }
 
 export const GetEvaluationResponse: MessageFns<GetEvaluationResponse> = {
   encode(message: GetEvaluationResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     for (const v of message.versions) {
       VersionEvaluation.encode(v!, writer.uint32(10).fork()).join();
+    }
+    if (message.segmentBy !== "") {
+      writer.uint32(18).string(message.segmentBy);
+    }
+    if (message.cost !== undefined) {
+      CostModel.encode(message.cost, writer.uint32(26).fork()).join();
     }
     return writer;
   },
@@ -675,6 +874,22 @@ export const GetEvaluationResponse: MessageFns<GetEvaluationResponse> = {
             message.versions.push(VersionEvaluation.decode(reader, reader.uint32()));
             continue;
           }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.segmentBy = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.cost = CostModel.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -693,6 +908,8 @@ export const GetEvaluationResponse: MessageFns<GetEvaluationResponse> = {
   fromPartial<I extends Exact<DeepPartial<GetEvaluationResponse>, I>>(object: I): GetEvaluationResponse {
     const message = createBaseGetEvaluationResponse();
     message.versions = object.versions?.map((e) => VersionEvaluation.fromPartial(e)) || [];
+    message.segmentBy = object.segmentBy ?? "";
+    message.cost = (object.cost !== undefined && object.cost !== null) ? CostModel.fromPartial(object.cost) : undefined;
     return message;
   },
 };
@@ -713,6 +930,12 @@ function createBaseVersionEvaluation(): VersionEvaluation {
     mae: 0,
     r2: 0,
     threshold: 0,
+    segment: "",
+    costPer1000: 0,
+    costPer1000Low: 0,
+    costPer1000High: 0,
+    optimalThreshold: 0,
+    optimalCostPer1000: 0,
   };
 }
 
@@ -759,6 +982,24 @@ export const VersionEvaluation: MessageFns<VersionEvaluation> = {
     }
     if (message.threshold !== 0) {
       writer.uint32(113).double(message.threshold);
+    }
+    if (message.segment !== "") {
+      writer.uint32(122).string(message.segment);
+    }
+    if (message.costPer1000 !== 0) {
+      writer.uint32(129).double(message.costPer1000);
+    }
+    if (message.costPer1000Low !== 0) {
+      writer.uint32(137).double(message.costPer1000Low);
+    }
+    if (message.costPer1000High !== 0) {
+      writer.uint32(145).double(message.costPer1000High);
+    }
+    if (message.optimalThreshold !== 0) {
+      writer.uint32(153).double(message.optimalThreshold);
+    }
+    if (message.optimalCostPer1000 !== 0) {
+      writer.uint32(161).double(message.optimalCostPer1000);
     }
     return writer;
   },
@@ -888,6 +1129,54 @@ export const VersionEvaluation: MessageFns<VersionEvaluation> = {
             message.threshold = reader.double();
             continue;
           }
+          case 15: {
+            if (tag !== 122) {
+              break;
+            }
+
+            message.segment = reader.string();
+            continue;
+          }
+          case 16: {
+            if (tag !== 129) {
+              break;
+            }
+
+            message.costPer1000 = reader.double();
+            continue;
+          }
+          case 17: {
+            if (tag !== 137) {
+              break;
+            }
+
+            message.costPer1000Low = reader.double();
+            continue;
+          }
+          case 18: {
+            if (tag !== 145) {
+              break;
+            }
+
+            message.costPer1000High = reader.double();
+            continue;
+          }
+          case 19: {
+            if (tag !== 153) {
+              break;
+            }
+
+            message.optimalThreshold = reader.double();
+            continue;
+          }
+          case 20: {
+            if (tag !== 161) {
+              break;
+            }
+
+            message.optimalCostPer1000 = reader.double();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -919,6 +1208,1142 @@ export const VersionEvaluation: MessageFns<VersionEvaluation> = {
     message.mae = object.mae ?? 0;
     message.r2 = object.r2 ?? 0;
     message.threshold = object.threshold ?? 0;
+    message.segment = object.segment ?? "";
+    message.costPer1000 = object.costPer1000 ?? 0;
+    message.costPer1000Low = object.costPer1000Low ?? 0;
+    message.costPer1000High = object.costPer1000High ?? 0;
+    message.optimalThreshold = object.optimalThreshold ?? 0;
+    message.optimalCostPer1000 = object.optimalCostPer1000 ?? 0;
+    return message;
+  },
+};
+
+function createBaseCompareVersionsRequest(): CompareVersionsRequest {
+  return {
+    name: "",
+    versionA: 0,
+    versionB: 0,
+    threshold: 0,
+    confidence: 0,
+    minDifference: 0,
+    power: 0,
+    resamples: 0,
+    seed: 0,
+    segment: "",
+    cost: undefined,
+  };
+}
+
+export const CompareVersionsRequest: MessageFns<CompareVersionsRequest> = {
+  encode(message: CompareVersionsRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    if (message.versionA !== 0) {
+      writer.uint32(16).uint64(message.versionA);
+    }
+    if (message.versionB !== 0) {
+      writer.uint32(24).uint64(message.versionB);
+    }
+    if (message.threshold !== 0) {
+      writer.uint32(33).double(message.threshold);
+    }
+    if (message.confidence !== 0) {
+      writer.uint32(41).double(message.confidence);
+    }
+    if (message.minDifference !== 0) {
+      writer.uint32(49).double(message.minDifference);
+    }
+    if (message.power !== 0) {
+      writer.uint32(57).double(message.power);
+    }
+    if (message.resamples !== 0) {
+      writer.uint32(64).uint32(message.resamples);
+    }
+    if (message.seed !== 0) {
+      writer.uint32(72).uint32(message.seed);
+    }
+    if (message.segment !== "") {
+      writer.uint32(82).string(message.segment);
+    }
+    if (message.cost !== undefined) {
+      CostModel.encode(message.cost, writer.uint32(90).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CompareVersionsRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCompareVersionsRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.versionA = longToNumber(reader.uint64());
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.versionB = longToNumber(reader.uint64());
+            continue;
+          }
+          case 4: {
+            if (tag !== 33) {
+              break;
+            }
+
+            message.threshold = reader.double();
+            continue;
+          }
+          case 5: {
+            if (tag !== 41) {
+              break;
+            }
+
+            message.confidence = reader.double();
+            continue;
+          }
+          case 6: {
+            if (tag !== 49) {
+              break;
+            }
+
+            message.minDifference = reader.double();
+            continue;
+          }
+          case 7: {
+            if (tag !== 57) {
+              break;
+            }
+
+            message.power = reader.double();
+            continue;
+          }
+          case 8: {
+            if (tag !== 64) {
+              break;
+            }
+
+            message.resamples = reader.uint32();
+            continue;
+          }
+          case 9: {
+            if (tag !== 72) {
+              break;
+            }
+
+            message.seed = reader.uint32();
+            continue;
+          }
+          case 10: {
+            if (tag !== 82) {
+              break;
+            }
+
+            message.segment = reader.string();
+            continue;
+          }
+          case 11: {
+            if (tag !== 90) {
+              break;
+            }
+
+            message.cost = CostModel.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<CompareVersionsRequest>, I>>(base?: I): CompareVersionsRequest {
+    return CompareVersionsRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<CompareVersionsRequest>, I>>(object: I): CompareVersionsRequest {
+    const message = createBaseCompareVersionsRequest();
+    message.name = object.name ?? "";
+    message.versionA = object.versionA ?? 0;
+    message.versionB = object.versionB ?? 0;
+    message.threshold = object.threshold ?? 0;
+    message.confidence = object.confidence ?? 0;
+    message.minDifference = object.minDifference ?? 0;
+    message.power = object.power ?? 0;
+    message.resamples = object.resamples ?? 0;
+    message.seed = object.seed ?? 0;
+    message.segment = object.segment ?? "";
+    message.cost = (object.cost !== undefined && object.cost !== null) ? CostModel.fromPartial(object.cost) : undefined;
+    return message;
+  },
+};
+
+function createBaseCompareVersionsResponse(): CompareVersionsResponse {
+  return {
+    name: "",
+    kind: "",
+    confidence: 0,
+    threshold: 0,
+    minDifference: 0,
+    power: 0,
+    resamples: 0,
+    seed: 0,
+    segment: "",
+    cost: undefined,
+    a: undefined,
+    b: undefined,
+    differences: [],
+  };
+}
+
+export const CompareVersionsResponse: MessageFns<CompareVersionsResponse> = {
+  encode(message: CompareVersionsResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    if (message.kind !== "") {
+      writer.uint32(18).string(message.kind);
+    }
+    if (message.confidence !== 0) {
+      writer.uint32(25).double(message.confidence);
+    }
+    if (message.threshold !== 0) {
+      writer.uint32(33).double(message.threshold);
+    }
+    if (message.minDifference !== 0) {
+      writer.uint32(41).double(message.minDifference);
+    }
+    if (message.power !== 0) {
+      writer.uint32(49).double(message.power);
+    }
+    if (message.resamples !== 0) {
+      writer.uint32(56).uint32(message.resamples);
+    }
+    if (message.seed !== 0) {
+      writer.uint32(64).uint32(message.seed);
+    }
+    if (message.segment !== "") {
+      writer.uint32(74).string(message.segment);
+    }
+    if (message.cost !== undefined) {
+      CostModel.encode(message.cost, writer.uint32(82).fork()).join();
+    }
+    if (message.a !== undefined) {
+      VersionEstimates.encode(message.a, writer.uint32(90).fork()).join();
+    }
+    if (message.b !== undefined) {
+      VersionEstimates.encode(message.b, writer.uint32(98).fork()).join();
+    }
+    for (const v of message.differences) {
+      MetricDifference.encode(v!, writer.uint32(106).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CompareVersionsResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCompareVersionsResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.kind = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 25) {
+              break;
+            }
+
+            message.confidence = reader.double();
+            continue;
+          }
+          case 4: {
+            if (tag !== 33) {
+              break;
+            }
+
+            message.threshold = reader.double();
+            continue;
+          }
+          case 5: {
+            if (tag !== 41) {
+              break;
+            }
+
+            message.minDifference = reader.double();
+            continue;
+          }
+          case 6: {
+            if (tag !== 49) {
+              break;
+            }
+
+            message.power = reader.double();
+            continue;
+          }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.resamples = reader.uint32();
+            continue;
+          }
+          case 8: {
+            if (tag !== 64) {
+              break;
+            }
+
+            message.seed = reader.uint32();
+            continue;
+          }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.segment = reader.string();
+            continue;
+          }
+          case 10: {
+            if (tag !== 82) {
+              break;
+            }
+
+            message.cost = CostModel.decode(reader, reader.uint32());
+            continue;
+          }
+          case 11: {
+            if (tag !== 90) {
+              break;
+            }
+
+            message.a = VersionEstimates.decode(reader, reader.uint32());
+            continue;
+          }
+          case 12: {
+            if (tag !== 98) {
+              break;
+            }
+
+            message.b = VersionEstimates.decode(reader, reader.uint32());
+            continue;
+          }
+          case 13: {
+            if (tag !== 106) {
+              break;
+            }
+
+            message.differences.push(MetricDifference.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<CompareVersionsResponse>, I>>(base?: I): CompareVersionsResponse {
+    return CompareVersionsResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<CompareVersionsResponse>, I>>(object: I): CompareVersionsResponse {
+    const message = createBaseCompareVersionsResponse();
+    message.name = object.name ?? "";
+    message.kind = object.kind ?? "";
+    message.confidence = object.confidence ?? 0;
+    message.threshold = object.threshold ?? 0;
+    message.minDifference = object.minDifference ?? 0;
+    message.power = object.power ?? 0;
+    message.resamples = object.resamples ?? 0;
+    message.seed = object.seed ?? 0;
+    message.segment = object.segment ?? "";
+    message.cost = (object.cost !== undefined && object.cost !== null) ? CostModel.fromPartial(object.cost) : undefined;
+    message.a = (object.a !== undefined && object.a !== null) ? VersionEstimates.fromPartial(object.a) : undefined;
+    message.b = (object.b !== undefined && object.b !== null) ? VersionEstimates.fromPartial(object.b) : undefined;
+    message.differences = object.differences?.map((e) => MetricDifference.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseVersionEstimates(): VersionEstimates {
+  return { version: 0, labelled: 0, metrics: [], optimalThreshold: 0, optimalCostPer1000: 0 };
+}
+
+export const VersionEstimates: MessageFns<VersionEstimates> = {
+  encode(message: VersionEstimates, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.version !== 0) {
+      writer.uint32(8).uint64(message.version);
+    }
+    if (message.labelled !== 0) {
+      writer.uint32(16).uint64(message.labelled);
+    }
+    for (const v of message.metrics) {
+      MetricEstimate.encode(v!, writer.uint32(26).fork()).join();
+    }
+    if (message.optimalThreshold !== 0) {
+      writer.uint32(33).double(message.optimalThreshold);
+    }
+    if (message.optimalCostPer1000 !== 0) {
+      writer.uint32(41).double(message.optimalCostPer1000);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): VersionEstimates {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseVersionEstimates();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.version = longToNumber(reader.uint64());
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.labelled = longToNumber(reader.uint64());
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.metrics.push(MetricEstimate.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 4: {
+            if (tag !== 33) {
+              break;
+            }
+
+            message.optimalThreshold = reader.double();
+            continue;
+          }
+          case 5: {
+            if (tag !== 41) {
+              break;
+            }
+
+            message.optimalCostPer1000 = reader.double();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<VersionEstimates>, I>>(base?: I): VersionEstimates {
+    return VersionEstimates.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<VersionEstimates>, I>>(object: I): VersionEstimates {
+    const message = createBaseVersionEstimates();
+    message.version = object.version ?? 0;
+    message.labelled = object.labelled ?? 0;
+    message.metrics = object.metrics?.map((e) => MetricEstimate.fromPartial(e)) || [];
+    message.optimalThreshold = object.optimalThreshold ?? 0;
+    message.optimalCostPer1000 = object.optimalCostPer1000 ?? 0;
+    return message;
+  },
+};
+
+function createBaseMetricEstimate(): MetricEstimate {
+  return { metric: "", value: 0, low: 0, high: 0, method: "", n: 0 };
+}
+
+export const MetricEstimate: MessageFns<MetricEstimate> = {
+  encode(message: MetricEstimate, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.metric !== "") {
+      writer.uint32(10).string(message.metric);
+    }
+    if (message.value !== 0) {
+      writer.uint32(17).double(message.value);
+    }
+    if (message.low !== 0) {
+      writer.uint32(25).double(message.low);
+    }
+    if (message.high !== 0) {
+      writer.uint32(33).double(message.high);
+    }
+    if (message.method !== "") {
+      writer.uint32(42).string(message.method);
+    }
+    if (message.n !== 0) {
+      writer.uint32(48).uint64(message.n);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): MetricEstimate {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseMetricEstimate();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.metric = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 17) {
+              break;
+            }
+
+            message.value = reader.double();
+            continue;
+          }
+          case 3: {
+            if (tag !== 25) {
+              break;
+            }
+
+            message.low = reader.double();
+            continue;
+          }
+          case 4: {
+            if (tag !== 33) {
+              break;
+            }
+
+            message.high = reader.double();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.method = reader.string();
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.n = longToNumber(reader.uint64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<MetricEstimate>, I>>(base?: I): MetricEstimate {
+    return MetricEstimate.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<MetricEstimate>, I>>(object: I): MetricEstimate {
+    const message = createBaseMetricEstimate();
+    message.metric = object.metric ?? "";
+    message.value = object.value ?? 0;
+    message.low = object.low ?? 0;
+    message.high = object.high ?? 0;
+    message.method = object.method ?? "";
+    message.n = object.n ?? 0;
+    return message;
+  },
+};
+
+function createBaseMetricDifference(): MetricDifference {
+  return {
+    metric: "",
+    a: 0,
+    b: 0,
+    difference: 0,
+    low: 0,
+    high: 0,
+    pValue: 0,
+    method: "",
+    significant: false,
+    detectable: 0,
+    samplesNeeded: 0,
+  };
+}
+
+export const MetricDifference: MessageFns<MetricDifference> = {
+  encode(message: MetricDifference, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.metric !== "") {
+      writer.uint32(10).string(message.metric);
+    }
+    if (message.a !== 0) {
+      writer.uint32(17).double(message.a);
+    }
+    if (message.b !== 0) {
+      writer.uint32(25).double(message.b);
+    }
+    if (message.difference !== 0) {
+      writer.uint32(33).double(message.difference);
+    }
+    if (message.low !== 0) {
+      writer.uint32(41).double(message.low);
+    }
+    if (message.high !== 0) {
+      writer.uint32(49).double(message.high);
+    }
+    if (message.pValue !== 0) {
+      writer.uint32(57).double(message.pValue);
+    }
+    if (message.method !== "") {
+      writer.uint32(66).string(message.method);
+    }
+    if (message.significant !== false) {
+      writer.uint32(72).bool(message.significant);
+    }
+    if (message.detectable !== 0) {
+      writer.uint32(81).double(message.detectable);
+    }
+    if (message.samplesNeeded !== 0) {
+      writer.uint32(89).double(message.samplesNeeded);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): MetricDifference {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseMetricDifference();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.metric = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 17) {
+              break;
+            }
+
+            message.a = reader.double();
+            continue;
+          }
+          case 3: {
+            if (tag !== 25) {
+              break;
+            }
+
+            message.b = reader.double();
+            continue;
+          }
+          case 4: {
+            if (tag !== 33) {
+              break;
+            }
+
+            message.difference = reader.double();
+            continue;
+          }
+          case 5: {
+            if (tag !== 41) {
+              break;
+            }
+
+            message.low = reader.double();
+            continue;
+          }
+          case 6: {
+            if (tag !== 49) {
+              break;
+            }
+
+            message.high = reader.double();
+            continue;
+          }
+          case 7: {
+            if (tag !== 57) {
+              break;
+            }
+
+            message.pValue = reader.double();
+            continue;
+          }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.method = reader.string();
+            continue;
+          }
+          case 9: {
+            if (tag !== 72) {
+              break;
+            }
+
+            message.significant = reader.bool();
+            continue;
+          }
+          case 10: {
+            if (tag !== 81) {
+              break;
+            }
+
+            message.detectable = reader.double();
+            continue;
+          }
+          case 11: {
+            if (tag !== 89) {
+              break;
+            }
+
+            message.samplesNeeded = reader.double();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<MetricDifference>, I>>(base?: I): MetricDifference {
+    return MetricDifference.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<MetricDifference>, I>>(object: I): MetricDifference {
+    const message = createBaseMetricDifference();
+    message.metric = object.metric ?? "";
+    message.a = object.a ?? 0;
+    message.b = object.b ?? 0;
+    message.difference = object.difference ?? 0;
+    message.low = object.low ?? 0;
+    message.high = object.high ?? 0;
+    message.pValue = object.pValue ?? 0;
+    message.method = object.method ?? "";
+    message.significant = object.significant ?? false;
+    message.detectable = object.detectable ?? 0;
+    message.samplesNeeded = object.samplesNeeded ?? 0;
+    return message;
+  },
+};
+
+function createBaseExportOutcomesRequest(): ExportOutcomesRequest {
+  return { name: "", version: 0, sinceMs: 0 };
+}
+
+export const ExportOutcomesRequest: MessageFns<ExportOutcomesRequest> = {
+  encode(message: ExportOutcomesRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    if (message.version !== 0) {
+      writer.uint32(16).uint64(message.version);
+    }
+    if (message.sinceMs !== 0) {
+      writer.uint32(24).int64(message.sinceMs);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ExportOutcomesRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseExportOutcomesRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.version = longToNumber(reader.uint64());
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.sinceMs = longToNumber(reader.int64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<ExportOutcomesRequest>, I>>(base?: I): ExportOutcomesRequest {
+    return ExportOutcomesRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ExportOutcomesRequest>, I>>(object: I): ExportOutcomesRequest {
+    const message = createBaseExportOutcomesRequest();
+    message.name = object.name ?? "";
+    message.version = object.version ?? 0;
+    message.sinceMs = object.sinceMs ?? 0;
+    return message;
+  },
+};
+
+function createBaseExportOutcomesChunk(): ExportOutcomesChunk {
+  return { rows: [], featureNames: [], outputNames: [], segmentBy: "" };
+}
+
+export const ExportOutcomesChunk: MessageFns<ExportOutcomesChunk> = {
+  encode(message: ExportOutcomesChunk, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.rows) {
+      ExportRow.encode(v!, writer.uint32(10).fork()).join();
+    }
+    for (const v of message.featureNames) {
+      writer.uint32(18).string(v!);
+    }
+    for (const v of message.outputNames) {
+      writer.uint32(26).string(v!);
+    }
+    if (message.segmentBy !== "") {
+      writer.uint32(34).string(message.segmentBy);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ExportOutcomesChunk {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseExportOutcomesChunk();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.rows.push(ExportRow.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.featureNames.push(reader.string());
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.outputNames.push(reader.string());
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.segmentBy = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<ExportOutcomesChunk>, I>>(base?: I): ExportOutcomesChunk {
+    return ExportOutcomesChunk.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ExportOutcomesChunk>, I>>(object: I): ExportOutcomesChunk {
+    const message = createBaseExportOutcomesChunk();
+    message.rows = object.rows?.map((e) => ExportRow.fromPartial(e)) || [];
+    message.featureNames = object.featureNames?.map((e) => e) || [];
+    message.outputNames = object.outputNames?.map((e) => e) || [];
+    message.segmentBy = object.segmentBy ?? "";
+    return message;
+  },
+};
+
+function createBaseExportRow(): ExportRow {
+  return { requestId: "", atMs: 0, version: 0, segment: "", label: 0, features: [], outputs: [] };
+}
+
+export const ExportRow: MessageFns<ExportRow> = {
+  encode(message: ExportRow, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.requestId !== "") {
+      writer.uint32(10).string(message.requestId);
+    }
+    if (message.atMs !== 0) {
+      writer.uint32(16).int64(message.atMs);
+    }
+    if (message.version !== 0) {
+      writer.uint32(24).uint64(message.version);
+    }
+    if (message.segment !== "") {
+      writer.uint32(34).string(message.segment);
+    }
+    if (message.label !== 0) {
+      writer.uint32(41).double(message.label);
+    }
+    if (message.features.length !== 0) {
+      writer.uint32(50).fork();
+      for (const v of message.features) {
+        writer.float(v);
+      }
+      writer.join();
+    }
+    if (message.outputs.length !== 0) {
+      writer.uint32(58).fork();
+      for (const v of message.outputs) {
+        writer.float(v);
+      }
+      writer.join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ExportRow {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseExportRow();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.requestId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.atMs = longToNumber(reader.int64());
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.version = longToNumber(reader.uint64());
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.segment = reader.string();
+            continue;
+          }
+          case 5: {
+            if (tag !== 41) {
+              break;
+            }
+
+            message.label = reader.double();
+            continue;
+          }
+          case 6: {
+            if (tag === 53) {
+              message.features.push(reader.float());
+
+              continue;
+            }
+
+            if (tag === 50) {
+              const end2 = reader.uint32() + reader.pos;
+              while (reader.pos < end2) {
+                message.features.push(reader.float());
+              }
+
+              continue;
+            }
+
+            break;
+          }
+          case 7: {
+            if (tag === 61) {
+              message.outputs.push(reader.float());
+
+              continue;
+            }
+
+            if (tag === 58) {
+              const end2 = reader.uint32() + reader.pos;
+              while (reader.pos < end2) {
+                message.outputs.push(reader.float());
+              }
+
+              continue;
+            }
+
+            break;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<ExportRow>, I>>(base?: I): ExportRow {
+    return ExportRow.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ExportRow>, I>>(object: I): ExportRow {
+    const message = createBaseExportRow();
+    message.requestId = object.requestId ?? "";
+    message.atMs = object.atMs ?? 0;
+    message.version = object.version ?? 0;
+    message.segment = object.segment ?? "";
+    message.label = object.label ?? 0;
+    message.features = object.features?.map((e) => e) || [];
+    message.outputs = object.outputs?.map((e) => e) || [];
     return message;
   },
 };
@@ -2020,6 +3445,56 @@ export const MonitorService = {
     responseDeserialize: (value: Buffer): GetEvaluationResponse => GetEvaluationResponse.decode(value),
   },
   /**
+   * Compares two versions on their joined outcomes (the requests each
+   * served): every metric of each version with an interval at `confidence`
+   * (Wilson for accuracy, precision and recall; DeLong for ROC-AUC; Student t
+   * for the means log-loss, MSE, MAE and cost per 1,000 decisions; seeded
+   * percentile bootstrap for F1 and R2), the difference B - A with its
+   * interval and p-value (Newcombe + two-proportion z-test; DeLong z-test;
+   * Welch t-test; bootstrap), and the labelled samples each version needs to
+   * detect `min_difference`. With a cost model: the expected cost per 1,000
+   * decisions and the cost-minimising threshold per version. Deterministic
+   * (same rows and seed, same answer). Idempotent.
+   * INVALID_ARGUMENT: bad name, version_a or version_b 0 or equal, threshold
+   * not in (0, 1), confidence not in [0.5, 0.999], power not in [0.5, 0.999],
+   * min_difference < 0, resamples > 10000, segment too long, a negative or
+   * non-finite cost. NOT_FOUND: no samples for the model, or a version with no
+   * labelled samples (in the segment). FAILED_PRECONDITION: the two versions'
+   * outputs are of different kinds (classification vs regression).
+   */
+  compareVersions: {
+    path: "/infermesh.v1.Monitor/CompareVersions" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: CompareVersionsRequest): Buffer =>
+      Buffer.from(CompareVersionsRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): CompareVersionsRequest => CompareVersionsRequest.decode(value),
+    responseSerialize: (value: CompareVersionsResponse): Buffer =>
+      Buffer.from(CompareVersionsResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): CompareVersionsResponse => CompareVersionsResponse.decode(value),
+  },
+  /**
+   * Streams the joined rows (request id, time, version, segment, features,
+   * outputs, label) of a model, oldest first, in chunks of up to 1,000 rows,
+   * with flow control: the monitor never copies the rows it keeps. Rows are
+   * those kept within the retention. Idempotent (a read; it needs the
+   * `outcomes` role, as labels and features are training data).
+   * INVALID_ARGUMENT: bad name, since_ms < 0. NOT_FOUND: no samples for the
+   * model. UNAUTHENTICATED / PERMISSION_DENIED: token missing / without the
+   * `outcomes` role (when tokens are configured). CANCELLED / DEADLINE_EXCEEDED
+   * when the caller stops reading.
+   */
+  exportOutcomes: {
+    path: "/infermesh.v1.Monitor/ExportOutcomes" as const,
+    requestStream: false as const,
+    responseStream: true as const,
+    requestSerialize: (value: ExportOutcomesRequest): Buffer =>
+      Buffer.from(ExportOutcomesRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ExportOutcomesRequest => ExportOutcomesRequest.decode(value),
+    responseSerialize: (value: ExportOutcomesChunk): Buffer => Buffer.from(ExportOutcomesChunk.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ExportOutcomesChunk => ExportOutcomesChunk.decode(value),
+  },
+  /**
    * Alerts firing now and those resolved within the retention window. Idempotent.
    * INVALID_ARGUMENT: bad name.
    */
@@ -2085,6 +3560,37 @@ export interface MonitorServer extends UntypedServiceImplementation {
    * INVALID_ARGUMENT: bad name or threshold. NOT_FOUND: no samples for the model.
    */
   getEvaluation: handleUnaryCall<GetEvaluationRequest, GetEvaluationResponse>;
+  /**
+   * Compares two versions on their joined outcomes (the requests each
+   * served): every metric of each version with an interval at `confidence`
+   * (Wilson for accuracy, precision and recall; DeLong for ROC-AUC; Student t
+   * for the means log-loss, MSE, MAE and cost per 1,000 decisions; seeded
+   * percentile bootstrap for F1 and R2), the difference B - A with its
+   * interval and p-value (Newcombe + two-proportion z-test; DeLong z-test;
+   * Welch t-test; bootstrap), and the labelled samples each version needs to
+   * detect `min_difference`. With a cost model: the expected cost per 1,000
+   * decisions and the cost-minimising threshold per version. Deterministic
+   * (same rows and seed, same answer). Idempotent.
+   * INVALID_ARGUMENT: bad name, version_a or version_b 0 or equal, threshold
+   * not in (0, 1), confidence not in [0.5, 0.999], power not in [0.5, 0.999],
+   * min_difference < 0, resamples > 10000, segment too long, a negative or
+   * non-finite cost. NOT_FOUND: no samples for the model, or a version with no
+   * labelled samples (in the segment). FAILED_PRECONDITION: the two versions'
+   * outputs are of different kinds (classification vs regression).
+   */
+  compareVersions: handleUnaryCall<CompareVersionsRequest, CompareVersionsResponse>;
+  /**
+   * Streams the joined rows (request id, time, version, segment, features,
+   * outputs, label) of a model, oldest first, in chunks of up to 1,000 rows,
+   * with flow control: the monitor never copies the rows it keeps. Rows are
+   * those kept within the retention. Idempotent (a read; it needs the
+   * `outcomes` role, as labels and features are training data).
+   * INVALID_ARGUMENT: bad name, since_ms < 0. NOT_FOUND: no samples for the
+   * model. UNAUTHENTICATED / PERMISSION_DENIED: token missing / without the
+   * `outcomes` role (when tokens are configured). CANCELLED / DEADLINE_EXCEEDED
+   * when the caller stops reading.
+   */
+  exportOutcomes: handleServerStreamingCall<ExportOutcomesRequest, ExportOutcomesChunk>;
   /**
    * Alerts firing now and those resolved within the retention window. Idempotent.
    * INVALID_ARGUMENT: bad name.
@@ -2205,6 +3711,59 @@ export interface MonitorClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: GetEvaluationResponse) => void,
   ): ClientUnaryCall;
+  /**
+   * Compares two versions on their joined outcomes (the requests each
+   * served): every metric of each version with an interval at `confidence`
+   * (Wilson for accuracy, precision and recall; DeLong for ROC-AUC; Student t
+   * for the means log-loss, MSE, MAE and cost per 1,000 decisions; seeded
+   * percentile bootstrap for F1 and R2), the difference B - A with its
+   * interval and p-value (Newcombe + two-proportion z-test; DeLong z-test;
+   * Welch t-test; bootstrap), and the labelled samples each version needs to
+   * detect `min_difference`. With a cost model: the expected cost per 1,000
+   * decisions and the cost-minimising threshold per version. Deterministic
+   * (same rows and seed, same answer). Idempotent.
+   * INVALID_ARGUMENT: bad name, version_a or version_b 0 or equal, threshold
+   * not in (0, 1), confidence not in [0.5, 0.999], power not in [0.5, 0.999],
+   * min_difference < 0, resamples > 10000, segment too long, a negative or
+   * non-finite cost. NOT_FOUND: no samples for the model, or a version with no
+   * labelled samples (in the segment). FAILED_PRECONDITION: the two versions'
+   * outputs are of different kinds (classification vs regression).
+   */
+  compareVersions(
+    request: CompareVersionsRequest,
+    callback: (error: ServiceError | null, response: CompareVersionsResponse) => void,
+  ): ClientUnaryCall;
+  compareVersions(
+    request: CompareVersionsRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: CompareVersionsResponse) => void,
+  ): ClientUnaryCall;
+  compareVersions(
+    request: CompareVersionsRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: CompareVersionsResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Streams the joined rows (request id, time, version, segment, features,
+   * outputs, label) of a model, oldest first, in chunks of up to 1,000 rows,
+   * with flow control: the monitor never copies the rows it keeps. Rows are
+   * those kept within the retention. Idempotent (a read; it needs the
+   * `outcomes` role, as labels and features are training data).
+   * INVALID_ARGUMENT: bad name, since_ms < 0. NOT_FOUND: no samples for the
+   * model. UNAUTHENTICATED / PERMISSION_DENIED: token missing / without the
+   * `outcomes` role (when tokens are configured). CANCELLED / DEADLINE_EXCEEDED
+   * when the caller stops reading.
+   */
+  exportOutcomes(
+    request: ExportOutcomesRequest,
+    options?: Partial<CallOptions>,
+  ): ClientReadableStream<ExportOutcomesChunk>;
+  exportOutcomes(
+    request: ExportOutcomesRequest,
+    metadata?: Metadata,
+    options?: Partial<CallOptions>,
+  ): ClientReadableStream<ExportOutcomesChunk>;
   /**
    * Alerts firing now and those resolved within the retention window. Idempotent.
    * INVALID_ARGUMENT: bad name.

@@ -21,7 +21,15 @@ import {
   type UntypedServiceImplementation,
 } from "@grpc/grpc-js";
 import { BatchingPolicy } from "./common.js";
-import { GateResult, ModelEvent, ProbeRecord, ReferenceProfile, TrafficRecord, VersionRecord } from "./events.js";
+import {
+  CostModel,
+  GateResult,
+  ModelEvent,
+  ProbeRecord,
+  ReferenceProfile,
+  TrafficRecord,
+  VersionRecord,
+} from "./events.js";
 
 export const protobufPackage = "infermesh.v1";
 
@@ -293,6 +301,13 @@ export interface PushHeader {
   referenceFormat: string;
   /** Tags of the new version (VersionRecord.tags). */
   tags: { [key: string]: string };
+  /**
+   * Request parameter whose value segments evaluation and drift (VersionRecord.segment_by):
+   * 1-64 characters of [A-Za-z0-9_.-]; empty = none.
+   */
+  segmentBy: string;
+  /** Cost model of the model's decisions (VersionRecord.cost): finite, ≥ 0; unset = none. */
+  cost: CostModel | undefined;
 }
 
 export interface PushHeader_TagsEntry {
@@ -2786,6 +2801,8 @@ function createBasePushHeader(): PushHeader {
     replicas: 0,
     referenceFormat: "",
     tags: {},
+    segmentBy: "",
+    cost: undefined,
   };
 }
 
@@ -2815,6 +2832,12 @@ export const PushHeader: MessageFns<PushHeader> = {
     globalThis.Object.entries(message.tags).forEach(([key, value]: [string, string]) => {
       PushHeader_TagsEntry.encode({ key: key as any, value }, writer.uint32(162).fork()).join();
     });
+    if (message.segmentBy !== "") {
+      writer.uint32(66).string(message.segmentBy);
+    }
+    if (message.cost !== undefined) {
+      CostModel.encode(message.cost, writer.uint32(74).fork()).join();
+    }
     return writer;
   },
 
@@ -2898,6 +2921,22 @@ export const PushHeader: MessageFns<PushHeader> = {
             }
             continue;
           }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.segmentBy = reader.string();
+            continue;
+          }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.cost = CostModel.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2933,6 +2972,8 @@ export const PushHeader: MessageFns<PushHeader> = {
       },
       {},
     );
+    message.segmentBy = object.segmentBy ?? "";
+    message.cost = (object.cost !== undefined && object.cost !== null) ? CostModel.fromPartial(object.cost) : undefined;
     return message;
   },
 };
