@@ -51,9 +51,9 @@ async function missing(name: string, o: GlobalOptions & { version?: number }): P
     }
     if (refs.length === 0) return null;
     return (
-      `no sampled requests of ${name} ${refs.length === 1 ? refs[0]!.split(' ')[0] : 'these versions'} yet: the reference profile is there (${refs.join(', ')}), ` +
-      'and drift compares it with the live requests the routers sample (their --sample-rate; infermesh up --sample-rate, default 1). ' +
-      `Send requests to ${name} and look again: a row per feature appears with the first samples, "drifting" once a version has --drift-min-samples (100)`
+      `no sampled requests of ${name} yet; the reference ${refs.length === 1 ? 'profile is' : 'profiles are'} there: ${refs.join(', ')}. ` +
+      'Drift compares the reference with the requests the routers sample (their --sample-rate; infermesh up keeps every request by default): ' +
+      `send requests to ${name} and look again. A row per feature appears with the first samples, "drifting" once a version has --drift-min-samples (100)`
     );
   } finally {
     registry.close();

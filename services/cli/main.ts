@@ -113,6 +113,7 @@ withGlobals(models.command('push').argument('<file>', 'ONNX model file'))
   .option('--replicas <k>', 'inference replicas that hold the model (rendezvous placement; default: all)', int(1, 1000))
   .option('--cache <entries>', 'response cache entries per replica for identical inputs (default: off)', int(1, 10_000_000))
   .option('--reference <file>', 'reference rows of inputs (CSV with a header, or JSON lines) profiled for drift monitoring')
+  .addOption(new Option('--wait [seconds]', 'return once the router serves the new version (loaded and warmed on a replica), waiting at most this long').argParser(int(1, 3600)).preset('60'))
   .addOption(new Option('--reference-format <format>', 'format of --reference (default: from its extension)').choices(['csv', 'jsonl']))
   .option('--segment-by <param>', 'request parameter whose value segments evaluation and drift (e.g. channel)')
   .option('--cost-fp <cost>', 'cost model: cost of a false positive (eval, canary, metrics)', nonNegative)
@@ -320,14 +321,11 @@ withGlobals(traces.command('slow').argument('<name>', 'model name'))
   .option('--limit <n>', 'at most this many', int(1, 100), 20)
   .action(async (name: string, o) => (await import('./traces.js')).slowCommand(name, o));
 
-traces
-  .command('show')
-  .argument('<trace-id>', 'trace id, as traces slow and infer --timing print it')
+withGlobals(traces.command('show').argument('[trace-id]', 'trace id, as traces slow and infer --timing print it'))
   .description("one trace's spans as a tree with a waterfall (router, forward, inference, queue, batch, onnx.run, encode), read from the span files infermesh up keeps in <dir>/traces")
-  .option('--dir <dir>', 'state directory given to up (env INFERMESH_DIR)', defaultStateDir)
+  .option('--slowest <name>', 'the trace of the slowest recent request of this model (the first of traces slow NAME)')
   .option('--traces <folder>', "a folder of span files (the services' INFERMESH_TRACE_FILE) instead of <dir>/traces")
-  .option('--json', 'print one JSON object')
-  .action(async (id: string, o) => (await import('./traces.js')).showCommand(id, o));
+  .action(async (id: string | undefined, o) => (await import('./traces.js')).showCommand(id, o));
 
 const outcomes = program.command('outcomes').description('ground truth: record labels (outcomes NAME FILE), export the joined rows (outcomes export NAME)');
 

@@ -42,6 +42,8 @@ export interface PushOptions extends GlobalOptions {
   cache?: number;
   /** CSV or JSON-lines reference rows profiled for drift. */
   reference?: string;
+  /** Wait up to this many seconds until the router serves the new version. */
+  wait?: number;
   /** `csv` or `jsonl`; default from the reference file's extension. */
   referenceFormat?: string;
   /** Request parameter that segments evaluation and drift. */
@@ -83,6 +85,7 @@ export async function pushCommand(file: string, o: PushOptions): Promise<void> {
     ).catch((err: unknown) => {
       throw asFlagError(err);
     });
+    if (o.wait !== undefined) await (await import('./wait-ready.js')).waitServed(o.router, v.name, v.version, o.wait);
     if (o.json) {
       printJson({ name: v.name, version: v.version, sha256: v.sha256, sizeBytes: v.sizeBytes, inputs: specsJson(v.inputs), outputs: specsJson(v.outputs), batchable: v.batchable, ...(o.alias ? { alias: o.alias } : {}), ...(ref ? { reference: o.reference } : {}) });
       return;

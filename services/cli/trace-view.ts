@@ -97,7 +97,7 @@ function noteOf(s: SpanLine): string {
   const parts: string[] = [];
   if (typeof a['infermesh.model'] === 'string') parts.push(`${a['infermesh.model']}${a['infermesh.version'] !== undefined ? ` v${a['infermesh.version']}` : ''}`);
   if (typeof a['infermesh.replica'] === 'string') parts.push(`replica ${a['infermesh.replica']}`);
-  if (typeof a['infermesh.batch_size'] === 'number') parts.push(`batch of ${a['infermesh.batch_size']} ${a['infermesh.batch_size'] === 1 ? 'request' : 'requests'}, ${a['infermesh.batch_rows']} rows`);
+  if (typeof a['infermesh.batch_size'] === 'number') parts.push(`batch of ${a['infermesh.batch_size']} ${a['infermesh.batch_size'] === 1 ? 'request' : 'requests'}, ${a['infermesh.batch_rows']} ${a['infermesh.batch_rows'] === 1 ? 'row' : 'rows'}`);
   if (typeof a['infermesh.rows'] === 'number' && s.name === 'inference') parts.push(`${a['infermesh.rows']} ${a['infermesh.rows'] === 1 ? 'row' : 'rows'}`);
   if (a['infermesh.slow'] === true) parts.push('slow');
   if (s.status === 2) parts.push('error');

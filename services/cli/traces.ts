@@ -14,18 +14,28 @@ export interface SlowCommandOptions extends GlobalOptions {
   limit?: number;
 }
 
-export interface ShowCommandOptions {
-  /** The state directory of `infermesh up` (its traces/ folder is read). */
-  dir?: string;
+export interface ShowCommandOptions extends GlobalOptions {
   /** A folder of span files (INFERMESH_TRACE_FILE's) instead of <dir>/traces. */
   traces?: string;
-  json?: boolean;
+  /** Show the trace of this model's slowest recent request (from the monitor). */
+  slowest?: string;
 }
 
 /** `infermesh traces show TRACE_ID`: the trace's spans from the local span files, as a waterfall. */
-export async function showCommand(id: string, o: ShowCommandOptions): Promise<void> {
+export async function showCommand(id: string | undefined, o: ShowCommandOptions): Promise<void> {
   const { checkTraceId, loadTrace, renderWaterfall, traceFiles, traceRows } = await import('./trace-view.js');
-  const traceId = checkTraceId(id);
+  if ((id === undefined) === (o.slowest === undefined)) throw new CliError('INVALID_ARGUMENT', 'give a trace id or --slowest NAME', 2);
+  let traceId: string;
+  if (o.slowest !== undefined) {
+    const api = new MonitorApi(o.monitor);
+    try {
+      const [slowest] = await remote('monitor', o.monitor, () => api.slowRequests(o.slowest!, 1));
+      if (!slowest?.traceId) throw new CliError('NOT_FOUND', `no slow request of ${o.slowest} with a trace in the monitor's window`);
+      traceId = slowest.traceId;
+    } finally {
+      api.close();
+    }
+  } else traceId = checkTraceId(id!);
   const dir = path.resolve(o.traces ?? path.join(o.dir ?? defaultStateDir, 'traces'));
   const files = await traceFiles(dir);
   if (files.length === 0) {

@@ -88,7 +88,7 @@ export function renderTune(results: readonly TuneResult[], best: Best, o: { p99T
     ...(met ? [] : [`no configuration met p99 ≤ ${o.p99TargetMs} ms; the best is the one with the lowest p99`]),
     `best: workers=${best.workers} max_batch=${best.maxBatchSize} queue_delay_us=${best.maxQueueDelayMicros} → ${Math.round(best.rowsPerSec)} rows/s, p99 ${ms(best.p99Ms)} ms`,
     `apply: ${best.pushCommand}`,
-    `       and start the inference replicas with ${best.inferenceFlags.join(' ')}`,
+    `       and start the mesh with infermesh up --workers ${best.workers} (replicas started on their own: ${best.inferenceFlags.join(' ')})`,
   ].join('\n');
 }
 
