@@ -34,16 +34,41 @@ export class EncodedAnswer {
   ) {}
 }
 
+/**
+ * (De)compressions running at once on libuv's thread pool (4 threads by
+ * default): a flood of compressed requests waits here instead of taking
+ * every thread from the rest of the process (DNS, files, other zlib work).
+ */
+const MAX_ZLIB_AT_ONCE = 2;
+let zlibRunning = 0;
+const zlibWaiting: (() => void)[] = [];
+
+async function zlibSlot<T>(work: () => Promise<T>): Promise<T> {
+  if (zlibRunning < MAX_ZLIB_AT_ONCE) zlibRunning++;
+  else await new Promise<void>((resolve) => zlibWaiting.push(resolve));
+  try {
+    return await work();
+  } finally {
+    // The slot passes straight to the next waiter, so none can slip in between.
+    const next = zlibWaiting.shift();
+    if (next) next();
+    else zlibRunning--;
+  }
+}
+
 /** Inflates a gzip or deflate (zlib) body on the thread pool, at most `maxBytes` out (413 beyond). */
 export function inflateBody(body: Buffer, encoding: string, maxBytes: number): Promise<Buffer> {
   const fn = encoding === 'gzip' || encoding === 'x-gzip' ? zlib.gunzip : encoding === 'deflate' ? zlib.inflate : null;
   if (!fn) return Promise.reject(new HttpError(415, `content-encoding: ${JSON.stringify(encoding.slice(0, 32))} is not served (gzip, deflate)`, { 'accept-encoding': 'gzip, deflate' }));
-  return new Promise((resolve, reject) =>
-    fn(body, { maxOutputLength: maxBytes }, (err, out) => {
-      if (!err) return resolve(out);
-      if ((err as NodeJS.ErrnoException).code === 'ERR_BUFFER_TOO_LARGE') reject(new HttpError(413, `request body inflates past ${maxBytes} bytes`));
-      else reject(new InvalidArgumentError('body', `cannot be inflated as ${encoding}`));
-    }),
+  return zlibSlot(
+    () =>
+      new Promise<Buffer>((resolve, reject) =>
+        fn(body, { maxOutputLength: maxBytes }, (err, out) => {
+          if (!err) return resolve(out);
+          if ((err as NodeJS.ErrnoException).code === 'ERR_BUFFER_TOO_LARGE') reject(new HttpError(413, `request body inflates past ${maxBytes} bytes`));
+          else reject(new InvalidArgumentError('body', `cannot be inflated as ${encoding}`));
+        }),
+      ),
   );
 }
 
@@ -136,7 +161,7 @@ function acceptedEncoding(req: http.IncomingMessage): 'gzip' | 'deflate' | null 
 
 function compress(body: Buffer, encoding: 'gzip' | 'deflate'): Promise<Buffer> {
   const fn = encoding === 'gzip' ? zlib.gzip : zlib.deflate;
-  return new Promise((resolve, reject) => fn(body, (err, out) => (err ? reject(err) : resolve(out))));
+  return zlibSlot(() => new Promise<Buffer>((resolve, reject) => fn(body, (err, out) => (err ? reject(err) : resolve(out)))));
 }
 
 /**
