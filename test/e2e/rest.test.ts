@@ -196,7 +196,7 @@ describe('OIP REST (KServe v2)', () => {
   it('serves server and model metadata, readiness and health', async () => {
     expect(await get('/v2/health/live')).toMatchObject({ status: 200, json: { live: true } });
     expect(await get('/v2/health/ready')).toMatchObject({ status: 200, json: { ready: true } });
-    expect((await get('/v2')).json).toMatchObject({ name: 'infermesh', extensions: [] });
+    expect((await get('/v2')).json).toMatchObject({ name: 'infermesh', extensions: ['binary_tensor_data', 'model_configuration', 'model_repository', 'statistics'] });
     const meta = await get('/v2/models/two_io');
     expect(meta.status, meta.text).toBe(200);
     expect(meta.json).toEqual({
