@@ -103,6 +103,28 @@ export function toStatus(err: unknown): Partial<StatusObject> & { code: Status; 
   return { code: Status.INTERNAL, details: 'internal error', metadata: new Metadata() };
 }
 
+/**
+ * The one mapping from a status to an HTTP status (the REST gateway):
+ * INVALID_ARGUMENT and FAILED_PRECONDITION 400 (as Triton answers a refused
+ * repository call), UNAUTHENTICATED 401, PERMISSION_DENIED 403, NOT_FOUND
+ * 404, RESOURCE_EXHAUSTED 429, UNAVAILABLE 503, DEADLINE_EXCEEDED 504,
+ * anything else 500.
+ */
+export function httpStatusOf(code: number): number {
+  return HTTP_STATUS[code as Status] ?? 500;
+}
+
+const HTTP_STATUS: Partial<Record<Status, number>> = {
+  [Status.INVALID_ARGUMENT]: 400,
+  [Status.FAILED_PRECONDITION]: 400,
+  [Status.UNAUTHENTICATED]: 401,
+  [Status.PERMISSION_DENIED]: 403,
+  [Status.NOT_FOUND]: 404,
+  [Status.RESOURCE_EXHAUSTED]: 429,
+  [Status.UNAVAILABLE]: 503,
+  [Status.DEADLINE_EXCEEDED]: 504,
+};
+
 /** Status code name, e.g. 5 -> "NOT_FOUND". */
 export function codeName(code: number): string {
   return Status[code] ?? String(code);

@@ -3,7 +3,7 @@
  * exact 64-bit integers), and the one mapping from errors to HTTP statuses.
  */
 import type http from 'node:http';
-import { InvalidArgumentError, Status, toStatus } from '../../libs/errors/index.js';
+import { httpStatusOf, InvalidArgumentError, Status, toStatus } from '../../libs/errors/index.js';
 
 /** A JSON value as `JSON.parse` returns it. */
 export type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
@@ -27,21 +27,9 @@ export class HttpError extends Error {
   }
 }
 
-const HTTP_OF: Partial<Record<number, number>> = {
-  [Status.INVALID_ARGUMENT]: 400,
-  // Triton's repository load/unload: refused unload, and the registry's answer to a forwarded token.
-  [Status.FAILED_PRECONDITION]: 400,
-  [Status.UNAUTHENTICATED]: 401,
-  [Status.PERMISSION_DENIED]: 403,
-  [Status.NOT_FOUND]: 404,
-  [Status.RESOURCE_EXHAUSTED]: 429,
-  [Status.UNAVAILABLE]: 503,
-  [Status.DEADLINE_EXCEEDED]: 504,
-};
-
 /**
  * The HTTP status and caller-facing message of any error: an HttpError keeps
- * its own; a MeshError maps by its gRPC code (INVALID_ARGUMENT and
+ * its own; a MeshError maps by its gRPC code (libs/errors httpStatusOf: INVALID_ARGUMENT and
  * FAILED_PRECONDITION 400, UNAUTHENTICATED 401, PERMISSION_DENIED 403,
  * NOT_FOUND 404, RESOURCE_EXHAUSTED 429, UNAVAILABLE 503, DEADLINE_EXCEEDED
  * 504, others 500); anything else is 500 "internal error" (`internal` true),
@@ -50,7 +38,7 @@ const HTTP_OF: Partial<Record<number, number>> = {
 export function httpErrorOf(err: unknown): { status: number; message: string; headers: Record<string, string>; internal: boolean } {
   if (err instanceof HttpError) return { status: err.status, message: err.message, headers: err.headers, internal: false };
   const st = toStatus(err);
-  return { status: HTTP_OF[st.code] ?? 500, message: st.details, headers: {}, internal: st.code === Status.INTERNAL };
+  return { status: httpStatusOf(st.code), message: st.details, headers: {}, internal: st.code === Status.INTERNAL };
 }
 
 /**
