@@ -18,8 +18,17 @@ interface Pending {
   msgID: string;
 }
 
+export interface EventPublisherOptions {
+  /**
+   * A replica's publisher: events go on its own subject,
+   * `infermesh.events.model.<name>.<replicaId>`, with this replica id (see
+   * event-subjects.ts). Absent: the registry's subject, `infermesh.events.model.<name>`.
+   */
+  replicaId?: string;
+}
+
 /**
- * Publishes lifecycle events on `infermesh.events.model.<name>` through
+ * Publishes lifecycle events on `infermesh.events.model.<name>` (a replica's on `….<name>.<replica id>`) through
  * JetStream (acknowledged, stored). An event that cannot be stored now (NATS
  * down) waits in an in-memory outbox and is retried in order until it is, so
  * events raised during an outage reach consumers after it. Never throws.
@@ -32,7 +41,7 @@ export class EventPublisher {
   /** Events dropped because the outbox overflowed. */
   dropped = 0;
 
-  constructor(nc: NatsConnection, private readonly actor: string, private readonly log: Logger) {
+  constructor(nc: NatsConnection, private readonly actor: string, private readonly log: Logger, private readonly o: EventPublisherOptions = {}) {
     this.js = nc.jetstream();
   }
 
@@ -43,11 +52,12 @@ export class EventPublisher {
 
   /** Publishes one event; resolves true once stored now, false when it was queued for retry. */
   async publish(e: Partial<ModelEvent> & { name: string; kind: ModelEvent_Kind }): Promise<boolean> {
-    const ev = ModelEvent.fromPartial({ actor: this.actor, atMs: Date.now(), ...e });
+    const replicaId = this.o.replicaId;
+    const ev = ModelEvent.fromPartial({ actor: this.actor, atMs: Date.now(), ...e, ...(replicaId ? { replicaId } : {}) });
     // Trace context travels in the message headers (W3C traceparent).
     const h = natsHeaders();
     propagation.inject(context.active(), h, { set: (carrier, key, value) => carrier.set(key, value) });
-    const p: Pending = { subject: subjects.events(ev.name), data: ModelEvent.encode(ev).finish(), headers: h, msgID: randomUUID() };
+    const p: Pending = { subject: replicaId ? subjects.replicaEvents(ev.name, replicaId) : subjects.events(ev.name), data: ModelEvent.encode(ev).finish(), headers: h, msgID: randomUUID() };
     // Through a leader election (a few seconds) the event is retried now, within the caller's deadline.
     if (this.outbox.length === 0 && (await this.send(p, Math.max(Date.now() + 500, Math.min(currentDeadline() - 500, Date.now() + 5_000))))) return true;
     this.outbox.push(p);

@@ -1,6 +1,7 @@
 /** NATS: connection, buckets, subjects and keys, typed events, KV mirrors. */
 export { connectNats, natsSecurityOf, NatsStartError, openBuckets, ensureEventStream, ensureStream, REPLICA_TTL_MS, type Buckets, type NatsSecurity, type NatsSecurityConfig } from './connection.js';
-export { EventPublisher } from './events.js';
+export { EventPublisher, type EventPublisherOptions } from './events.js';
+export { eventSubjectProblem, isReplicaKind } from './event-subjects.js';
 export { KvMirror, type KvMirrorOptions } from './kv-mirror.js';
 export {
   NAME_RE,

@@ -28,8 +28,14 @@ export const ALERTS_STREAM = 'INFERMESH_ALERTS';
 export const RETRAIN_STREAM = 'INFERMESH_RETRAIN';
 
 export const subjects = {
+  /** The registry's lifecycle events of a model (registered, promoted, rolled back, canaried, shadowed, probes). */
   events: (name: string) => `infermesh.events.model.${name}`,
-  allEvents: 'infermesh.events.model.*',
+  /** One replica's lifecycle events of a model (loading … unloaded, failed): NATS permissions pin `<id>` to that replica. */
+  replicaEvents: (name: string, replicaId: string) => `infermesh.events.model.${name}.${replicaId}`,
+  /** Every replica's events of a model. */
+  replicasEvents: (name: string) => `infermesh.events.model.${name}.*`,
+  /** Both of every model (see event-subjects.ts for who may publish which kind where). */
+  allEvents: 'infermesh.events.model.>',
   samples: (name: string) => `infermesh.samples.${name}`,
   allSamples: 'infermesh.samples.*',
   alerts: (name: string) => `infermesh.alerts.${name}`,

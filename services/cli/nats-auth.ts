@@ -118,10 +118,11 @@ export function natsPermissions(user: string): NatsPermissions {
           ...base,
           ...[KV_MODELS, KV_REPLICAS, OBJ_ARTIFACTS, EVENTS_STREAM].flatMap(read),
           `$JS.API.STREAM.PURGE.${OBJ_ARTIFACTS}`,
-          // Versions, aliases and traffic, reference profiles and probes; model bytes; lifecycle events.
+          // Versions, aliases and traffic, reference profiles and probes; model bytes; its lifecycle events
+          // (registered, promoted, …: infermesh.events.model.<name>, a subject no replica may publish).
           `$KV.${BUCKET_MODELS}.>`,
           `$O.${BUCKET_ARTIFACTS}.>`,
-          'infermesh.events.model.*',
+          subjects.events('*'),
         ],
         subscribe: [inbox],
       };
@@ -150,8 +151,10 @@ export function natsPermissions(user: string): NatsPermissions {
           ...[KV_MODELS, KV_REPLICAS, OBJ_ARTIFACTS].flatMap(read),
           // Its own heartbeat record only (the key is its replica id).
           `$KV.${BUCKET_REPLICAS}.${user}`,
-          // Its loading/warmed/ready/failed/draining/unloaded events (the subject names the model, not the replica).
-          'infermesh.events.model.*',
+          // Its loading/warmed/ready/failed/draining/unloaded events, on subjects that end with its replica id
+          // (infermesh.events.model.<name>.<id>): never the registry's, never another replica's. Readers
+          // keep replica kinds only from such a subject and registry kinds only from the registry's.
+          subjects.replicaEvents('*', user),
         ],
         subscribe: [inbox],
       };

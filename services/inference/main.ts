@@ -79,7 +79,8 @@ const nc = await connectNats(config.natsUrl, `infermesh-inference-${replicaId}`,
   process.exit(1);
 });
 const buckets = await openBuckets(nc, config.natsReplicas);
-const events = new EventPublisher(nc, replicaId, log);
+// Its events go on its own subject (infermesh.events.model.<name>.<replica id>), the one its NATS user may publish.
+const events = new EventPublisher(nc, replicaId, log, { replicaId });
 
 let announcer: Announcer | null = null;
 const manager = new ModelManager(

@@ -5,7 +5,7 @@
  * infermesh_monitor_bad_messages_total and dropped.
  */
 import { ModelEvent, ModelEvent_Kind, type PredictionSample, type SampleBatch, type ShadowResult, type VersionTraffic } from '../../libs/proto/index.js';
-import { NAME_RE } from '../../libs/bus/index.js';
+import { eventSubjectProblem, NAME_RE } from '../../libs/bus/index.js';
 import { codeName } from '../../libs/errors/index.js';
 import type { Logger } from '../../libs/log/index.js';
 import type { StatsStore } from './stats-store.js';
@@ -66,6 +66,12 @@ export class Ingest {
     }
     if (!NAME_RE.test(ev.name)) {
       this.bad('events', subject, 'bad model name');
+      return null;
+    }
+    // Registry kinds only from the registry's subject, replica steps only from that replica's (a forged promotion is dropped).
+    const misplaced = eventSubjectProblem(subject, ev);
+    if (misplaced) {
+      this.bad('events', subject, misplaced);
       return null;
     }
     this.store.recordEvent(ev);

@@ -9,11 +9,13 @@
  * Differences from `up`: all inference replicas share the user `inference`
  * (pods of one Deployment; their replica ids are pod names, so their
  * heartbeat keys cannot be listed ahead), which may therefore write any key
- * of the replicas bucket, and share one inbox prefix. Passwords are never in
+ * of the replicas bucket and publish lifecycle events as any replica
+ * (`infermesh.events.model.*.*`: still never the registry's subject, so never
+ * a registry kind such as promoted), and share one inbox prefix. Passwords are never in
  * the file: nats-server reads `$NATS_PASSWORD_<USER>` from its environment,
  * which the StatefulSet fills from the Secret `infermesh-nats`.
  */
-import { BUCKET_REPLICAS } from '../../libs/bus/index.js';
+import { BUCKET_REPLICAS, subjects } from '../../libs/bus/index.js';
 import { NATS_ADMIN_USER, natsInboxPrefix, natsPermissions, type NatsPermissions } from '../../services/cli/nats-auth.js';
 
 /** The Secret with one password per NATS user (key = user name). */
@@ -32,7 +34,13 @@ export function k8sPermissions(user: string): NatsPermissions {
   const sample = 'inference-1';
   const p = natsPermissions(sample);
   const swap = (s: string) =>
-    s === `$KV.${BUCKET_REPLICAS}.${sample}` ? `$KV.${BUCKET_REPLICAS}.*` : s === `${natsInboxPrefix(sample)}.>` ? `${natsInboxPrefix(user)}.>` : s;
+    s === `$KV.${BUCKET_REPLICAS}.${sample}`
+      ? `$KV.${BUCKET_REPLICAS}.*`
+      : s === subjects.replicaEvents('*', sample)
+        ? subjects.replicaEvents('*', '*')
+        : s === `${natsInboxPrefix(sample)}.>`
+          ? `${natsInboxPrefix(user)}.>`
+          : s;
   return { publish: p.publish.map(swap), subscribe: p.subscribe.map(swap) };
 }
 

@@ -8,7 +8,7 @@ import * as grpc from '@grpc/grpc-js';
 import { connect, type NatsConnection } from 'nats';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { InferenceApi } from '../../libs/client/index.js';
-import { BUCKET_ARTIFACTS, BUCKET_MODELS, BUCKET_REPLICAS, KvMirror, keys } from '../../libs/bus/index.js';
+import { BUCKET_ARTIFACTS, BUCKET_MODELS, BUCKET_REPLICAS, KvMirror, keys, subjects } from '../../libs/bus/index.js';
 import { createLogger } from '../../libs/log/index.js';
 import { mlpModel } from '../../libs/onnx-builder/index.js';
 import { ModelEvent, ModelEvent_Kind, ReplicaRecord, TrafficRecord, VersionRecord, VersionState } from '../../libs/proto/index.js';
@@ -42,7 +42,7 @@ async function eventually<T>(fn: () => Promise<T> | T, ok: (v: T) => boolean, ms
 beforeAll(async () => {
   mesh = await startMesh({ replicas: 2 });
   nc = await connect({ servers: mesh.nats.url });
-  const sub = nc.subscribe('infermesh.events.model.*');
+  const sub = nc.subscribe(subjects.allEvents);
   void (async () => {
     for await (const m of sub) events.push(ModelEvent.decode(m.data));
   })();

@@ -18,7 +18,7 @@ import {
   type VersionStats,
 } from '../../libs/proto/index.js';
 import { call } from '../../libs/grpc/index.js';
-import { subjects } from '../../libs/bus/index.js';
+import { isReplicaKind, subjects } from '../../libs/bus/index.js';
 import { createLogger } from '../../libs/log/index.js';
 import { Monitor, MONITOR_PROTO, MONITOR_SERVICE } from '../../services/monitor/monitor.js';
 import { startNats, type NatsHandle } from '../harness/nats.js';
@@ -437,7 +437,10 @@ describe('monitor', () => {
   it('keeps the last lifecycle event per version and counts events by kind', async () => {
     const js = pub.jetstream();
     const publish = (kind: ModelEvent_Kind) =>
-      js.publish(subjects.events('churn'), ModelEvent.encode(ModelEvent.fromPartial({ name: 'churn', version: 1, kind, atMs: Date.now() })).finish());
+      // Registry kinds on the registry's subject, a replica's steps on its own (others are dropped).
+      isReplicaKind(kind)
+        ? js.publish(subjects.replicaEvents('churn', 'r1'), ModelEvent.encode(ModelEvent.fromPartial({ name: 'churn', version: 1, kind, replicaId: 'r1', atMs: Date.now() })).finish())
+        : js.publish(subjects.events('churn'), ModelEvent.encode(ModelEvent.fromPartial({ name: 'churn', version: 1, kind, atMs: Date.now() })).finish());
     await publish(ModelEvent_Kind.REGISTERED);
     await publish(ModelEvent_Kind.LOADING);
     await publish(ModelEvent_Kind.READY);

@@ -7,7 +7,7 @@ import * as grpc from '@grpc/grpc-js';
 import { connect, type NatsConnection } from 'nats';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RegistryApi } from '../../libs/client/index.js';
-import { BUCKET_ARTIFACTS } from '../../libs/bus/index.js';
+import { BUCKET_ARTIFACTS, subjects } from '../../libs/bus/index.js';
 import { customOpModel, externalDataModel, mlpModel } from '../../libs/onnx-builder/index.js';
 import { ModelEvent } from '../../libs/proto/index.js';
 import { startNats, type NatsHandle } from '../harness/nats.js';
@@ -29,7 +29,7 @@ beforeAll(async () => {
   registry = await startService('registry', ['--nats', nats.url, '--host', '127.0.0.1', '--port', '0', '--max-model-bytes', String(MAX_MODEL_BYTES)]);
   api = new RegistryApi(`127.0.0.1:${registry.info.grpcPort}`);
   nc = await connect({ servers: nats.url });
-  const sub = nc.subscribe('infermesh.events.model.*');
+  const sub = nc.subscribe(subjects.allEvents);
   void (async () => {
     for await (const m of sub) events.push(ModelEvent.decode(m.data));
   })();

@@ -323,7 +323,7 @@ describe('history: every registry change, with actor and reason, in stream order
     try {
       nc = await connect({ servers: nats.url });
       const old = ModelEvent.fromPartial({ name: NAME, version: 1, kind: ModelEvent_Kind.FAILED, replicaId: 'late-replica', reason: 'late', atMs: 1_000 });
-      await nc.jetstream().publish(subjects.events(NAME), ModelEvent.encode(old).finish());
+      await nc.jetstream().publish(subjects.replicaEvents(NAME, 'late-replica'), ModelEvent.encode(old).finish());
     } finally {
       await nc?.drain();
     }
