@@ -35,6 +35,11 @@ export class ReplicaTrust {
     return this.failing.size > 0 && this.failing.has(conn);
   }
 
+  /** Why the router cannot verify `conn` over TLS now (e.g. `certificate signed by unknown authority`); undefined when it can. */
+  failureOf(conn: ReplicaConn): string | undefined {
+    return this.failing.get(conn);
+  }
+
   /** Replicas currently failing TLS. */
   failingCount(): number {
     return this.failing.size;

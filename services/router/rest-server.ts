@@ -12,6 +12,7 @@
  *   POST /v2/models/<m>[/versions/<v>]/infer
  *   GET  /v2/models/<m>[/versions/<v>][/ready]
  *   GET  /v2, /v2/health/live, /v2/health/ready
+ *   GET  /v2/replicas  (management view, loopback only: replica-view.ts)
  *   Triton's config, stats and repository endpoints (triton-rest.ts)
  *
  * Every error is `{"error": "<message>"}`: 400 bad input (naming the field),
@@ -31,6 +32,7 @@ import { HttpError, httpErrorOf, parseJsonObject, readBody, sendJson, type Out }
 import { isReady, modelRef, oipModelRef, resolveRoute, signatureOf, type ModelRef } from './rest-models.js';
 import { oipInferRequest, oipMetadata } from './rest-oip.js';
 import { tfMetadata, tfPredictRequest, tfPredictResponse, tfStatus } from './rest-tfserving.js';
+import { replicaViewAnswer } from './replica-view.js';
 import type { RoutingTable } from './routing-table.js';
 
 import { tritonEndpoint } from './triton-rest.js';
@@ -125,6 +127,7 @@ export function createRestServer(table: RoutingTable, path: RequestPath, o: Rest
     const triton = tritonEndpoint({ table, registry: o.registry ?? null }, req, s, o.maxBodyBytes, () => deadlineOf(req, o.defaultTimeoutMs));
     if (triton) return triton;
     if (s[2] === 'health' && s.length === 4 && s[3] === 'live') return { method: 'GET', run: async () => [200, { live: true }] };
+    if (s[2] === 'replicas' && s.length === 3) return { method: 'GET', run: async () => replicaViewAnswer(table, req) };
     if (s[2] === 'health' && s.length === 4 && s[3] === 'ready') {
       return { method: 'GET', run: async () => {
         const why = table.notReadyReason();
