@@ -6,7 +6,7 @@
  */
 import { setClientDefaults } from '../../libs/client/index.js';
 import { ConfigError } from '../../libs/config/index.js';
-import { readClientTls } from '../../libs/grpc/index.js';
+import { readClientTls, type TlsMaterial } from '../../libs/grpc/index.js';
 import { envSecurity } from './addresses.js';
 import { setDiagnosisTls, UsageError } from './output.js';
 
@@ -15,6 +15,13 @@ export interface SecurityOptions {
   tlsCa?: string;
   tlsCert?: string;
   tlsKey?: string;
+}
+
+let appliedTls: TlsMaterial | null = null;
+
+/** The TLS material applyClientSecurity read (null: plaintext), for the CLI's few HTTPS calls (status). */
+export function appliedClientTls(): TlsMaterial | null {
+  return appliedTls;
 }
 
 /**
@@ -30,6 +37,7 @@ export function applyClientSecurity(o: SecurityOptions): void {
     if (token !== '' && /\s/.test(token)) throw new ConfigError('--token (INFERMESH_TOKEN): must not contain spaces');
     setClientDefaults({ tls, token: token || undefined });
     setDiagnosisTls(tls);
+    appliedTls = tls;
     if (tls) quietIpServerNameWarning();
   } catch (err) {
     if (err instanceof ConfigError) throw new UsageError(err.message);
@@ -62,4 +70,5 @@ export function useOwnPlaintextMesh(): void {
   for (const k of Object.keys(process.env)) if (/^INFERMESH_(TLS_|NATS_(TLS_|CREDS|USER|PASSWORD|TOKEN)|TOKEN$|TOKENS_FILE$)/.test(k)) delete process.env[k];
   setClientDefaults({ tls: null, token: undefined });
   setDiagnosisTls(null);
+  appliedTls = null;
 }

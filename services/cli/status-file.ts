@@ -31,6 +31,8 @@ export interface ProcessEntry {
   lastExitAtMs: number;
   /** The gRPC port it bound (or nats-server's port), 0 when unknown. */
   port: number;
+  /** A router's REST port (where `status` asks it about the replicas: GET /v2/replicas); absent for others. */
+  restPort?: number;
   logFile: string;
 }
 
@@ -81,6 +83,7 @@ export function entriesOf(children: ChildStatus[]): ProcessEntry[] {
     lastExit: c.lastExit,
     lastExitAtMs: c.lastExitAtMs,
     port: typeof c.info.grpcPort === 'number' ? c.info.grpcPort : typeof c.info.port === 'number' ? c.info.port : 0,
+    ...(typeof c.info.restPort === 'number' ? { restPort: c.info.restPort } : {}),
     logFile: c.logFile,
   }));
 }

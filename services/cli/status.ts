@@ -1,12 +1,15 @@
 /**
  * `infermesh status`: the processes of the mesh that `infermesh up --dir DIR`
  * runs, from the `<dir>/processes.json` it keeps, each checked against the
- * kernel (a pid that no longer runs is shown as such, not as `running`).
+ * kernel (a pid that no longer runs is shown as such, not as `running`), and
+ * for each replica whether the routers send it work (status-routers.ts).
  */
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { CliError, printJson, printText } from './output.js';
 import { readProcessesFile, type ProcessEntry } from './status-file.js';
+import { appliedClientTls } from './security.js';
+import { fetchRouterView, routerViewOf, routerViewText, type RouterView } from './status-routers.js';
 import { renderTable } from './table.js';
 
 export interface StatusOptions {
@@ -46,10 +49,13 @@ function duration(ms: number): string {
   return `${h}h${String(m % 60).padStart(2, '0')}m`;
 }
 
+/** Replica processes of `up` (inference-1, …). */
+const isReplica = (p: ProcessEntry) => /^inference(-\d+)?$/.test(p.name);
+
 /**
  * Prints the table (or JSON); resolves to the exit status: 0 when every
- * process runs, 1 when some are down or given up. Throws UNAVAILABLE when no
- * `up` runs with this directory.
+ * process runs and no router reports a replica not ready, 1 otherwise.
+ * Throws UNAVAILABLE when no `up` runs with this directory.
  */
 export async function statusCommand(o: StatusOptions): Promise<number> {
   const dir = path.resolve(o.dir);
@@ -64,6 +70,11 @@ export async function statusCommand(o: StatusOptions): Promise<number> {
     const when = file.stoppedAtMs ? `it stopped at ${new Date(file.stoppedAtMs).toISOString()}` : `its process ${file.pid} is gone`;
     throw new CliError('UNAVAILABLE', `infermesh up is not running with --dir ${o.dir} (${when})`);
   }
+  // The routers' view of the replicas, asked of every running router at once.
+  const tls = appliedClientTls();
+  const answers = await Promise.all(
+    file.processes.filter((p) => p.restPort && running(p.pid)).map((p) => fetchRouterView(p.name, p.restPort!, tls)),
+  );
   const now = Date.now();
   const rows = file.processes.map((p: ProcessEntry) => {
     // The file says what up last saw; the kernel says whether that pid still runs.
@@ -79,16 +90,18 @@ export async function statusCommand(o: StatusOptions): Promise<number> {
       lastExit: p.lastExit,
       lastExitAtMs: p.lastExitAtMs,
       logFile: p.logFile,
+      // Replicas that run: whether the routers send them work (null for other processes).
+      routerView: isReplica(p) && state === 'running' ? routerViewOf(p, answers) : (null as RouterView | null),
     };
   });
-  const healthy = rows.every((r) => r.state === 'running');
+  const healthy = rows.every((r) => r.state === 'running' && r.routerView?.ready !== false);
   if (o.json) {
     printJson({ up: { pid: file.pid, uptimeMs: now - file.startedAtMs }, routers: file.routers, healthy, processes: rows });
   } else {
     printText(`infermesh up (pid ${file.pid}) running for ${duration(now - file.startedAtMs)}${file.routers.length ? `; ${file.routers.length === 1 ? 'router' : 'routers'} ${file.routers.join(', ')}` : ''}`);
     printText(
       renderTable(
-        ['NAME', 'PID', 'STATE', 'UPTIME', 'RESTARTS', 'PORT', 'LAST EXIT'],
+        ['NAME', 'PID', 'STATE', 'UPTIME', 'RESTARTS', 'PORT', 'LAST EXIT', 'ROUTER VIEW'],
         rows.map((r) => [
           r.name,
           String(r.pid),
@@ -97,8 +110,9 @@ export async function statusCommand(o: StatusOptions): Promise<number> {
           String(r.restarts),
           r.port ? String(r.port) : '-',
           r.lastExit ? `${r.lastExit} (${duration(now - r.lastExitAtMs)} ago)` : '-',
+          r.routerView ? routerViewText(r.routerView) : '-',
         ]),
-        ['left', 'right', 'left', 'right', 'right', 'right', 'left'],
+        ['left', 'right', 'left', 'right', 'right', 'right', 'left', 'left'],
       ),
     );
   }

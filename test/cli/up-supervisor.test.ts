@@ -280,8 +280,8 @@ describe('infermesh up restarts what dies, and no call fails', () => {
     // status: the table for people, JSON for scripts; unhealthy now (exit status 1).
     const table = await cli(['status', '--dir', dir]);
     expect(table.code).toBe(1);
-    expect(table.stdout, table.stderr).toMatch(/^NAME\s+PID\s+STATE\s+UPTIME\s+RESTARTS\s+PORT\s+LAST EXIT$/m);
-    expect(table.stdout).toMatch(/^inference-1\s+\d+\s+running\s+\S+\s+1\s+\d+\s+was killed by SIGKILL \(\d+s ago\)$/m);
+    expect(table.stdout, table.stderr).toMatch(/^NAME\s+PID\s+STATE\s+UPTIME\s+RESTARTS\s+PORT\s+LAST EXIT\s+ROUTER VIEW$/m);
+    expect(table.stdout).toMatch(/^inference-1\s+\d+\s+running\s+\S+\s+1\s+\d+\s+was killed by SIGKILL \(\d+s ago\)\s+ready$/m);
     expect(table.stdout).toMatch(/^inference-2\s+\d+\s+gave up\s+-\s+4\s+\d+\s+was killed by SIGKILL/m);
     const s = JSON.parse((await cli(['status', '--dir', dir, '--json'])).stdout) as { healthy: boolean; processes: Entry[] };
     expect(s.healthy).toBe(false);

@@ -5,8 +5,11 @@
  * tested are the ones `up` generates. A client without credentials cannot
  * connect; with the router's credentials it cannot write the models bucket
  * nor publish a lifecycle event; with the monitor's it cannot move an alias;
- * and the mesh still serves (push, promote, infer, monitor stats, history)
- * with no permission violation by any service.
+ * with a replica's it publishes its own lifecycle steps only (never on the
+ * registry's subject nor another replica's, and a registry kind on its own
+ * subject is shown neither by history nor by the monitor); the mesh still
+ * serves (push, promote, infer, monitor stats, history) with no permission
+ * violation by any service, and `status` shows the routers' view of each replica.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync, statSync } from 'node:fs';
@@ -15,12 +18,12 @@ import os from 'node:os';
 import path from 'node:path';
 import { connect, ErrorCode, type NatsConnection, type NatsError, type Status } from 'nats';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BUCKET_MODELS, EVENTS_STREAM, keys, subjects } from '../../libs/bus/index.js';
+import { BUCKET_MODELS, EVENTS_STREAM, isReplicaKind, keys, subjects } from '../../libs/bus/index.js';
 import { InferenceApi, MonitorApi, RegistryApi } from '../../libs/client/index.js';
 import { mlpModel } from '../../libs/onnx-builder/index.js';
 import { ModelEvent, ModelEvent_Kind } from '../../libs/proto/index.js';
 import { natsInboxPrefix, prepareNatsAuth } from '../../services/cli/nats-auth.js';
-import { CLI } from '../cli/run-cli.js';
+import { CLI, cli, json } from '../cli/run-cli.js';
 
 const NAME = 'authm';
 const input = [{ name: 'features', datatype: 'FP32', shape: [1, 4], data: [0.5, -1, 0.25, 2] }];
@@ -32,7 +35,7 @@ let dir: string;
 let up: ChildProcess;
 let upExit: Promise<number | null>;
 let upStderr = '';
-let mesh: { router: string; registry: string; monitor: string; nats: string; replicas: string[]; pids: number[] };
+let mesh: { router: string; registry: string; monitor: string; metrics: string; nats: string; replicas: string[]; pids: number[] };
 let users: Record<string, string>;
 let admin: NatsConnection;
 const opened: NatsConnection[] = [];
@@ -66,6 +69,13 @@ async function rejection(p: Promise<unknown>): Promise<NatsError> {
     return err as NatsError;
   }
   throw new Error('expected a rejection');
+}
+
+/** A sample of the monitor's Prometheus text (`name{labels}`), undefined when absent. */
+async function monitorMetric(name: string, labels: string): Promise<number | undefined> {
+  const text = await (await fetch(`http://${mesh.metrics}/metrics`)).text();
+  const line = text.split('\n').find((l) => l.startsWith(`${name}{`) && l.includes(labels));
+  return line === undefined ? undefined : Number(line.slice(line.lastIndexOf(' ') + 1));
 }
 
 /** Publish violations the server sent `errors` for `subject`. */
@@ -148,13 +158,73 @@ describe('NATS under infermesh up', () => {
       await until('production is version 2 at the router', async () => (await router.infer(NAME, input)).response.modelVersion === '2');
       for (let i = 0; i < 20; i++) expect((await router.infer(NAME, input)).outputs[0]!.data).toHaveLength(1);
       await until('the monitor counts the requests', async () => ((await monitor.stats(NAME)).find((s) => s.version === 2)?.requests ?? 0) >= 20);
-      const kinds = (await registry.history(NAME)).map((e) => `${e.version}:${ModelEvent_Kind[e.kind]}`);
-      expect(kinds).toEqual(expect.arrayContaining(['1:REGISTERED', '2:REGISTERED', '2:READY', '2:PROMOTED']));
+      const history = await registry.history(NAME);
+      const kinds = history.map((e) => `${e.version}:${ModelEvent_Kind[e.kind]}`);
+      expect(kinds).toEqual(expect.arrayContaining(['1:REGISTERED', '2:REGISTERED', '2:LOADING', '2:READY', '2:PROMOTED']));
+      // The replicas' steps come from their own subjects, each with its replica id; the registry's without one.
+      for (const e of history) expect(e.replicaId, ModelEvent_Kind[e.kind]).toMatch(isReplicaKind(e.kind) ? /^inference-[12]$/ : /^$/);
+      // And they reach the monitor's event feed too (counted live, by kind).
+      await until('the monitor counts the replicas’ ready events', async () => ((await monitorMetric('infermesh_model_events_total', `model="${NAME}",kind="ready"`)) ?? 0) >= 2);
     } finally {
       registry.close();
       router.close();
       monitor.close();
     }
+  });
+
+  it("a replica's credentials publish its own lifecycle steps only: a forged promotion is refused, or shown nowhere", async () => {
+    const event = (kind: ModelEvent_Kind, replicaId: string, version = 1) =>
+      ModelEvent.encode(ModelEvent.fromPartial({ name: NAME, version, kind, alias: 'production', replicaId, actor: replicaId, reason: 'forged', atMs: Date.now() })).finish();
+    const { nc, errors } = await as('inference-1');
+    const js = nc.jetstream();
+    // The registry's subject: refused, through JetStream and plain publish alike.
+    const registrySubject = subjects.events(NAME);
+    const refused = await rejection(js.publish(registrySubject, event(ModelEvent_Kind.PROMOTED, 'inference-1')));
+    expect(refused.permissionContext).toMatchObject({ operation: 'publish', subject: registrySubject });
+    // Another replica's subject: refused.
+    const otherSubject = subjects.replicaEvents(NAME, 'inference-2');
+    expect((await rejection(js.publish(otherSubject, event(ModelEvent_Kind.FAILED, 'inference-2')))).permissionContext).toMatchObject({ operation: 'publish', subject: otherSubject });
+    nc.publish(registrySubject, event(ModelEvent_Kind.PROMOTED, 'inference-1'));
+    await nc.flush();
+    await until('the server reports the plain publish', () => publishViolations(errors, registrySubject).length >= 2);
+
+    // Its own subject is open to it, but readers keep only a replica's steps there, under its own id:
+    // a registry kind (promoted) and a step claiming another replica are stored and shown nowhere.
+    const badBefore = (await monitorMetric('infermesh_monitor_bad_messages_total', 'source="events"')) ?? 0;
+    const promotedBefore = (await monitorMetric('infermesh_model_events_total', `model="${NAME}",kind="promoted"`)) ?? 0;
+    const own = subjects.replicaEvents(NAME, 'inference-1');
+    expect((await js.publish(own, event(ModelEvent_Kind.PROMOTED, 'inference-1'))).seq).toBeGreaterThan(0);
+    expect((await js.publish(own, event(ModelEvent_Kind.FAILED, 'inference-2', 99))).seq).toBeGreaterThan(0);
+    await until('the monitor drops both', async () => (await monitorMetric('infermesh_monitor_bad_messages_total', 'source="events"')) === badBefore + 2);
+    expect((await monitorMetric('infermesh_model_events_total', `model="${NAME}",kind="promoted"`)) ?? 0).toBe(promotedBefore);
+    const history = json(await cli(['models', 'history', NAME, '--registry', mesh.registry, '--json']));
+    const shown = JSON.stringify(history);
+    expect(shown).not.toContain('forged');
+    expect(shown).toContain('"ready"');
+    // The CLI's view and the registry's answer agree: no promotion by a replica, no version 99.
+    const registry = new RegistryApi(mesh.registry, 5_000);
+    try {
+      const events = await registry.history(NAME);
+      expect(events.filter((e) => e.reason === 'forged' || e.version === 99)).toEqual([]);
+      expect(events.some((e) => e.kind === ModelEvent_Kind.PROMOTED && e.actor !== 'inference-1')).toBe(true);
+    } finally {
+      registry.close();
+    }
+  });
+
+  it("status shows the routers' view of each replica (ROUTER VIEW: ready) and exits 0", async () => {
+    const s = json(await cli(['status', '--dir', dir, '--json']));
+    expect(s.healthy).toBe(true);
+    const replicas = (s.processes as { name: string; routerView: { ready: boolean | null; reason: string } | null }[]).filter((p) => p.name.startsWith('inference-'));
+    expect(replicas.map((p) => [p.name, p.routerView?.ready, p.routerView?.reason])).toEqual([
+      ['inference-1', true, ''],
+      ['inference-2', true, ''],
+    ]);
+    const table = await cli(['status', '--dir', dir]);
+    expect(table.code, table.stderr).toBe(0);
+    expect(table.stdout).toMatch(/^NAME\s+PID\s+STATE\s+UPTIME\s+RESTARTS\s+PORT\s+LAST EXIT\s+ROUTER VIEW$/m);
+    expect(table.stdout).toMatch(/^inference-1\s.*\s-\s+ready$/m);
+    expect(table.stdout).toMatch(/^router\s.*\s-\s+-$/m);
   });
 
   it("the router's credentials cannot write the models bucket (the registry's, used the same way, can)", async () => {

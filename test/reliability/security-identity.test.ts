@@ -5,7 +5,7 @@
  * and whose scoring clients carry client certificates from the same CA.
  */
 import { spawn } from 'node:child_process';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import https from 'node:https';
 import os from 'node:os';
 import path from 'node:path';
@@ -200,6 +200,41 @@ describe('a replica the router cannot verify', () => {
     // Once per peer: the router keeps retrying the connection, but says it once.
     await new Promise((r) => setTimeout(r, 2_500));
     expect(mesh.router.logs.filter((l) => l.includes(`replica ${address}: TLS:`))).toHaveLength(1);
+  });
+
+  it('shows in the router’s replica view (GET /v2/replicas) and in `infermesh status` as not ready with the TLS reason; status exits 1', async () => {
+    const address = String(untrusted.info.address);
+    const view = await restGet('/v2/replicas');
+    expect(view.status).toBe(200);
+    const entry = (JSON.parse(view.body) as { replicas: { address: string }[] }).replicas.find((r) => r.address === address);
+    expect(entry).toMatchObject({ ready: false, reason: 'TLS: certificate signed by unknown authority', ejected: false, inFlight: 0, connection: 'transient_failure' });
+
+    // `status` reads the processes.json `up` keeps: here one naming these real processes (the untrusted replica, the router and its REST port).
+    const state = path.join(dir, 'status-state');
+    await mkdir(state, { recursive: true });
+    const entryOf = (name: string, s: ServiceProc, extra: Record<string, number> = {}) => ({
+      name, pid: s.proc.pid, state: 'running', startedAtMs: Date.now() - 5_000, restarts: 0, lastExit: '', lastExitAtMs: 0, port: Number(s.info.grpcPort), logFile: '', ...extra,
+    });
+    await writeFile(
+      path.join(state, 'processes.json'),
+      JSON.stringify({
+        pid: process.pid, startedAtMs: Date.now() - 5_000, updatedAtMs: Date.now(), routers: [`127.0.0.1:${mesh.router.info.grpcPort}`],
+        processes: [entryOf('router', mesh.router, { restPort: Number(mesh.router.info.restPort) }), entryOf('inference-1', untrusted)],
+      }),
+    );
+    const tlsEnv = { INFERMESH_TLS_CA: pki.ca, INFERMESH_TLS_CERT: pki.clientCert, INFERMESH_TLS_KEY: pki.clientKey };
+    const table = await runNode(CLI, ['status', '--dir', state], tlsEnv);
+    expect(table.code, table.stderr).toBe(1);
+    expect(table.stdout).toMatch(/^NAME\s+PID\s+STATE\s+UPTIME\s+RESTARTS\s+PORT\s+LAST EXIT\s+ROUTER VIEW$/m);
+    expect(table.stdout).toMatch(/^inference-1\s.*\s-\s+not ready: TLS: certificate signed by unknown authority$/m);
+    const json = await runNode(CLI, ['status', '--dir', state, '--json'], tlsEnv);
+    expect(json.code).toBe(1);
+    const s = JSON.parse(json.stdout) as { healthy: boolean; processes: { name: string; routerView: unknown }[] };
+    expect(s.healthy).toBe(false);
+    expect(s.processes.find((p) => p.name === 'inference-1')!.routerView).toMatchObject({ ready: false, reason: 'TLS: certificate signed by unknown authority' });
+    // Without the CLI's TLS files the router's view cannot be read: unknown, never a false "ready".
+    const blind = await runNode(CLI, ['status', '--dir', state]);
+    expect(blind.stdout).toMatch(/^inference-1\s.*\s-\s+unknown$/m);
   });
 });
 
