@@ -30,7 +30,7 @@ const config = loadServiceConfig(
     promoteReadyFraction: num({ env: 'INFERMESH_PROMOTE_READY_FRACTION', flag: 'promote-ready-fraction', default: 1, min: 0, max: 1 }),
     maxInflight: int({ env: 'INFERMESH_MAX_INFLIGHT', flag: 'max-inflight', default: 10_000, min: 1 }),
     shadowTolerance: num({ env: 'INFERMESH_SHADOW_TOLERANCE', flag: 'shadow-tolerance', default: 0.01, min: 0 }),
-    /** ModelInfer off the raw HTTP/2 streams (serveRawUnary); false = grpc-js's handler. */
+    /** ModelInfer off the raw HTTP/2 streams (serveRawUnary), and plaintext replica links over node:http2; false = grpc-js for both. */
     http2Infer: bool({ env: 'INFERMESH_HTTP2_INFER', flag: 'http2-infer', default: true }),
     registryAddress: str({ env: 'INFERMESH_REGISTRY_ADDR', flag: 'registry-address', default: '127.0.0.1:8600', help: "registry that Triton's RepositoryModelLoad moves aliases through (with the caller's token)" }),
     /** ModelStreamInfer: requests of one stream in flight at once (the excess is answered RESOURCE_EXHAUSTED in the stream). */
@@ -59,6 +59,7 @@ const table = await RoutingTable.create(buckets.models, buckets.replicas, {
   credentials: peerCredentials(tls),
   serverName: config.tlsServerName,
   tls: peerTls(tls),
+  rawLink: config.http2Infer,
 });
 // Samples carry the value of the model's segment parameter (`models push --segment-by`), read once per model per flush.
 const segmentKey = (model: string) => table.versionsOf(model).find((v) => v.segmentBy !== '')?.segmentBy ?? '';

@@ -26,6 +26,8 @@ export interface RoutingTableOptions {
   serverName?: string;
   /** The TLS material behind `credentials`, to diagnose replicas that fail TLS (ReplicaTrust); null/absent = plaintext. */
   tls?: TlsMaterial | null;
+  /** Plaintext replica links over node:http2 directly (default true); false = through grpc-js like TLS ones. */
+  rawLink?: boolean;
 }
 
 /**
@@ -110,11 +112,6 @@ export class RoutingTable implements RoutingState<ReplicaConn> {
   }
 
 
-  /** Every replica this router knows, with its heartbeat, its connection and why TLS fails toward it (replica-view.ts). */
-  replicaEntries(): { rec: ReplicaRecord; conn: ReplicaConn; tlsFailure: string | undefined }[] {
-    return [...this.replicas.values()].map(({ rec, conn }) => ({ rec, conn, tlsFailure: this.trust.failureOf(conn) }));
-  }
-
   /** Replicas this router cannot verify over TLS now (not ready), and failure streaks so far (metrics, health). */
   tlsFailing(): { now: number; total: number } {
     return { now: this.trust.failingCount(), total: this.trust.failures };
@@ -164,7 +161,7 @@ export class RoutingTable implements RoutingState<ReplicaConn> {
       if (same) return;
     } else {
       cur?.conn.close();
-      const conn = new ReplicaConn(rec.id, rec.address, this.o.maxMessageBytes, this.o.log, this.o.credentials, this.o.serverName);
+      const conn = new ReplicaConn(rec.id, rec.address, this.o.maxMessageBytes, this.o.log, this.o.credentials, this.o.serverName, this.o.rawLink ?? true);
       this.replicas.set(key, { rec, conn });
       this.trust.watch(conn);
       this.o.log.info({ replica: key, address: rec.address }, 'replica joined');
