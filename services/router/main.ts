@@ -46,7 +46,8 @@ const tls = serverTlsOf(config);
 // Under mutual TLS replicas accept only service certificates: without one, every replica call would be refused.
 requireServiceCertificate(tls, 'router', config.tlsServiceUri);
 const natsSecurity = natsSecurityOf(config);
-const telemetry = await startTelemetry('infermesh-router', process.env, { attributes: { 'service.instance.id': routerId }, asyncContext: false });
+// The request path draws each root request's sampling decision itself (rootRatio): headSampled keeps the SDK from drawing again.
+const telemetry = await startTelemetry('infermesh-router', process.env, { attributes: { 'service.instance.id': routerId }, asyncContext: false, headSampled: ['ModelInfer'] });
 const nc = await connectNats(config.natsUrl, `infermesh-${routerId}`, log, natsSecurity).catch((err: Error) => {
   log.fatal(err.message);
   process.exit(1);

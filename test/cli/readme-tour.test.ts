@@ -9,6 +9,7 @@
  * installed (grpcurl) are the only ones skipped.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -55,7 +56,7 @@ describe('README: a five-minute tour, on a fresh up --demo', () => {
     dir = await mkdtemp(path.join(os.tmpdir(), 'infermesh-tour-'));
     const zero = ['--router-port', '--rest-port', '--registry-port', '--monitor-port', '--metrics-port', '--inference-port', '--nats-port'].flatMap((f) => [f, '0']);
     // One replica keeps the machine's two cores for the rest; the tour's commands are the same with two.
-    up = spawn(process.execPath, [CLI, 'up', '--demo', '--demo-requests', '200', '--replicas', '1', ...zero], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
+    up = spawn(process.execPath, [CLI, 'up', '--demo', '--demo-requests', '200', '--replicas', '1', '--workers', '1', ...zero], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
     up.stderr!.on('data', (b: Buffer) => (upErr += b.toString()));
     up.stdout!.on('data', (b: Buffer) => (upOut += b.toString()));
     await new Promise<void>((resolve, reject) => {
@@ -90,6 +91,14 @@ describe('README: a five-minute tour, on a fresh up --demo', () => {
     expect(upOut).toMatch(/^fraud\s+1\s+router\s+201\s+0\s/m);
   });
 
+  it('up passes --workers to the replicas and --sample-rate (default 1) to the routers', async () => {
+    const file = JSON.parse(await readFile(path.join(dir, '.infermesh/processes.json'), 'utf8')) as { processes: { name: string; pid: number }[] };
+    const args = (name: string) => (readFileSync(`/proc/${file.processes.find((p) => p.name === name)!.pid}/cmdline`, 'utf8')).split('\0');
+    const flag = (a: string[], f: string) => a[a.indexOf(f) + 1];
+    expect(flag(args('inference-1'), '--workers')).toBe('1');
+    expect(flag(args('router'), '--sample-rate')).toBe('1');
+  });
+
   it('every command runs in order, with no address given: exit 0, or the documented error', async () => {
     const outputs = new Map<string, string>();
     for (const c of COMMANDS) {
@@ -114,6 +123,21 @@ describe('README: a five-minute tour, on a fresh up --demo', () => {
     expect(out('npx infermesh traces show --slowest fraud')).toMatch(/^ModelInfer\s+router\s+0\.000\s/m);
     expect(JSON.parse(await readFile(path.join(dir, 'golden.json'), 'utf8'))).toEqual({ features: [[120, 23, 0.7, 800, 5, 30, 1, 0]] });
   }, 180_000);
+
+  it('traces show draws a sampled request end to end from the span files up keeps: router, replica, queue, batch, onnx.run, encode', async () => {
+    // A request the head sampler kept (5 %) has replica spans; up wrote them to .infermesh/traces/inference-1.jsonl.
+    const replicaSpans = (await readFile(path.join(dir, '.infermesh/traces/inference-1.jsonl'), 'utf8')).trim().split('\n').map((l) => JSON.parse(l) as { name: string; traceId: string });
+    const traceId = replicaSpans.find((s) => s.name === 'inference')?.traceId;
+    expect(traceId, 'no sampled request among the tour\'s').toMatch(/^[0-9a-f]{32}$/);
+    const r = await sh(dir, `npx infermesh traces show ${traceId}`);
+    expect(r.code, r.stderr).toBe(0);
+    const rows = r.stdout.trim().split('\n');
+    expect(rows[0]).toMatch(new RegExp(`^trace ${traceId}: \\d+ spans over \\d+\\.\\d{3} ms$`));
+    // Indented by depth; start and duration in ms; a bar inside |…|.
+    const names = rows.slice(2).map((l) => /^(\s*)(\S+)\s+(\S+)\s+(\d+\.\d{3})\s+(\d+\.\d{3})\s+\|[ █]+\|/.exec(l)).map((m) => m && `${m[1]!.length / 2}:${m[2]}@${m[3]}`);
+    expect(names).toEqual(['0:ModelInfer@router', '1:forward@router', '2:inference@inference-1', '3:queue@inference-1', '3:batch@inference-1', '4:onnx.run@inference-1', '3:encode@inference-1']);
+    expectDocumentedError(await sh(dir, 'npx infermesh traces show 0123456789abcdef0123456789abcdef'), { line: '', expectError: { code: 'NOT_FOUND', text: 'trace 0123456789abcdef0123456789abcdef is not in' } }, 'unknown trace');
+  });
 });
 
 function expectDocumentedError(r: Ran, c: ShellCommand, what: string): void {
