@@ -15,6 +15,7 @@ import { oipHandlers, oipServiceRawResponse, rawModelInfer } from './oip-handler
 import { runtimeHandlers } from './runtime-handler.js';
 import { Scheduler } from './scheduler.js';
 import { ModelStats } from './model-stats.js';
+import { versionKey } from './model-spec.js';
 import { SessionPool } from './session-pool.js';
 
 const config = loadServiceConfig(
@@ -104,7 +105,7 @@ const server = createGrpcServer({ maxMessageBytes: linkMessageBytes(config.maxMe
 // The runtime stream carries frames as bytes; they are decoded in the handler.
 server.addService(
   { ...RuntimeService, infer: { ...RuntimeService.infer, requestDeserialize: (b: Buffer) => b, responseSerialize: (b: Buffer) => b } } as unknown as grpc.ServiceDefinition,
-  runtimeHandlers(manager, scheduler, { defaultTimeoutMs: config.defaultTimeoutMs, nonFinite: config.nonFinite, accepting: () => accepting, record: () => announcer!.record(), statistics: (model) => modelStats.response(model, (n, v) => manager.lookup(n, v)?.state === VersionState.VERSION_STATE_READY), maxMessageBytes: config.maxMessageBytes, peer: servicePeerCheck(tls, config.tlsServiceUri) }, streams) as unknown as grpc.UntypedServiceImplementation,
+  runtimeHandlers(manager, scheduler, { defaultTimeoutMs: config.defaultTimeoutMs, nonFinite: config.nonFinite, accepting: () => accepting, record: () => announcer!.record(), statistics: (model) => modelStats.response(model, (n, v) => manager.lookup(n, v)?.state === VersionState.VERSION_STATE_READY), refused: (model, version) => modelStats.refused(versionKey(model, version)), maxMessageBytes: config.maxMessageBytes, peer: servicePeerCheck(tls, config.tlsServiceUri) }, streams) as unknown as grpc.UntypedServiceImplementation,
 );
 server.addService(
   oipServiceRawResponse(),

@@ -5,7 +5,8 @@
  * - success / fail: requests answered OK / with an error, and their time from
  *   admission to answer. Every request that reached the scheduler counts in
  *   exactly one of them (cache hits in success; refusals, expiries and
- *   cancellations in fail).
+ *   cancellations in fail); so do requests whose inputs do not fit the
+ *   version (fail, 0 ns).
  * - queue, compute_input, compute_infer, compute_output: per successful
  *   request that ran, its queue wait and its batch's times: input (building
  *   the batch and handing it to the run), infer (ONNX Runtime's run) and
@@ -79,6 +80,11 @@ export class ModelStats {
   /** A request answered with an error, `ms` after admission (0 when refused at once). */
   failed(spec: ModelSpec, ms: number): void {
     this.of(spec).fail.add(ms * MS_NS);
+  }
+
+  /** A request of a version counted here refused before admission (inputs that do not fit); unknown versions are not counted. */
+  refused(key: string): void {
+    this.byKey.get(key)?.fail.add(0);
   }
 
   /** A request answered from the response cache; `ms` = lookup time. */

@@ -16,6 +16,8 @@ export interface RuntimeOptions {
   record: () => ReplicaRecord;
   /** Per-version counters for Runtime.Statistics (model-stats.ts); absent = none kept (answers empty). */
   statistics?: (model: string) => StatisticsResponse;
+  /** Counts a request refused as invalid before admission as a failure of its version (model-stats.ts). */
+  refused?: (model: string, version: number) => void;
   /**
    * The client-facing message limit: a larger answer is RESOURCE_EXHAUSTED
    * for its request alone. The stream itself runs with headroom over it
@@ -81,7 +83,7 @@ class StreamWriter {
  * it), and the scheduler admits and runs it. Every item gets exactly one
  * ResponseItem.
  */
-function handleItem(item: RequestItem, ctx: RequestContext, scheduler: Scheduler, out: StreamWriter): void {
+function handleItem(item: RequestItem, ctx: RequestContext, scheduler: Scheduler, out: StreamWriter, o: RuntimeOptions): void {
   const id = item.id;
   if (item.cancel) {
     // The router already answered its caller; this only frees the queue slot.
@@ -109,6 +111,8 @@ function handleItem(item: RequestItem, ctx: RequestContext, scheduler: Scheduler
       else out.push({ id, code: Status.OK, message: '', response: response!, queueMicros, computeMicros });
     });
   } catch (err) {
+    // Inputs that do not fit the model are failed requests of that version (Triton's statistics count them).
+    if (err instanceof InvalidArgumentError) o.refused?.(item.model, item.version);
     out.push({ id, ...statusOf(err), response: EMPTY, queueMicros: 0, computeMicros: 0 });
     return;
   }
@@ -146,7 +150,7 @@ export function runtimeHandlers(manager: ModelManager, scheduler: Scheduler, o: 
           return;
         }
         out.pending += frame.items.length;
-        for (const item of frame.items) handleItem(item, ctx, scheduler, out);
+        for (const item of frame.items) handleItem(item, ctx, scheduler, out, o);
       });
       call.on('end', () => {
         end();

@@ -93,7 +93,7 @@ describe("Triton's extensions through the router (independent Python client)", (
   });
 
   it('ModelStatistics counts exactly the calls made (gRPC, JSON and binary HTTP), summed over both replicas; binary and JSON HTTP give the same numbers as gRPC', async () => {
-    const r = await client<{ before: Stats[]; after: Stats[]; calls: number; rows: number; identical: boolean; http: { model_stats: Record<string, unknown>[] }; http_version: { model_stats: Stats[] }; http_all: { model_stats: { name: string }[] }; http_status: number[]; unknown: string; bad_version: string }>('stats', 'scorer');
+    const r = await client<{ before: Stats[]; after: Stats[]; calls: number; bad: number; rows: number; identical: boolean; http: { model_stats: Record<string, unknown>[] }; http_version: { model_stats: Stats[] }; http_all: { model_stats: { name: string }[] }; http_status: number[]; unknown: string; bad_version: string }>('stats', 'scorer');
     expect(r.identical).toBe(true);
     const v = (list: Stats[]) => list.find((s) => s.version === '1') ?? ({ inference_stats: {} } as Stats);
     const before = v(r.before);
@@ -103,7 +103,9 @@ describe("Triton's extensions through the router (independent Python client)", (
     expect(d((s) => n(s.inference_count))).toBe(r.rows);
     // One call at a time: each ran alone.
     expect(d((s) => n(s.execution_count))).toBe(r.calls);
-    expect(n(after.inference_stats.fail?.count)).toBe(0);
+    // Inputs that do not fit the model count as failures of the version, nothing else failed.
+    expect(r.bad).toBe(2);
+    expect(d((s) => n(s.inference_stats.fail?.count))).toBe(2);
     for (const f of ['queue', 'compute_input', 'compute_infer', 'compute_output']) expect(d((s) => n(s.inference_stats[f]?.count))).toBe(r.calls);
     expect(n(after.inference_stats.compute_infer?.ns)).toBeGreaterThan(0);
     expect(n(after.last_inference)).toBeGreaterThan(Date.now() - 60_000);
@@ -115,6 +117,8 @@ describe("Triton's extensions through the router (independent Python client)", (
     const counts = per.map((s) => s.versions.find((x) => x.stats?.version === '1')?.stats?.inferenceStats?.success?.count ?? 0);
     expect(counts.every((c) => c > 0)).toBe(true);
     expect(counts.reduce((a, b) => a + b, 0)).toBe(n(after.inference_stats.success?.count));
+    const fails = per.map((s) => s.versions.find((x) => x.stats?.version === '1')?.stats?.inferenceStats?.fail?.count ?? 0);
+    expect(fails.reduce((a, b) => a + b, 0)).toBe(n(after.inference_stats.fail?.count));
     // HTTP: the same counters in Triton's JSON.
     expect(r.http_status).toEqual([200, 200, 200]);
     const hv = r.http_version.model_stats;

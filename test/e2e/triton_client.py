@@ -152,12 +152,18 @@ elif scenario == "stats":
         j = json_infer(model, rows)
         b, _, _ = binary_infer(model, rows)
         identical = identical and g == j == b
+    # Inputs that do not fit the model: failed requests of this version.
+    bad = 0
+    for i in range(2):
+        req = pb.ModelInferRequest(model_name=model)
+        req.inputs.add(name="features", datatype="FP32", shape=[1, 4]).contents.fp32_contents.extend([0.0] * 4)
+        bad += code_of(infer, req, timeout=10) == "INVALID_ARGUMENT"
     after = totals(model)
     st, _, http_stats = http("GET", "/v2/models/%s/stats" % model)
     st_v, _, http_stats_v = http("GET", "/v2/models/%s/versions/1/stats" % model)
     st_all, _, http_all = http("GET", "/v2/models/stats")
     print(json.dumps({
-        "before": before, "after": after, "calls": 3 * len(sizes), "rows": 3 * sum(sizes), "sizes": sizes, "identical": identical,
+        "before": before, "after": after, "calls": 3 * len(sizes), "bad": bad, "rows": 3 * sum(sizes), "sizes": sizes, "identical": identical,
         "http": json.loads(http_stats), "http_version": json.loads(http_stats_v), "http_all": json.loads(http_all), "http_status": [st, st_v, st_all],
         "unknown": code_of(stats, pb.ModelStatisticsRequest(name="no-such"), timeout=10),
         "bad_version": code_of(stats, pb.ModelStatisticsRequest(name=model, version="77"), timeout=10),
