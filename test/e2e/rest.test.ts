@@ -283,7 +283,7 @@ describe('no cross-site scoring', () => {
     }
     // No Content-Type at all (a fetch of bytes from a page): 415 too.
     expect((await send({}, new TextEncoder().encode(body))).status).toBe(415);
-    for (const headers of [{ 'content-type': 'application/json; charset=utf-8' }, { 'content-type': 'application/octet-stream' }, { 'inference-header-content-length': String(body.length) }]) {
+    for (const headers of [{ 'content-type': 'application/json; charset=utf-8' }, { 'content-type': 'application/octet-stream' }, { 'inference-header-content-length': String(body.length) }] as Record<string, string>[]) {
       const r = await send(headers, new TextEncoder().encode(body));
       expect(r.status, JSON.stringify(headers)).toBe(200);
       expectScores(((await r.json()) as { predictions: number[][] }).predictions, v1);

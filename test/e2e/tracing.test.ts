@@ -118,7 +118,7 @@ describe('tracing', () => {
     await mesh.waitReady('traced', String(v2.version));
     const { md, traceId } = traceparent();
     await new Promise((resolve, reject) =>
-      mesh.clients.registry.client.setAlias({ name: 'traced', alias: 'production', version: v2.version, expectedVersion: 0 }, md, (e, r) => (e ? reject(e) : resolve(r))),
+      mesh.clients.registry.client.setAlias({ name: 'traced', alias: 'production', version: v2.version, expectedVersion: 0, reason: '' }, md, (e, r) => (e ? reject(e) : resolve(r))),
     );
     const mine = await eventually(() => spans().filter((s) => s.traceId === traceId), (x) => x.some((s) => s.name === 'event.consume'));
     const setAlias = mine.find((s) => s.name === 'SetAlias');

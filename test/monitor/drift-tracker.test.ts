@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { keys } from '../../libs/bus/index.js';
 import { ConfigError } from '../../libs/config/index.js';
 import { mulberry32 } from '../../libs/onnx-builder/index.js';
-import { ReferenceProfile, VersionRecord, type FeatureDrift, type PredictionSample, type SampleBatch } from '../../libs/proto/index.js';
+import { PredictionSample, ReferenceProfile, SampleBatch, VersionRecord, type FeatureDrift } from '../../libs/proto/index.js';
 import { profileFeature } from '../../libs/stats/index.js';
 import { DriftTracker, type DriftSettings } from '../../services/monitor/drift.js';
 
@@ -20,20 +20,20 @@ function rows(n: number, seed: number, shift = 0): { inputs: number[]; outputs: 
 }
 
 function batch(name: string, version: number, data: { inputs: number[]; outputs: number[] }[], code = 0): SampleBatch {
-  const samples: PredictionSample[] = data.map((d) => ({
-    requestId: '', version, latencyMicros: 100, code, traceId: '', inputSummary: d.inputs, outputSummary: d.outputs, atMs: 0,
-    queueMicros: 0, computeMicros: 0, networkMicros: 0, routerMicros: 0,
-  }));
-  return { routerId: 'r', name, versions: [], samples, startMs: 0, endMs: 0, shadows: [], slowest: [] };
+  // fromPartial: fields added to the messages later default to empty here.
+  const samples = data.map((d) =>
+    PredictionSample.fromPartial({ version, latencyMicros: 100, code, inputSummary: d.inputs, outputSummary: d.outputs }),
+  );
+  return SampleBatch.fromPartial({ routerId: 'r', name, samples });
 }
 
 function reference(name: string, version: number, n = 20_000): Uint8Array {
   const data = rows(n, 99);
-  const profile: ReferenceProfile = {
+  const profile = ReferenceProfile.fromPartial({
     name, version, rows: n, createdAtMs: 1,
     features: FEATURES.map((f, j) => profileFeature(f, data.map((d) => d.inputs[j]!))),
     outputs: [profileFeature('score[0]', data.map((d) => d.outputs[0]!))],
-  };
+  });
   return ReferenceProfile.encode(profile).finish();
 }
 

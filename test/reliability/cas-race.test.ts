@@ -36,7 +36,7 @@ afterAll(async () => {
 
 /** SetAlias through the generated RegistryClient, with expected_version set. */
 const move = (op: RegistryApi, version: number, expectedVersion: number) =>
-  outcome(call(op.client.setAlias, op.client, { name: 'risk', alias: 'production', version, expectedVersion }, { timeoutMs: 10_000 }));
+  outcome(call(op.client.setAlias, op.client, { name: 'risk', alias: 'production', version, expectedVersion, reason: '' }, { timeoutMs: 10_000 }));
 
 describe('alias compare-and-set race', () => {
   it('20 rounds: in each exactly one of two concurrent moves succeeds, the other is ABORTED', async () => {
