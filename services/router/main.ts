@@ -30,8 +30,10 @@ const config = loadServiceConfig(
     promoteReadyFraction: num({ env: 'INFERMESH_PROMOTE_READY_FRACTION', flag: 'promote-ready-fraction', default: 1, min: 0, max: 1 }),
     maxInflight: int({ env: 'INFERMESH_MAX_INFLIGHT', flag: 'max-inflight', default: 10_000, min: 1 }),
     shadowTolerance: num({ env: 'INFERMESH_SHADOW_TOLERANCE', flag: 'shadow-tolerance', default: 0.01, min: 0 }),
-    /** ModelInfer off the raw HTTP/2 streams (serveRawUnary), and plaintext replica links over node:http2; false = grpc-js for both. */
+    /** ModelInfer off the raw HTTP/2 streams (serveRawUnary); false = grpc-js's handler. */
     http2Infer: bool({ env: 'INFERMESH_HTTP2_INFER', flag: 'http2-infer', default: true }),
+    /** Plaintext replica links over node:http2 directly (less CPU per call at few callers; off by default until it scales out like grpc-js's link: see replica-conn.ts). */
+    rawLink: bool({ env: 'INFERMESH_RAW_LINK', flag: 'raw-link', default: false }),
     registryAddress: str({ env: 'INFERMESH_REGISTRY_ADDR', flag: 'registry-address', default: '127.0.0.1:8600', help: "registry that Triton's RepositoryModelLoad moves aliases through (with the caller's token)" }),
     /** ModelStreamInfer: requests of one stream in flight at once (the excess is answered RESOURCE_EXHAUSTED in the stream). */
     streamMaxInflight: int({ env: 'INFERMESH_STREAM_MAX_INFLIGHT', flag: 'stream-max-inflight', default: 256, min: 1 }),
@@ -60,7 +62,7 @@ const table = await RoutingTable.create(buckets.models, buckets.replicas, {
   credentials: peerCredentials(tls),
   serverName: config.tlsServerName,
   tls: peerTls(tls),
-  rawLink: config.http2Infer,
+  rawLink: config.rawLink,
 });
 // Samples carry the value of the model's segment parameter (`models push --segment-by`), read once per model per flush.
 const segmentKey = (model: string) => table.versionsOf(model).find((v) => v.segmentBy !== '')?.segmentBy ?? '';

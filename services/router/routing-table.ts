@@ -26,7 +26,7 @@ export interface RoutingTableOptions {
   serverName?: string;
   /** The TLS material behind `credentials`, to diagnose replicas that fail TLS (ReplicaTrust); null/absent = plaintext. */
   tls?: TlsMaterial | null;
-  /** Plaintext replica links over node:http2 directly (default true); false = through grpc-js like TLS ones. */
+  /** Plaintext replica links over node:http2 directly (`--raw-link`); default false: through grpc-js like TLS ones. */
   rawLink?: boolean;
 }
 
@@ -111,10 +111,6 @@ export class RoutingTable implements RoutingState<ReplicaConn> {
     return '';
   }
 
-  /** Every replica this router knows, with its heartbeat, its connection and why TLS fails toward it (replica-view.ts). */
-  replicaEntries(): { rec: ReplicaRecord; conn: ReplicaConn; tlsFailure: string | undefined }[] {
-    return [...this.replicas.values()].map(({ rec, conn }) => ({ rec, conn, tlsFailure: this.trust.failureOf(conn) }));
-  }
 
   /** Replicas this router cannot verify over TLS now (not ready), and failure streaks so far (metrics, health). */
   tlsFailing(): { now: number; total: number } {
@@ -165,7 +161,7 @@ export class RoutingTable implements RoutingState<ReplicaConn> {
       if (same) return;
     } else {
       cur?.conn.close();
-      const conn = new ReplicaConn(rec.id, rec.address, this.o.maxMessageBytes, this.o.log, this.o.credentials, this.o.serverName, this.o.rawLink ?? true);
+      const conn = new ReplicaConn(rec.id, rec.address, this.o.maxMessageBytes, this.o.log, this.o.credentials, this.o.serverName, this.o.rawLink ?? false);
       this.replicas.set(key, { rec, conn });
       this.trust.watch(conn);
       this.o.log.info({ replica: key, address: rec.address }, 'replica joined');
