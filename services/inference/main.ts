@@ -15,7 +15,6 @@ import { oipHandlers, oipServiceRawResponse, rawModelInfer } from './oip-handler
 import { runtimeHandlers } from './runtime-handler.js';
 import { Scheduler } from './scheduler.js';
 import { ModelStats } from './model-stats.js';
-import { versionKey } from './model-spec.js';
 import { SessionPool } from './session-pool.js';
 
 const config = loadServiceConfig(
@@ -102,10 +101,15 @@ const streams = new Set<grpc.ServerDuplexStream<Buffer, Buffer>>();
 // The Runtime stream's frames carry whole client messages plus their fields: the listener allows
 // headroom over the client limit; client-facing ModelInfer (raw path) keeps the limit itself.
 const server = createGrpcServer({ maxMessageBytes: linkMessageBytes(config.maxMessageBytes) });
+// A request whose inputs do not fit a version here is one of its failures (ModelStatistics).
+const countRefused = (model: string, version: number) => {
+  const e = manager.lookup(model, version);
+  if (e) modelStats.failed(e.spec, 0);
+};
 // The runtime stream carries frames as bytes; they are decoded in the handler.
 server.addService(
   { ...RuntimeService, infer: { ...RuntimeService.infer, requestDeserialize: (b: Buffer) => b, responseSerialize: (b: Buffer) => b } } as unknown as grpc.ServiceDefinition,
-  runtimeHandlers(manager, scheduler, { defaultTimeoutMs: config.defaultTimeoutMs, nonFinite: config.nonFinite, accepting: () => accepting, record: () => announcer!.record(), statistics: (model) => modelStats.response(model, (n, v) => manager.lookup(n, v)?.state === VersionState.VERSION_STATE_READY), refused: (model, version) => modelStats.refused(versionKey(model, version)), maxMessageBytes: config.maxMessageBytes, peer: servicePeerCheck(tls, config.tlsServiceUri) }, streams) as unknown as grpc.UntypedServiceImplementation,
+  runtimeHandlers(manager, scheduler, { defaultTimeoutMs: config.defaultTimeoutMs, nonFinite: config.nonFinite, accepting: () => accepting, record: () => announcer!.record(), statistics: (model) => modelStats.response(model, (n, v) => manager.lookup(n, v)?.state === VersionState.VERSION_STATE_READY), refused: countRefused, maxMessageBytes: config.maxMessageBytes, peer: servicePeerCheck(tls, config.tlsServiceUri) }, streams) as unknown as grpc.UntypedServiceImplementation,
 );
 server.addService(
   oipServiceRawResponse(),

@@ -82,11 +82,6 @@ export class ModelStats {
     this.of(spec).fail.add(ms * MS_NS);
   }
 
-  /** A request of a version counted here refused before admission (inputs that do not fit); unknown versions are not counted. */
-  refused(key: string): void {
-    this.byKey.get(key)?.fail.add(0);
-  }
-
   /** A request answered from the response cache; `ms` = lookup time. */
   cacheHit(spec: ModelSpec, ms: number): void {
     const c = this.of(spec);
