@@ -111,6 +111,10 @@ export class RoutingTable implements RoutingState<ReplicaConn> {
     return '';
   }
 
+  /** Every replica this router knows, with its heartbeat, its connection and why TLS fails toward it (replica-view.ts). */
+  replicaEntries(): { rec: ReplicaRecord; conn: ReplicaConn; tlsFailure: string | undefined }[] {
+    return [...this.replicas.values()].map(({ rec, conn }) => ({ rec, conn, tlsFailure: this.trust.failureOf(conn) }));
+  }
 
   /** Replicas this router cannot verify over TLS now (not ready), and failure streaks so far (metrics, health). */
   tlsFailing(): { now: number; total: number } {
