@@ -68,10 +68,10 @@ const table = await RoutingTable.create(buckets.models, buckets.replicas, {
 const segmentKey = (model: string) => table.versionsOf(model).find((v) => v.segmentBy !== '')?.segmentBy ?? '';
 const samples = new SampleRecorder(nc, { routerId, flushMs: config.sampleFlushMs, sampleRate: config.sampleRate, segmentKey }, log);
 
-const server = createGrpcServer({ maxMessageBytes: config.maxMessageBytes });
-const frontOptions = { serverVersion: '0.1.0' };
 // Triton's RepositoryModelLoad moves aliases through the registry, forwarding the caller's token.
 const registry = new RegistryApi(config.registryAddress, { timeoutMs: 60_000, tls: peerTls(tls), serverName: config.tlsServerName || undefined });
+const server = createGrpcServer({ maxMessageBytes: config.maxMessageBytes });
+const frontOptions = { serverVersion: '0.1.0' };
 const counters: RouterCounters = { inflight: 0, receiving: 0, shed: 0, cancelled: 0 };
 // The one request path every front door hands its requests to.
 const path = new RequestPath(table, samples, { defaultTimeoutMs: config.defaultTimeoutMs, shadowTolerance: config.shadowTolerance, maxInflight: config.maxInflight, tracer: telemetry.tracer, traceRatio: telemetry.rootRatio }, counters);
@@ -110,9 +110,9 @@ const close = () =>
     rest.close();
     samples.close();
     table.close();
+    registry.close();
     await nc.drain().catch(() => undefined);
     await telemetry.shutdown();
-    registry.close();
     process.exit(0);
   })());
 process.once('SIGINT', close);

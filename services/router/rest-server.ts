@@ -12,8 +12,8 @@
  *   POST /v2/models/<m>[/versions/<v>]/infer
  *   GET  /v2/models/<m>[/versions/<v>][/ready]
  *   GET  /v2, /v2/health/live, /v2/health/ready
- *   GET  /v2/replicas  (management view, loopback only: replica-view.ts)
  *   Triton's config, stats and repository endpoints (triton-rest.ts)
+ *   GET  /v2/replicas  (management view, loopback only: replica-view.ts)
  *
  * Every error is `{"error": "<message>"}`: 400 bad input (naming the field),
  * 404 unknown model or path, 405 wrong method, 413 body too large, 415 a POST
@@ -34,10 +34,10 @@ import { oipInferRequest, oipMetadata } from './rest-oip.js';
 import { tfMetadata, tfPredictRequest, tfPredictResponse, tfStatus } from './rest-tfserving.js';
 import { replicaViewAnswer } from './replica-view.js';
 import type { RoutingTable } from './routing-table.js';
-
 import { tritonEndpoint } from './triton-rest.js';
 import { binaryWants, EncodedAnswer, inferAnswer, readInferBody } from './triton-binary.js';
 import { TRITON_EXTENSIONS } from './triton-service.js';
+
 export interface RestOptions {
   /** Largest request body accepted, in bytes (the router's max message size). */
   maxBodyBytes: number;
@@ -52,9 +52,9 @@ export interface RestOptions {
    * clients must present a certificate it signed. Absent: plain HTTP.
    */
   tls?: { cert?: Buffer; key?: Buffer; ca?: Buffer } | null;
-}
   /** Where Triton's repository load moves aliases (triton-rest.ts); absent = load answers 503. */
   registry?: RegistryClient | null;
+}
 
 /** Header that sets a request's deadline, in milliseconds from now. */
 export const TIMEOUT_HEADER = 'x-infermesh-timeout-ms';
@@ -235,13 +235,13 @@ function timeoutOf(req: http.IncomingMessage, defaultMs: number): number {
   return ms;
 }
 
-/** HTTP headers as the request path's metadata (Node gives lower-case keys). */
-function headerSource(req: http.IncomingMessage): HeaderSource {
 /** The request's deadline as epoch ms (for calls that take a wall-clock deadline): now + timeoutOf. */
 function deadlineOf(req: http.IncomingMessage, defaultMs: number): number {
   return Date.now() + timeoutOf(req, defaultMs);
 }
 
+/** HTTP headers as the request path's metadata (Node gives lower-case keys). */
+function headerSource(req: http.IncomingMessage): HeaderSource {
   return {
     get(key: string) {
       const v = req.headers[key];
