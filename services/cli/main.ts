@@ -86,6 +86,12 @@ program
   .option('--workers <n>', 'worker threads per inference replica (passed to each replica as --workers)', int(1, 256))
   .option('--no-traces', 'do not keep sampled spans in <dir>/traces (read by infermesh traces show)')
   .option('--json', 'print one JSON object (addresses, demo stats) on stdout once ready')
+  .option('--join <urls>', "join a running mesh through its NATS (every server of a cluster, comma-separated): start no nats-server, only --only's roles (default: inference)")
+  .option('--only <roles>', 'start only these roles, comma-separated: registry, monitor, inference, router (default: all; inference with --join)')
+  .option('--host <addr>', 'address the services bind (default 127.0.0.1; 0.0.0.0 needs --advertise)')
+  .option('--advertise <addr>', 'address replicas announce to routers on other hosts (default --host)')
+  .option('--router-address <list>', 'with --join --only monitor: the mesh\'s routers (golden probes)')
+  .option('--registry-address <addr>', 'with --join --only monitor: the mesh\'s registry (canary rollbacks)')
   .action(async (o) => {
     const { upCommand } = await import('./up.js');
     process.exitCode = await upCommand(o);

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import type { KV, ObjectStore } from 'nats';
-import { keys, parseModelKey } from '../../libs/bus/index.js';
+import { currentDeadline, keys, parseModelKey, retryTransient } from '../../libs/bus/index.js';
 import { AbortedError, MeshError, NotFoundError, UnavailableError } from '../../libs/errors/index.js';
 import { ProbeRecord, ReferenceProfile, TrafficRecord, VersionRecord, type ModelInfo } from '../../libs/proto/index.js';
 
@@ -11,6 +11,13 @@ const HISTORY_DEPTH = 10;
  * The registry's state in NATS: version records and traffic records in the
  * `infermesh-models` KV bucket, model bytes in the `infermesh-artifacts`
  * Object Store under their SHA-256. Storage failures become UNAVAILABLE.
+ *
+ * On a NATS cluster a leader election makes JetStream answer "no responders"
+ * or time out for a few seconds: every call retries those with backoff until
+ * the call's deadline (libs/bus withDeadline, else 8 s). A write whose answer
+ * was lost (timeout) may still have been stored: the record is read again and
+ * compared with what was sent, so success and failure are reported as they
+ * happened, never guessed.
  */
 export class ModelStore {
   constructor(private readonly kv: KV, private readonly artifacts: ObjectStore) {}
@@ -32,10 +39,14 @@ export class ModelStore {
       const versions = [...(await this.versionNumbers(rec.name)), ...(await this.deletedNumbers(rec.name))];
       const version = (versions.length ? Math.max(...versions) : 0) + 1;
       const full: VersionRecord = { ...rec, version };
+      const key = keys.version(rec.name, version);
+      const data = VersionRecord.encode(full).finish();
       try {
-        await this.kv.create(keys.version(rec.name, version), VersionRecord.encode(full).finish());
+        await retryTransient(() => this.kv.create(key, data));
         return full;
       } catch (err) {
+        // A create whose answer was lost may have been stored (then a retry says "key exists"): ours?
+        if (await this.holds(key, data)) return full;
         if (!isConflict(err)) throw unavailable(err);
         // Another push took this number; take the next one.
       }
@@ -52,6 +63,12 @@ export class ModelStore {
       }
       return out.sort((a, b) => a - b);
     });
+  }
+
+  /** Whether `key` holds exactly `data` now (a write whose fate was unknown landed). */
+  private async holds(key: string, data: Uint8Array): Promise<boolean> {
+    const e = await storage(() => this.kv.get(key)).catch(() => null);
+    return !!e && e.operation === 'PUT' && Buffer.compare(Buffer.from(e.value), Buffer.from(data)) === 0;
   }
 
   async getVersion(name: string, version: number): Promise<VersionRecord | null> {
@@ -101,15 +118,34 @@ export class ModelStore {
       rec.updatedAtMs = Date.now();
       rec.updatedBy = actor;
       const data = TrafficRecord.encode(rec).finish();
+      const key = keys.traffic(name);
+      // The same bytes (same revision expected) are sent again after a transient failure, never a
+      // recomputed change: if the first send was stored, the compare-and-set refuses the copy.
       try {
-        if (cur) await this.kv.update(keys.traffic(name), data, cur.revision);
-        else await this.kv.create(keys.traffic(name), data);
+        await retryTransient(() => (cur ? this.kv.update(key, data, cur.revision) : this.kv.create(key, data)));
         return rec;
       } catch (err) {
+        // Stored after all (its answer lost, a retry then refused as a conflict)? The record says.
+        if (await this.landed(key, data, cur?.revision ?? 0)) return rec;
         if (!isConflict(err)) throw unavailable(err);
       }
     }
     throw new AbortedError(`traffic of ${name} is changing too often; retry`);
+  }
+
+  /**
+   * After a write to `key` (expecting revision `from`) failed: whether the
+   * record now holds `data`. Reads until the answer is known or the deadline
+   * passes; then the write's fate is unknown and UNAVAILABLE says so.
+   */
+  private async landed(key: string, data: Uint8Array, from: number): Promise<boolean> {
+    try {
+      const e = await retryTransient(() => this.kv.get(key), { deadline: Math.max(currentDeadline(), Date.now() + 1_000) });
+      if (!e || e.operation !== 'PUT') return false;
+      return e.revision > from && Buffer.compare(Buffer.from(e.value), Buffer.from(data)) === 0;
+    } catch (err) {
+      throw new UnavailableError('model storage unavailable: the change may or may not have been stored; read the model again before retrying', { cause: err });
+    }
   }
 
   /** One model's versions and traffic; NOT_FOUND when it has no version. */
@@ -250,9 +286,10 @@ function unavailable(err: unknown): MeshError {
   return err instanceof MeshError ? err : new UnavailableError('model storage unavailable', { cause: err });
 }
 
+/** Runs a storage call, retrying JetStream's transient failures until the call's deadline; other failures become UNAVAILABLE. */
 async function storage<T>(fn: () => Promise<T>): Promise<T> {
   try {
-    return await fn();
+    return await retryTransient(fn);
   } catch (err) {
     throw unavailable(err);
   }

@@ -1,6 +1,6 @@
-import { checkName, type EventPublisher } from '../../libs/bus/index.js';
+import { checkName, withDeadline, type EventPublisher } from '../../libs/bus/index.js';
 import { FailedPreconditionError, InvalidArgumentError, NotFoundError, ResourceExhaustedError } from '../../libs/errors/index.js';
-import { AccessPolicy, clientStream, unary, type CallContext } from '../../libs/grpc/index.js';
+import { AccessPolicy, clientStream as grpcClientStream, unary as grpcUnary, type CallContext } from '../../libs/grpc/index.js';
 import {
   ModelEvent_Kind,
   type ListModelsRequest,
@@ -51,6 +51,11 @@ export interface RegistryOptions extends ValidateOptions {
 }
 
 export const DEFAULT_ALIAS = 'production';
+
+// Storage calls retry JetStream's leader elections until the caller's deadline (libs/bus retry.ts).
+const unary = <Req, Res>(fn: (req: Req, ctx: CallContext) => Promise<Res>) => grpcUnary<Req, Res>((req, ctx) => withDeadline(ctx.deadline, () => fn(req, ctx)));
+const clientStream = <Req, Res>(fn: (stream: AsyncIterable<Req>, ctx: CallContext) => Promise<Res>) =>
+  grpcClientStream<Req, Res>((stream, ctx) => withDeadline(ctx.deadline, () => fn(stream, ctx)));
 
 const HEADER_RE = /^[a-z0-9][a-z0-9_.-]{0,127}$/;
 /** Longest reason a change is recorded with. */
