@@ -24,6 +24,14 @@ export interface MeshPorts {
   inferencePort: number;
 }
 
+/**
+ * What `infermesh up` gives its routers unless told otherwise (its flags' defaults), so
+ * that bench measures the mesh exactly as up deploys it: every request sampled (a local
+ * mesh is for trying drift and evaluation, and the routers cap samples per model per
+ * second), spans kept in files of this size.
+ */
+export const UP_DEFAULTS = Object.freeze({ sampleRate: 1, traceFileBytes: 8 * 1024 * 1024 });
+
 export interface MeshSpec extends MeshPorts {
   natsUrl: string;
   /** The users of the nats-server started for this mesh (natsSpec), or null with a NATS of the caller's. */

@@ -20,7 +20,7 @@ import { SERVICE_NODE_FLAGS } from '../../../libs/config/index.js';
 import { call as grpcCall } from '../../../libs/grpc/index.js';
 import { mlpModel, slowModel, trainFraudModel } from '../../../libs/onnx-builder/index.js';
 import { oip, RuntimeClient } from '../../../libs/proto/index.js';
-import { addressOf as addr, natsSpec, serviceSpec, startMeshServices } from '../mesh-services.js';
+import { addressOf as addr, natsSpec, serviceSpec, startMeshServices, UP_DEFAULTS } from '../mesh-services.js';
 import { prepareNatsAuth } from '../nats-auth.js';
 import { ensureBinary, ensureNatsServer } from '../nats-server.js';
 import { CliError, printJson, printText, progress } from '../output.js';
@@ -116,7 +116,7 @@ export async function benchCommand(o: BenchOptions): Promise<number> {
   const startedAt = performance.now();
   useOwnPlaintextMesh();
   // The services read settings from INFERMESH_* and OTEL_* variables: the bench's mesh gets none of
-  // the caller's, so it runs with up's defaults (5 % of traces sampled, nothing exported).
+  // the caller's, so it runs with up's defaults (every request sampled, 5 % of traces kept in span files).
   for (const k of Object.keys(process.env)) if (/^(INFERMESH_|OTEL_)/.test(k)) delete process.env[k];
   const want = (s: Scenario) => !o.scenarios || o.scenarios.includes(s);
   await ensureBinary('h2load', 'nghttp2-client', H2LOAD_HOW_TO);
@@ -131,10 +131,12 @@ export async function benchCommand(o: BenchOptions): Promise<number> {
     await sup.start(natsSpec(natsBin, dir, natsPort, natsAuth));
     const natsUrl = `nats://127.0.0.1:${natsPort}`;
     const ports = { routerPort: 0, restPort: 0, registryPort: 0, monitorPort: 0, metricsPort: 0, inferencePort: 0 };
-    const mesh = await startMeshServices(sup, { ...ports, natsUrl, natsAuth, replicas: REPLICAS, routers: 1 });
+    // up's defaults: every request sampled, spans kept in files (here in the bench's temporary folder).
+    const traceDir = path.join(dir, 'traces');
+    const mesh = await startMeshServices(sup, { ...ports, natsUrl, natsAuth, replicas: REPLICAS, routers: 1, sampleRate: UP_DEFAULTS.sampleRate, traceDir, traceFileBytes: UP_DEFAULTS.traceFileBytes });
     const [registry, monitor, router] = [mesh.registry, mesh.monitor, mesh.routers[0]!];
     // The tracing comparison: a second router, the same but for OTEL_TRACES_SAMPLER=always_off.
-    const off = serviceSpec({ name: 'router-untraced', script: 'router', tier: 3, natsUrl, natsAuth, port: 0, extra: ['--rest-port', '0'] });
+    const off = serviceSpec({ name: 'router-untraced', script: 'router', tier: 3, natsUrl, natsAuth, port: 0, extra: ['--rest-port', '0', '--sample-rate', String(UP_DEFAULTS.sampleRate)] });
     const routerOff = await sup.start({ ...off, env: { ...off.env, OTEL_TRACES_SAMPLER: 'always_off' } });
     const echoServer = (name: string, extra: string[]) =>
       sup.start({
