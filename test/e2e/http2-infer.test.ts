@@ -11,6 +11,7 @@ import { call as grpcCall } from '../../libs/grpc/index.js';
 import { mlpModel, slowModel } from '../../libs/onnx-builder/index.js';
 import { oip, RuntimeClient } from '../../libs/proto/index.js';
 import { startMesh, type Mesh } from '../harness/mesh.js';
+import { eventually } from '../harness/wait.js';
 
 const m = mlpModel({ inputs: 4, hidden: [8], outputs: 1, seed: 5 });
 const row = [0.5, -0.2, 0.3, 0.9];
@@ -110,8 +111,8 @@ describe('the replica\'s raw ModelInfer path', () => {
     c.close();
     expect(first).toBeNull();
     expect(second?.code).toBe(grpc.status.CANCELLED);
-    await new Promise((r) => setTimeout(r, 300));
-    const after = (await status()).stats!;
+    // The replica counts the cancel when it drops the queued job: wait for that, not a guessed pause.
+    const after = (await eventually(status, (st) => Number(st.stats!.cancelled) > Number(before.cancelled) && st.stats!.outstanding === 0, 10_000)).stats!;
     rt.close();
     expect(Number(after.cancelled) - Number(before.cancelled)).toBe(1);
     expect(Number(after.batchedRows) - Number(before.batchedRows)).toBe(1);

@@ -14,6 +14,7 @@ import * as grpc from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mlpModel, slowModel } from '../../libs/onnx-builder/index.js';
 import { startMesh, type Mesh } from '../harness/mesh.js';
+import { eventually } from '../harness/wait.js';
 
 interface SpanLine {
   service: string;
@@ -42,15 +43,6 @@ function traceparent(traceId = randomBytes(16).toString('hex'), spanId = randomB
   const md = new grpc.Metadata();
   md.set('traceparent', `00-${traceId}-${spanId}-01`);
   return { md, traceId, spanId };
-}
-
-async function eventually<T>(fn: () => T, ok: (v: T) => boolean, ms = 10_000): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = fn();
-    if (ok(v) || Date.now() > end) return v;
-    await new Promise((r) => setTimeout(r, 50));
-  }
 }
 
 beforeAll(async () => {

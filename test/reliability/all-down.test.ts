@@ -6,7 +6,7 @@ import * as grpc from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mlpModel } from '../../libs/onnx-builder/index.js';
 import { startMesh, type Mesh } from '../harness/mesh.js';
-import { alive, outcome, sleep, steadyLoad } from './helpers.js';
+import { alive, outcome, sleep, steadyLoad, until } from './helpers.js';
 
 let mesh: Mesh;
 const model = mlpModel({ inputs: 8, hidden: [16], outputs: 1, seed: 32 });
@@ -25,10 +25,11 @@ describe('all replicas down', () => {
   it('calls in flight and new calls answer UNAVAILABLE, each within 1 s', async () => {
     // Calls in flight at the moment of the kill are answered, not left hanging.
     const load = steadyLoad(mesh.clients.router, 'risk', input, 6, 5_000);
-    await sleep(800);
+    await until('calls answered under load', () => load.answers.length >= 10, 20_000);
     const killedAt = Date.now();
     await Promise.all(mesh.replicas.map((r) => r.stop('SIGKILL')));
     await sleep(1_500);
+    await until('calls answered after the kill', () => load.answers.some((a) => a.at > killedAt + 100), 10_000);
     const answers = await load.stop();
     const afterKill = answers.filter((a) => a.at > killedAt + 100);
     expect(afterKill.length).toBeGreaterThan(0);

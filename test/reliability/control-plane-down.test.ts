@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MonitorApi, RegistryApi } from '../../libs/client/index.js';
 import { mlpModel } from '../../libs/onnx-builder/index.js';
 import { startMesh, startService, type Mesh, type ServiceProc } from '../harness/mesh.js';
-import { alive, eventually, failures, ReplicaRecords, sleep, steadyLoad } from './helpers.js';
+import { alive, eventually, failures, ReplicaRecords, sleep, steadyLoad, until } from './helpers.js';
 
 let mesh: Mesh;
 const restarted: ServiceProc[] = [];
@@ -37,13 +37,14 @@ describe('control plane down', () => {
     const listBefore = await mesh.clients.registry.list();
     expect(listBefore.map((m) => [m.name, m.versions.map((v) => v.version)])).toEqual([['risk', [1, 2]]]);
     const load = steadyLoad(mesh.clients.router, 'risk', input, 6, 5_000);
-    await sleep(800);
+    await until('calls answered under load', () => load.answers.length >= 10, 20_000);
     await Promise.all([mesh.registry.stop('SIGKILL'), mesh.monitor.stop('SIGKILL')]);
     await sleep(2_000);
     const common = ['--nats', mesh.nats.url, '--host', '127.0.0.1', '--port', '0'];
     const [registry, monitor] = await Promise.all([startService('registry', common, ENV), startService('monitor', [...common, '--metrics-port', '0'], ENV)]);
     restarted.push(registry, monitor);
     await sleep(1_000);
+    await until('50 calls answered', () => load.answers.length > 50, 20_000);
     const answers = await load.stop();
     expect(failures(answers)).toEqual([]);
     expect(answers.length).toBeGreaterThan(50);

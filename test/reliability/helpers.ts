@@ -35,24 +35,8 @@ export const failures = (xs: Outcome[]) => xs.filter((x) => x.code !== grpc.stat
 /** Whether the service's process is still running (neither exited nor killed). */
 export const alive = (s: ServiceProc) => s.proc.exitCode === null && s.proc.signalCode === null;
 
-export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-/** Polls `fn` until `ok` holds or `ms` pass; returns the last value either way. */
-export async function eventually<T>(fn: () => Promise<T> | T, ok: (v: T) => boolean, ms = 15_000): Promise<T> {
-  const until = Date.now() + ms;
-  for (;;) {
-    let v: T;
-    try {
-      v = await fn();
-    } catch (err) {
-      if (Date.now() > until) throw err;
-      await sleep(50);
-      continue;
-    }
-    if (ok(v) || Date.now() > until) return v;
-    await sleep(50);
-  }
-}
+// One way to wait, shared by every suite (test/harness/wait.ts).
+export { sleep, eventually, until } from '../harness/wait.js';
 
 /** Reads the replicas KV bucket (through a watcher, as kv.keys() can miss keys while heartbeats churn). */
 export class ReplicaRecords {

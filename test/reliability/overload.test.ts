@@ -14,6 +14,7 @@ import { BUCKET_REPLICAS, KvMirror } from '../../libs/bus/index.js';
 import { createLogger } from '../../libs/log/index.js';
 import { connect } from 'nats';
 import { startMesh, type Mesh } from '../harness/mesh.js';
+import { eventually, until } from '../harness/wait.js';
 
 const LIMIT = 12;
 let mesh: Mesh;
@@ -55,9 +56,9 @@ describe('overload', () => {
     const other: string[] = [];
     const shedMs: number[] = [];
     const okMs: number[] = [];
-    const until = Date.now() + 3000;
+    const end = Date.now() + 3000;
     const caller = async () => {
-      while (Date.now() < until) {
+      while (Date.now() < end) {
         const t0 = performance.now();
         await new Promise<void>((resolve) => {
           const call = client.makeUnaryRequest('/inference.GRPCInferenceService/ModelInfer', (b: Buffer) => b, (b: Buffer) => b, payload, new grpc.Metadata(), { deadline: Date.now() + 5000 }, (err) => {
@@ -79,15 +80,14 @@ describe('overload', () => {
     // Three times as many concurrent callers as the router admits.
     await Promise.all(Array.from({ length: LIMIT * 3 }, caller));
     client.close();
-    await new Promise((r) => setTimeout(r, 2500));
     expect(other).toEqual([]);
     expect(ok).toBeGreaterThan(0);
     expect(shed).toBeGreaterThan(0);
     expect(pushback).toBe(shed);
     expect(await routerMetric('infermesh_router_shed_requests_total')).toBe(shed);
-    expect(await routerMetric('infermesh_router_inflight_requests')).toBe(0);
-    // No retry storm: the replicas saw exactly the accepted calls.
-    const after = (await replicaStats()).reduce((n, s) => n + Number(s.requests), 0);
+    expect(await eventually(() => routerMetric('infermesh_router_inflight_requests'), (n) => n === 0, 10_000)).toBe(0);
+    // No retry storm: the replicas saw exactly the accepted calls (their counters arrive with the next heartbeats).
+    const after = await eventually(async () => (await replicaStats()).reduce((n, s) => n + Number(s.requests), 0), (n) => n - before >= ok, 10_000);
     expect(after - before).toBe(ok);
     const sorted = (xs: number[]) => [...xs].sort((a, b) => a - b);
     const shedP99 = sorted(shedMs)[Math.floor(shedMs.length * 0.99)]!;
@@ -109,15 +109,19 @@ describe('cancellation', () => {
         codes.push(err ? err.code : 0);
       }),
     );
-    await new Promise((r) => setTimeout(r, 15));
+    // Cancel once the router holds the calls (they are in flight there), not after a guessed pause.
+    await until('the 10 calls at the router', async () => (await routerMetric('infermesh_router_inflight_requests')) + codes.length >= 10, 10_000, 2);
     for (const c of calls.slice(2)) c.cancel();
-    await new Promise((r) => setTimeout(r, 1500));
+    await until('every call answered', () => codes.length === calls.length, 10_000);
     client.close();
     expect(codes.filter((c) => c === grpc.status.CANCELLED).length).toBeGreaterThanOrEqual(6);
-    expect(await routerMetric('infermesh_router_inflight_requests')).toBe(0);
-    expect(await routerMetric('infermesh_router_cancelled_requests_total')).toBeGreaterThanOrEqual(6);
-    await new Promise((r) => setTimeout(r, 1000));
-    const after = await replicaStats();
+    expect(await eventually(() => routerMetric('infermesh_router_inflight_requests'), (n) => n === 0, 10_000)).toBe(0);
+    expect(await eventually(() => routerMetric('infermesh_router_cancelled_requests_total'), (n) => n >= 6, 10_000)).toBeGreaterThanOrEqual(6);
+    const after = await eventually(
+      replicaStats,
+      (st) => st.reduce((n, s) => n + Number(s.cancelled), 0) > cancelledBefore && st.every((s) => s.outstanding === 0),
+      10_000,
+    );
     // Queued requests were dropped before they ran, and nothing is left outstanding.
     expect(after.reduce((n, s) => n + Number(s.cancelled), 0) - cancelledBefore).toBeGreaterThan(0);
     expect(after.every((s) => s.outstanding === 0)).toBe(true);

@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mlpModel } from '../../libs/onnx-builder/index.js';
 import { VersionState } from '../../libs/proto/index.js';
 import { startMesh, type Mesh } from '../harness/mesh.js';
-import { alive, eventually, failures, ReplicaRecords, sleep, steadyLoad } from './helpers.js';
+import { alive, eventually, failures, ReplicaRecords, sleep, steadyLoad, until } from './helpers.js';
 
 let mesh: Mesh;
 let records: ReplicaRecords;
@@ -35,11 +35,12 @@ describe('replica killed under load', () => {
     const victim = mesh.replicas[0]!;
     const survivor = mesh.replicas[1]!;
     const load = steadyLoad(mesh.clients.router, 'risk', input, 6, 5_000);
-    await sleep(1_000);
+    await until('20 calls answered under load', () => load.answers.length > 20, 20_000);
     const before = load.answers.length;
     await victim.stop('SIGKILL');
     // Long enough to cover the dead replica's record outliving it (heartbeat TTL) for a while.
     await sleep(2_500);
+    await until('20 more calls answered since the kill', () => load.answers.length - before > 20, 20_000);
     const answers = await load.stop();
     expect(failures(answers)).toEqual([]);
     expect(before).toBeGreaterThan(20);
@@ -65,10 +66,11 @@ describe('replica killed under load', () => {
     );
     expect(ready?.versions).toContainEqual({ name: 'risk', version: 1, state: VersionState.VERSION_STATE_READY, reason: '' });
     const requestsAtJoin = ready?.stats?.requests ?? 0;
-    // The router learns of it from the same heartbeat; give it one beat, then load.
-    await sleep(600);
+    // The router learns of it from the same heartbeat: load until the new replica's record
+    // (one heartbeat behind) shows its share, rather than guessing how long that takes.
     const load = steadyLoad(mesh.clients.router, 'risk', input, 6, 5_000);
-    await sleep(2_000);
+    await sleep(1_000);
+    await eventually(() => records.of(fresh), (r) => (r?.stats?.requests ?? 0) > requestsAtJoin + 20, 20_000);
     const answers = await load.stop();
     const stoppedAt = Date.now();
     expect(failures(answers)).toEqual([]);

@@ -149,7 +149,7 @@ describe('serveRawUnary', () => {
       setTimeout(() => ca.cancel(), 100);
     });
     expect((await pending)?.code).toBe(Status.CANCELLED);
-    await new Promise((r) => setTimeout(r, 100));
+    await until(() => cancelled > before);
     expect(cancelled).toBe(before + 1);
     held!(0, '', frameCopy(Buffer.from('late')));
     c.close();
