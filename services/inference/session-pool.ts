@@ -13,8 +13,8 @@ class PoolWorker {
   /** The run in flight (one at a time: the pool only hands a run to an idle worker). */
   private running: ((r: Result) => void) | null = null;
 
-  constructor(onExit: (err: Error) => void) {
-    this.worker = new Worker(new URL('./ort-worker.js', import.meta.url));
+  constructor(onExit: (err: Error) => void, workerUrl: URL) {
+    this.worker = new Worker(workerUrl);
     this.worker.on('message', (m: FromWorker) => {
       if (m instanceof ArrayBuffer) {
         const done = this.running;
@@ -56,6 +56,8 @@ export interface SessionPoolOptions {
   intraOpThreads: number;
   /** ONNX Runtime execution provider name: cpu or cuda. */
   provider: string;
+  /** The worker's module (default: the built ort-worker.js beside this file; tests that run this file from sources name the built one). */
+  workerUrl?: URL;
 }
 
 export interface RunResult {
@@ -83,7 +85,8 @@ export class SessionPool {
 
   constructor(private readonly o: SessionPoolOptions, onFatal: (err: Error) => void) {
     // A worker that dies while the pool is open loses its sessions: fatal. terminate() during close is not.
-    this.workers = Array.from({ length: o.workers }, () => new PoolWorker((err) => this.closing || onFatal(err)));
+    const workerUrl = o.workerUrl ?? new URL('./ort-worker.js', import.meta.url);
+    this.workers = Array.from({ length: o.workers }, () => new PoolWorker((err) => this.closing || onFatal(err), workerUrl));
   }
 
   /** Called whenever a worker becomes idle. */

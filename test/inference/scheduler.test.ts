@@ -7,14 +7,14 @@
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mlpModel, slowModel } from '../../libs/onnx-builder/index.js';
-import { oip, type VersionRecord } from '../../libs/proto/index.js';
+import { oip, VersionRecord } from '../../libs/proto/index.js';
 import { Status } from '../../libs/errors/index.js';
-// @ts-ignore: compiled JS without declarations; worker threads need the built files.
-import { SessionPool } from '../../dist/services/inference/session-pool.js';
-// @ts-ignore
-import { Scheduler } from '../../dist/services/inference/scheduler.js';
-// @ts-ignore
-import { specOf } from '../../dist/services/inference/model-spec.js';
+import { SessionPool } from '../../services/inference/session-pool.js';
+import { Scheduler } from '../../services/inference/scheduler.js';
+import { specOf, type ModelSpec } from '../../services/inference/model-spec.js';
+
+/** Worker threads run built files: the pool (from sources here) starts the built ort-worker.js. */
+const WORKER_URL = new URL('../../dist/services/inference/ort-worker.js', import.meta.url);
 
 type Done = { code: number; message: string; response: oip.ModelInferResponse | null; at: number };
 
@@ -23,20 +23,21 @@ const slow = slowModel({ millis: 50 });
 
 function record(name: string, fixture: { inputs: readonly { name: string; dims: readonly unknown[] }[]; outputs: readonly { name: string; dims: readonly unknown[] }[] }, extra: Partial<VersionRecord> = {}): VersionRecord {
   const spec = (s: { name: string; dims: readonly unknown[] }) => ({ name: s.name, datatype: 'FP32', shape: s.dims.map((d) => (typeof d === 'number' ? d : -1)) });
-  return {
-    name, version: 1, sha256: '', sizeBytes: 0, description: '', createdAtMs: 0, createdBy: '', batchable: true, cacheEntries: 0,
+  // fromPartial: fields added to VersionRecord later default here.
+  return VersionRecord.fromPartial({
+    name, version: 1, batchable: true,
     inputs: fixture.inputs.map(spec), outputs: fixture.outputs.map(spec), batching: { maxBatchSize: 32, maxQueueDelayMicros: 0 }, ...extra,
-  };
+  });
 }
 
-let pool: any;
-let sched: any;
-let mlpSpec: any;
-let slowSpec: any;
-let cachedSpec: any;
+let pool: SessionPool;
+let sched: Scheduler;
+let mlpSpec: ModelSpec;
+let slowSpec: ModelSpec;
+let cachedSpec: ModelSpec;
 
 beforeAll(async () => {
-  pool = new SessionPool({ workers: 1, intraOpThreads: 1, provider: 'cpu' }, (e: Error) => {
+  pool = new SessionPool({ workers: 1, intraOpThreads: 1, provider: 'cpu', workerUrl: WORKER_URL }, (e: Error) => {
     throw e;
   });
   sched = new Scheduler(pool, { maxQueue: 16, workers: 1 });
@@ -53,7 +54,7 @@ afterAll(async () => {
   await pool?.close();
 });
 
-function submit(spec: any, rows: number[][], o: { deadlineMs?: number; priority?: number; id?: string } = {}): Promise<Done> {
+function submit(spec: ModelSpec, rows: number[][], o: { deadlineMs?: number; priority?: number; id?: string } = {}): Promise<Done> {
   const flat = Float32Array.from(rows.flat());
   const now = performance.now();
   return new Promise((resolve) =>
