@@ -17,7 +17,7 @@
  *
  * Every error is `{"error": "<message>"}`: 400 bad input (naming the field),
  * 404 unknown model or path, 405 wrong method, 413 body too large, 415 a POST
- * that is not JSON (checkContentType), 429
+ * a web page could send cross-site (checkContentType), 429
  * overloaded, 503 unavailable, 504 deadline exceeded, 500 otherwise.
  */
 import http from 'node:http';
@@ -256,12 +256,16 @@ function headerSource(req: http.IncomingMessage): HeaderSource {
  * (the binary-data extension; Triton's Python client sends no Content-Type).
  * Each of these makes a browser ask first (a CORS preflight, which this
  * gateway never grants), so a web page cannot make a visitor's browser score
- * on a mesh it can reach: the simple types (text/plain, form encodings) and a
- * missing Content-Type get 415.
+ * on a mesh it can reach: the simple types (text/plain, form encodings) get 415.
+ * A POST without any Content-Type is what tritonclient.http sends in JSON mode
+ * and what a page can send with a typeless Blob; browsers always add `Origin`
+ * to a POST, so it is served only without one.
  */
 function checkContentType(req: http.IncomingMessage): void {
   if (req.headers['inference-header-content-length'] !== undefined) return;
-  const type = (req.headers['content-type'] ?? '').split(';', 1)[0]!.trim().toLowerCase();
+  const raw = req.headers['content-type'];
+  if (raw === undefined && req.headers.origin === undefined) return;
+  const type = (raw ?? '').split(';', 1)[0]!.trim().toLowerCase();
   if (type === 'application/json' || type === 'application/octet-stream') return;
   throw new HttpError(415, `content-type: expected application/json, got ${type ? JSON.stringify(type.slice(0, 64)) : 'none'}`, { accept: 'application/json' });
 }

@@ -281,8 +281,12 @@ describe('no cross-site scoring', () => {
       expect(r.status, type).toBe(415);
       expect((await r.json()) as { error: string }).toEqual({ error: expect.stringMatching(/^content-type: expected application\/json/) });
     }
-    // No Content-Type at all (a fetch of bytes from a page): 415 too.
-    expect((await send({}, new TextEncoder().encode(body))).status).toBe(415);
+    // No Content-Type from a page (browsers add Origin to every POST): 415 too.
+    expect((await send({ origin: 'https://elsewhere.example' }, new TextEncoder().encode(body))).status).toBe(415);
+    // No Content-Type and no Origin: a program such as tritonclient.http in JSON mode, served.
+    const bare = await send({}, new TextEncoder().encode(body));
+    expect(bare.status).toBe(200);
+    expectScores(((await bare.json()) as { predictions: number[][] }).predictions, v1);
     for (const headers of [{ 'content-type': 'application/json; charset=utf-8' }, { 'content-type': 'application/octet-stream' }, { 'inference-header-content-length': String(body.length) }] as Record<string, string>[]) {
       const r = await send(headers, new TextEncoder().encode(body));
       expect(r.status, JSON.stringify(headers)).toBe(200);
