@@ -109,6 +109,14 @@ export class RegistryApi {
   }
 
   /**
+   * Stops the model serving (`serving` false: routers answer UNAVAILABLE and report it not ready; Triton's
+   * unload) or lets it serve again; a move of `production` clears it too. Needs `promote`. Idempotent.
+   */
+  setServing(name: string, serving: boolean, reason = ''): Promise<ModelInfo> {
+    return call(this.client.setModelServing, this.client, { name, serving, reason }, { timeoutMs: this.timeoutMs });
+  }
+
+  /**
    * Stores the model's golden probe (or with `clear`, removes it). INVALID_ARGUMENT
    * for a request that is not an OIP request for this model, no expected values or
    * an interval under 1 s; NOT_FOUND for an unknown model.

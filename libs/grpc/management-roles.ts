@@ -48,6 +48,7 @@ export const MANAGEMENT_ROLES: readonly RoleRule[] = Object.freeze([
   { service: 'Registry', rpc: 'DeleteVersion', role: 'admin', changes: "deletes a version's record (refused while anything depends on it)" },
   { service: 'Registry', rpc: 'ApplyRetention', role: 'push', changes: 'archives unaliased versions beyond the newest N' },
   { service: 'Registry', rpc: 'ApplyRetention', field: 'delete', role: 'admin', changes: 'deletes them instead' },
+  { service: 'Registry', rpc: 'SetModelServing', role: 'promote', changes: 'stops a model serving (Triton unload) or lets it serve again' },
   { service: 'Registry', rpc: 'CollectGarbage', role: 'admin', changes: 'removes model files no version refers to from the object store' },
   { service: 'Registry', rpc: 'ListModels', role: 'none', changes: READ },
   { service: 'Registry', rpc: 'GetModel', role: 'none', changes: READ },

@@ -65,6 +65,7 @@ export {
   RollbackRequest,
   SetCanaryRequest,
   SetShadowRequest,
+  SetModelServingRequest,
   GetHistoryRequest,
   GetHistoryResponse,
   GetReferenceRequest,

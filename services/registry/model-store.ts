@@ -85,23 +85,28 @@ export class ModelStore {
    * Points `alias` at `version` by compare-and-set on the traffic record.
    * With `expected` set, the alias must point there now, else ABORTED (also
    * when it moves between the read and the write); without it, a lost race is
-   * retried on fresh state.
+   * retried on fresh state. With `resume`, the model's `unloaded` flag is
+   * cleared in the same write (`resumed` says whether it was set), even when
+   * the alias already points at `version`.
    */
-  async setAlias(name: string, alias: string, version: number, actor: string, expected?: number): Promise<{ rec: TrafficRecord; previous: number | undefined }> {
+  async setAlias(name: string, alias: string, version: number, actor: string, expected?: number, resume = false): Promise<{ rec: TrafficRecord; previous: number | undefined; resumed: boolean }> {
     let previous: number | undefined;
+    let resumed = false;
     const rec = await this.updateTraffic(name, actor, (r) => {
       previous = r.aliases[alias];
       if (expected !== undefined && expected !== 0 && previous !== expected) {
         throw new AbortedError(`alias ${alias} of ${name} points to ${previous ?? 'nothing'}, not ${expected}`);
       }
-      if (previous === version) return false;
+      resumed = resume && r.unloaded;
+      if (resumed) r.unloaded = false;
+      if (previous === version) return resumed ? undefined : false;
       if (previous !== undefined) {
         const h = (r.history[alias] ??= { versions: [] });
         h.versions = [...h.versions, previous].slice(-HISTORY_DEPTH);
       }
       r.aliases[alias] = version;
     });
-    return { rec, previous };
+    return { rec, previous, resumed };
   }
 
   /**

@@ -20,6 +20,7 @@ import {
   type GetReferenceRequest,
   type ReferenceProfile,
   type SetProbeRequest,
+  type SetModelServingRequest,
   type ProbeRecord,
   oip,
   RegistryService,
@@ -42,7 +43,7 @@ export interface RegistryOptions extends ValidateOptions {
   /**
    * Who may write, by the role table (libs/grpc/management-roles.ts): PushModel
    * and SetProbe need `push`; SetAlias, Rollback, SetCanary, SetShadow and a
-   * push that sets an alias need `promote` (admin has all). The token's subject
+   * push that sets an alias, and SetModelServing need `promote` (admin has all). The token's subject
    * is recorded as the actor. Default: open.
    */
   access?: AccessPolicy;
@@ -100,9 +101,11 @@ export function registryHandlers({ store, events, replicas, nc }: RegistryDeps, 
   // (publish never throws: with NATS down the event waits in the publisher's outbox, in order).
   const setAlias = async (ctx: CallContext, name: string, alias: string, version: number, reason: string, expected?: number): Promise<ModelInfo> => {
     await servable(name, version);
-    const { previous } = await store.setAlias(name, alias, version, actorOf(ctx), expected);
+    // A move of `production` (promote, RepositoryModelLoad) also ends an unload (SetModelServing).
+    const { previous, resumed } = await store.setAlias(name, alias, version, actorOf(ctx), expected, alias === DEFAULT_ALIAS);
     const why = reason || (previous ? `was version ${previous}` : 'new alias');
     if (previous !== version) await events.publish({ name, version, kind: ModelEvent_Kind.PROMOTED, alias, reason: why, ...by(ctx) });
+    if (resumed) await events.publish({ name, version: 0, kind: ModelEvent_Kind.SERVING_RESUMED, reason: reason || `alias ${alias} set to version ${version}`, ...by(ctx) });
     return store.getModel(name);
   };
 
@@ -276,6 +279,23 @@ export function registryHandlers({ store, events, replicas, nc }: RegistryDeps, 
         rec.shadow = { version: req.version, percent: req.percent };
       });
       await events.publish({ name, version: req.version, kind: ModelEvent_Kind.SHADOWED, reason, ...by(ctx) });
+      return store.getModel(name);
+    }),
+
+    // Triton's RepositoryModelUnload (through the router) and its reverse: one flag on the traffic record
+    // that routers read (TrafficRecord.unloaded); replicas keep the versions loaded.
+    setModelServing: unary<SetModelServingRequest, ModelInfo>(async (req, ctx) => {
+      const name = checkName(req.name, 'name');
+      const reason = reasonOf(req.reason, req.serving ? 'serving again' : 'unloaded');
+      await store.getModel(name);
+      let changed = false;
+      await store.updateTraffic(name, actorOf(ctx), (rec) => {
+        changed = rec.unloaded === req.serving;
+        if (!changed) return false;
+        rec.unloaded = !req.serving;
+      });
+      // Nothing changed (already so): nothing recorded.
+      if (changed) await events.publish({ name, version: 0, kind: req.serving ? ModelEvent_Kind.SERVING_RESUMED : ModelEvent_Kind.SERVING_STOPPED, reason, ...by(ctx) });
       return store.getModel(name);
     }),
 

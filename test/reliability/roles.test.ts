@@ -69,6 +69,7 @@ const DOCUMENTED: readonly [ManagedService, string, string | undefined, Role | '
   ['Registry', 'DeleteVersion', undefined, 'admin'],
   ['Registry', 'ApplyRetention', undefined, 'push'],
   ['Registry', 'ApplyRetention', 'delete', 'admin'],
+  ['Registry', 'SetModelServing', undefined, 'promote'],
   ['Registry', 'CollectGarbage', undefined, 'admin'],
   ['Registry', 'ListModels', undefined, 'none'],
   ['Registry', 'GetModel', undefined, 'none'],
@@ -170,6 +171,8 @@ const CASES: Case[] = [
   { service: 'Registry', rpc: 'DeleteVersion', run: ({ reg }) => codeOf(reg.deleteVersion(NAME, 1)), admitted: ['FAILED_PRECONDITION'] },
   { service: 'Registry', rpc: 'ApplyRetention', run: ({ reg }) => codeOf(reg.retain({ name: NAME, keepLast: 5 })) },
   { service: 'Registry', rpc: 'ApplyRetention', field: 'delete', run: ({ reg }) => codeOf(reg.retain({ name: NAME, keepLast: 5, delete: true })) },
+  // Sets the flag and clears it again in one case: later rows still find the model serving.
+  { service: 'Registry', rpc: 'SetModelServing', run: ({ reg }) => codeOf(reg.setServing(NAME, false).then(() => reg.setServing(NAME, true))) },
   { service: 'Registry', rpc: 'CollectGarbage', run: ({ reg }) => codeOf(reg.collectGarbage({ dryRun: true })) },
   { service: 'Registry', rpc: 'ListModels', run: ({ reg }) => codeOf(reg.list()) },
   { service: 'Registry', rpc: 'GetModel', run: ({ reg }) => codeOf(reg.get(NAME)) },

@@ -167,7 +167,17 @@ export interface TrafficRecord {
    * A version that receives a mirrored copy of live requests; its answers are
    * compared with production's and never returned.
    */
-  shadow: Shadow | undefined;
+  shadow:
+    | Shadow
+    | undefined;
+  /**
+   * Set by registry SetModelServing{serving: false} (Triton's
+   * RepositoryModelUnload): routers answer every request for the model
+   * UNAVAILABLE and report it not ready until SetModelServing{serving: true}
+   * or a move of `production` (SetAlias, `models promote`, RepositoryModelLoad)
+   * clears it. Replicas keep its versions loaded (warm) meanwhile.
+   */
+  unloaded: boolean;
 }
 
 export interface TrafficRecord_AliasesEntry {
@@ -303,6 +313,12 @@ export enum ModelEvent_Kind {
   DELETED = 23,
   /** ARTIFACT_FREED - A deleted version's artifact removed from the object store (GC). */
   ARTIFACT_FREED = 24,
+  /**
+   * SERVING_STOPPED - The model stopped serving / serves again (registry SetModelServing,
+   * TrafficRecord.unloaded); version 0: the whole model.
+   */
+  SERVING_STOPPED = 25,
+  SERVING_RESUMED = 26,
   UNRECOGNIZED = -1,
 }
 
@@ -1341,7 +1357,16 @@ export const GateResult: MessageFns<GateResult> = {
 };
 
 function createBaseTrafficRecord(): TrafficRecord {
-  return { name: "", aliases: {}, updatedAtMs: 0, updatedBy: "", history: {}, canary: undefined, shadow: undefined };
+  return {
+    name: "",
+    aliases: {},
+    updatedAtMs: 0,
+    updatedBy: "",
+    history: {},
+    canary: undefined,
+    shadow: undefined,
+    unloaded: false,
+  };
 }
 
 export const TrafficRecord: MessageFns<TrafficRecord> = {
@@ -1366,6 +1391,9 @@ export const TrafficRecord: MessageFns<TrafficRecord> = {
     }
     if (message.shadow !== undefined) {
       Shadow.encode(message.shadow, writer.uint32(58).fork()).join();
+    }
+    if (message.unloaded !== false) {
+      writer.uint32(64).bool(message.unloaded);
     }
     return writer;
   },
@@ -1445,6 +1473,14 @@ export const TrafficRecord: MessageFns<TrafficRecord> = {
             message.shadow = Shadow.decode(reader, reader.uint32());
             continue;
           }
+          case 8: {
+            if (tag !== 64) {
+              break;
+            }
+
+            message.unloaded = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1489,6 +1525,7 @@ export const TrafficRecord: MessageFns<TrafficRecord> = {
     message.shadow = (object.shadow !== undefined && object.shadow !== null)
       ? Shadow.fromPartial(object.shadow)
       : undefined;
+    message.unloaded = object.unloaded ?? false;
     return message;
   },
 };

@@ -49,6 +49,13 @@ export const protobufFileName = "infermesh/v1/registry.proto";
  * Without a tokens file every call is allowed.
  */
 
+export interface SetModelServingRequest {
+  name: string;
+  serving: boolean;
+  /** Why (kept in the lifecycle history; at most 500 characters). */
+  reason: string;
+}
+
 export interface OptimizeModelRequest {
   name: string;
   version: number;
@@ -346,6 +353,85 @@ export interface SetAliasRequest {
   /** Why (kept in the lifecycle history; at most 500 characters). */
   reason: string;
 }
+
+function createBaseSetModelServingRequest(): SetModelServingRequest {
+  return { name: "", serving: false, reason: "" };
+}
+
+export const SetModelServingRequest: MessageFns<SetModelServingRequest> = {
+  encode(message: SetModelServingRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    if (message.serving !== false) {
+      writer.uint32(16).bool(message.serving);
+    }
+    if (message.reason !== "") {
+      writer.uint32(26).string(message.reason);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SetModelServingRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSetModelServingRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.serving = reader.bool();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.reason = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  create<I extends Exact<DeepPartial<SetModelServingRequest>, I>>(base?: I): SetModelServingRequest {
+    return SetModelServingRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<SetModelServingRequest>, I>>(object: I): SetModelServingRequest {
+    const message = createBaseSetModelServingRequest();
+    message.name = object.name ?? "";
+    message.serving = object.serving ?? false;
+    message.reason = object.reason ?? "";
+    return message;
+  },
+};
 
 function createBaseOptimizeModelRequest(): OptimizeModelRequest {
   return {
@@ -3723,6 +3809,27 @@ export const RegistryService = {
       Buffer.from(CollectGarbageResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): CollectGarbageResponse => CollectGarbageResponse.decode(value),
   },
+  /**
+   * Stop a model serving (`serving: false`, Triton's RepositoryModelUnload)
+   * or let it serve again (`serving: true`): sets TrafficRecord.unloaded, and
+   * routers then answer its requests UNAVAILABLE and report it not ready.
+   * A move of `production` (SetAlias) clears it too. Recorded as a
+   * SERVING_STOPPED / SERVING_RESUMED event with actor and reason.
+   * Idempotent (no event when nothing changes). INVALID_ARGUMENT: bad name,
+   * reason too long. NOT_FOUND: unknown model. ABORTED: concurrent change.
+   * UNAVAILABLE: NATS down. UNAUTHENTICATED / PERMISSION_DENIED: no token /
+   * without the `promote` role.
+   */
+  setModelServing: {
+    path: "/infermesh.v1.Registry/SetModelServing" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: SetModelServingRequest): Buffer =>
+      Buffer.from(SetModelServingRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): SetModelServingRequest => SetModelServingRequest.decode(value),
+    responseSerialize: (value: ModelInfo): Buffer => Buffer.from(ModelInfo.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ModelInfo => ModelInfo.decode(value),
+  },
 } as const;
 
 export interface RegistryServer extends UntypedServiceImplementation {
@@ -3865,6 +3972,18 @@ export interface RegistryServer extends UntypedServiceImplementation {
    * UNAUTHENTICATED / PERMISSION_DENIED: no token / without `admin`.
    */
   collectGarbage: handleUnaryCall<CollectGarbageRequest, CollectGarbageResponse>;
+  /**
+   * Stop a model serving (`serving: false`, Triton's RepositoryModelUnload)
+   * or let it serve again (`serving: true`): sets TrafficRecord.unloaded, and
+   * routers then answer its requests UNAVAILABLE and report it not ready.
+   * A move of `production` (SetAlias) clears it too. Recorded as a
+   * SERVING_STOPPED / SERVING_RESUMED event with actor and reason.
+   * Idempotent (no event when nothing changes). INVALID_ARGUMENT: bad name,
+   * reason too long. NOT_FOUND: unknown model. ABORTED: concurrent change.
+   * UNAVAILABLE: NATS down. UNAUTHENTICATED / PERMISSION_DENIED: no token /
+   * without the `promote` role.
+   */
+  setModelServing: handleUnaryCall<SetModelServingRequest, ModelInfo>;
 }
 
 export interface RegistryClient extends Client {
@@ -4245,6 +4364,32 @@ export interface RegistryClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: CollectGarbageResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Stop a model serving (`serving: false`, Triton's RepositoryModelUnload)
+   * or let it serve again (`serving: true`): sets TrafficRecord.unloaded, and
+   * routers then answer its requests UNAVAILABLE and report it not ready.
+   * A move of `production` (SetAlias) clears it too. Recorded as a
+   * SERVING_STOPPED / SERVING_RESUMED event with actor and reason.
+   * Idempotent (no event when nothing changes). INVALID_ARGUMENT: bad name,
+   * reason too long. NOT_FOUND: unknown model. ABORTED: concurrent change.
+   * UNAVAILABLE: NATS down. UNAUTHENTICATED / PERMISSION_DENIED: no token /
+   * without the `promote` role.
+   */
+  setModelServing(
+    request: SetModelServingRequest,
+    callback: (error: ServiceError | null, response: ModelInfo) => void,
+  ): ClientUnaryCall;
+  setModelServing(
+    request: SetModelServingRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ModelInfo) => void,
+  ): ClientUnaryCall;
+  setModelServing(
+    request: SetModelServingRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ModelInfo) => void,
   ): ClientUnaryCall;
 }
 
