@@ -74,7 +74,11 @@ export function frontHandlers(table: RoutingTable, path: RequestPath, o: FrontOp
     modelStreamInfer: streams.modelStreamInfer,
     serverLive: unary<oip.ServerLiveRequest, oip.ServerLiveResponse>(async () => ({ live: true })),
     serverReady: unary<oip.ServerReadyRequest, oip.ServerReadyResponse>(async () => ({ ready: table.notReadyReason() === '' })),
-    modelReady: unary<oip.ModelReadyRequest, oip.ModelReadyResponse>(async (req) => ({ ready: find(req.name, req.version).replicas.length > 0 })),
+    modelReady: unary<oip.ModelReadyRequest, oip.ModelReadyResponse>(async (req) => {
+      const r = find(req.name, req.version);
+      // An unloaded model (RepositoryModelUnload) is not ready, though replicas keep it warm.
+      return { ready: r.replicas.length > 0 && table.model(r.record.name)?.unloaded !== true };
+    }),
     serverMetadata: unary<oip.ServerMetadataRequest, oip.ServerMetadataResponse>(async () => ({
       name: 'infermesh',
       version: o.serverVersion,

@@ -50,7 +50,8 @@ export function signatureOf(route: Route): VersionRecord {
   return route.record;
 }
 
-/** Whether `version` of `name` is ready on at least one replica. */
+/** Whether `version` of `name` is ready on at least one replica and the model is not unloaded (RepositoryModelUnload). */
 export function isReady(table: RoutingTable, name: string, version: number): boolean {
-  return (table.model(name)?.byVersion.get(version)?.replicas.length ?? 0) > 0;
+  const m = table.model(name);
+  return !!m && m.unloaded !== true && (m.byVersion.get(version)?.replicas.length ?? 0) > 0;
 }

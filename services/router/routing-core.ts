@@ -8,7 +8,7 @@
  * RoutingTable is one implementation of `RoutingState`.
  */
 import { checkName, NAME_RE } from '../../libs/bus/index.js';
-import { NotFoundError, type MeshError } from '../../libs/errors/index.js';
+import { NotFoundError, UnavailableError, type MeshError } from '../../libs/errors/index.js';
 import { VersionState, type ReplicaRecord, type TrafficRecord, type VersionRecord } from '../../libs/proto/index.js';
 import { checkSelector } from './request-scan.js';
 
@@ -49,6 +49,12 @@ export interface ModelRoutes<R extends ReplicaView = ReplicaView> {
   fallback: Route<R> | null;
   canary: CanaryRoute<R> | null;
   shadow: ShadowRoute<R> | null;
+  /**
+   * The registry's `unloaded` flag (SetModelServing, Triton's
+   * RepositoryModelUnload): every request for the model is answered
+   * UNAVAILABLE and the model reports not ready. Absent = false.
+   */
+  unloaded?: boolean;
 }
 
 /** The state routing is a function of: each model's routes by name. */
@@ -108,6 +114,11 @@ export function noRoute(state: RoutingState, name: string, selector: string, nam
   return new NotFoundError(/^\d+$/.test(selector) ? `model ${name} has no version ${selector}` : selector ? `model ${name} has no alias ${selector}` : `model ${name} has no version to serve`);
 }
 
+/** The answer for a model that is unloaded (ModelRoutes.unloaded): built only on that path. */
+export function unloadedError(name: string): MeshError {
+  return new UnavailableError(`model ${name} is unloaded (RepositoryModelUnload); load it to serve`);
+}
+
 /** 32-bit FNV-1a of a routing key, in basis points: the same key always lands in the same canary bucket. */
 export function bucketOf(key: string): number {
   let h = 0x811c9dc5;
@@ -131,12 +142,15 @@ export interface Resolution<R extends ReplicaView = ReplicaView> {
  * takes its share by the sticky key's bucket (`headers`, the canary's
  * keyHeader) or by `random()` (uniform in [0, 1)), the shadow mirrors its
  * share unless it is the version already chosen. Throws INVALID_ARGUMENT
- * (malformed name or selector, naming the field) or NOT_FOUND.
+ * (malformed name or selector, naming the field), NOT_FOUND, or UNAVAILABLE
+ * for an unloaded model (unloadedError).
  */
 export function resolveTarget<R extends ReplicaView>(state: RoutingState<R>, t: Target, headers: HeaderSource, random: () => number): Resolution<R> {
   const m = NAME_RE.test(t.name) ? state.model(t.name) : undefined;
   let route = m ? routeOf(m, t.selector) : undefined;
   if (!m || !route) throw noRoute(state, t.name, t.selector, 'model_name', t.selectorField);
+  // Unloaded (the registry's flag): one boolean read per request.
+  if (m.unloaded === true) throw unloadedError(t.name);
   let canaried = false;
   let mirror: Route<R> | null = null;
   if (t.selector === '' || t.selector === 'production') {
@@ -271,6 +285,7 @@ export function buildRoutes<R extends ReplicaView>(i: RouteInputs<R>): Map<strin
       fallback: aliases.get('production') ?? newestReady,
       canary: canaryRoute && canaryRoute.replicas.length > 0 ? { route: canaryRoute, basisPoints: Math.round(c!.weightPercent * 100), keyHeader: c!.keyHeader.toLowerCase() } : null,
       shadow: shadowRoute && shadowRoute.replicas.length > 0 ? { route: shadowRoute, basisPoints: Math.round(sh!.percent * 100) } : null,
+      unloaded: traffic?.unloaded === true,
     });
   }
   return routes;

@@ -12,14 +12,22 @@
  *   forwarded, so the registry's `promote` role applies when tokens are on)
  *   to parameter `version`, else keeps its current target, else takes the
  *   newest version; the call returns once the router serves that version
- *   through `production` on a ready replica.
- * - RepositoryModelUnload: refused (FAILED_PRECONDITION): a version stops
- *   serving when no alias, canary or shadow needs it and newer ones replace
- *   it; the message says so.
+ *   through `production` on a ready replica. Moving `production` also ends
+ *   an unload (the registry clears the model's `unloaded` flag).
+ * - RepositoryModelUnload: "stop serving this model": the registry sets the
+ *   model's `unloaded` flag (SetModelServing{serving: false}, the caller's
+ *   `authorization` forwarded: `promote` role; a SERVING_STOPPED lifecycle
+ *   event with actor and reason), and every router then answers the model's
+ *   requests UNAVAILABLE ("model M is unloaded (RepositoryModelUnload); load
+ *   it to serve"), ModelReady false, and the index UNAVAILABLE with reason
+ *   "unloaded". The call returns once this router sees the flag. Replicas
+ *   keep the versions loaded (warm), so a load serves again at once.
+ *   Parameter `unload_dependents` is accepted and has no effect (a composed
+ *   model is one graph; its parts are models of their own).
  */
 import * as grpc from '@grpc/grpc-js';
 import { checkName } from '../../libs/bus/index.js';
-import { DeadlineExceededError, FailedPreconditionError, fromStatus, InvalidArgumentError, isServiceError, NotFoundError, UnavailableError } from '../../libs/errors/index.js';
+import { DeadlineExceededError, fromStatus, InvalidArgumentError, isServiceError, NotFoundError, UnavailableError } from '../../libs/errors/index.js';
 import type { RegistryClient } from '../../libs/proto/index.js';
 import { oip, VersionState } from '../../libs/proto/index.js';
 import type { RoutingTable } from './routing-table.js';
@@ -49,9 +57,11 @@ export function repositoryIndex(table: RoutingTable, req: oip.RepositoryIndexReq
     for (const rec of [...table.versionsOf(name)].reverse()) {
       const ready = (routes?.byVersion.get(rec.version)?.replicas.length ?? 0) > 0;
       const h = held.get(`${name}:${rec.version}`);
-      const state = ready ? 'READY' : h?.loading ? 'LOADING' : 'UNAVAILABLE';
+      const unloaded = routes?.unloaded === true;
+      const state = unloaded ? 'UNAVAILABLE' : ready ? 'READY' : h?.loading ? 'LOADING' : 'UNAVAILABLE';
       if (req.ready && state !== 'READY') continue;
-      const reason = state !== 'UNAVAILABLE' ? '' : h?.failure ? `load failed: ${h.failure}` : 'not loaded on any replica (they hold aliased, canary, shadow and the newest versions)';
+      const reason =
+        state !== 'UNAVAILABLE' ? '' : unloaded ? 'unloaded' : h?.failure ? `load failed: ${h.failure}` : 'not loaded on any replica (they hold aliased, canary, shadow and the newest versions)';
       models.push({ name, version: String(rec.version), state, reason });
     }
   }
@@ -91,27 +101,50 @@ export async function repositoryLoad(table: RoutingTable, registry: RegistryClie
   const target = wanted ?? table.model(name)?.aliases.get(ALIAS)?.record.version ?? versions[0]!.version;
   if (!registry) throw new UnavailableError('load: this router has no registry address (--registry-address)');
   const deadline = Number.isFinite(deadlineMs) ? deadlineMs : Date.now() + LOAD_WAIT_MS;
-  const md = new grpc.Metadata();
-  for (const v of metadata.get('authorization')) md.add('authorization', v);
   await new Promise<void>((resolve, reject) => {
-    registry.setAlias({ name, alias: ALIAS, version: target, expectedVersion: 0, reason: 'RepositoryModelLoad' }, md, { deadline }, (err) =>
+    registry.setAlias({ name, alias: ALIAS, version: target, expectedVersion: 0, reason: 'RepositoryModelLoad' }, forwarded(metadata), { deadline }, (err) =>
       err ? reject(isServiceError(err) ? fromStatus(err.code, `registry: ${err.details}`) : err) : resolve(),
     );
   });
   for (;;) {
     const r = table.resolve(name, ALIAS);
-    if (r && r.record.version === target && r.replicas.length > 0) return;
+    if (r && r.record.version === target && r.replicas.length > 0 && table.model(name)?.unloaded !== true) return;
     if (Date.now() + POLL_MS > deadline) throw new DeadlineExceededError(`model ${name} version ${target} is not ready yet (production points at it; replicas are loading it)`);
     await new Promise((res) => setTimeout(res, POLL_MS));
   }
 }
 
-/** RepositoryModelUnload: NOT_FOUND for an unknown model, else FAILED_PRECONDITION saying how versions stop serving. */
-export function repositoryUnload(table: RoutingTable, req: oip.RepositoryModelUnloadRequest): never {
+/** The caller's `authorization`, alone, for the registry. */
+function forwarded(metadata: grpc.Metadata): grpc.Metadata {
+  const md = new grpc.Metadata();
+  for (const v of metadata.get('authorization')) md.add('authorization', v);
+  return md;
+}
+
+/**
+ * RepositoryModelUnload (see the module comment): the registry's `unloaded`
+ * flag set with the caller's `authorization`; returns once this router sees
+ * it. Throws INVALID_ARGUMENT, NOT_FOUND, the registry's
+ * UNAUTHENTICATED/PERMISSION_DENIED, UNAVAILABLE (no registry), DEADLINE_EXCEEDED.
+ */
+export async function repositoryUnload(table: RoutingTable, registry: RegistryClient | null, req: oip.RepositoryModelUnloadRequest, metadata: grpc.Metadata, deadlineMs: number): Promise<void> {
   if (req.repositoryName !== '') throw new InvalidArgumentError('repository_name', "the mesh has one repository, its registry: send ''");
   const name = checkName(req.modelName, 'model_name');
+  for (const [key, p] of Object.entries(req.parameters)) {
+    const field = `parameters.${key.slice(0, 64)}`;
+    if (key !== 'unload_dependents') throw new InvalidArgumentError(field, 'unknown parameter (the mesh takes "unload_dependents")');
+    if (p.parameterChoice?.$case !== 'boolParam') throw new InvalidArgumentError(field, 'must be a boolean');
+  }
   if (!table.versionsOf(name).length) throw new NotFoundError(`model ${name} not found`);
-  throw new FailedPreconditionError(
-    `model ${name}: unload is not offered: the mesh serves what its registry routes to; a version stops serving once no alias, canary or shadow needs it and newer versions replace it (infermesh models promote/rollback/canary)`,
-  );
+  if (!registry) throw new UnavailableError('unload: this router has no registry address (--registry-address)');
+  const deadline = Number.isFinite(deadlineMs) ? deadlineMs : Date.now() + LOAD_WAIT_MS;
+  await new Promise<void>((resolve, reject) => {
+    registry.setModelServing({ name, serving: false, reason: 'RepositoryModelUnload' }, forwarded(metadata), { deadline }, (err) =>
+      err ? reject(isServiceError(err) ? fromStatus(err.code, `registry: ${err.details}`) : err) : resolve(),
+    );
+  });
+  while (table.model(name)?.unloaded !== true) {
+    if (Date.now() + POLL_MS > deadline) throw new DeadlineExceededError(`model ${name} is unloaded in the registry; this router has not seen it yet`);
+    await new Promise((res) => setTimeout(res, POLL_MS));
+  }
 }

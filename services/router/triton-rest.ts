@@ -72,15 +72,15 @@ export function tritonEndpoint(d: TritonDeps, req: http.IncomingMessage, s: read
     }
     if (s.length === 6 && s[3] === 'models' && (s[5] === 'load' || s[5] === 'unload')) {
       const modelName = s[4]!;
-      if (s[5] === 'unload') {
-        return { method: 'POST', anyContentType: true, run: async () => repositoryUnload(table, { repositoryName: '', modelName, parameters: {} }) };
-      }
+      // Both change serving state: Content-Type application/json as every state-changing POST.
       return {
         method: 'POST',
         run: async () => {
           const body = await optionalBody(req, maxBodyBytes);
           const auth = req.headers.authorization;
-          await repositoryLoad(table, d.registry, { repositoryName: '', modelName, parameters: repositoryParameters(body) }, authorizationOf(auth), deadlineMs());
+          const r = { repositoryName: '', modelName, parameters: repositoryParameters(body) };
+          if (s[5] === 'unload') await repositoryUnload(table, d.registry, r, authorizationOf(auth), deadlineMs());
+          else await repositoryLoad(table, d.registry, r, authorizationOf(auth), deadlineMs());
           return [200, {}];
         },
       };

@@ -24,7 +24,7 @@ export const TRITON_EXTENSIONS: readonly string[] = Object.freeze(['binary_tenso
 
 export interface TritonDeps {
   table: RoutingTable;
-  /** Where RepositoryModelLoad moves aliases; null = no registry configured (load answers UNAVAILABLE). */
+  /** Where RepositoryModelLoad moves aliases and Unload sets the `unloaded` flag; null = no registry configured (both answer UNAVAILABLE). */
   registry: RegistryClient | null;
 }
 
@@ -55,7 +55,10 @@ export function tritonHandlers(d: TritonDeps) {
       await repositoryLoad(d.table, d.registry, req, ctx.metadata, ctx.deadline);
       return {};
     }),
-    repositoryModelUnload: unary<oip.RepositoryModelUnloadRequest, oip.RepositoryModelUnloadResponse>(async (req) => repositoryUnload(d.table, req)),
+    repositoryModelUnload: unary<oip.RepositoryModelUnloadRequest, oip.RepositoryModelUnloadResponse>(async (req, ctx) => {
+      await repositoryUnload(d.table, d.registry, req, ctx.metadata, ctx.deadline);
+      return {};
+    }),
   };
 }
 
@@ -123,7 +126,7 @@ export function indexJson(res: oip.RepositoryIndexResponse): Out {
   return res.models.map((m) => ({ name: m.name, version: m.version, state: m.state, reason: m.reason }));
 }
 
-/** The caller's HTTP `Authorization` as gRPC metadata (RepositoryModelLoad forwards it to the registry). */
+/** The caller's HTTP `Authorization` as gRPC metadata (RepositoryModelLoad and Unload forward it to the registry). */
 export function authorizationOf(header: string | undefined): grpc.Metadata {
   const md = new grpc.Metadata();
   if (header) md.set('authorization', header);

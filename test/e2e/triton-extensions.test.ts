@@ -16,7 +16,7 @@ import * as grpc from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { tokenHash } from '../../libs/grpc/access.js';
 import { mlpModel } from '../../libs/onnx-builder/index.js';
-import { PROTO_DIR, RuntimeClient, type StatisticsResponse } from '../../libs/proto/index.js';
+import { ModelEvent_Kind, PROTO_DIR, RuntimeClient, type StatisticsResponse } from '../../libs/proto/index.js';
 import { startMesh, type Mesh } from '../harness/mesh.js';
 
 const ADMIN = 'admin-token-0123456789';
@@ -150,7 +150,7 @@ describe("Triton's extensions through the router (independent Python client)", (
     expect(r.bytes[0]![1]).toMatch(/BYTES|datatype/);
   });
 
-  it('RepositoryIndex lists every version with its state; Load moves production through the registry with the promote role; Unload is refused with the reason', async () => {
+  it('RepositoryIndex lists every version with its state; Load moves production through the registry with the promote role', async () => {
     const r = await client<Record<string, unknown> & { index: { name: string; version: string; state: string }[]; index_ready: { state: string }[]; http_index: [number, { name: string; version: string; state: string }[]]; http_index_ready: [number, unknown[]]; http_unload: [number, string] }>('repository', 'scorer', ADMIN, READER);
     expect(r.index).toEqual([
       { name: 'scorer', version: '1', state: 'READY' },
@@ -167,16 +167,69 @@ describe("Triton's extensions through the router (independent Python client)", (
     expect(r.served_before).toBe('1');
     expect(r.load_admin).toBe('OK');
     expect(r.served_after_load).toBe('2');
-    expect(r.unload).toBe('FAILED_PRECONDITION');
-    expect(r.unload_unknown).toBe('NOT_FOUND');
     expect(r.http_load_no_type).toBe(415);
     expect(r.http_load_no_token).toBe(401);
     expect(r.http_load_reader).toBe(403);
     expect(r.http_load_admin).toBe(200);
     expect(r.served_after_http_load).toBe('1');
-    expect(r.http_unload[0]).toBe(400);
-    expect(r.http_unload[1]).toMatch(/unload is not offered/);
     const info = await mesh.clients.registry.get('scorer');
+    expect(info.traffic?.aliases.production).toBe(1);
+  });
+
+  it('Unload stops the model serving until a load (UNAVAILABLE naming the unload, not ready, index UNAVAILABLE/unloaded, in the history); it needs the promote role', async () => {
+    type State = { infer: [string, string]; ready: boolean; index: { name: string; version: string; state: string; reason?: string }[]; http_ready: number };
+    const r = await client<Record<string, unknown> & Record<'before_unload' | 'after_unload' | 'after_load' | 'after_http_unload' | 'after_http_load_again', State> & { http_infer_unloaded: [number, string]; http_index_unloaded: [number, { state: string; reason: string }[]] }>(
+      'unload',
+      'scorer',
+      ADMIN,
+      READER,
+    );
+    const unloadedMsg = 'model scorer is unloaded (RepositoryModelUnload); load it to serve';
+    const serving = (s: State) => {
+      expect(s.infer[0]).toBe('OK');
+      expect(s.ready).toBe(true);
+      expect(s.http_ready).toBe(200);
+      expect(s.index.map((m) => m.state)).toEqual(['READY', 'READY']);
+    };
+    const unloaded = (s: State) => {
+      expect(s.infer).toEqual(['UNAVAILABLE', unloadedMsg]);
+      expect(s.ready).toBe(false);
+      expect(s.http_ready).toBe(503);
+      expect(s.index).toEqual([
+        { name: 'scorer', version: '1', state: 'UNAVAILABLE', reason: 'unloaded' },
+        { name: 'scorer', version: '2', state: 'UNAVAILABLE', reason: 'unloaded' },
+      ]);
+    };
+    // With tokens on: none, or one without `promote`, changes nothing.
+    expect(r.unload_no_token).toBe('UNAUTHENTICATED');
+    expect(r.unload_reader).toBe('PERMISSION_DENIED');
+    expect(r.unload_unknown).toBe('NOT_FOUND');
+    expect(r.unload_bad_param).toBe('INVALID_ARGUMENT');
+    serving(r.before_unload);
+    expect(r.unload_admin).toBe('OK');
+    unloaded(r.after_unload);
+    expect(r.http_infer_unloaded[0]).toBe(503);
+    expect(r.http_infer_unloaded[1]).toBe(unloadedMsg);
+    expect(r.load_after_unload).toBe('OK');
+    serving(r.after_load);
+    expect(r.http_unload_no_type).toBe(415);
+    expect(r.http_unload_no_token).toBe(401);
+    expect(r.http_unload_reader).toBe(403);
+    expect(r.http_unload_admin).toBe(200);
+    unloaded(r.after_http_unload);
+    expect(r.http_index_unloaded).toEqual([200, [{ name: 'scorer', version: '1', state: 'UNAVAILABLE', reason: 'unloaded' }, { name: 'scorer', version: '2', state: 'UNAVAILABLE', reason: 'unloaded' }]]);
+    expect(r.http_load_after_unload).toBe(200);
+    serving(r.after_http_load_again);
+    // The registry's history: each stop and resume, with actor and reason.
+    const events = (await mesh.clients.registry.history('scorer')).filter((e) => e.kind === ModelEvent_Kind.SERVING_STOPPED || e.kind === ModelEvent_Kind.SERVING_RESUMED);
+    expect(events.map((e) => [ModelEvent_Kind[e.kind], e.actor, e.reason])).toEqual([
+      ['SERVING_STOPPED', 'admin', 'RepositoryModelUnload'],
+      ['SERVING_RESUMED', 'admin', 'RepositoryModelLoad'],
+      ['SERVING_STOPPED', 'admin', 'RepositoryModelUnload'],
+      ['SERVING_RESUMED', 'admin', 'RepositoryModelLoad'],
+    ]);
+    const info = await mesh.clients.registry.get('scorer');
+    expect(info.traffic?.unloaded).toBe(false);
     expect(info.traffic?.aliases.production).toBe(1);
   });
 });

@@ -241,8 +241,6 @@ elif scenario == "repository":
         "served_before": served_version(),
         "load_admin": code_of(load, load_req(2), timeout=30, metadata=[("authorization", "Bearer " + admin)]),
         "served_after_load": served_version(),
-        "unload": code_of(unload, pb.RepositoryModelUnloadRequest(model_name=model), timeout=10),
-        "unload_unknown": code_of(unload, pb.RepositoryModelUnloadRequest(model_name="no-such"), timeout=10),
     }
     st, _, text = http("POST", "/v2/repository/index", b"")
     out["http_index"] = [st, json.loads(text)]
@@ -254,7 +252,66 @@ elif scenario == "repository":
     out["http_load_reader"] = http("POST", "/v2/repository/models/%s/load" % model, body, {"Content-Type": "application/json", "Authorization": "Bearer " + reader})[0]
     out["http_load_admin"] = http("POST", "/v2/repository/models/%s/load" % model, body, {"Content-Type": "application/json", "Authorization": "Bearer " + admin})[0]
     out["served_after_http_load"] = served_version()
-    st, _, text = http("POST", "/v2/repository/models/%s/unload" % model, json.dumps({"parameters": {"unload_dependents": False}}).encode())
-    out["http_unload"] = [st, json.loads(text)["error"]]
     out["metadata_versions"] = list(meta(pb.ModelMetadataRequest(name=model), timeout=10).versions)
+    print(json.dumps(out))
+
+elif scenario == "unload":
+    model, admin, reader = args[0], args[1], args[2]
+    index = rpc("RepositoryIndex", pb.RepositoryIndexRequest, pb.RepositoryIndexResponse)
+    load = rpc("RepositoryModelLoad", pb.RepositoryModelLoadRequest, pb.RepositoryModelLoadResponse)
+    unload = rpc("RepositoryModelUnload", pb.RepositoryModelUnloadRequest, pb.RepositoryModelUnloadResponse)
+
+    def served_version():
+        req = pb.ModelInferRequest(model_name=model)
+        req.inputs.add(name="features", datatype="FP32", shape=[1, 8]).contents.fp32_contents.extend([0.0] * 8)
+        return infer(req, timeout=10).model_version
+
+    out = {}
+    # Unload (as tritonclient sends it: parameter unload_dependents=false), then load again.
+    ready = rpc("ModelReady", pb.ModelReadyRequest, pb.ModelReadyResponse)
+    as_admin = [("authorization", "Bearer " + admin)]
+
+    def unload_req(name=model, **params):
+        r = pb.RepositoryModelUnloadRequest(model_name=name)
+        r.parameters["unload_dependents"].bool_param = False
+        for k, v in params.items():
+            r.parameters[k].string_param = v
+        return r
+
+    def infer_status():
+        try:
+            return ["OK", served_version()]
+        except grpc.RpcError as e:
+            return [e.code().name, e.details()]
+
+    def state():
+        return {
+            "infer": infer_status(),
+            "ready": ready(pb.ModelReadyRequest(name=model), timeout=10).ready,
+            "index": [as_dict(m) for m in index(pb.RepositoryIndexRequest(), timeout=10).models],
+            "http_ready": http("GET", "/v2/models/%s/ready" % model)[0],
+        }
+
+    out["unload_no_token"] = code_of(unload, unload_req(), timeout=10)
+    out["unload_reader"] = code_of(unload, unload_req(), timeout=10, metadata=[("authorization", "Bearer " + reader)])
+    out["unload_unknown"] = code_of(unload, unload_req("no-such"), timeout=10, metadata=as_admin)
+    out["unload_bad_param"] = code_of(unload, unload_req(config="{}"), timeout=10, metadata=as_admin)
+    out["before_unload"] = state()
+    out["unload_admin"] = code_of(unload, unload_req(), timeout=10, metadata=as_admin)
+    out["after_unload"] = state()
+    st, _, text = http("POST", "/v2/models/%s/infer" % model, json.dumps({"inputs": [{"name": "features", "datatype": "FP32", "shape": [1, 8], "data": [0.0] * 8}]}).encode(), {"Content-Type": "application/json"})
+    out["http_infer_unloaded"] = [st, json.loads(text).get("error", "")]
+    out["load_after_unload"] = code_of(load, pb.RepositoryModelLoadRequest(model_name=model), timeout=30, metadata=as_admin)
+    out["after_load"] = state()
+    ubody = json.dumps({"parameters": {"unload_dependents": False}}).encode()
+    upath = "/v2/repository/models/%s/unload" % model
+    out["http_unload_no_type"] = http("POST", upath, ubody, {"Authorization": "Bearer " + admin})[0]
+    out["http_unload_no_token"] = http("POST", upath, ubody, {"Content-Type": "application/json"})[0]
+    out["http_unload_reader"] = http("POST", upath, ubody, {"Content-Type": "application/json", "Authorization": "Bearer " + reader})[0]
+    out["http_unload_admin"] = http("POST", upath, ubody, {"Content-Type": "application/json", "Authorization": "Bearer " + admin})[0]
+    out["after_http_unload"] = state()
+    st, _, text = http("POST", "/v2/repository/index", b"")
+    out["http_index_unloaded"] = [st, json.loads(text)]
+    out["http_load_after_unload"] = http("POST", "/v2/repository/models/%s/load" % model, b"", {"Content-Type": "application/json", "Authorization": "Bearer " + admin})[0]
+    out["after_http_load_again"] = state()
     print(json.dumps(out))
