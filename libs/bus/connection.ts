@@ -167,7 +167,7 @@ export async function connectNats(url: string, name: string, log: Logger, securi
  * stream. `replicas` is the JetStream replication factor used when creating
  * them (3 on a 3-node NATS cluster; existing buckets keep theirs).
  */
-export async function openBuckets(nc: NatsConnection, replicas = 1, o: { timeoutMs?: number } = {}): Promise<Buckets> {
+export async function openBuckets(nc: NatsConnection, replicas = 1, o: { timeoutMs?: number; leaderReads?: boolean } = {}): Promise<Buckets> {
   // timeoutMs: how long one JetStream request through these handles waits (nats.js default 5 s);
   // the registry uses a short one and retries (retry.ts), so a request lost to a dying leader is sent again soon.
   const js = nc.jetstream(o.timeoutMs ? { timeout: o.timeoutMs } : {});
@@ -179,6 +179,10 @@ export async function openBuckets(nc: NatsConnection, replicas = 1, o: { timeout
     retryTransient(() => js.views.os(BUCKET_ARTIFACTS, { replicas }), { deadline }),
   ]);
   await retryTransient(() => ensureEventStream(nc, replicas), { deadline });
+  // leaderReads: the models bucket read through its stream's leader (STREAM.MSG.GET), never a
+  // follower's direct get, which can answer stale or "no such key" while it catches up (the
+  // registry's compare-and-set reads and its re-reads of a write's fate need the latest record).
+  if (o.leaderReads) return { models: await js.views.kv(BUCKET_MODELS, { bindOnly: true, allow_direct: false }), replicas: replicaKv, artifacts };
   return { models, replicas: replicaKv, artifacts };
 }
 

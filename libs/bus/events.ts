@@ -9,6 +9,13 @@ import { ATTEMPT_TIMEOUT_MS, currentDeadline, publishAcked } from './retry.js';
 /** Events kept while NATS is unreachable; beyond this the oldest are dropped (and counted). */
 const OUTBOX_LIMIT = 10_000;
 const RETRY_MS = 500;
+/**
+ * Longest wait for an event's acknowledgement before the change it reports
+ * answers (the event then follows from the outbox): on a NATS cluster the
+ * events stream may be electing a leader (seconds) while the change's own
+ * bucket is already back.
+ */
+const STORE_WAIT_MS = 2_500;
 
 interface Pending {
   subject: string;
@@ -58,8 +65,9 @@ export class EventPublisher {
     const h = natsHeaders();
     propagation.inject(context.active(), h, { set: (carrier, key, value) => carrier.set(key, value) });
     const p: Pending = { subject: replicaId ? subjects.replicaEvents(ev.name, replicaId) : subjects.events(ev.name), data: ModelEvent.encode(ev).finish(), headers: h, msgID: randomUUID() };
-    // Through a leader election (a few seconds) the event is retried now, within the caller's deadline.
-    if (this.outbox.length === 0 && (await this.send(p, Math.max(Date.now() + 500, Math.min(currentDeadline() - 500, Date.now() + 5_000))))) return true;
+    // Through a leader election the event is retried now, within the caller's deadline, for at most
+    // STORE_WAIT_MS: a change already stored answers then, its event following from the outbox (in order).
+    if (this.outbox.length === 0 && (await this.send(p, Math.max(Date.now() + 500, Math.min(currentDeadline() - 500, Date.now() + STORE_WAIT_MS))))) return true;
     this.outbox.push(p);
     if (this.outbox.length > OUTBOX_LIMIT) {
       this.outbox.shift();

@@ -10,11 +10,26 @@ import { AsyncLocalStorage } from 'node:async_hooks';
 import { createHash } from 'node:crypto';
 import { NatsError, type JetStreamClient, type JetStreamPublishOptions, type MsgHdrs, type PubAck } from 'nats';
 
-/** First wait after a transient failure; doubles up to {@link MAX_BACKOFF_MS}. */
+/** First wait after a fast transient failure (no responders); doubles up to {@link MAX_BACKOFF_MS}. */
 const FIRST_BACKOFF_MS = 50;
-const MAX_BACKOFF_MS = 1_000;
-/** One JetStream request's wait: short, so a request lost to a dying leader is retried soon. */
-export const ATTEMPT_TIMEOUT_MS = 1_000;
+/** Longest wait between attempts: a new leader is used within this of its election. */
+const MAX_BACKOFF_MS = 250;
+/**
+ * How long an attempt may go unanswered before another is sent beside it
+ * (hedged): a request lost to a dying leader is sent again soon, while a slow
+ * but live leader (a loaded machine) can still answer the first. Grows by half
+ * per attempt up to {@link MAX_WINDOW_MS}; jittered so callers spread out.
+ */
+const FIRST_WINDOW_MS = 300;
+const MAX_WINDOW_MS = 800;
+/** Most attempts of one call out at once. */
+const MAX_IN_FLIGHT = 5;
+/**
+ * How long one JetStream request stays out (the JetStream handle's timeout,
+ * a publish's): long, since later attempts are sent beside it rather than
+ * after it ({@link retryTransient}).
+ */
+export const ATTEMPT_TIMEOUT_MS = 4_000;
 /** Budget of a storage call made outside any deadline (start-up, background work). */
 export const DEFAULT_BUDGET_MS = 8_000;
 
@@ -69,23 +84,77 @@ export interface RetryOptions {
   alsoRetry?(err: unknown): boolean;
 }
 
-/** Calls `fn` until it succeeds, a non-transient error, or the deadline (then the last error is thrown). */
-export async function retryTransient<T>(fn: () => Promise<T>, o: RetryOptions = {}): Promise<T> {
+/**
+ * Calls `fn` until it succeeds, fails with a non-transient error, or the
+ * deadline passes (then the last error is thrown). An attempt that fails fast
+ * (no responders, no leader) is retried after a short jittered backoff; one
+ * still unanswered after its window is joined by another without being given
+ * up: whichever answers first wins. So `fn` must be safe to run twice at once
+ * — a read, a compare-and-set write (a second copy is refused), a publish
+ * with a message id (deduplicated) — as every caller here is.
+ */
+export function retryTransient<T>(fn: () => Promise<T>, o: RetryOptions = {}): Promise<T> {
   const deadline = o.deadline ?? currentDeadline();
-  let wait = FIRST_BACKOFF_MS;
-  for (let attempt = 1; ; attempt++) {
-    try {
-      return await fn();
-    } catch (err) {
-      if (!(isTransient(err) || o.alsoRetry?.(err))) throw err;
-      const left = deadline - Date.now();
-      if (left <= 0) throw err;
-      o.onRetry?.(err, attempt);
-      const jitter = wait * (0.75 + Math.random() * 0.5);
-      await new Promise((r) => setTimeout(r, Math.min(jitter, left)));
-      wait = Math.min(wait * 2, MAX_BACKOFF_MS);
+  return new Promise<T>((resolve, reject) => {
+    let done = false;
+    let attempt = 0;
+    let inFlight = 0;
+    let wait = FIRST_BACKOFF_MS;
+    let lastErr: unknown = null;
+    let next: NodeJS.Timeout | null = null;
+    const settle = (): boolean => {
+      if (done) return false;
+      done = true;
+      if (next) clearTimeout(next);
+      clearTimeout(expiry);
+      return true;
+    };
+    const fail = (err: unknown): void => {
+      if (settle()) reject(err);
+    };
+    // A deadline already past still gets one attempt (its first window).
+    const budget = deadline - Date.now();
+    const expiry = setTimeout(() => fail(lastErr ?? new NatsError('timeout', 'TIMEOUT')), budget > 0 ? budget : FIRST_WINDOW_MS);
+    const schedule = (ms: number) => {
+      if (next) clearTimeout(next);
+      next = setTimeout(launch, Math.max(0, Math.min(ms, deadline - Date.now())));
+    };
+    function launch(): void {
+      next = null;
+      if (done) return;
+      if (attempt > 0 && Date.now() >= deadline) return fail(lastErr ?? new NatsError('timeout', 'TIMEOUT'));
+      if (inFlight >= MAX_IN_FLIGHT) return; // the next answer (or failure) schedules again
+      const mine = ++attempt;
+      if (mine > 1) o.onRetry?.(lastErr, mine - 1);
+      inFlight++;
+      let p: Promise<T>;
+      try {
+        p = fn();
+      } catch (err) {
+        p = Promise.reject(err);
+      }
+      p.then(
+        (v) => {
+          inFlight--;
+          if (settle()) resolve(v);
+        },
+        (err: unknown) => {
+          inFlight--;
+          if (done) return;
+          if (!(isTransient(err) || o.alsoRetry?.(err))) return fail(err);
+          lastErr = err;
+          // The newest attempt failed (or the cap was reached): next one after a backoff.
+          if (mine === attempt || next === null) {
+            schedule(wait * (0.75 + Math.random() * 0.5));
+            wait = Math.min(wait * 2, MAX_BACKOFF_MS);
+          }
+        },
+      );
+      // Unanswered after its window: another beside it.
+      schedule(Math.min(MAX_WINDOW_MS, FIRST_WINDOW_MS * 1.5 ** (mine - 1)) * (0.8 + Math.random() * 0.4));
     }
-  }
+    launch();
+  });
 }
 
 /** A message id for JetStream's duplicate window: the same bytes on the same subject are stored once. */
@@ -112,7 +181,7 @@ export function publishAcked(
     () =>
       js.publish(subject, data, {
         msgID,
-        timeout: Math.max(100, Math.min(ATTEMPT_TIMEOUT_MS, deadline - Date.now())),
+        timeout: Math.max(250, Math.min(ATTEMPT_TIMEOUT_MS, deadline - Date.now())),
         ...(o.headers ? { headers: o.headers } : {}),
         ...(o.expect ? { expect: o.expect } : {}),
       }),

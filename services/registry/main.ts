@@ -37,8 +37,8 @@ const nc = await connectNats(config.natsUrl, 'infermesh-registry', log, natsSecu
   log.fatal(err.message);
   process.exit(1);
 });
-const buckets = await openBuckets(nc, config.natsReplicas, { timeoutMs: ATTEMPT_TIMEOUT_MS });
-const store = new ModelStore(buckets.models, buckets.artifacts);
+const buckets = await openBuckets(nc, config.natsReplicas, { timeoutMs: ATTEMPT_TIMEOUT_MS, leaderReads: true });
+const store = new ModelStore(buckets.models, buckets.artifacts, await nc.jetstreamManager({ timeout: ATTEMPT_TIMEOUT_MS, checkAPI: false }));
 const events = new EventPublisher(nc, 'registry', log);
 const replicas = await ReplicaView.start(buckets.replicas, log);
 

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
-import type { KV, ObjectStore } from 'nats';
-import { currentDeadline, keys, parseModelKey, retryTransient } from '../../libs/bus/index.js';
+import type { JetStreamManager, KV, ObjectStore } from 'nats';
+import { BUCKET_MODELS, currentDeadline, keys, parseModelKey, retryTransient } from '../../libs/bus/index.js';
+import { kvKeysWithMessages } from '../../libs/bus/kv-keys.js';
 import { AbortedError, MeshError, NotFoundError, UnavailableError } from '../../libs/errors/index.js';
 import { ProbeRecord, ReferenceProfile, TrafficRecord, VersionRecord, type ModelInfo } from '../../libs/proto/index.js';
 
@@ -17,10 +18,30 @@ const HISTORY_DEPTH = 10;
  * the call's deadline (libs/bus withDeadline, else 8 s). A write whose answer
  * was lost (timeout) may still have been stored: the record is read again and
  * compared with what was sent, so success and failure are reported as they
- * happened, never guessed.
+ * happened, never guessed. `kv` should read from the stream's leader (openBuckets
+ * `leaderReads`): a follower's direct get can answer stale, or "no such key"
+ * while it catches up after a restart (nats-server before 2.9.17), which would
+ * refuse a promote of a version that exists or misreport a write's fate. Keys
+ * are listed from the stream's subjects (kv-keys.ts), not through a consumer.
  */
 export class ModelStore {
-  constructor(private readonly kv: KV, private readonly artifacts: ObjectStore) {}
+  constructor(private readonly kv: KV, private readonly artifacts: ObjectStore, private readonly jsm: JetStreamManager) {}
+
+  /** Keys matching `filter` with a message (a value or a delete marker), from the stream's leader. */
+  private keysWithMessages(filter: string): Promise<string[]> {
+    return storage(() => kvKeysWithMessages(this.jsm, BUCKET_MODELS, filter));
+  }
+
+  /** Numbers in the last part of `keys` (`<model>.v.<n>`, `<model>.gone.<n>`). */
+  private static numbers(found: string[]): number[] {
+    return found.map((k) => Number(k.slice(k.lastIndexOf('.') + 1))).filter((v) => Number.isInteger(v) && v > 0);
+  }
+
+  /** A model's version records that hold a value now (deleted ones left out), by number. */
+  private async liveVersions(name: string): Promise<VersionRecord[]> {
+    const numbers = ModelStore.numbers(await this.keysWithMessages(keys.versions(name))).sort((a, b) => a - b);
+    return (await Promise.all(numbers.map((v) => this.getVersion(name, v)))).filter((v): v is VersionRecord => v !== null);
+  }
 
   /** Stores `bytes` under their SHA-256 unless already present; returns the digest. */
   async putArtifact(bytes: Uint8Array): Promise<string> {
@@ -35,8 +56,9 @@ export class ModelStore {
   /** Writes `rec` as the model's next version (1, 2, …); returns the stored record. */
   async addVersion(rec: Omit<VersionRecord, 'version'>): Promise<VersionRecord> {
     for (let attempt = 0; attempt < 20; attempt++) {
-      // Deleted versions' numbers count too: a number names one model file forever.
-      const versions = [...(await this.versionNumbers(rec.name)), ...(await this.deletedNumbers(rec.name))];
+      // Deleted versions' numbers count too: a number names one model file forever (a version key
+      // with only a delete marker left counts as well).
+      const versions = [...ModelStore.numbers(await this.keysWithMessages(keys.versions(rec.name))), ...(await this.deletedNumbers(rec.name))];
       const version = (versions.length ? Math.max(...versions) : 0) + 1;
       const full: VersionRecord = { ...rec, version };
       const key = keys.version(rec.name, version);
@@ -54,15 +76,9 @@ export class ModelStore {
     throw new AbortedError('too many concurrent pushes of this model; retry');
   }
 
+  /** Numbers of a model's versions that hold a record now (deleted ones left out). */
   async versionNumbers(name: string): Promise<number[]> {
-    return storage(async () => {
-      const out: number[] = [];
-      for await (const k of await this.kv.keys(keys.versions(name))) {
-        const p = parseModelKey(k);
-        if (p?.kind === 'version') out.push(p.version);
-      }
-      return out.sort((a, b) => a - b);
-    });
+    return (await this.liveVersions(name)).map((v) => v.version);
   }
 
   /** Whether `key` holds exactly `data` now (a write whose fate was unknown landed). */
@@ -155,9 +171,8 @@ export class ModelStore {
 
   /** One model's versions and traffic; NOT_FOUND when it has no version. */
   async getModel(name: string): Promise<ModelInfo> {
-    const numbers = await this.versionNumbers(name);
-    if (numbers.length === 0) throw new NotFoundError(`model ${name} not found`);
-    const versions = (await Promise.all(numbers.map((v) => this.getVersion(name, v)))).filter((v): v is VersionRecord => v !== null);
+    const versions = await this.liveVersions(name);
+    if (versions.length === 0) throw new NotFoundError(`model ${name} not found`);
     const traffic = await this.getTraffic(name);
     return { name, versions, traffic: traffic?.rec };
   }
@@ -215,10 +230,12 @@ export class ModelStore {
       if (!e || e.operation !== 'PUT' || !e.value.length) throw new NotFoundError(`model ${name} has no version ${version}`);
       const rec = VersionRecord.decode(e.value);
       if (change(rec) === false) return rec;
+      const data = VersionRecord.encode(rec).finish();
       try {
-        await this.kv.update(key, VersionRecord.encode(rec).finish(), e.revision);
+        await retryTransient(() => this.kv.update(key, data, e.revision));
         return rec;
       } catch (err) {
+        if (await this.landed(key, data, e.revision)) return rec;
         if (!isConflict(err)) throw unavailable(err);
       }
     }
@@ -239,22 +256,12 @@ export class ModelStore {
 
   /** Numbers of a model's deleted versions. */
   async deletedNumbers(name: string): Promise<number[]> {
-    return storage(async () => {
-      const out: number[] = [];
-      for await (const k of await this.kv.keys(keys.deletedAll(name))) {
-        const v = Number(k.split('.')[2]);
-        if (Number.isInteger(v)) out.push(v);
-      }
-      return out;
-    });
+    return ModelStore.numbers(await this.keysWithMessages(keys.deletedAll(name)));
   }
 
   /** Every deleted version's record, of every model. */
   async deletedRecords(): Promise<VersionRecord[]> {
-    const found: string[] = [];
-    await storage(async () => {
-      for await (const k of await this.kv.keys('*.gone.*')) found.push(k);
-    });
+    const found = await this.keysWithMessages('*.gone.*');
     const out: VersionRecord[] = [];
     for (const k of found) {
       const e = await storage(() => this.kv.get(k));
@@ -271,14 +278,14 @@ export class ModelStore {
 
   /** Names of all models with at least one version. */
   async modelNames(): Promise<string[]> {
-    return storage(async () => {
-      const names = new Set<string>();
-      for await (const k of await this.kv.keys()) {
-        const p = parseModelKey(k);
-        if (p?.kind === 'version') names.add(p.name);
-      }
-      return [...names].sort();
-    });
+    const names = new Set<string>();
+    for (const k of await this.keysWithMessages('*.v.*')) {
+      const p = parseModelKey(k);
+      if (p?.kind === 'version') names.add(p.name);
+    }
+    // A model whose every version was deleted has marker messages left, and no version.
+    const live = await Promise.all([...names].map(async (n) => ((await this.liveVersions(n)).length > 0 ? n : null)));
+    return live.filter((n): n is string => n !== null).sort();
   }
 }
 
