@@ -44,6 +44,14 @@ export interface NatsCluster {
   streams(i: number): Promise<Map<string, number>>;
   /** Waits until a meta leader is elected and every running node reports JetStream; resolves with the leader. */
   waitReady(timeoutMs?: number): Promise<number>;
+  /**
+   * Waits until every stream has a leader on a running node and, as that
+   * leader sees it, every running follower is current (caught up): before a
+   * node is killed again, as an operator would. Killing the only up-to-date
+   * copies of a stream one after the other (or wiping one) loses what only
+   * they held, on any Raft system.
+   */
+  waitCurrent(timeoutMs?: number): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -170,6 +178,39 @@ export async function startNatsCluster(o: ClusterOptions = {}): Promise<NatsClus
         }
         if (Date.now() > deadline) throw new Error(`NATS cluster has no meta leader after ${timeoutMs} ms:\n${logs.join('\n---\n').slice(-3000)}`);
         await sleep(100);
+      }
+    },
+    async waitCurrent(timeoutMs = 30_000) {
+      const deadline = Date.now() + timeoutMs;
+      type Detail = { name: string; cluster?: { leader?: string; replicas?: { name: string; current?: boolean; offline?: boolean; lag?: number }[] } };
+      let settled = 0;
+      let why = '';
+      for (;;) {
+        const views = await Promise.all(nodes.map((n, i) => (n.running ? jsz(i, 'accounts=true&streams=true') : Promise.resolve(null))));
+        const led = new Map<string, Detail>();
+        const all = new Set<string>();
+        views.forEach((j, i) => {
+          for (const a of (j?.account_details as { stream_detail?: Detail[] }[] | undefined) ?? []) {
+            for (const d of a.stream_detail ?? []) {
+              all.add(d.name);
+              if (d.cluster?.leader === nodes[i]!.name) led.set(d.name, d);
+            }
+          }
+        });
+        why = '';
+        for (const name of all) {
+          const d = led.get(name);
+          if (!d) why ||= `${name} has no leader`;
+          for (const r of d?.cluster?.replicas ?? []) {
+            const up = nodes.find((n) => n.name === r.name)?.running;
+            if (up && (!r.current || r.offline || (r.lag ?? 0) > 0)) why ||= `${name}: ${r.name} not current (lag ${r.lag ?? 0})`;
+          }
+        }
+        // Twice in a row: a follower just restarted may look current before its first catch-up request.
+        settled = why === '' && all.size > 0 ? settled + 1 : 0;
+        if (settled >= 2) return;
+        if (Date.now() > deadline) throw new Error(`NATS cluster not caught up after ${timeoutMs} ms: ${why}`);
+        await sleep(250);
       }
     },
     async stop() {
