@@ -4,9 +4,10 @@
  * checked before any call, so a usage error (exit 2) never reaches the registry.
  */
 import { RegistryApi } from '../../libs/client/index.js';
-import { ModelEvent_Kind, type ModelEvent } from '../../libs/proto/index.js';
+import { ModelEvent_Kind, type ModelEvent, type ModelInfo } from '../../libs/proto/index.js';
 import type { GlobalOptions } from './addresses.js';
 import { printJson, printText, remote, UsageError } from './output.js';
+import { settleAliasMove } from './models.js';
 import { renderTable } from './table.js';
 import { aliases, canaryText, shadowText, trafficSummary } from './traffic.js';
 
@@ -68,14 +69,16 @@ export async function rollbackCommand(name: string, o: GlobalOptions & { alias: 
   try {
     // Read first only to say what the alias pointed at; the rollback itself is one atomic call.
     const before = await remote('registry', o.registry, () => api.get(name));
-    const after = await remote('registry', o.registry, () => api.rollback(name, o.alias, o.reason ?? ''));
+    // A rollback moves the alias to the last version of its history; a lost answer is settled by reading it again.
+    const back = (b: ModelInfo | null) => b?.traffic?.history[o.alias]?.versions.at(-1);
+    const { info: after, lost } = await settleAliasMove(api, o.registry, name, o.alias, back, () => api.rollback(name, o.alias, o.reason ?? ''), 'rolled back', before);
     const was = aliases(before)[o.alias];
     const now = aliases(after)[o.alias];
     if (o.json) {
-      printJson({ ...trafficSummary(after), alias: o.alias, version: now ?? null, previous: was ?? null });
+      printJson({ ...trafficSummary(after), alias: o.alias, version: now ?? null, previous: was ?? null, ...(lost ? { confirmedAfterLostAnswer: lost } : {}) });
       return;
     }
-    printText(`${name}: ${o.alias} → ${now ?? '-'}${was ? ` (was ${was})` : ''}`);
+    printText(`${name}: ${o.alias} → ${now ?? '-'}${was ? ` (was ${was})` : ''}${lost ? ` — rolled back (confirmed after a lost answer: ${lost})` : ''}`);
   } finally {
     api.close();
   }

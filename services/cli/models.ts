@@ -205,13 +205,13 @@ export async function promoteCommand(name: string, version: number, o: GlobalOpt
     const before = await remote('registry', o.registry, () => api.get(name));
     const previous = aliases(before)[o.alias] ?? 0;
     // Compare-and-set against what was just read, so a concurrent promote is not silently overwritten.
-    const after = await remote('registry', o.registry, () => api.setAlias(name, version, o.alias, previous, o.reason ?? ''));
+    const { info: after, lost } = await settleAliasMove(api, o.registry, name, o.alias, () => version, () => api.setAlias(name, version, o.alias, previous, o.reason ?? ''), 'promoted');
     const now = aliases(after)[o.alias] ?? version;
     if (o.json) {
-      printJson({ name, alias: o.alias, version: now, previous: previous || null });
+      printJson({ name, alias: o.alias, version: now, previous: previous || null, ...(lost ? { confirmedAfterLostAnswer: lost } : {}) });
       return;
     }
-    printText(`${name}: ${o.alias} → ${now}${previous ? ` (was ${previous})` : ''}`);
+    printText(`${name}: ${o.alias} → ${now}${previous ? ` (was ${previous})` : ''}${lost ? ` — promoted (confirmed after a lost answer: ${lost})` : ''}`);
   } finally {
     api.close();
   }
@@ -263,4 +263,52 @@ function versionJson(v: VersionRecord) {
         }
       : null,
   };
+}
+
+/** How long the outcome of a move whose answer was lost is re-read before it is reported unknown. */
+const SETTLE_MS = 20_000;
+
+/**
+ * Runs `move`, an alias move. When its answer is lost — DEADLINE_EXCEEDED or
+ * UNAVAILABLE (the registry or its NATS went away mid-call, or the registry
+ * said the change may or may not have been stored) — the change may have
+ * happened all the same: the model is read again (retried until the registry
+ * answers, for up to {@link SETTLE_MS}) and the true outcome reported. `lost`
+ * names the lost answer when the alias was found at `target` (moved after all);
+ * else a CliError says it was not moved, and where the alias points.
+ */
+export async function settleAliasMove(
+  api: RegistryApi,
+  address: string,
+  name: string,
+  alias: string,
+  target: (before: ModelInfo | null) => number | undefined,
+  move: () => Promise<ModelInfo>,
+  verb: string,
+  before: ModelInfo | null = null,
+): Promise<{ info: ModelInfo; lost: string | null }> {
+  try {
+    // Not through remote(): a lost answer is no connection trouble to diagnose (the model was just read).
+    return { info: await move(), lost: null };
+  } catch (err) {
+    if (!isServiceError(err) || (err.code !== Status.DEADLINE_EXCEEDED && err.code !== Status.UNAVAILABLE)) throw err;
+    const code = Status[err.code]!;
+    const lost = `${code}: ${err.details.slice(0, 160)}`;
+    const want = target(before);
+    const until = Date.now() + SETTLE_MS;
+    for (;;) {
+      try {
+        const info = await api.get(name);
+        const now = aliases(info)[alias];
+        if (want !== undefined && now === want) return { info, lost };
+        throw new CliError(code, `${name}: ${alias} not ${verb}: the registry's answer was lost (${lost}), and ${alias} ${now ? `still points at version ${now}` : 'is not set'}`);
+      } catch (readErr) {
+        if (readErr instanceof CliError) throw readErr;
+        if (Date.now() > until) {
+          throw new CliError(code, `${name}: whether ${alias} was ${verb} is unknown: the registry's answer was lost (${lost}) and it could not be read again for ${SETTLE_MS / 1000} s; read it with: infermesh models show ${name}`);
+        }
+        await new Promise((r) => setTimeout(r, 1_000));
+      }
+    }
+  }
 }
