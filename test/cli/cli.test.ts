@@ -50,7 +50,7 @@ describe('cli against a running mesh', () => {
 
   it('models list and show', async () => {
     const list = json(await cli(['models', 'list', '--json', ...g]));
-    expect(list.models).toContainEqual({ name: NAME, versions: [1, 2], latest: 2, aliases: { production: 1 } });
+    expect(list.models).toContainEqual({ name: NAME, versions: [1, 2], latest: 2, aliases: { production: 1 }, archived: [] });
     const table = await cli(['models', 'list', ...g]);
     expect(table.stdout).toMatch(new RegExp(`^MODEL\\s+VERSIONS\\s+LATEST\\s+ALIASES\\n(.*\\n)*${NAME}\\s+2\\s+2\\s+production=1$`, 'm'));
 
