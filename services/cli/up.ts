@@ -11,7 +11,7 @@ import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { InferenceApi } from '../../libs/client/index.js';
 import { demoTable, runDemo, type DemoResult } from './demo.js';
-import { addressOf as addr, MESH_ROLES, natsSpec, routerPorts, startJoinedServices, startMeshServices, type MeshRole } from './mesh-services.js';
+import { addressOf as addr, MESH_ROLES, natsSpec, routerPorts, startJoinedServices, startMeshServices, UP_DEFAULTS, type MeshRole } from './mesh-services.js';
 import { prepareNatsAuth, type NatsAuth } from './nats-auth.js';
 import { ensureNatsServer } from './nats-server.js';
 import { removeAddressesFile, writeAddressesFile } from './addresses.js';
@@ -21,17 +21,6 @@ import { entriesOf, ProcessesWriter } from './status-file.js';
 import { DEFAULT_RESTART, Supervisor, type ChildStatus, type Started } from './supervisor.js';
 
 export interface UpOptions {
-  /** Join the mesh whose NATS is at this URL (all of a cluster's servers, comma-separated): start no nats-server, only `only`'s roles (default inference). */
-  join?: string;
-  /** Roles to start (comma-separated: registry, monitor, inference, router); default all, or inference with --join. */
-  only?: string;
-  /** Address the services bind (default 127.0.0.1). */
-  host?: string;
-  /** Address replicas announce to routers on other hosts (default --host; required when --host is 0.0.0.0). */
-  advertise?: string;
-  /** With --join --only monitor: where the mesh's routers and registry are. */
-  routerAddress?: string;
-  registryAddress?: string;
   dir: string;
   replicas: number;
   /** Routers on this host (default 1): the n-th (from 0) on router-port+2n and rest-port+2n, so the default pairs 8500/8501, 8502/8503 never collide. */
@@ -53,11 +42,22 @@ export interface UpOptions {
   workers?: number;
   /** Keep sampled spans in <dir>/traces (default true; `infermesh traces show`). */
   traces?: boolean;
+  /** Join the mesh whose NATS is at this URL (all of a cluster's servers, comma-separated): start no nats-server, only `only`'s roles (default inference). */
+  join?: string;
+  /** Roles to start (comma-separated: registry, monitor, inference, router); default all, or inference with --join. */
+  only?: string;
+  /** Address the services bind (default 127.0.0.1). */
+  host?: string;
+  /** Address replicas announce to routers on other hosts (default --host; required when --host is 0.0.0.0). */
+  advertise?: string;
+  /** With --join --only monitor: where the mesh's routers and registry are. */
+  routerAddress?: string;
+  registryAddress?: string;
 }
 
 const NATS_DEFAULT_PORT = 4222;
 /** Each service's trace file is rotated past this (one older file kept): at most about 2 × 8 MiB per service. */
-export const TRACE_FILE_BYTES = 8 * 1024 * 1024;
+export const TRACE_FILE_BYTES = UP_DEFAULTS.traceFileBytes;
 const ROUTER_READY_TIMEOUT_MS = 30_000;
 
 /** Runs the mesh until a signal (resolves to exit status 0) or a start-up failure (1). */
