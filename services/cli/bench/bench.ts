@@ -318,8 +318,8 @@ export async function benchCommand(o: BenchOptions): Promise<number> {
       mesh: {
         as: 'infermesh up, default settings',
         processes: `nats-server (JetStream, one NATS user per service), registry, monitor, ${REPLICAS} inference replicas, 1 router; loopback, plaintext`,
-        settings: "each service's defaults (the flags up passes, no others); the caller's INFERMESH_* and OTEL_* variables are not passed on",
-        tracing: 'default sampling (parentbased_traceidratio, 5 % of roots); no exporter, as up without OTEL_EXPORTER_OTLP_ENDPOINT',
+        settings: `up's defaults (router --sample-rate ${UP_DEFAULTS.sampleRate}, each service's own defaults otherwise); the caller's INFERMESH_* and OTEL_* variables are not passed on`,
+        tracing: "default sampling (parentbased_traceidratio, 5 % of roots); spans written to files as up keeps them (<dir>/traces), no OTLP exporter",
         replicas: REPLICAS,
         routers: 1,
         alsoStarted: "router-untraced (the same router with OTEL_TRACES_SAMPLER=always_off, for the tracing ratio); 'inference direct' calls inference-1",
