@@ -101,11 +101,11 @@ export class StatsStore {
   }
 
   /**
-   * Statistics of `name`'s versions that served requests, or of every model's
-   * when `name` is undefined; sorted by name, then version. A series that only
-   * holds a lifecycle event (a version loaded but not called yet, or a
-   * model-level event such as PROBE_SET, which carries version 0) is no row:
-   * it has no requests to report. Golden probes never reach these series.
+   * Statistics of `name`'s versions, or of every model's when `name` is
+   * undefined; sorted by name, then version. A version that is loaded but not
+   * called yet is a row with zero requests (and its last lifecycle event).
+   * Model-level events (PROBE_SET/PROBE_CLEARED) carry version 0, which no
+   * version has: they are no row. Golden probes never reach these series.
    */
   stats(name?: string): VersionStats[] {
     const names = name === undefined ? [...this.models.keys()].sort() : this.models.has(name) ? [name] : [];
@@ -114,7 +114,7 @@ export class StatsStore {
     for (const n of names) {
       const versions = [...this.models.get(n)!.entries()].sort((a, b) => a[0] - b[0]);
       for (const [version, s] of versions) {
-        if (s.requests === 0) continue;
+        if (version === 0) continue;
         const errorsByCode: Record<string, number> = {};
         for (const [code, count] of s.errorsByCode) errorsByCode[codeName(code)] = count;
         out.push({
