@@ -61,7 +61,7 @@ describe('cli against a running mesh', () => {
     const people = await cli(['models', 'show', NAME, ...g]);
     expect(people.code).toBe(0);
     expect(people.stdout).toContain(show.versions[0].sha256.slice(0, 12));
-    expect(people.stdout).toMatch(/^\s*1\s+[0-9a-f]{12}\s.*features FP32\[-1,4\].*production$/m);
+    expect(people.stdout).toMatch(/^\s*1\s+[0-9a-f]{12}\s.*features FP32\[-1,4\].*production\s+-\s+-$/m);
   });
 
   it('infer with the object form fills in datatype and shape from the metadata', async () => {
