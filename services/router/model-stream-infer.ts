@@ -28,6 +28,7 @@ import { remainingMsOf } from '../../libs/call-meta/index.js';
 import { codeName, MeshError, ResourceExhaustedError } from '../../libs/errors/index.js';
 import type { RequestPath, RouterRequest } from './request-path.js';
 import { scanRequestId } from './request-scan.js';
+import { putVarint, varintSize } from './varint.js';
 
 export interface StreamOptions {
   /** Requests of one stream in flight at once; the excess is answered RESOURCE_EXHAUSTED in the stream. */
@@ -37,29 +38,11 @@ export interface StreamOptions {
 /** Longest `error_message`, in characters (messages are short already; this bounds what a stream answer holds). */
 const MAX_ERROR_CHARS = 512;
 
-function varint(out: Buffer, at: number, v: number): number {
-  while (v > 0x7f) {
-    out[at++] = (v & 0x7f) | 0x80;
-    v = Math.floor(v / 128);
-  }
-  out[at++] = v;
-  return at;
-}
-
-function varintSize(v: number): number {
-  let n = 1;
-  while (v > 0x7f) {
-    v = Math.floor(v / 128);
-    n++;
-  }
-  return n;
-}
-
 /** ModelStreamInferResponse { infer_response (2) = response }, the response's bytes copied once. */
 export function streamAnswer(response: Uint8Array): Buffer {
   const out = Buffer.allocUnsafe(1 + varintSize(response.byteLength) + response.byteLength);
   out[0] = 0x12;
-  const at = varint(out, 1, response.byteLength);
+  const at = putVarint(out, 1, response.byteLength);
   out.set(response, at);
   return out;
 }
@@ -73,18 +56,18 @@ export function streamError(err: MeshError, id: string, model: string): Buffer {
   const out = Buffer.allocUnsafe(1 + varintSize(msg.length) + msg.length + 1 + varintSize(inner) + inner);
   let at = 0;
   out[at++] = 0x0a;
-  at = varint(out, at, msg.length);
+  at = putVarint(out, at, msg.length);
   at += msg.copy(out, at);
   out[at++] = 0x12;
-  at = varint(out, at, inner);
+  at = putVarint(out, at, inner);
   if (name.length) {
     out[at++] = 0x0a;
-    at = varint(out, at, name.length);
+    at = putVarint(out, at, name.length);
     at += name.copy(out, at);
   }
   if (ident.length) {
     out[at++] = 0x1a;
-    at = varint(out, at, ident.length);
+    at = putVarint(out, at, ident.length);
     at += ident.copy(out, at);
   }
   return out;

@@ -5,6 +5,7 @@ import { channelOptions, FrameCoalescer, GRPC_PREFIX_BYTES, linkMessageBytes } f
 import type { Logger } from '../../libs/log/index.js';
 import { ResponseFrame, RuntimeService, type RequestItem } from '../../libs/proto/index.js';
 import { CancelledError, DeadlineExceededError, fromStatus, ResourceExhaustedError, UnavailableError, type MeshError } from '../../libs/errors/index.js';
+import { putVarint, varintSize } from './varint.js';
 
 /** Whoever waits for a request sent on a link (the request path's RouterRequest, a shadow call). */
 export interface LinkCaller {
@@ -49,24 +50,6 @@ function itemBytes(item: RequestItem): number {
 interface Link {
   write(framed: Buffer): void;
   cancel(): void;
-}
-
-function varintSize(v: number): number {
-  let n = 1;
-  while (v > 0x7f) {
-    v = Math.floor(v / 128);
-    n++;
-  }
-  return n;
-}
-
-function putVarint(out: Buffer, at: number, v: number): number {
-  while (v > 0x7f) {
-    out[at++] = (v & 0x7f) | 0x80;
-    v = Math.floor(v / 128);
-  }
-  out[at++] = v;
-  return at;
 }
 
 /** Encoded size of one RequestItem (proto3: zero values left out). */

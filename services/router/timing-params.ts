@@ -8,29 +8,12 @@
  * message prefix (frameInPlace) instead of copying the answer again.
  */
 import { GRPC_PREFIX_BYTES } from '../../libs/grpc/raw-unary.js';
+import { putVarint, varintSize } from './varint.js';
 
 const KEYS = ['infermesh.total_us', 'infermesh.router_us', 'infermesh.network_us', 'infermesh.queue_us', 'infermesh.compute_us'].map((k) => Buffer.from(k));
 const TRACE_KEY = Buffer.from('infermesh.trace_id');
 /** Enough for five int64 entries and a 32-character trace id. */
 const MAX_EXTRA = 5 * (2 + 2 + 21 + 2 + 1 + 10) + (2 + 2 + 18 + 2 + 2 + 32);
-
-function varint(buf: Buffer, at: number, v: number): number {
-  while (v > 0x7f) {
-    buf[at++] = (v & 0x7f) | 0x80;
-    v = Math.floor(v / 128);
-  }
-  buf[at++] = v;
-  return at;
-}
-
-function varintSize(v: number): number {
-  let n = 1;
-  while (v > 0x7f) {
-    v = Math.floor(v / 128);
-    n++;
-  }
-  return n;
-}
 
 /**
  * `response` followed by the timing parameters (values in µs, non-negative
@@ -46,19 +29,19 @@ export function appendTiming(response: Uint8Array, values: readonly [number, num
     const param = 1 + varintSize(v); // InferParameter { int64_param (2) = v }
     const entry = 2 + key.length + 2 + param; // { key (1), value (2) }
     out[at++] = 0x22; // field 4, length-delimited
-    at = varint(out, at, entry);
+    at = putVarint(out, at, entry);
     out[at++] = 0x0a;
     out[at++] = key.length;
     at += key.copy(out, at);
     out[at++] = 0x12;
     out[at++] = param;
     out[at++] = 0x10;
-    at = varint(out, at, v);
+    at = putVarint(out, at, v);
   }
   if (traceId.length === 32) {
     const param = 2 + 32; // InferParameter { string_param (3) = traceId }
     out[at++] = 0x22;
-    at = varint(out, at, 2 + TRACE_KEY.length + 2 + param);
+    at = putVarint(out, at, 2 + TRACE_KEY.length + 2 + param);
     out[at++] = 0x0a;
     out[at++] = TRACE_KEY.length;
     at += TRACE_KEY.copy(out, at);
