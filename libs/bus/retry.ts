@@ -68,11 +68,17 @@ export function withDeadline<T>(deadline: number, fn: () => Promise<T>): Promise
   return deadlines.run(deadline, fn);
 }
 
-/** The deadline storage calls now run under: the caller's ({@link withDeadline}) or {@link DEFAULT_BUDGET_MS} from now. */
+/**
+ * The deadline storage calls now run under: the caller's ({@link withDeadline}),
+ * but never more than {@link DEFAULT_BUDGET_MS} from now. A JetStream leader
+ * election ends within that; NATS down for longer is an outage, and a caller
+ * with a long deadline is told UNAVAILABLE then rather than held to its end.
+ */
 export function currentDeadline(): number {
   const d = deadlines.getStore();
+  const budget = Date.now() + DEFAULT_BUDGET_MS;
   // Leave the answer time to travel back before the caller's deadline passes.
-  return d !== undefined && Number.isFinite(d) ? d - 150 : Date.now() + DEFAULT_BUDGET_MS;
+  return d !== undefined && Number.isFinite(d) ? Math.min(d - 150, budget) : budget;
 }
 
 export interface RetryOptions {
