@@ -23,13 +23,15 @@ beforeAll(async () => {
   await mesh.waitReady('m');
   await mesh.waitReady('m', '2');
 });
+// The callers' loop, stopped by the test, or here should the test fail or time out first.
+let stop = false;
 afterAll(async () => {
+  stop = true;
   await mesh?.stop();
 });
 
 describe('NATS outage', () => {
   it('serving continues, writes are UNAVAILABLE, and changes after recovery apply', async () => {
-    let stop = false;
     const failures: string[] = [];
     let ok = 0;
     const caller = async () => {
