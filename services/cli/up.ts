@@ -11,7 +11,7 @@ import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { InferenceApi } from '../../libs/client/index.js';
 import { demoTable, runDemo, type DemoResult } from './demo.js';
-import { addressOf as addr, MESH_ROLES, natsSpec, routerPorts, startJoinedServices, startMeshServices, UP_DEFAULTS, type MeshRole } from './mesh-services.js';
+import { addressOf as addr, MESH_ROLES, natsSpec, routerPorts, startJoinedServices, startMeshServices, UP_DEFAULTS, type MeshPorts, type MeshRole } from './mesh-services.js';
 import { prepareNatsAuth, type NatsAuth } from './nats-auth.js';
 import { ensureNatsServer } from './nats-server.js';
 import { removeAddressesFile, writeAddressesFile } from './addresses.js';
@@ -20,19 +20,13 @@ import { freePort, isPortFree } from './ports.js';
 import { entriesOf, ProcessesWriter } from './status-file.js';
 import { DEFAULT_RESTART, Supervisor, type ChildStatus, type Started } from './supervisor.js';
 
-export interface UpOptions {
+export interface UpOptions extends MeshPorts {
   dir: string;
   replicas: number;
   /** Routers on this host (default 1): the n-th (from 0) on router-port+2n and rest-port+2n, so the default pairs 8500/8501, 8502/8503 never collide. */
   routers?: number;
   nats?: string;
   natsPort?: number;
-  routerPort: number;
-  restPort: number;
-  registryPort: number;
-  monitorPort: number;
-  metricsPort: number;
-  inferencePort: number;
   demo?: boolean;
   demoRequests: number;
   json?: boolean;
