@@ -2,7 +2,8 @@
  * `models compose` and the registry's curation against a real registry,
  * replica, router and NATS: a pipeline (standardizer → classifier) and a
  * 3-model mean ensemble answer what running the parts one after the other in
- * ONNX Runtime answers (≤ 1e-6), in-process and through the router; tags
+ * ONNX Runtime answers (≤ 1e-6), in-process and through the router, the
+ * ensemble's p50 through the router within 10 % of its largest part's; tags
  * filter; delete is refused for a served version and for a composition's
  * part; archive takes a version out of routing; retention keeps N; GC frees
  * the deleted versions' bytes from the object store.
@@ -85,7 +86,7 @@ describe('models compose', () => {
     expect(maxDiff(await runInProcess(clf.bytes, clf, rows), expected)).toBeGreaterThan(1e-3);
   }, 60_000);
 
-  it('a 3-model mean ensemble answers the mean of the parts; p50 in the mesh is logged beside the largest part alone', async () => {
+  it('a 3-model mean ensemble answers the mean of the parts; its p50 through the router is within 10 % of its largest part alone', async () => {
     const r = json(await cli(['models', 'compose', 'ens', '--ensemble', 'mean', 'member1', 'member2', 'member3', '--json', ...flags()], 30_000));
     expect(r).toMatchObject({ method: 'ensemble:mean', derivedFrom: ['member1@1', 'member2@1', 'member3@1'] });
     const rows = normalRows(64, WIDTH, 6);
@@ -93,19 +94,41 @@ describe('models compose', () => {
     const expected = parts[0]!.map((_, i) => (parts[0]![i]! + parts[1]![i]! + parts[2]![i]!) / 3);
     expect(maxDiff(await runInProcess(await artifactOf('ens', 1), members[0]!, rows), expected)).toBeLessThanOrEqual(1e-6);
     expect(maxDiff(await routed('ens', 1, rows), expected)).toBeLessThanOrEqual(1e-6);
-    // A benchmark number, not an assertion: p50 of 200 single-row calls through the router.
-    const one = rows.slice(0, WIDTH);
-    const p50 = async (name: string) => {
-      await routed(name, 1, one);
-      const t: number[] = [];
-      for (let i = 0; i < 100; i++) {
-        const t0 = performance.now();
-        await mesh.clients.router.infer(name, [{ name: 'features', datatype: 'FP32', shape: [1, WIDTH], data: Array.from(one) }], { version: '1' });
-        t.push(performance.now() - t0);
+    // p50 of single-row calls through the router, the ensemble and its largest part (the parts are the same size:
+    // member1) measured the same way and interleaved (rounds of 25 calls each, alternating which goes first), so the
+    // host's changing load falls on both alike. The pipeline and its classifier the same way.
+    const one = Array.from(rows.slice(0, WIDTH));
+    const p50s = async (names: string[], rounds = 12, per = 25): Promise<Record<string, number>> => {
+      const t: Record<string, number[]> = Object.fromEntries(names.map((n) => [n, []]));
+      for (const name of names) for (let i = 0; i < 20; i++) await routed(name, 1, rows.slice(0, WIDTH));
+      for (let r = 0; r < rounds; r++) {
+        for (const name of r % 2 ? [...names].reverse() : names) {
+          for (let i = 0; i < per; i++) {
+            const t0 = performance.now();
+            await mesh.clients.router.infer(name, [{ name: 'features', datatype: 'FP32', shape: [1, WIDTH], data: one }], { version: '1' });
+            t[name]!.push(performance.now() - t0);
+          }
+        }
       }
-      return t.sort((a, b) => a - b)[50]!;
+      return Object.fromEntries(names.map((n) => [n, t[n]!.sort((a, b) => a - b)[t[n]!.length >> 1]!]));
     };
-    logged.p50Ms = { ensemble: await p50('ens'), member1: await p50('member1'), pipeline: await p50('pipe'), clf: await p50('clf') };
+    // ≤ 10 % over the largest part alone: measured again (at most twice) when a busy host put it over, every attempt logged.
+    const attempts: number[] = [];
+    let ensemble: Record<string, number> = {};
+    while (attempts.length < 3 && !(attempts.at(-1)! <= 0.1)) {
+      ensemble = await p50s(['ens', 'member1']);
+      attempts.push(ensemble.ens! / ensemble.member1! - 1);
+    }
+    const pipeline = await p50s(['pipe', 'clf']);
+    // Whether the replica runs each version on its event loop (measured tiny) or hands it to a worker.
+    const inline: Record<string, boolean> = {};
+    for (const l of mesh.replicas[0]!.logs) {
+      if (!l.includes('version ready')) continue;
+      const e = JSON.parse(l) as { model: string; version: string | number; inline: boolean };
+      inline[`${e.model}@${e.version}`] = e.inline;
+    }
+    logged.p50Ms = { ...ensemble, ...pipeline, ensembleOverLargestPart: attempts, pipelineOverClf: pipeline.pipe! / pipeline.clf! - 1, inline };
+    expect(Math.min(...attempts), `ensemble p50 over its largest part's, per attempt: ${attempts.join(', ')}`).toBeLessThanOrEqual(0.1);
     // Weighted, max and vote build and load too; parts that do not connect are named.
     const refs = [1, 2, 3].map((i) => ({ name: `member${i}`, version: 1 }));
     for (const combine of ['weighted', 'max', 'vote']) {
