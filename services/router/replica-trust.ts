@@ -49,7 +49,8 @@ export class ReplicaTrust {
   watch(conn: ReplicaConn): void {
     const channel = conn.channel;
     const follow = (seen: connectivityState) => {
-      if (seen === connectivityState.SHUTDOWN) return this.forget(conn);
+      // A link found down gets a new channel (a new connection): follow that one.
+      if (seen === connectivityState.SHUTDOWN) return !conn.isClosed && conn.channel !== channel ? this.watch(conn) : this.forget(conn);
       channel.watchConnectivityState(seen, Infinity, () => {
         const now = channel.getConnectivityState(false);
         if (now === connectivityState.READY) this.verified(conn);

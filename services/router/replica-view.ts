@@ -22,9 +22,9 @@ export type ReplicaViewEntry = {
   address: string;
   /** True when the router sends it work now. */
   ready: boolean;
-  /** Why not, '' when ready: `TLS: <reason>`, `draining`, `ejected after repeated timeouts`, `cannot connect`. */
+  /** Why not, '' when ready: `TLS: <reason>`, `draining`, `unreachable: reconnecting` (its link did not answer a probe), `ejected after repeated timeouts`, `cannot connect`. */
   reason: string;
-  /** Out of rotation for timing out repeatedly. */
+  /** Out of rotation: for timing out repeatedly, or unreachable. */
   ejected: boolean;
   /** Requests sent to it and not yet answered. */
   inFlight: number;
@@ -55,11 +55,13 @@ export function replicaView(table: RoutingTable, now = performance.now()): Repli
         ? `TLS: ${tlsFailure}`
         : !rec.accepting
           ? 'draining'
-          : ejected
-            ? 'ejected after repeated timeouts'
-            : state === connectivityState.TRANSIENT_FAILURE
-              ? 'cannot connect'
-              : '';
+          : conn.unreachable
+            ? 'unreachable: reconnecting'
+            : ejected
+              ? 'ejected after repeated timeouts'
+              : state === connectivityState.TRANSIENT_FAILURE
+                ? 'cannot connect'
+                : '';
     return { id: rec.id, address: rec.address, ready: reason === '', reason, ejected, inFlight: conn.outstanding, connection: CONNECTION[state] ?? 'unknown' };
   });
   return { replicas: replicas.sort((a, b) => a.id.localeCompare(b.id)) };

@@ -16,9 +16,12 @@ import { checkSelector } from './request-scan.js';
 export interface ReplicaView {
   /** Requests sent and not yet answered (the power-of-two-choices signal). */
   readonly outstanding: number;
-  /** performance.now() until which the replica is out of rotation (0 = in rotation). */
+  /** performance.now() until which the replica is out of rotation (0 = in rotation; LINK_DOWN: unreachable). */
   readonly ejectedUntil: number;
 }
+
+/** `ejectedUntil` of a replica whose link is down (it did not answer a probe): never picked, not even when most replicas are ejected. */
+export const LINK_DOWN = Number.POSITIVE_INFINITY;
 
 /** Where requests for one model version go. */
 export interface Route<R extends ReplicaView = ReplicaView> {
@@ -173,19 +176,20 @@ const NO_VALUES: never[] = [];
 
 /**
  * Power of two choices on outstanding requests among `replicas`, skipping
- * those in `tried` (a retry goes elsewhere) and ejected ones — unless
- * ejection would take out more than half of them (then ejection is ignored:
- * serving on a slow replica beats serving on none). `now` is performance.now();
- * `random()` uniform in [0, 1). Null when no replica is left.
+ * those in `tried` (a retry goes elsewhere), those whose link is down
+ * (LINK_DOWN) and ejected ones — unless ejection would take out more than
+ * half of them (then ejection is ignored: serving on a slow replica beats
+ * serving on none; an unreachable one serves nothing). `now` is
+ * performance.now(); `random()` uniform in [0, 1). Null when no replica is left.
  */
 export function pickReplica<R extends ReplicaView>(replicas: readonly R[], tried: readonly R[], now: number, random: () => number): R | null {
   const n = replicas.length;
   if (n === 0) return null;
-  if (n === 1) return tried.includes(replicas[0]!) ? null : replicas[0]!;
+  if (n === 1) return tried.includes(replicas[0]!) || replicas[0]!.ejectedUntil === LINK_DOWN ? null : replicas[0]!;
   let ejected = 0;
   for (let i = 0; i < n; i++) if (replicas[i]!.ejectedUntil > now) ejected++;
   const skipEjected = ejected > 0 && ejected * 2 <= n;
-  const usable = (r: R) => !tried.includes(r) && !(skipEjected && r.ejectedUntil > now);
+  const usable = (r: R) => !tried.includes(r) && r.ejectedUntil !== LINK_DOWN && !(skipEjected && r.ejectedUntil > now);
   let a = replicas[(random() * n) | 0]!;
   let b = replicas[(random() * n) | 0]!;
   if (!usable(a)) a = b;

@@ -6,7 +6,7 @@
 import { describe, expect, it } from 'vitest';
 import { InvalidArgumentError, NotFoundError } from '../../libs/errors/index.js';
 import { ReplicaRecord, TrafficRecord, VersionRecord, VersionState } from '../../libs/proto/index.js';
-import { bucketOf, buildRoutes, pickReplica, resolveTarget, targetOf, type HeaderSource, type ReplicaState, type ReplicaView, type RoutingState } from '../../services/router/routing-core.js';
+import { bucketOf, buildRoutes, LINK_DOWN, pickReplica, resolveTarget, targetOf, type HeaderSource, type ReplicaState, type ReplicaView, type RoutingState } from '../../services/router/routing-core.js';
 
 interface FakeReplica extends ReplicaView {
   id: string;
@@ -182,5 +182,19 @@ describe('pickReplica', () => {
     // Two of three ejected: serving on a slow replica beats serving on none.
     const out2 = replica('out2', 0, now + 500);
     expect(pickReplica([out, out2, ok], [], now, seq(0.1, 0.5))).toBe(out);
+  });
+
+  it('a replica whose link is down is never picked, even when most are out of rotation', () => {
+    const now = 1000;
+    const ok = replica('ok', 50);
+    const down = replica('down', 0, LINK_DOWN);
+    const down2 = replica('down2', 0, LINK_DOWN);
+    // Two of three out: ejection would be ignored, but an unreachable replica serves nothing.
+    for (const r of [0.1, 0.4, 0.7]) expect(pickReplica([down, down2, ok], [], now, seq(r, r))).toBe(ok);
+    // A slow one is still better than none while the others are unreachable.
+    const slow = replica('slow', 0, now + 500);
+    expect(pickReplica([down, down2, slow], [], now, seq(0.1, 0.4))).toBe(slow);
+    expect(pickReplica([down, down2], [], now, seq(0.1, 0.9))).toBeNull();
+    expect(pickReplica([down], [], now, seq(0.1))).toBeNull();
   });
 });
