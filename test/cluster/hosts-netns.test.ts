@@ -9,11 +9,14 @@
  *
  * Under load (4 callers with the typed client, 2 through each router), C is
  * cut off (its veth set down: packets dropped, no reset), then healed.
- * Must hold: C's replicas stop being used within the deadline budget (calls
- * answer normally again, no call slower than the budget after that), callers
- * see at most the calls in flight to C when it was cut, and C's replicas
- * serve again after the heal. Reports p99 per router before the cut and the
- * cut/heal figures. Skipped (with the reason) where `ip netns` is not usable.
+ * Must hold (issue 18's bar): each router takes C's replicas out of rotation
+ * within the deadline budget (a probe of the link unanswered, not requests
+ * timing out), callers see at most the calls in flight to C when it was cut
+ * (goal zero: the router retries them elsewhere) and no failed or slow call
+ * after the budget, and after the heal both routers take C's replicas back
+ * on new connections with no call failing. Reports p50/p99 per router (host)
+ * before, during and after the cut, when each router took C out and back.
+ * Skipped (with the reason) where `ip netns` is not usable.
  *
  * Every name carries a random suffix; the namespaces, links and processes
  * are removed at the end, also on failure.
@@ -236,8 +239,25 @@ function pct(sorted: number[], p: number): number {
   return sorted.length ? sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))]! : NaN;
 }
 
+/** Router log lines on host `h` (JSON, one per line) whose msg matches `re`, with their time (epoch ms). */
+async function routerLog(h: string, re: RegExp): Promise<{ at: number; replica: string; msg: string }[]> {
+  const u = ups.find((x) => x.host === h)!;
+  const text = await readFile(path.join(u.dir, 'logs', 'router.log'), 'utf8').catch(() => '');
+  const out: { at: number; replica: string; msg: string }[] = [];
+  for (const line of text.split('\n')) {
+    if (!line.startsWith('{')) continue;
+    try {
+      const j = JSON.parse(line) as { time: string; replica?: string; msg: string };
+      if (re.test(j.msg)) out.push({ at: Date.parse(j.time), replica: j.replica ?? '', msg: j.msg });
+    } catch {
+      // A line cut short while written.
+    }
+  }
+  return out;
+}
+
 describe.skipIf(why !== null)('three hosts (network namespaces), one cut off and healed', () => {
-  it('serves through a host cut off and healed (the issue\'s bar checked with INFERMESH_NETNS_STRICT=1)', async () => {
+  it('serves through a host cut off and healed: C out within the budget, no call failed, C back on new connections', async () => {
     const t0 = performance.now();
     type Call = { router: number; start: number; ms: number; ok: boolean; err?: string };
     const calls: Call[] = [];
@@ -259,9 +279,11 @@ describe.skipIf(why !== null)('three hosts (network namespaces), one cut off and
     // Give the routers a moment of load on every replica before the cut.
     await sleep(4_000);
     const cutAt = performance.now() - t0;
+    const cutWall = Date.now();
     ip('link', 'set', veth('c'), 'down');
     await sleep(8_000);
     const healAt = performance.now() - t0;
+    const healWall = Date.now();
     ip('link', 'set', veth('c'), 'up');
     // Back: C's replicas answer again from the callers' host, and the routers' links to them reopen.
     let rejoinMs = Infinity;
@@ -273,6 +295,10 @@ describe.skipIf(why !== null)('three hosts (network namespaces), one cut off and
       }
       await sleep(100);
     }
+    // Each router takes C's two replicas back once a new connection to each answers (its log says so).
+    const backBy = Date.now() + 15_000;
+    const back = async () => (await Promise.all(['a', 'b'].map((h) => routerLog(h, /back on a new connection/)))).map((l) => l.filter((x) => x.at >= healWall));
+    while (Date.now() < backBy && (await back()).some((l) => l.length < 2)) await sleep(100);
     // Then a few seconds of load with C back in rotation.
     await sleep(4_000);
     stop = true;
@@ -282,6 +308,7 @@ describe.skipIf(why !== null)('three hosts (network namespaces), one cut off and
     const during = calls.filter((c) => c.start + c.ms >= cutAt && c.start < healAt);
     const failedDuring = during.filter((c) => !c.ok);
     const slowDuring = during.filter((c) => c.ms > BUDGET_MS / 2);
+    const slowestDuring = Math.max(0, ...during.map((c) => c.ms));
     // In flight to C at the cut: started before it and answered after it (or failed).
     const lastBad = Math.max(cutAt, ...during.filter((c) => !c.ok || c.ms > BUDGET_MS / 2).map((c) => c.start + c.ms));
     const after = calls.filter((c) => c.start > healAt + rejoinMs);
@@ -289,33 +316,42 @@ describe.skipIf(why !== null)('three hosts (network namespaces), one cut off and
       const ms = cs.filter((c) => c.ok && (r === undefined || c.router === r)).map((c) => c.ms).sort((x, y) => x - y);
       return `p50 ${pct(ms, 0.5).toFixed(1)} p99 ${pct(ms, 0.99).toFixed(1)} ms (${ms.length})`;
     };
+    // Per router: when it took C's replicas out (after the cut) and back (after the heal), from its log.
+    const downs = await Promise.all(['a', 'b'].map((h) => routerLog(h, /^replica link .*out of rotation/)));
+    const backs = await back();
+    const detectMs = downs.map((l) => l.filter((x) => x.at >= cutWall && x.at < healWall).map((x) => x.at - cutWall));
+    const routerRejoinMs = backs.map((l) => l.map((x) => x.at - healWall));
+    const list = (xs: number[]) => (xs.length ? xs.map((x) => x.toFixed(0)).join(', ') : 'none');
     console.log(
       `hosts-netns: subnet ${subnet}.0/24; NATS 3 nodes (one per host); routers A, B; replicas A1 B1 C2; callers in the root namespace, ${BUDGET_MS} ms budget\n` +
         `  before the cut: router A ${p(before, 0)}, router B ${p(before, 1)}, all ${p(before)}\n` +
-        `  cut at ${(cutAt / 1000).toFixed(1)} s: ${during.length} calls until the heal, failed ${failedDuring.length} (${[...new Set(failedDuring.map((c) => c.err))].join(' | ')}), slower than ${BUDGET_MS / 2} ms ${slowDuring.length}; last failed or slow call answered ${(lastBad - cutAt).toFixed(0)} ms after the cut; while cut: ${p(during.filter((c) => c.start > lastBad))}\n` +
-        `  healed at ${(healAt / 1000).toFixed(1)} s: C's replicas answer again after ${rejoinMs.toFixed(0)} ms; after: ${p(after)}, failed ${after.filter((c) => !c.ok).length}`,
+        `  cut at ${(cutAt / 1000).toFixed(1)} s: C's replicas out of rotation after: router A ${list(detectMs[0]!)} ms, router B ${list(detectMs[1]!)} ms; ${during.length} calls until the heal, failed ${failedDuring.length} (${[...new Set(failedDuring.map((c) => c.err))].join(' | ')}), slower than ${BUDGET_MS / 2} ms ${slowDuring.length}, slowest ${slowestDuring.toFixed(0)} ms; last failed or slow call answered ${(lastBad - cutAt).toFixed(0)} ms after the cut; while cut: router A ${p(during, 0)}, router B ${p(during, 1)}, all ${p(during)}\n` +
+        `  healed at ${(healAt / 1000).toFixed(1)} s: C's replicas answer again after ${rejoinMs.toFixed(0)} ms; back in rotation after: router A ${list(routerRejoinMs[0]!)} ms, router B ${list(routerRejoinMs[1]!)} ms; after: router A ${p(after, 0)}, router B ${p(after, 1)}, all ${p(after)}, failed ${after.filter((c) => !c.ok).length}`,
     );
     for (const u of ups.filter((x) => x.host === 'a' || x.host === 'b')) {
       const log = await readFile(path.join(u.dir, 'logs', 'router.log'), 'utf8').catch(() => '');
-      const lines = log.split('\n').filter((l) => /eject|replica stream|left|joined/.test(l));
-      console.log(`hosts-netns: router on ${u.host}: ${lines.slice(-8).map((l) => l.slice(0, 200)).join('\n  ')}`);
+      const lines = log.split('\n').filter((l) => /eject|replica stream|replica link|left|joined/.test(l));
+      console.log(`hosts-netns: router on ${u.host}: ${lines.slice(-8).map((l) => l.slice(0, 240)).join('\n  ')}`);
     }
-    expect(before.filter((c) => !c.ok)).toEqual([]);
-    expect(rejoinMs).toBeLessThan(30_000);
-    // Healed: most calls answer again (the rest: see INFERMESH_NETNS_STRICT below).
-    expect(after.filter((c) => c.ok).length).toBeGreaterThan(0);
     const end = Math.max(...calls.map((c) => c.start));
     const last2s = calls.filter((c) => c.start > end - 2_000);
     console.log(`hosts-netns: last 2 s of load: ${last2s.length} calls, failed ${last2s.filter((c) => !c.ok).length}`);
-    // The issue's bar, not met by the router yet (see the report: a cut host is found only by
-    // requests timing out; ejection lasts 1 s, 2 s, … and is re-probed with live requests; its links
-    // sit on a TCP connection in retransmission backoff after the heal). INFERMESH_NETNS_STRICT=1 checks it.
-    if (process.env.INFERMESH_NETNS_STRICT === '1') {
-      expect(lastBad - cutAt).toBeLessThanOrEqual(BUDGET_MS + 500);
-      expect(during.filter((c) => c.ok && c.start > lastBad).length).toBeGreaterThan(20);
-      expect(failedDuring.length).toBeLessThanOrEqual(4);
-      expect(after.filter((c) => !c.ok)).toEqual([]);
-      expect(last2s.filter((c) => !c.ok)).toEqual([]);
+    expect(before.filter((c) => !c.ok)).toEqual([]);
+    expect(rejoinMs).toBeLessThan(30_000);
+    // The issue's bar. Each router takes both of C's replicas out within the deadline budget (an
+    // unanswered probe, not requests timing out) ...
+    for (const d of detectMs) {
+      expect(d).toHaveLength(2);
+      for (const ms of d) expect(ms).toBeLessThanOrEqual(BUDGET_MS);
     }
+    // ... callers see at most the calls in flight to C when it was cut (4 callers: at most 4), and
+    // nothing slow or failed once the budget has passed; the rest is served while C is away ...
+    expect(lastBad - cutAt).toBeLessThanOrEqual(BUDGET_MS + 500);
+    expect(failedDuring.length).toBeLessThanOrEqual(4);
+    expect(during.filter((c) => c.ok && c.start > lastBad).length).toBeGreaterThan(20);
+    // ... and after the heal C serves again on new connections, with no call failing meanwhile.
+    for (const r of routerRejoinMs) expect(r).toHaveLength(2);
+    expect(after.filter((c) => !c.ok)).toEqual([]);
+    expect(last2s.filter((c) => !c.ok)).toEqual([]);
   }, 90_000);
 });
