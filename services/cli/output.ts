@@ -49,7 +49,7 @@ export async function remote<T>(service: 'registry' | 'router' | 'monitor', addr
   try {
     return await fn();
   } catch (err) {
-    if (isServiceError(err) && (err.code === Status.UNAVAILABLE || err.code === Status.DEADLINE_EXCEEDED) && /connect|No connection|Deadline/i.test(err.details)) {
+    if (isServiceError(err) && notConnected(err.code, err.details)) {
       const host = address.replace(/:\d+$/, '').replace(/^\[|\]$/g, '');
       // Loaded only on this path, so that the CLI's start-up stays quick.
       const { diagnoseTls, tlsFailureOf } = await import('../../libs/grpc/tls-diagnosis.js');
@@ -60,6 +60,18 @@ export async function remote<T>(service: 'registry' | 'router' | 'monitor', addr
     }
     throw err;
   }
+}
+
+/**
+ * Whether a failed call never reached the service. grpc-js says a call that
+ * timed out waiting for a connection was "Waiting for LB pick"; one that
+ * reached the service names its `remote_addr`, and the service's own
+ * DEADLINE_EXCEEDED is plain "Deadline exceeded": those are the call's
+ * answer, not a connection problem (nor a TLS one).
+ */
+export function notConnected(code: number, details: string): boolean {
+  if (code === Status.UNAVAILABLE) return /connect|No connection/i.test(details);
+  return code === Status.DEADLINE_EXCEEDED && /Waiting for LB pick/i.test(details);
 }
 
 /**
