@@ -516,6 +516,11 @@ export class ReplicaConn {
     return this.down;
   }
 
+  /** True while held out of rotation until it answers a probe (a replica on its host was found unreachable): a moment, not an ejection. */
+  get heldForProbe(): boolean {
+    return this.held;
+  }
+
   /** True while out of rotation: ejected for timing out repeatedly, held for a probe, or its link down. */
   ejected(now: number): boolean {
     return this.ejectedUntil > now;

@@ -22,7 +22,7 @@ export type ReplicaViewEntry = {
   address: string;
   /** True when the router sends it work now. */
   ready: boolean;
-  /** Why not, '' when ready: `TLS: <reason>`, `draining`, `unreachable: reconnecting` (its link did not answer a probe), `ejected after repeated timeouts`, `cannot connect`. */
+  /** Why not, '' when ready: `TLS: <reason>`, `draining`, `unreachable: reconnecting` (its link did not answer a probe), `held: …` (a moment, until it answers a probe), `ejected after repeated timeouts`, `cannot connect`. */
   reason: string;
   /** Out of rotation: for timing out repeatedly, or unreachable. */
   ejected: boolean;
@@ -57,11 +57,13 @@ export function replicaView(table: RoutingTable, now = performance.now()): Repli
           ? 'draining'
           : conn.unreachable
             ? 'unreachable: reconnecting'
-            : ejected
-              ? 'ejected after repeated timeouts'
-              : state === connectivityState.TRANSIENT_FAILURE
-                ? 'cannot connect'
-                : '';
+            : conn.heldForProbe
+              ? 'held: a replica on its host is unreachable, probing'
+              : ejected
+                ? 'ejected after repeated timeouts'
+                : state === connectivityState.TRANSIENT_FAILURE
+                  ? 'cannot connect'
+                  : '';
     return { id: rec.id, address: rec.address, ready: reason === '', reason, ejected, inFlight: conn.outstanding, connection: CONNECTION[state] ?? 'unknown' };
   });
   return { replicas: replicas.sort((a, b) => a.id.localeCompare(b.id)) };

@@ -91,11 +91,11 @@ export class RoutingTable implements RoutingState<ReplicaConn> {
     return this.replicas.size;
   }
 
-  /** Replicas currently out of rotation (outlier detection). */
+  /** Replicas currently out of rotation (outlier detection, or unreachable; not those held a moment for a probe). */
   ejectedCount(): number {
     const now = performance.now();
     let n = 0;
-    for (const { conn } of this.replicas.values()) if (conn.ejected(now)) n++;
+    for (const { conn } of this.replicas.values()) if (conn.ejected(now) && !conn.heldForProbe) n++;
     return n;
   }
 

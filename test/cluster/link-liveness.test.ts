@@ -122,6 +122,8 @@ describe.each([
       const before = px.accepted;
       px.cut();
       const lost = await Promise.all([infer(cut), infer(cut), infer(cut)]);
+      // Answered in the same turn as the link went down: the replica beside it on the host is held for its probe.
+      expect(mate.heldForProbe).toBe(true);
       for (const l of lost) {
         expect(codeOf(l.result)).toBe(Status.UNAVAILABLE);
         // QUIET_MS 200 + PROBE_TIMEOUT_MS 600 + sweeps; the deadline was 5 s.
