@@ -12,7 +12,8 @@ import { Announcer } from './announcer.js';
 import { chooseDevice, DeviceError } from './device.js';
 import { ModelManager } from './model-manager.js';
 import { oipHandlers, oipServiceRawResponse, rawModelInfer } from './oip-handlers.js';
-import { runtimeHandlers } from './runtime-handler.js';
+import { runtimeContext, runtimeHandlers, RuntimeStream, type RuntimeOptions } from './runtime-handler.js';
+import { serveRuntimeLink } from './runtime-link.js';
 import { Scheduler } from './scheduler.js';
 import { ModelStats } from './model-stats.js';
 import { SessionPool } from './session-pool.js';
@@ -39,6 +40,8 @@ const config = loadServiceConfig(
     oversubscribe: bool({ env: 'INFERMESH_OVERSUBSCRIBE', flag: 'oversubscribe', default: false }),
     /** ModelInfer off the raw HTTP/2 streams (serveRawUnary); false = grpc-js's handler. */
     http2Infer: bool({ env: 'INFERMESH_HTTP2_INFER', flag: 'http2-infer', default: true }),
+    /** The routers' Runtime stream off the raw HTTP/2 streams (runtime-link.ts); false = grpc-js's handler. */
+    http2Link: bool({ env: 'INFERMESH_HTTP2_LINK', flag: 'http2-link', default: true }),
   },
   process.argv.slice(2),
   process.env,
@@ -97,7 +100,7 @@ const manager = new ModelManager(
 
 let accepting = true;
 const oipOptions = { defaultTimeoutMs: config.defaultTimeoutMs, nonFinite: config.nonFinite, serverVersion: '0.1.0', ready: () => accepting };
-const streams = new Set<grpc.ServerDuplexStream<Buffer, Buffer>>();
+const streams = new Set<{ end(): void }>();
 // The Runtime stream's frames carry whole client messages plus their fields: the listener allows
 // headroom over the client limit; client-facing ModelInfer (raw path) keeps the limit itself.
 const server = createGrpcServer({ maxMessageBytes: linkMessageBytes(config.maxMessageBytes) });
@@ -107,9 +110,10 @@ const countRefused = (model: string, version: number) => {
   if (e) modelStats.failed(e.spec, 0);
 };
 // The runtime stream carries frames as bytes; they are decoded in the handler.
+const runtimeOptions: RuntimeOptions = { defaultTimeoutMs: config.defaultTimeoutMs, nonFinite: config.nonFinite, accepting: () => accepting, record: () => announcer!.record(), statistics: (model) => modelStats.response(model, (n, v) => manager.lookup(n, v)?.state === VersionState.VERSION_STATE_READY), refused: countRefused, maxMessageBytes: config.maxMessageBytes, peer: servicePeerCheck(tls, config.tlsServiceUri) };
 server.addService(
   { ...RuntimeService, infer: { ...RuntimeService.infer, requestDeserialize: (b: Buffer) => b, responseSerialize: (b: Buffer) => b } } as unknown as grpc.ServiceDefinition,
-  runtimeHandlers(manager, scheduler, { defaultTimeoutMs: config.defaultTimeoutMs, nonFinite: config.nonFinite, accepting: () => accepting, record: () => announcer!.record(), statistics: (model) => modelStats.response(model, (n, v) => manager.lookup(n, v)?.state === VersionState.VERSION_STATE_READY), refused: countRefused, maxMessageBytes: config.maxMessageBytes, peer: servicePeerCheck(tls, config.tlsServiceUri) }, streams) as unknown as grpc.UntypedServiceImplementation,
+  runtimeHandlers(manager, scheduler, runtimeOptions, streams) as unknown as grpc.UntypedServiceImplementation,
 );
 server.addService(
   oipServiceRawResponse(),
@@ -119,13 +123,16 @@ const health = addHealthAndReflection(server, ['inference/grpc_service.proto', '
 const port = await listen(server, config.host, config.port, serverCredentials(tls));
 // Direct ModelInfer calls leave grpc-js's per-call machinery for the listener's raw HTTP/2 streams.
 const rawInfer = config.http2Infer && serveRawUnary(server, oip.GRPCInferenceServiceService.modelInfer.path, rawModelInfer(manager, scheduler, oipOptions), { maxMessageBytes: config.maxMessageBytes, maxReceiveMs: config.defaultTimeoutMs });
+// The routers' Runtime stream too (same wire, same checks), without grpc-js's per-message stream machinery.
+const runtimeCtx = runtimeContext(manager, runtimeOptions);
+const rawLink = config.http2Link && serveRuntimeLink(server, RuntimeService.infer.path, { maxMessageBytes: linkMessageBytes(config.maxMessageBytes), peer: runtimeOptions.peer, open: (sink) => new RuntimeStream(runtimeCtx, scheduler, runtimeOptions, sink), streams });
 // --advertise HOST (no port) announces HOST with the port bound here: what `up --advertise` passes for port 0.
 const address = !config.advertise ? `${config.host}:${port}` : /^(\[[^\]]*\]|[^:]+):\d+$/.test(config.advertise) ? config.advertise : `${config.advertise}:${port}`;
 announcer = new Announcer(buckets.replicas, { id: replicaId, address, device: device.provider, workers: config.workers, intervalMs: config.heartbeatMs }, () => manager.loaded(), () => ({ ...scheduler.stats, outstanding: scheduler.outstanding() }), log);
 await manager.start();
 await announcer.put();
 health.set('SERVING');
-log.info({ grpcPort: port, address, device: device.provider, workers: config.workers, tls: tls ? (tls.ca ? 'mutual' : 'server') : 'off', modelInfer: rawInfer ? 'http2' : 'grpc-js' }, 'listening');
+log.info({ grpcPort: port, address, device: device.provider, workers: config.workers, tls: tls ? (tls.ca ? 'mutual' : 'server') : 'off', modelInfer: rawInfer ? 'http2' : 'grpc-js', runtimeLink: rawLink ? 'http2' : 'grpc-js' }, 'listening');
 serviceStarted();
 
 let closing: Promise<void> | null = null;

@@ -1,9 +1,10 @@
 import type * as grpc from '@grpc/grpc-js';
 import { checkName } from '../../libs/bus/index.js';
 import { CancelledError, FailedPreconditionError, InvalidArgumentError, NotFoundError, ResourceExhaustedError, Status, toStatus } from '../../libs/errors/index.js';
-import { FrameCoalescer, linkMessageBytes, peerGuarded, unary, type PeerCheck } from '../../libs/grpc/index.js';
-import { RequestFrame, ResponseFrame, VersionState, type LoadRequest, type LoadResponse, type ReplicaRecord, type RequestItem, type ResponseItem, type StatisticsRequest, type StatisticsResponse, type StatusRequest, type UnloadRequest, type UnloadResponse } from '../../libs/proto/index.js';
+import { FrameCoalescer, GRPC_PREFIX_BYTES, linkMessageBytes, peerGuarded, unary, type PeerCheck } from '../../libs/grpc/index.js';
+import { VersionState, type LoadRequest, type LoadResponse, type ReplicaRecord, type RequestItem, type ResponseItem, type StatisticsRequest, type StatisticsResponse, type StatusRequest, type UnloadRequest, type UnloadResponse } from '../../libs/proto/index.js';
 import { inferRequest, type Arrival, type InferRequest, type NonFinitePolicy, type RequestContext } from './infer-request.js';
+import { decodeRequestFrame, encodeResponseFrame, MalformedFrame } from './link-frames.js';
 import type { ModelManager } from './model-manager.js';
 import type { Scheduler } from './scheduler.js';
 
@@ -40,6 +41,11 @@ function itemBytes(item: ResponseItem): number {
   return item.response.byteLength + 3 * item.message.length + ITEM_OVERHEAD_BYTES;
 }
 
+/** Where a Runtime stream's answers go: one gRPC message per call, GRPC_PREFIX_BYTES of message prefix first. */
+export interface LinkSink {
+  write(framed: Buffer): void;
+}
+
 /** Answers written back on one stream, coalesced into one frame per event-loop turn (split to fit the link). */
 class StreamWriter {
   closed = false;
@@ -50,14 +56,12 @@ class StreamWriter {
   private readonly frames: FrameCoalescer<ResponseItem>;
 
   constructor(
-    call: grpc.ServerDuplexStream<Buffer, Buffer>,
+    sink: LinkSink,
     private readonly maxMessageBytes: number,
   ) {
     this.frames = new FrameCoalescer<ResponseItem>(
       (items) => {
-        if (this.closed) return;
-        const u8 = ResponseFrame.encode({ items }).finish();
-        call.write(Buffer.from(u8.buffer, u8.byteOffset, u8.byteLength));
+        if (!this.closed) sink.write(encodeResponseFrame(items));
       },
       itemBytes,
       linkMessageBytes(maxMessageBytes),
@@ -73,6 +77,36 @@ class StreamWriter {
     } else if (item.message.length > MAX_MESSAGE_CHARS) item = { ...item, message: item.message.slice(0, MAX_MESSAGE_CHARS) };
     // Nothing else is coming soon: answer now rather than an event-loop turn later.
     this.frames.add(item, this.pending === 0);
+  }
+}
+
+/**
+ * One Runtime stream, whatever carries it (grpc-js's ServerDuplexStream, or
+ * the listener's raw HTTP/2 stream: runtime-link.ts): frames in, answers out
+ * through its sink.
+ */
+export class RuntimeStream {
+  private readonly out: StreamWriter;
+
+  constructor(
+    private readonly ctx: RequestContext,
+    private readonly scheduler: Scheduler,
+    private readonly o: RuntimeOptions,
+    sink: LinkSink,
+  ) {
+    this.out = new StreamWriter(sink, o.maxMessageBytes);
+  }
+
+  /** Handles one RequestFrame (the message's bytes); throws MalformedFrame, handling nothing, when it is not one. */
+  frame(buf: Buffer): void {
+    const items = decodeRequestFrame(buf);
+    this.out.pending += items.length;
+    for (let i = 0; i < items.length; i++) handleItem(items[i]!, this.ctx, this.scheduler, this.out, this.o);
+  }
+
+  /** The stream ended or broke: answers still to come are dropped. */
+  close(): void {
+    this.out.closed = true;
   }
 }
 
@@ -130,27 +164,30 @@ const EMPTY = new Uint8Array(0);
 /** Longest status message sent back on the stream (messages are for callers: short). */
 const MAX_MESSAGE_CHARS = 1024;
 
+/** What a Runtime stream's requests are built with (inferRequest). */
+export function runtimeContext(manager: ModelManager, o: RuntimeOptions): RequestContext {
+  return { manager, accepting: o.accepting, defaultTimeoutMs: o.defaultTimeoutMs, nonFinite: o.nonFinite };
+}
+
 /** The Runtime service: the multiplexed Infer stream plus load/unload/status, each behind `o.peer` (checked once per call or stream). */
-export function runtimeHandlers(manager: ModelManager, scheduler: Scheduler, o: RuntimeOptions, streams: Set<grpc.ServerDuplexStream<Buffer, Buffer>>) {
-  const ctx: RequestContext = { manager, accepting: o.accepting, defaultTimeoutMs: o.defaultTimeoutMs, nonFinite: o.nonFinite };
+export function runtimeHandlers(manager: ModelManager, scheduler: Scheduler, o: RuntimeOptions, streams: Set<{ end(): void }>) {
+  const ctx = runtimeContext(manager, o);
   const h = {
     infer: (call: grpc.ServerDuplexStream<Buffer, Buffer>) => {
-      const out = new StreamWriter(call, o.maxMessageBytes);
+      // grpc-js frames each message itself: it gets the message without our prefix.
+      const rs = new RuntimeStream(ctx, scheduler, o, { write: (framed) => call.write(framed.subarray(GRPC_PREFIX_BYTES)) });
       streams.add(call);
       const end = () => {
-        out.closed = true;
+        rs.close();
         streams.delete(call);
       };
       call.on('data', (buf: Buffer) => {
-        let frame: RequestFrame;
         try {
-          frame = RequestFrame.decode(buf);
-        } catch {
+          rs.frame(buf);
+        } catch (err) {
+          if (!(err instanceof MalformedFrame)) throw err;
           call.emit('error', toStatus(new InvalidArgumentError('frame', 'malformed RequestFrame')));
-          return;
         }
-        out.pending += frame.items.length;
-        for (const item of frame.items) handleItem(item, ctx, scheduler, out, o);
       });
       call.on('end', () => {
         end();

@@ -4,8 +4,12 @@
  * multiplexed Runtime stream — build their request with one constructor, so
  * they cannot disagree. One test per former disagreement: deadline capping,
  * the status of bytes that are not a ModelInferRequest, priority parsing.
- * Real replicas (one per ModelInfer path) on one nats-server and registry.
+ * The Runtime stream itself has two transports (runtime-link.ts on the raw
+ * HTTP/2 streams, default; grpc-js's handler with --http2-link=false): the
+ * same answers and the same bounds on both.
+ * Real replicas (one per path) on one nats-server and registry.
  */
+import http2 from 'node:http2';
 import * as grpc from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildInferRequest } from '../../libs/client/index.js';
@@ -69,10 +73,12 @@ function stream(addr: string, model: string, bytes: Uint8Array, o: { timeoutMs?:
 
 beforeAll(async () => {
   mesh = await startMesh({ replicas: 1, inferenceArgs: ['--default-timeout-ms', String(CAP_MS)] });
-  await mesh.addReplica(['--http2-infer=false']);
+  await mesh.addReplica(['--http2-infer=false', '--http2-link=false']);
   const [a, b] = mesh.replicas;
   expect(a!.info.modelInfer).toBe('http2');
   expect(b!.info.modelInfer).toBe('grpc-js');
+  expect(a!.info.runtimeLink).toBe('http2');
+  expect(b!.info.runtimeLink).toBe('grpc-js');
   rawAddr = String(a!.info.address);
   grpcJsAddr = String(b!.info.address);
   versions.mlp = (await mesh.clients.registry.push(mlp.bytes, { name: 'mlp', alias: 'production' })).version;
@@ -155,5 +161,87 @@ describe('libs/call-meta: the one priority parser and deadline normaliser (route
     expect(deadlineAfter(-5, 100, 1000)).toBe(1000);
     expect(remainingMsOf(Infinity)).toBe(Infinity);
     expect(Math.abs(remainingMsOf(new Date(Date.now() + 1000)) - 1000)).toBeLessThan(50);
+  });
+});
+
+type Ended = { status: number; message: string; items: { id: number; code: number; message: string }[] };
+
+/**
+ * A Runtime stream written by hand (node:http2): `chunks` as DATA; once
+ * `answers` items came back it half-closes. Resolves when the stream closes,
+ * with its grpc-status and the items answered.
+ */
+function rawStream(addr: string, chunks: Buffer[], answers = Infinity): Promise<Ended> {
+  const session = http2.connect(`http://${addr}`);
+  session.on('error', () => undefined);
+  const req = session.request({ ':method': 'POST', ':path': RUNTIME_INFER, 'content-type': 'application/grpc', te: 'trailers' });
+  let got = Buffer.alloc(0);
+  const r: Ended = { status: -1, message: '', items: [] };
+  const onHeaders = (h: http2.IncomingHttpHeaders) => {
+    if (h['grpc-status'] === undefined) return;
+    r.status = Number(h['grpc-status']);
+    r.message = decodeURIComponent(String(h['grpc-message'] ?? ''));
+    // The status ends the call; a server that did not reset the stream waits for our end.
+    if (!req.writableEnded) req.end();
+  };
+  req.on('response', onHeaders);
+  req.on('trailers', onHeaders);
+  req.on('error', () => undefined);
+  req.on('data', (b: Buffer) => {
+    got = Buffer.concat([got, b]);
+    while (got.length >= 5 && got.length >= 5 + got.readUInt32BE(1)) {
+      const n = got.readUInt32BE(1);
+      for (const it of ResponseFrame.decode(got.subarray(5, 5 + n)).items) r.items.push({ id: it.id, code: it.code, message: it.message });
+      got = got.subarray(5 + n);
+    }
+    if (r.items.length >= answers && !req.writableEnded) req.end();
+  });
+  return new Promise((resolve) => {
+    req.on('close', () => {
+      session.close();
+      resolve(r);
+    });
+    const write = (i: number) => {
+      if (i < chunks.length && !req.destroyed && !req.writableEnded) req.write(chunks[i]!, () => setImmediate(write, i + 1));
+    };
+    write(0);
+  });
+}
+
+const framed = (msg: Uint8Array, flag = 0) => {
+  const b = Buffer.alloc(5 + msg.length);
+  b[0] = flag;
+  b.writeUInt32BE(msg.length, 1);
+  b.set(msg, 5);
+  return b;
+};
+const requestFrame = (ids: number[]) =>
+  RequestFrame.encode({ items: ids.map((id) => ({ id, model: 'mlp', version: versions.mlp!, timeoutMicros: 10_000_000, traceparent: '', request: mlpBody(), priority: 0, cancel: false })) }).finish();
+
+describe('the Runtime stream on both transports (raw HTTP/2, grpc-js)', () => {
+  it('answers every item whatever the DATA chunks (two frames in one, a frame byte by byte); a half-close ends it OK', async () => {
+    for (const addr of [rawAddr, grpcJsAddr]) {
+      const split = framed(requestFrame([4]));
+      const pieces = Array.from({ length: split.length }, (_, i) => split.subarray(i, i + 1));
+      const r = await rawStream(addr, [Buffer.concat([framed(requestFrame([1, 2])), framed(requestFrame([3]))]), ...pieces], 4);
+      expect(r.items.map((i) => [i.id, i.code]).sort(), addr).toEqual([[1, 0], [2, 0], [3, 0], [4, 0]]);
+      expect(r.status, addr).toBe(grpc.status.OK);
+    }
+  });
+
+  it('a frame that is not a RequestFrame ends the stream INVALID_ARGUMENT; one declared over the link limit RESOURCE_EXHAUSTED before its body arrives; the replica serves on', async () => {
+    for (const addr of [rawAddr, grpcJsAddr]) {
+      const bad = await rawStream(addr, [framed(Buffer.from([0x0a, 0x05, 0x08]))]);
+      expect(bad.status, addr === rawAddr ? 'raw' : 'grpc-js').toBe(grpc.status.INVALID_ARGUMENT);
+      // 1 GiB declared, 16 bytes sent: refused at the prefix, nothing waits for the rest.
+      const huge = Buffer.alloc(21);
+      huge.writeUInt32BE(1 << 30, 1);
+      const big = await rawStream(addr, [huge]);
+      expect(big.status, addr).toBe(grpc.status.RESOURCE_EXHAUSTED);
+      expect((await stream(addr, 'mlp', mlpBody())).code, addr).toBe(0);
+    }
+    // Compressed messages: no router compresses the link; the raw transport says so.
+    const gz = await rawStream(rawAddr, [framed(requestFrame([1]), 1)]);
+    expect(gz).toMatchObject({ status: grpc.status.UNIMPLEMENTED, message: 'runtime stream: compressed messages are not accepted' });
   });
 });

@@ -1,0 +1,86 @@
+/**
+ * The replica's hand-coded Runtime frames (services/inference/link-frames.ts)
+ * against the generated codec: the same items out of every RequestFrame the
+ * generated encoder writes (and the router's hand encoder), the same bytes for
+ * every ResponseFrame, and MalformedFrame — never another error, never a
+ * crash — for bytes that are not a frame.
+ */
+import { describe, expect, it } from 'vitest';
+import { GRPC_PREFIX_BYTES } from '../../libs/grpc/index.js';
+import { RequestFrame, ResponseFrame, type RequestItem, type ResponseItem } from '../../libs/proto/index.js';
+import { decodeRequestFrame, encodeResponseFrame, MalformedFrame } from '../../services/inference/link-frames.js';
+import { encodeRequestFrame } from '../../services/router/replica-conn.js';
+
+const item = (o: Partial<RequestItem>): RequestItem => ({ id: 1, model: '', version: 0, timeoutMicros: 0, traceparent: '', request: new Uint8Array(0), priority: 0, cancel: false, ...o });
+const REQUESTS: RequestItem[][] = [
+  [],
+  [item({})],
+  [item({ id: 7, model: 'fraud', version: 3, timeoutMicros: 30_000_000, traceparent: '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01', request: Uint8Array.from([1, 2, 3, 0, 255]), priority: 1 })],
+  [item({ id: 2 ** 40 + 5, model: 'm-ü-模型', version: 2 ** 33, timeoutMicros: 2 ** 32 - 1, priority: 255 }), item({ id: 9, cancel: true }), item({ id: 10, request: new Uint8Array(70_000).fill(7) })],
+];
+
+const plain = (items: RequestItem[]) => items.map((i) => ({ ...i, request: Array.from(i.request) }));
+
+describe('hand-coded Runtime frames', () => {
+  it('reads every RequestFrame as the generated decoder does (generated encoder, the router\'s hand encoder, unknown fields skipped)', () => {
+    for (const items of REQUESTS) {
+      const generated = Buffer.from(RequestFrame.encode({ items }).finish());
+      expect(plain(decodeRequestFrame(generated))).toEqual(plain(RequestFrame.decode(generated).items));
+      expect(plain(decodeRequestFrame(generated))).toEqual(plain(items));
+      const router = encodeRequestFrame(items).subarray(GRPC_PREFIX_BYTES);
+      expect(plain(decodeRequestFrame(router))).toEqual(plain(items));
+    }
+    // Fields this version does not know (varint 15, fixed64 16, bytes 17, fixed32 18) inside an item and in the frame.
+    const unknown = Buffer.from([0x78, 0x05, 0x81, 0x01, 1, 2, 3, 4, 5, 6, 7, 8, 0x8a, 0x01, 0x02, 0xaa, 0xbb, 0x95, 0x01, 1, 2, 3, 4]);
+    const known = Buffer.from(RequestFrame.encode({ items: [item({ id: 3, model: 'x' })] }).finish());
+    const inner = Buffer.concat([known.subarray(2), unknown]);
+    const frame = Buffer.concat([Buffer.from([0x0a, inner.length]), inner, unknown]);
+    expect(plain(decodeRequestFrame(frame))).toEqual(plain(RequestFrame.decode(frame).items));
+    expect(decodeRequestFrame(frame)[0]!.model).toBe('x');
+  });
+
+  it('a request\'s bytes are a view of the frame, not a copy', () => {
+    const frame = Buffer.from(RequestFrame.encode({ items: REQUESTS[2]! }).finish());
+    expect(decodeRequestFrame(frame)[0]!.request.buffer).toBe(frame.buffer);
+  });
+
+  it('writes every ResponseFrame byte for byte as the generated encoder, after a gRPC message prefix', () => {
+    const r = (o: Partial<ResponseItem>): ResponseItem => ({ id: 1, code: 0, message: '', response: new Uint8Array(0), queueMicros: 0, computeMicros: 0, ...o });
+    const frames: ResponseItem[][] = [
+      [],
+      [r({})],
+      [r({ id: 2 ** 45, response: new Uint8Array(300).fill(9), queueMicros: 12, computeMicros: 2 ** 32 - 1 })],
+      [r({ id: 5, code: 3, message: 'inputs[0].shape: input "ü" has shape [1,2], model expects [1,4] — 模型' }), r({ id: 6, code: 14, message: 'replica is draining' }), r({ id: 7, response: Uint8Array.from([0]) })],
+    ];
+    for (const items of frames) {
+      const out = encodeResponseFrame(items);
+      expect(out[0]).toBe(0);
+      expect(out.readUInt32BE(1)).toBe(out.length - GRPC_PREFIX_BYTES);
+      expect(Buffer.from(out.subarray(GRPC_PREFIX_BYTES)).equals(Buffer.from(ResponseFrame.encode({ items }).finish()))).toBe(true);
+    }
+  });
+
+  it('bytes that are not a RequestFrame throw MalformedFrame and nothing else', () => {
+    const bad = [
+      [0x0a, 0x05, 0x08], // item longer than the frame
+      [0x0a, 0x03, 0x08, 0xff, 0xff], // varint running past its item
+      [0x0a, 0x0b, 0x08, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f], // id beyond 2^53
+      [0x0a, 0x02, 0x12, 0x09], // model longer than its item
+      [0x0b, 0x00], // wire type 3 (group)
+      [0x00], // field number 0
+      [0x0a, 0x02, 0x0c, 0x00], // wire type 4 inside an item
+    ];
+    for (const b of bad) expect(() => decodeRequestFrame(Buffer.from(b)), JSON.stringify(b)).toThrow(MalformedFrame);
+    // Random bytes: decoded or MalformedFrame, never another error.
+    let seed = 42;
+    const next = () => (seed = (seed * 1103515245 + 12345) % 2 ** 31) & 0xff;
+    for (let n = 0; n < 2000; n++) {
+      const b = Buffer.from(Array.from({ length: 1 + (n % 40) }, next));
+      try {
+        decodeRequestFrame(b);
+      } catch (err) {
+        expect(err).toBeInstanceOf(MalformedFrame);
+      }
+    }
+  });
+});
