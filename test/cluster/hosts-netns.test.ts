@@ -25,6 +25,7 @@ import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connect, type NatsConnection } from 'nats';
@@ -278,12 +279,16 @@ describe.skipIf(why !== null)('three hosts (network namespaces), one cut off and
     expect(cReplicas).toHaveLength(2);
     // Give the routers a moment of load on every replica before the cut.
     await sleep(4_000);
+    // The callers' own event-loop delay while C is cut: how much of a slow call this machine's load explains.
+    const lag = monitorEventLoopDelay({ resolution: 10 });
+    lag.enable();
     const cutAt = performance.now() - t0;
     const cutWall = Date.now();
     ip('link', 'set', veth('c'), 'down');
     await sleep(8_000);
     const healAt = performance.now() - t0;
     const healWall = Date.now();
+    lag.disable();
     ip('link', 'set', veth('c'), 'up');
     // Back: C's replicas answer again from the callers' host, and the routers' links to them reopen.
     let rejoinMs = Infinity;
@@ -330,9 +335,14 @@ describe.skipIf(why !== null)('three hosts (network namespaces), one cut off and
     );
     for (const u of ups.filter((x) => x.host === 'a' || x.host === 'b')) {
       const log = await readFile(path.join(u.dir, 'logs', 'router.log'), 'utf8').catch(() => '');
-      const lines = log.split('\n').filter((l) => /eject|replica stream|replica link|left|joined/.test(l));
-      console.log(`hosts-netns: router on ${u.host}: ${lines.slice(-8).map((l) => l.slice(0, 240)).join('\n  ')}`);
+      const lines = log.split('\n').filter((l) => /eject|replica stream|replica link|left|joined|"level":[56]0/.test(l));
+      console.log(`hosts-netns: router on ${u.host}: ${lines.slice(-12).map((l) => l.slice(0, 240)).join('\n  ')}`);
     }
+    const bad = during.filter((c) => !c.ok || c.ms > BUDGET_MS / 2);
+    console.log(`hosts-netns: load average ${os.loadavg().map((x) => x.toFixed(1)).join(' ')} on ${os.cpus().length} cores; the callers' event loop while cut: max delay ${(lag.max / 1e6).toFixed(0)} ms, p99 ${(lag.percentile(99) / 1e6).toFixed(0)} ms`);
+    if (bad.length) console.log(`hosts-netns: failed or slow calls during the cut (router, started ms after the cut, took ms): ${bad.map((c) => `${'AB'[c.router]} ${(c.start - cutAt).toFixed(0)} ${c.ms.toFixed(0)}${c.ok ? '' : ` ${c.err}`}`).join('; ')}`);
+    const failedAfter = calls.filter((c) => c.start > healAt && !c.ok);
+    if (failedAfter.length) console.log(`hosts-netns: failed calls after the heal (router, started ms after the heal, took ms, error): ${failedAfter.slice(0, 12).map((c) => `${'AB'[c.router]} ${(c.start - healAt).toFixed(0)} ${c.ms.toFixed(0)} ${c.err}`).join('; ')}`);
     const end = Math.max(...calls.map((c) => c.start));
     const last2s = calls.filter((c) => c.start > end - 2_000);
     console.log(`hosts-netns: last 2 s of load: ${last2s.length} calls, failed ${last2s.filter((c) => !c.ok).length}`);
