@@ -25,6 +25,6 @@ export { rocAuc } from '../stats/index.js';
 export { cnnModel, type CnnOptions } from './cnn-model.js';
 export { encoderModel, type EncoderOptions } from './encoder-model.js';
 export { standardizerModel } from './standardizer-model.js';
-export { quantizeInt8, weightsToFp16, pruneWeights, type TransformResult, type PruneResult, type Int8Options, type Fp16Options } from './weight-transforms.js';
+export { quantizeInt8, defaultInt8Plan, inputGram, int8Sites, weightsToFp16, pruneWeights, type TransformResult, type PruneResult, type Int8Options, type Int8Mode, type Int8Site, type Fp16Options } from './weight-transforms.js';
 export { composePipeline, composeEnsemble, type ComposePart, type EnsembleCombine, type StepMap } from './compose.js';
 export { floatValues, toHalfBits } from './tensor-values.js';
