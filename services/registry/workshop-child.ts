@@ -13,9 +13,10 @@ import { gzipSync } from 'node:zlib';
 import * as ort from 'onnxruntime-node';
 import { splitCsvLine } from '../../libs/csv/index.js';
 import { InvalidArgumentError } from '../../libs/errors/index.js';
-import { composeEnsemble, composePipeline, pruneWeights, quantizeInt8, weightsToFp16, type ComposePart } from '../../libs/onnx-builder/index.js';
+import { composeEnsemble, composePipeline, pruneWeights, weightsToFp16, type ComposePart } from '../../libs/onnx-builder/index.js';
 import { onnx } from '../../libs/proto/index.js';
 import { parseReference, referenceLayout, type ReferenceLayout } from './reference-parse.js';
+import { calibratedInt8 } from './int8-calibrate.js';
 import { inputTensor } from './reference-run.js';
 import type { ChildComposeRequest, ChildOptimizeRequest, ChildOptimizeResult, ChildBenchPoint, ChildGate } from './workshop.js';
 
@@ -23,6 +24,13 @@ import type { ChildComposeRequest, ChildOptimizeRequest, ChildOptimizeResult, Ch
 const GATE_ROWS = 2_000;
 /** Rows per ONNX Runtime run in the gate. */
 const GATE_BATCH = 256;
+/**
+ * Expected disagreement (see int8-calibrate.ts) int8 may reach on the gate's
+ * rows before nodes give up quantized activations: under a third of what the
+ * default gate (99 % agreement) allows, so other draws stay above 99 % (at
+ * 0.3 % a draw of 600 rows flips 7 or more with probability ~0.3 %).
+ */
+const INT8_DISAGREEMENT_BUDGET = 0.003;
 
 process.on('message', (msg: { optimize: ChildOptimizeRequest } | { compose: ChildComposeRequest }) => {
   const work = 'optimize' in msg ? optimize(msg.optimize) : compose(msg.compose);
@@ -51,18 +59,27 @@ async function compose(req: ChildComposeRequest): Promise<{ ok: true; bytes: Uin
   }
 }
 
-async function candidateOf(req: ChildOptimizeRequest, notes: string[]): Promise<Uint8Array> {
+async function candidateOf(req: ChildOptimizeRequest, notes: string[], layout: ReferenceLayout, rows: Float64Array[]): Promise<Uint8Array> {
   if (req.method === 'graph') return graphOptimized(req.bytes, req.level, notes);
   const model = onnx.ModelProto.decode(req.bytes);
   if (req.method === 'int8') {
     let r;
     try {
-      r = quantizeInt8(model);
+      r = await calibratedInt8(model, batchesOf(layout, rows, req.batchable), req.outputs[0]!.name, req.threshold, INT8_DISAGREEMENT_BUDGET);
     } catch (err) {
-      throw new InvalidArgumentError('method', (err as Error).message.replace(/^onnx-builder: /, ''));
+      if (err instanceof RangeError) throw new InvalidArgumentError('method', err.message.replace(/^onnx-builder: /, ''));
+      throw err;
     }
-    if (r.tensors === 0) throw new Unfit('int8: no MatMul or Gemm with a float weight initializer of at least 256 values (besides the head, kept float)');
-    notes.push(`int8: ${r.tensors} weight tensors (${fmtCount(r.values)} values) stored int8 per output column; activations quantized per call (DynamicQuantizeLinear → MatMulInteger); the last MatMul/Gemm (the head) stays float`);
+    if (r.tensors === 0) throw new Unfit('int8: no MatMul or Gemm with a float weight initializer of at least 256 values');
+    const count = (mode: string) => r.modes.filter(([, m]) => m === mode).map(([w]) => w);
+    const [dyn, weight, float] = [count('dynamic'), count('weight'), count('float')];
+    notes.push(
+      `int8: ${r.tensors} weight tensors (${fmtCount(r.values)} values) stored int8 per output column, rounded GPTQ-style on ${r.calibrationRows} calibration rows (the gate's); ` +
+        `activations quantized per call (DynamicQuantizeLinear → MatMulInteger) in ${dyn.length ? dyn.join(', ') : 'none'}` +
+        (weight.length ? `; int8 weights dequantized at load, float arithmetic, in ${weight.join(', ')}` : '') +
+        (float.length ? `; float: ${float.join(', ')} (the head)` : '') +
+        `; expected disagreement on those rows ${(r.expectedDisagreement * 100).toFixed(2)}% (budget ${(INT8_DISAGREEMENT_BUDGET * 100).toFixed(2)}%)`,
+    );
     return onnx.ModelProto.encode(r.model).finish();
   }
   if (req.method === 'fp16') {
@@ -120,7 +137,7 @@ async function optimize(req: ChildOptimizeRequest): Promise<ChildOptimizeResult>
   if (rows.length === 0) throw new InvalidArgumentError('data', 'no rows');
   let candidate: Uint8Array;
   try {
-    candidate = await candidateOf(req, notes);
+    candidate = await candidateOf(req, notes, layout, rows);
   } catch (err) {
     if (err instanceof Unfit) return { ok: false, field: '', reason: err.message, unfit: true };
     throw err;
@@ -193,6 +210,14 @@ function splitLabels(text: string, format: 'csv' | 'jsonl'): { text: string; lab
     return JSON.stringify(o);
   });
   return { text: labels ? out.join('\n') : text, labels };
+}
+
+/** The rows as feeds, GATE_BATCH rows a run (one a run when the model is not batchable). */
+function batchesOf(layout: ReferenceLayout, rows: readonly Float64Array[], batchable: boolean): Record<string, ort.Tensor>[] {
+  const step = batchable ? GATE_BATCH : 1;
+  const out: Record<string, ort.Tensor>[] = [];
+  for (let start = 0; start < rows.length; start += step) out.push(feeds(layout, rows.slice(start, start + step)));
+  return out;
 }
 
 function feeds(layout: ReferenceLayout, batch: readonly Float64Array[]): Record<string, ort.Tensor> {
