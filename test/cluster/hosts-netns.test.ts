@@ -342,6 +342,14 @@ describe.skipIf(why !== null)('three hosts (network namespaces), one cut off and
     console.log(`hosts-netns: load average ${os.loadavg().map((x) => x.toFixed(1)).join(' ')} on ${os.cpus().length} cores; the callers' event loop while cut: max delay ${(lag.max / 1e6).toFixed(0)} ms, p99 ${(lag.percentile(99) / 1e6).toFixed(0)} ms`);
     if (bad.length) console.log(`hosts-netns: failed or slow calls during the cut (router, started ms after the cut, took ms): ${bad.map((c) => `${'AB'[c.router]} ${(c.start - cutAt).toFixed(0)} ${c.ms.toFixed(0)}${c.ok ? '' : ` ${c.err}`}`).join('; ')}`);
     const failedAfter = calls.filter((c) => c.start > healAt && !c.ok);
+    if (failedAfter.length || bad.length) {
+      // What C's replicas said meanwhile (warnings and errors).
+      const c = ups.find((x) => x.host === 'c')!;
+      for (const f of ['inference-1.log', 'inference-2.log']) {
+        const t = await readFile(path.join(c.dir, 'logs', f), 'utf8').catch(() => '');
+        console.log(`hosts-netns: c/${f}: ${t.split('\n').filter((l) => /"level":[456]0/.test(l)).slice(-10).map((l) => l.slice(0, 240)).join('\n  ')}`);
+      }
+    }
     if (failedAfter.length) console.log(`hosts-netns: failed calls after the heal (router, started ms after the heal, took ms, error): ${failedAfter.slice(0, 12).map((c) => `${'AB'[c.router]} ${(c.start - healAt).toFixed(0)} ${c.ms.toFixed(0)} ${c.err}`).join('; ')}`);
     const end = Math.max(...calls.map((c) => c.start));
     const last2s = calls.filter((c) => c.start > end - 2_000);
