@@ -1,10 +1,11 @@
 import { ROOT_CONTEXT, SpanKind, trace, type Link, type Span, type Tracer } from '@opentelemetry/api';
 import { CancelledError, DeadlineExceededError, InternalError, ResourceExhaustedError, UnavailableError, type MeshError } from '../../libs/errors/index.js';
 import { epochMs } from '../../libs/telemetry/index.js';
-import { oip, type ReplicaStats } from '../../libs/proto/index.js';
+import type { ReplicaStats } from '../../libs/proto/index.js';
 import type { DecodedRequest, InferRequest } from './infer-request.js';
 import type { ModelSpec } from './model-spec.js';
 import type { RunTensor } from './ort-session.js';
+import { encodeInferResponse } from './infer-response.js';
 import { ResponseCache, type CachedAnswer } from './response-cache.js';
 import type { RunResult, SessionPool } from './session-pool.js';
 import type { OutTensor } from './wire.js';
@@ -558,12 +559,5 @@ function sameTail(a: number[][], b: number[][]): boolean {
 }
 
 function encode(spec: ModelSpec, id: string, a: CachedAnswer): Uint8Array {
-  return oip.ModelInferResponse.encode({
-    modelName: spec.name,
-    modelVersion: spec.versionString,
-    id,
-    parameters: {},
-    outputs: a.outputs,
-    rawOutputContents: a.raw,
-  }).finish();
+  return encodeInferResponse(spec.name, spec.versionString, id, a);
 }

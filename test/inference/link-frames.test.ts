@@ -1,13 +1,14 @@
 /**
  * The replica's hand-coded Runtime frames (services/inference/link-frames.ts)
- * against the generated codec: the same items out of every RequestFrame the
+ * and ModelInferResponse (infer-response.ts) against the generated codec: the same items out of every RequestFrame the
  * generated encoder writes (and the router's hand encoder), the same bytes for
  * every ResponseFrame, and MalformedFrame — never another error, never a
  * crash — for bytes that are not a frame.
  */
 import { describe, expect, it } from 'vitest';
 import { GRPC_PREFIX_BYTES } from '../../libs/grpc/index.js';
-import { RequestFrame, ResponseFrame, type RequestItem, type ResponseItem } from '../../libs/proto/index.js';
+import { oip, RequestFrame, ResponseFrame, type RequestItem, type ResponseItem } from '../../libs/proto/index.js';
+import { encodeInferResponse } from '../../services/inference/infer-response.js';
 import { decodeRequestFrame, encodeResponseFrame, MalformedFrame } from '../../services/inference/link-frames.js';
 import { encodeRequestFrame } from '../../services/router/replica-conn.js';
 
@@ -82,5 +83,25 @@ describe('hand-coded Runtime frames', () => {
         expect(err).toBeInstanceOf(MalformedFrame);
       }
     }
+  });
+});
+
+describe('hand-coded ModelInferResponse', () => {
+  it('writes the generated encoder\'s bytes: names, versions and ids (empty, non-ASCII), shapes (empty, zero, large dims), several outputs', () => {
+    const t = (name: string, datatype: string, shape: number[]) => ({ name, datatype, shape, parameters: {}, contents: undefined });
+    const cases: [string, string, string, Parameters<typeof encodeInferResponse>[3]][] = [
+      ['fraud', '1', '', { outputs: [t('score', 'FP32', [1, 1])], raw: [Uint8Array.from([1, 2, 3, 4])] }],
+      ['m-ü-模型', '12', 'req-ü', { outputs: [t('a', 'FP32', [2, 3]), t('b', 'INT64', []), t('', '', [0, 2 ** 40])], raw: [new Uint8Array(24).fill(5), new Uint8Array(8), new Uint8Array(0)] }],
+      ['x', '', '', { outputs: [], raw: [] }],
+      ['big', '3', 'i', { outputs: [t('y', 'FP32', [300, 1])], raw: [new Uint8Array(1200).fill(1)] }],
+    ];
+    for (const [name, version, id, a] of cases) {
+      const generated = oip.ModelInferResponse.encode({ modelName: name, modelVersion: version, id, parameters: {}, outputs: a.outputs, rawOutputContents: a.raw }).finish();
+      expect(Buffer.from(encodeInferResponse(name, version, id, a)).equals(Buffer.from(generated)), name).toBe(true);
+    }
+    // What it does not write by hand (output parameters, typed contents) goes through the generated encoder.
+    const withParams = { outputs: [{ ...t('y', 'FP32', [1]), parameters: { k: { parameterChoice: { $case: 'int64Param' as const, value: 3 } } } }], raw: [new Uint8Array(4)] };
+    const back = oip.ModelInferResponse.decode(encodeInferResponse('p', '1', '', withParams));
+    expect(Object.keys(back.outputs[0]!.parameters)).toEqual(['k']);
   });
 });
