@@ -32,8 +32,8 @@ const config = loadServiceConfig(
     shadowTolerance: num({ env: 'INFERMESH_SHADOW_TOLERANCE', flag: 'shadow-tolerance', default: 0.01, min: 0 }),
     /** ModelInfer off the raw HTTP/2 streams (serveRawUnary); false = grpc-js's handler. */
     http2Infer: bool({ env: 'INFERMESH_HTTP2_INFER', flag: 'http2-infer', default: true }),
-    /** Plaintext replica links over node:http2 directly (less CPU per call at few callers; off by default until it scales out like grpc-js's link: see replica-conn.ts). */
-    rawLink: bool({ env: 'INFERMESH_RAW_LINK', flag: 'raw-link', default: false }),
+    /** Plaintext replica links over node:http2 directly (less CPU per call at few callers); false = through grpc-js, as TLS links always go. */
+    rawLink: bool({ env: 'INFERMESH_RAW_LINK', flag: 'raw-link', default: true }),
     registryAddress: str({ env: 'INFERMESH_REGISTRY_ADDR', flag: 'registry-address', default: '127.0.0.1:8600', help: "registry that Triton's RepositoryModelLoad moves aliases through (with the caller's token)" }),
     /** ModelStreamInfer: requests of one stream in flight at once (the excess is answered RESOURCE_EXHAUSTED in the stream). */
     streamMaxInflight: int({ env: 'INFERMESH_STREAM_MAX_INFLIGHT', flag: 'stream-max-inflight', default: 256, min: 1 }),

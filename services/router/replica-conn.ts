@@ -266,9 +266,10 @@ export class ReplicaConn {
   private session: http2.ClientHttp2Session | null = null;
   /**
    * With `rawLink`, plaintext links go over node:http2 directly (no grpc-js call machinery per
-   * frame); TLS ones always through grpc-js. Off by default: measured 221 -> 176 µs router CPU per
-   * call at 4 callers, but 2 replicas served a compute-bound load at only ~1.2x one replica
-   * through it (grpc-js's link: ~1.5x), not yet understood.
+   * frame); TLS ones always through grpc-js. The router's default (`--raw-link`): 238 -> 205 µs
+   * router CPU per call at 4 callers, and 1 -> 2 replicas on a compute-bound load scaled the same
+   * through either link on a quiet machine (x1.25 and x1.32 raw, x1.23 and x1.33 grpc-js); the
+   * x1.2 against x1.5 seen once before was the machine's load, not the link.
    */
   private readonly raw: boolean;
   private readonly pending = new Map<number, Pending>();
