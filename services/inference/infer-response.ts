@@ -7,25 +7,8 @@
  * negative dimension goes through the generated encoder.
  */
 import { oip } from '../../libs/proto/index.js';
+import { putVarint, varintSize } from '../../libs/wire/index.js';
 import type { CachedAnswer } from './response-cache.js';
-
-function varintSize(n: number): number {
-  let size = 1;
-  while (n >= 128) {
-    n = Math.floor(n / 128);
-    size++;
-  }
-  return size;
-}
-
-function putVarint(out: Buffer, at: number, n: number): number {
-  while (n >= 128) {
-    out[at++] = (n % 128) | 0x80;
-    n = Math.floor(n / 128);
-  }
-  out[at++] = n;
-  return at;
-}
 
 const utf8 = (s: string) => (s.length === 0 ? 0 : Buffer.byteLength(s));
 

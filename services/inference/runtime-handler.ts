@@ -4,7 +4,7 @@ import { CancelledError, FailedPreconditionError, InvalidArgumentError, NotFound
 import { FrameCoalescer, GRPC_PREFIX_BYTES, linkMessageBytes, peerGuarded, unary, type PeerCheck } from '../../libs/grpc/index.js';
 import { VersionState, type LoadRequest, type LoadResponse, type ReplicaRecord, type RequestItem, type ResponseItem, type StatisticsRequest, type StatisticsResponse, type StatusRequest, type UnloadRequest, type UnloadResponse } from '../../libs/proto/index.js';
 import { inferRequest, type Arrival, type InferRequest, type NonFinitePolicy, type RequestContext } from './infer-request.js';
-import { decodeRequestFrame, encodeResponseFrame, MalformedFrame } from './link-frames.js';
+import { decodeRequestFrame, encodeResponseFrame, MalformedFrame } from '../../libs/wire/index.js';
 import type { ModelManager } from './model-manager.js';
 import type { Scheduler } from './scheduler.js';
 

@@ -26,7 +26,7 @@ import type * as grpc from '@grpc/grpc-js';
 import type { AuthContext } from '@grpc/grpc-js/build/src/auth-context.js';
 import { Status, toStatus } from '../../libs/errors/index.js';
 import { GRPC_PREFIX_BYTES, parseGrpcTimeout, type PeerCheck } from '../../libs/grpc/index.js';
-import { MalformedFrame } from './link-frames.js';
+import { MalformedFrame } from '../../libs/wire/index.js';
 import type { LinkSink } from './runtime-handler.js';
 
 /** What one raw stream drives: frames in (throws MalformedFrame for one that is not a frame), close when it ends. */

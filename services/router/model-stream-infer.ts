@@ -28,7 +28,7 @@ import { remainingMsOf } from '../../libs/call-meta/index.js';
 import { codeName, MeshError, ResourceExhaustedError } from '../../libs/errors/index.js';
 import type { RequestPath, RouterRequest } from './request-path.js';
 import { scanRequestId } from './request-scan.js';
-import { putVarint, varintSize } from './varint.js';
+import { putVarint, varintSize } from '../../libs/wire/index.js';
 
 export interface StreamOptions {
   /** Requests of one stream in flight at once; the excess is answered RESOURCE_EXHAUSTED in the stream. */

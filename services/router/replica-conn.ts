@@ -3,10 +3,10 @@ import net from 'node:net';
 import * as grpc from '@grpc/grpc-js';
 import { channelOptions, FrameCoalescer, GRPC_PREFIX_BYTES, linkMessageBytes } from '../../libs/grpc/index.js';
 import type { Logger } from '../../libs/log/index.js';
-import { ResponseFrame, RuntimeService, type RequestItem } from '../../libs/proto/index.js';
+import { RuntimeService, type RequestItem, type ResponseItem } from '../../libs/proto/index.js';
 import { CancelledError, DeadlineExceededError, fromStatus, ResourceExhaustedError, UnavailableError, type MeshError } from '../../libs/errors/index.js';
 import { LINK_DOWN } from './routing-core.js';
-import { putVarint, varintSize } from './varint.js';
+import { decodeResponseFrame, encodeRequestFrame, MalformedFrame } from '../../libs/wire/index.js';
 
 /** Whoever waits for a request sent on a link (the request path's RouterRequest, a shadow call). */
 export interface LinkCaller {
@@ -112,85 +112,6 @@ function itemBytes(item: RequestItem): number {
 interface Link {
   write(framed: Buffer): void;
   cancel(): void;
-}
-
-/** Encoded size of one RequestItem (proto3: zero values left out). */
-function itemSize(it: RequestItem, model: number, tp: number): number {
-  let n = 1 + varintSize(it.id);
-  if (model) n += 1 + varintSize(model) + model;
-  if (it.version) n += 1 + varintSize(it.version);
-  if (it.timeoutMicros) n += 1 + varintSize(it.timeoutMicros);
-  if (tp) n += 1 + varintSize(tp) + tp;
-  if (it.request.byteLength) n += 1 + varintSize(it.request.byteLength) + it.request.byteLength;
-  if (it.priority) n += 1 + varintSize(it.priority);
-  if (it.cancel) n += 2;
-  return n;
-}
-
-/**
- * A RequestFrame encoded by hand, GRPC_PREFIX_BYTES of gRPC message prefix
- * first: one allocation and one copy of each request's bytes (the generic
- * encoder grows a buffer and copies again; this is the hot path).
- */
-export function encodeRequestFrame(items: readonly RequestItem[]): Buffer {
-  let total = 0;
-  const sizes = new Array<number>(items.length * 3);
-  for (let i = 0; i < items.length; i++) {
-    const it = items[i]!;
-    const model = Buffer.byteLength(it.model);
-    const tp = Buffer.byteLength(it.traceparent);
-    const n = itemSize(it, model, tp);
-    sizes[3 * i] = n;
-    sizes[3 * i + 1] = model;
-    sizes[3 * i + 2] = tp;
-    total += 1 + varintSize(n) + n;
-  }
-  const out = Buffer.allocUnsafe(GRPC_PREFIX_BYTES + total);
-  out[0] = 0;
-  out.writeUInt32BE(total, 1);
-  let at = GRPC_PREFIX_BYTES;
-  for (let i = 0; i < items.length; i++) {
-    const it = items[i]!;
-    out[at++] = 0x0a;
-    at = putVarint(out, at, sizes[3 * i]!);
-    out[at++] = 0x08;
-    at = putVarint(out, at, it.id);
-    const model = sizes[3 * i + 1]!;
-    if (model) {
-      out[at++] = 0x12;
-      at = putVarint(out, at, model);
-      at += out.write(it.model, at, 'utf8');
-    }
-    if (it.version) {
-      out[at++] = 0x18;
-      at = putVarint(out, at, it.version);
-    }
-    if (it.timeoutMicros) {
-      out[at++] = 0x20;
-      at = putVarint(out, at, it.timeoutMicros);
-    }
-    const tp = sizes[3 * i + 2]!;
-    if (tp) {
-      out[at++] = 0x2a;
-      at = putVarint(out, at, tp);
-      at += out.write(it.traceparent, at, 'utf8');
-    }
-    if (it.request.byteLength) {
-      out[at++] = 0x32;
-      at = putVarint(out, at, it.request.byteLength);
-      out.set(it.request, at);
-      at += it.request.byteLength;
-    }
-    if (it.priority) {
-      out[at++] = 0x38;
-      at = putVarint(out, at, it.priority);
-    }
-    if (it.cancel) {
-      out[at++] = 0x40;
-      out[at++] = 1;
-    }
-  }
-  return out;
 }
 
 /**
@@ -393,14 +314,15 @@ export class ReplicaConn {
       this.ejections = 0;
       this.held = false;
     }
-    let frame: ResponseFrame;
+    let items: ResponseItem[];
     try {
-      frame = ResponseFrame.decode(buf);
-    } catch {
+      items = decodeResponseFrame(buf);
+    } catch (err) {
+      if (!(err instanceof MalformedFrame)) throw err;
       this.log.warn({ replica: this.id }, 'malformed response frame');
       return;
     }
-    for (const it of frame.items) this.answer(it.id, it.code === 0 ? it.response : fromStatus(it.code, it.message), it.queueMicros, it.computeMicros);
+    for (const it of items) this.answer(it.id, it.code === 0 ? it.response : fromStatus(it.code, it.message), it.queueMicros, it.computeMicros);
   }
 
   private open(): void {

@@ -8,7 +8,7 @@
  * message prefix (frameInPlace) instead of copying the answer again.
  */
 import { GRPC_PREFIX_BYTES } from '../../libs/grpc/raw-unary.js';
-import { putVarint, varintSize } from './varint.js';
+import { putVarint, varintSize } from '../../libs/wire/index.js';
 
 const KEYS = ['infermesh.total_us', 'infermesh.router_us', 'infermesh.network_us', 'infermesh.queue_us', 'infermesh.compute_us'].map((k) => Buffer.from(k));
 const TRACE_KEY = Buffer.from('infermesh.trace_id');

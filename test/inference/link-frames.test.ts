@@ -1,16 +1,17 @@
 /**
- * The replica's hand-coded Runtime frames (services/inference/link-frames.ts)
- * and ModelInferResponse (infer-response.ts) against the generated codec: the same items out of every RequestFrame the
- * generated encoder writes (and the router's hand encoder), the same bytes for
- * every ResponseFrame, and MalformedFrame — never another error, never a
- * crash — for bytes that are not a frame.
+ * The hand-coded Runtime frames (libs/wire/link-frames.ts: the router's
+ * RequestFrame writer and ResponseFrame reader, the replica's reader and
+ * writer) and the replica's ModelInferResponse (infer-response.ts) against
+ * the generated codec: the same items out of every frame the generated
+ * encoder writes, the same bytes for every frame written, and
+ * MalformedFrame — never another error, never a crash — for bytes that are
+ * not a frame.
  */
 import { describe, expect, it } from 'vitest';
 import { GRPC_PREFIX_BYTES } from '../../libs/grpc/index.js';
 import { oip, RequestFrame, ResponseFrame, type RequestItem, type ResponseItem } from '../../libs/proto/index.js';
 import { encodeInferResponse } from '../../services/inference/infer-response.js';
-import { decodeRequestFrame, encodeResponseFrame, MalformedFrame } from '../../services/inference/link-frames.js';
-import { encodeRequestFrame } from '../../services/router/replica-conn.js';
+import { decodeRequestFrame, decodeResponseFrame, encodeRequestFrame, encodeResponseFrame, MalformedFrame } from '../../libs/wire/index.js';
 
 const item = (o: Partial<RequestItem>): RequestItem => ({ id: 1, model: '', version: 0, timeoutMicros: 0, traceparent: '', request: new Uint8Array(0), priority: 0, cancel: false, ...o });
 const REQUESTS: RequestItem[][] = [
@@ -45,19 +46,50 @@ describe('hand-coded Runtime frames', () => {
     expect(decodeRequestFrame(frame)[0]!.request.buffer).toBe(frame.buffer);
   });
 
+  const r = (o: Partial<ResponseItem>): ResponseItem => ({ id: 1, code: 0, message: '', response: new Uint8Array(0), queueMicros: 0, computeMicros: 0, ...o });
+  const RESPONSES: ResponseItem[][] = [
+    [],
+    [r({})],
+    [r({ id: 2 ** 45, response: new Uint8Array(300).fill(9), queueMicros: 12, computeMicros: 2 ** 32 - 1 })],
+    [r({ id: 5, code: 3, message: 'inputs[0].shape: input "ü" has shape [1,2], model expects [1,4] — 模型' }), r({ id: 6, code: 14, message: 'replica is draining' }), r({ id: 7, response: Uint8Array.from([0]) })],
+  ];
+  const plainAnswers = (items: ResponseItem[]) => items.map((i) => ({ ...i, response: Array.from(i.response) }));
+
   it('writes every ResponseFrame byte for byte as the generated encoder, after a gRPC message prefix', () => {
-    const r = (o: Partial<ResponseItem>): ResponseItem => ({ id: 1, code: 0, message: '', response: new Uint8Array(0), queueMicros: 0, computeMicros: 0, ...o });
-    const frames: ResponseItem[][] = [
-      [],
-      [r({})],
-      [r({ id: 2 ** 45, response: new Uint8Array(300).fill(9), queueMicros: 12, computeMicros: 2 ** 32 - 1 })],
-      [r({ id: 5, code: 3, message: 'inputs[0].shape: input "ü" has shape [1,2], model expects [1,4] — 模型' }), r({ id: 6, code: 14, message: 'replica is draining' }), r({ id: 7, response: Uint8Array.from([0]) })],
-    ];
-    for (const items of frames) {
+    for (const items of RESPONSES) {
       const out = encodeResponseFrame(items);
       expect(out[0]).toBe(0);
       expect(out.readUInt32BE(1)).toBe(out.length - GRPC_PREFIX_BYTES);
       expect(Buffer.from(out.subarray(GRPC_PREFIX_BYTES)).equals(Buffer.from(ResponseFrame.encode({ items }).finish()))).toBe(true);
+    }
+  });
+
+  it('the router reads every ResponseFrame as the generated decoder does (the replica\'s hand encoder too), answers as views of the frame, unknown fields skipped', () => {
+    for (const items of RESPONSES) {
+      const generated = Buffer.from(ResponseFrame.encode({ items }).finish());
+      expect(plainAnswers(decodeResponseFrame(generated))).toEqual(plainAnswers(ResponseFrame.decode(generated).items));
+      expect(plainAnswers(decodeResponseFrame(encodeResponseFrame(items).subarray(GRPC_PREFIX_BYTES)))).toEqual(plainAnswers(items));
+    }
+    const frame = Buffer.from(ResponseFrame.encode({ items: RESPONSES[2]! }).finish());
+    expect(decodeResponseFrame(frame)[0]!.response.buffer).toBe(frame.buffer);
+    const unknown = Buffer.from([0x78, 0x05, 0x8a, 0x01, 0x02, 0xaa, 0xbb]);
+    const known = Buffer.from(ResponseFrame.encode({ items: [r({ id: 4, code: 5, message: 'm' })] }).finish());
+    const inner = Buffer.concat([known.subarray(2), unknown]);
+    const withUnknown = Buffer.concat([Buffer.from([0x0a, inner.length]), inner, unknown]);
+    expect(plainAnswers(decodeResponseFrame(withUnknown))).toEqual(plainAnswers(ResponseFrame.decode(withUnknown).items));
+  });
+
+  it('bytes that are not a ResponseFrame throw MalformedFrame and nothing else', () => {
+    for (const b of [[0x0a, 0x05, 0x08], [0x0a, 0x02, 0x22, 0x09], [0x0b, 0x00], [0x00]]) expect(() => decodeResponseFrame(Buffer.from(b)), JSON.stringify(b)).toThrow(MalformedFrame);
+    let seed = 7;
+    const next = () => (seed = (seed * 1103515245 + 12345) % 2 ** 31) & 0xff;
+    for (let n = 0; n < 2000; n++) {
+      const b = Buffer.from(Array.from({ length: 1 + (n % 40) }, next));
+      try {
+        decodeResponseFrame(b);
+      } catch (err) {
+        expect(err).toBeInstanceOf(MalformedFrame);
+      }
     }
   });
 
