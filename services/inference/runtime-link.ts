@@ -25,8 +25,8 @@ import tls from 'node:tls';
 import type * as grpc from '@grpc/grpc-js';
 import type { AuthContext } from '@grpc/grpc-js/build/src/auth-context.js';
 import { Status, toStatus } from '../../libs/errors/index.js';
-import { GRPC_PREFIX_BYTES, parseGrpcTimeout, type PeerCheck } from '../../libs/grpc/index.js';
-import { MalformedFrame } from '../../libs/wire/index.js';
+import { parseGrpcTimeout, type PeerCheck } from '../../libs/grpc/index.js';
+import { GrpcMessageReader, MalformedFrame, type MessageSink } from '../../libs/wire/index.js';
 import type { LinkSink } from './runtime-handler.js';
 
 /** What one raw stream drives: frames in (throws MalformedFrame for one that is not a frame), close when it ends. */
@@ -87,13 +87,9 @@ function refuse(stream: http2.ServerHttp2Stream, code: number, details: string):
 }
 
 /** One Runtime stream on the wire: reads gRPC messages, writes answers, ends once with trailers. */
-class RawLink implements LinkSink {
+class RawLink implements LinkSink, MessageSink {
   private readonly handler: LinkHandler;
-  /** The message being read: its prefix (once complete, `need` is its length) and body so far. */
-  private readonly head = Buffer.alloc(GRPC_PREFIX_BYTES);
-  private headUsed = 0;
-  private body: Buffer | null = null;
-  private bodyUsed = 0;
+  private readonly reader = new GrpcMessageReader(this);
   private ended = false;
   private trailers: Record<string, string> = OK_TRAILERS;
   private timer: NodeJS.Timeout | null = null;
@@ -124,48 +120,17 @@ class RawLink implements LinkSink {
     this.finish(Status.OK, '');
   }
 
-  /** Splits `chunk` into messages; one wholly inside it is handed on as a view, one across chunks is copied together once. */
+  /** The stream's bytes: split into messages by the reader, which asks `declared` before keeping any body. */
   data(chunk: Buffer): void {
-    let at = 0;
-    const len = chunk.length;
-    while (at < len && !this.ended) {
-      if (this.body === null) {
-        if (this.headUsed === 0 && len - at >= GRPC_PREFIX_BYTES) {
-          const n = chunk.readUInt32BE(at + 1);
-          if (!this.declared(chunk[at]!, n)) return;
-          if (len - at - GRPC_PREFIX_BYTES >= n) {
-            const msg = chunk.subarray(at + GRPC_PREFIX_BYTES, at + GRPC_PREFIX_BYTES + n);
-            at += GRPC_PREFIX_BYTES + n;
-            // A view into the session's read buffer: a request queued from it would keep the whole buffer alive.
-            this.message(msg.buffer.byteLength > 2 * n + 1024 ? Buffer.from(msg) : msg);
-            continue;
-          }
-        }
-        const take = Math.min(GRPC_PREFIX_BYTES - this.headUsed, len - at);
-        chunk.copy(this.head, this.headUsed, at, at + take);
-        this.headUsed += take;
-        at += take;
-        if (this.headUsed < GRPC_PREFIX_BYTES) return;
-        this.headUsed = 0;
-        const n = this.head.readUInt32BE(1);
-        if (!this.declared(this.head[0]!, n)) return;
-        this.body = Buffer.allocUnsafe(n);
-        this.bodyUsed = 0;
-      }
-      const take = Math.min(this.body.length - this.bodyUsed, len - at);
-      chunk.copy(this.body, this.bodyUsed, at, at + take);
-      this.bodyUsed += take;
-      at += take;
-      if (this.bodyUsed === this.body.length) {
-        const msg = this.body;
-        this.body = null;
-        this.message(msg);
-      }
-    }
+    this.reader.push(chunk);
+  }
+
+  get stopped(): boolean {
+    return this.ended;
   }
 
   /** Checks a message's prefix before its body is read: false (the stream ended) for a compressed or oversized one. */
-  private declared(flag: number, n: number): boolean {
+  declared(flag: number, n: number): boolean {
     if (flag !== 0) {
       this.finish(Status.UNIMPLEMENTED, 'runtime stream: compressed messages are not accepted');
       return false;
@@ -177,7 +142,7 @@ class RawLink implements LinkSink {
     return true;
   }
 
-  private message(msg: Buffer): void {
+  message(msg: Buffer): void {
     try {
       this.handler.frame(msg);
     } catch (err) {
@@ -216,7 +181,6 @@ class RawLink implements LinkSink {
   closed(): void {
     if (this.ended) return;
     this.ended = true;
-    this.body = null;
     if (this.timer) clearTimeout(this.timer);
     this.o.streams.delete(this);
     this.handler.close();

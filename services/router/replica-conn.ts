@@ -6,7 +6,7 @@ import type { Logger } from '../../libs/log/index.js';
 import { RuntimeService, type RequestItem, type ResponseItem } from '../../libs/proto/index.js';
 import { CancelledError, DeadlineExceededError, fromStatus, ResourceExhaustedError, UnavailableError, type MeshError } from '../../libs/errors/index.js';
 import { LINK_DOWN } from './routing-core.js';
-import { decodeResponseFrame, encodeRequestFrame, MalformedFrame } from '../../libs/wire/index.js';
+import { decodeResponseFrame, encodeRequestFrame, GrpcMessageReader, MalformedFrame } from '../../libs/wire/index.js';
 
 /** Whoever waits for a request sent on a link (the request path's RouterRequest, a shadow call). */
 export interface LinkCaller {
@@ -112,54 +112,6 @@ function itemBytes(item: RequestItem): number {
 interface Link {
   write(framed: Buffer): void;
   cancel(): void;
-}
-
-/**
- * Splits a byte stream into gRPC messages (5-byte prefix, then the message).
- * A message inside one chunk is handed on as a view of it, one that spans
- * chunks is copied together once.
- */
-class MessageReader {
-  private head = Buffer.alloc(GRPC_PREFIX_BYTES);
-  private headUsed = 0;
-  private body: Buffer | null = null;
-  private bodyUsed = 0;
-
-  constructor(private readonly onMessage: (msg: Buffer) => void) {}
-
-  push(chunk: Buffer): void {
-    let at = 0;
-    const len = chunk.length;
-    while (at < len) {
-      if (this.body === null) {
-        if (this.headUsed === 0 && len - at >= GRPC_PREFIX_BYTES) {
-          const n = chunk.readUInt32BE(at + 1);
-          if (len - at - GRPC_PREFIX_BYTES >= n) {
-            this.onMessage(chunk.subarray(at + GRPC_PREFIX_BYTES, at + GRPC_PREFIX_BYTES + n));
-            at += GRPC_PREFIX_BYTES + n;
-            continue;
-          }
-        }
-        const take = Math.min(GRPC_PREFIX_BYTES - this.headUsed, len - at);
-        chunk.copy(this.head, this.headUsed, at, at + take);
-        this.headUsed += take;
-        at += take;
-        if (this.headUsed < GRPC_PREFIX_BYTES) return;
-        this.headUsed = 0;
-        this.body = Buffer.allocUnsafe(this.head.readUInt32BE(1));
-        this.bodyUsed = 0;
-      }
-      const take = Math.min(this.body.length - this.bodyUsed, len - at);
-      chunk.copy(this.body, this.bodyUsed, at, at + take);
-      this.bodyUsed += take;
-      at += take;
-      if (this.bodyUsed === this.body.length) {
-        const msg = this.body;
-        this.body = null;
-        this.onMessage(msg);
-      }
-    }
-  }
 }
 
 const { HTTP2_HEADER_METHOD, HTTP2_HEADER_PATH, HTTP2_HEADER_CONTENT_TYPE, HTTP2_HEADER_TE } = http2.constants;
@@ -373,9 +325,23 @@ export class ReplicaConn {
     };
     this.stream = link;
     this.session = session;
-    const reader = new MessageReader((msg) => this.stream === link && this.received(msg));
     const broken = this.breaker(link);
     let status = '';
+    // A replica's message is bounded like a caller's: a prefix past the link's limit (or compressed:
+    // replicas never compress) breaks the link before anything is allocated for it.
+    const limit = this.linkBytes;
+    const reader = new GrpcMessageReader({
+      get stopped() {
+        return req.destroyed;
+      },
+      declared: (flag, n) => {
+        if (flag === 0 && n <= limit) return true;
+        status = flag === 0 ? `sent a message of ${n} bytes, over the link's limit` : 'sent a compressed message';
+        req.close(http2.constants.NGHTTP2_CANCEL);
+        return false;
+      },
+      message: (msg) => this.stream === link && this.received(msg),
+    });
     req.on('response', (h) => {
       if (h[':status'] !== 200) status = `HTTP ${h[':status']}`;
       else if (h['grpc-status'] !== undefined) status = `failed: ${grpc.status[Number(h['grpc-status'])] ?? h['grpc-status']}`;
