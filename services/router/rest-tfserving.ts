@@ -141,8 +141,10 @@ export function tfPredictResponse(res: oip.ModelInferResponse, p: TfPredict): Ou
 
 /**
  * TF Serving's model status: every known version (`/v1/models/<m>`) or the
- * one selected by version or label. AVAILABLE when ready on a replica,
- * LOADING otherwise. Throws NOT_FOUND.
+ * one selected by version or label. AVAILABLE when ready on a replica; END
+ * when it will not serve until someone acts (the model unloaded through
+ * Triton's repository API, or the version archived), as TF Serving says of
+ * a version it unloaded; LOADING otherwise. Throws NOT_FOUND.
  */
 export function tfStatus(table: RoutingTable, ref: ModelRef): Out {
   let records: VersionRecord[];
@@ -153,7 +155,7 @@ export function tfStatus(table: RoutingTable, ref: ModelRef): Out {
   return {
     model_version_status: records.map((r) => ({
       version: String(r.version),
-      state: isReady(table, r.name, r.version) ? 'AVAILABLE' : 'LOADING',
+      state: isReady(table, r.name, r.version) ? 'AVAILABLE' : r.archived || table.model(r.name)?.unloaded === true ? 'END' : 'LOADING',
       status: { error_code: 'OK', error_message: '' },
     })),
   };
