@@ -6,12 +6,13 @@
  */
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mlpModel, slowModel } from '../../libs/onnx-builder/index.js';
+import { mlpModel, type SlowModel } from '../../libs/onnx-builder/index.js';
 import { oip, VersionRecord } from '../../libs/proto/index.js';
 import { Status } from '../../libs/errors/index.js';
 import { SessionPool } from '../../services/inference/session-pool.js';
 import { Scheduler } from '../../services/inference/scheduler.js';
 import { specOf, type ModelSpec } from '../../services/inference/model-spec.js';
+import { calibratedSlowModel } from '../harness/slow-model.js';
 
 /** Worker threads run built files: the pool (from sources here) starts the built ort-worker.js. */
 const WORKER_URL = new URL('../../dist/services/inference/ort-worker.js', import.meta.url);
@@ -19,7 +20,8 @@ const WORKER_URL = new URL('../../dist/services/inference/ort-worker.js', import
 type Done = { code: number; message: string; response: oip.ModelInferResponse | null; at: number };
 
 const mlp = mlpModel({ inputs: 4, hidden: [8], outputs: 1, seed: 11 });
-const slow = slowModel({ millis: 50 });
+/** 50 ms a run on this host (measured): the deadline cases count queue positions in runs. */
+let slow: SlowModel;
 
 function record(name: string, fixture: { inputs: readonly { name: string; dims: readonly unknown[] }[]; outputs: readonly { name: string; dims: readonly unknown[] }[] }, extra: Partial<VersionRecord> = {}): VersionRecord {
   const spec = (s: { name: string; dims: readonly unknown[] }) => ({ name: s.name, datatype: 'FP32', shape: s.dims.map((d) => (typeof d === 'number' ? d : -1)) });
@@ -37,6 +39,7 @@ let slowSpec: ModelSpec;
 let cachedSpec: ModelSpec;
 
 beforeAll(async () => {
+  slow = await calibratedSlowModel(50);
   pool = new SessionPool({ workers: 1, intraOpThreads: 1, provider: 'cpu', workerUrl: WORKER_URL }, (e: Error) => {
     throw e;
   });
