@@ -84,6 +84,27 @@ export async function rollbackCommand(name: string, o: GlobalOptions & { alias: 
   }
 }
 
+/**
+ * `models unload NAME` / `models load NAME`: stops the model serving, or
+ * lets it serve again (Registry.SetModelServing, what Triton's
+ * RepositoryModelUnload and Load do through a router; `promote` role).
+ * Replicas keep the versions warm: unload stops serving, it frees no memory.
+ */
+export async function servingCommand(name: string, serving: boolean, o: GlobalOptions & { reason?: string }): Promise<void> {
+  const api = new RegistryApi(o.registry);
+  try {
+    const m = await remote('registry', o.registry, () => api.setServing(name, serving, o.reason ?? ''));
+    const unloaded = m.traffic?.unloaded === true;
+    if (o.json) {
+      printJson({ ...trafficSummary(m), serving: !unloaded });
+      return;
+    }
+    printText(unloaded ? `${name}: unloaded (every router answers UNAVAILABLE until \`models load ${name}\`; replicas keep it warm)` : `${name}: serving`);
+  } finally {
+    api.close();
+  }
+}
+
 /** `models canary NAME VERSION --weight P [--key-header H]`, or `models canary NAME --clear`. */
 export async function canaryCommand(name: string, version: number | undefined, o: CanaryOptions): Promise<void> {
   const change = canaryChange(version, o);

@@ -201,6 +201,16 @@ withGlobals(models.command('rollback').argument('<name>', 'model name'))
   .option('--reason <text>', 'why, kept in the lifecycle history (models history)')
   .action(async (name: string, o) => (await import('./lifecycle.js')).rollbackCommand(name, o));
 
+withGlobals(models.command('unload').argument('<name>', 'model name'))
+  .description("stop the model serving: every router answers its requests UNAVAILABLE until `models load` (Triton's RepositoryModelUnload); replicas keep it warm")
+  .option('--reason <text>', 'why, kept in the lifecycle history (models history)')
+  .action(async (name: string, o) => (await import('./lifecycle.js')).servingCommand(name, false, o));
+
+withGlobals(models.command('load').argument('<name>', 'model name'))
+  .description("let an unloaded model serve again (Triton's RepositoryModelLoad; a promote does too)")
+  .option('--reason <text>', 'why, kept in the lifecycle history (models history)')
+  .action(async (name: string, o) => (await import('./lifecycle.js')).servingCommand(name, true, o));
+
 withGlobals(models.command('canary').argument('<name>', 'model name').argument('[version]', 'version that gets the share', int(1)))
   .description('send a share of production traffic to a version (NAME VERSION --weight P), or remove the canary (NAME --clear)')
   .option('--weight <percent>', 'share of production traffic, 0 < P <= 100')

@@ -106,6 +106,30 @@ describe('cli against a running mesh', () => {
     expect(staging.stdout.trim()).toBe(`${NAME}: staging → 1`);
   });
 
+  it('models unload stops the model serving (infer UNAVAILABLE naming the unload), models load serves it again; both in the history', async () => {
+    const input = ['--input', JSON.stringify({ features: [[1, 0, 1, 0]] })];
+    const off = await cli(['models', 'unload', NAME, '--reason', 'cli test', ...g]);
+    expect(off.stdout.trim()).toBe(`${NAME}: unloaded (every router answers UNAVAILABLE until \`models load ${NAME}\`; replicas keep it warm)`);
+    // The router applies the registry's mark as it sees the KV change.
+    let refused = await cli(['infer', NAME, ...input, ...g]);
+    for (let i = 0; i < 50 && refused.code === 0; i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      refused = await cli(['infer', NAME, ...input, ...g]);
+    }
+    expectCleanError(refused, 1, 'UNAVAILABLE');
+    expect(refused.stderr).toMatch(/unloaded \(RepositoryModelUnload\); load it to serve/);
+    expect(json(await cli(['models', 'load', NAME, '--json', ...g]))).toMatchObject({ name: NAME, serving: true });
+    let served = await cli(['infer', NAME, ...input, ...g]);
+    for (let i = 0; i < 50 && served.code !== 0; i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      served = await cli(['infer', NAME, ...input, ...g]);
+    }
+    expect(served.code, served.stderr).toBe(0);
+    const history = (await cli(['models', 'history', NAME, ...g])).stdout;
+    expect(history).toMatch(/serving_stopped/);
+    expect(history).toMatch(/serving_resumed/);
+  });
+
   it('stats shows the traffic per version', async () => {
     let versions: { name: string; version: number; requests: number }[] = [];
     const until = Date.now() + 10_000;
