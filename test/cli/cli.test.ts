@@ -106,6 +106,26 @@ describe('cli against a running mesh', () => {
     expect(staging.stdout.trim()).toBe(`${NAME}: staging → 1`);
   });
 
+  it('stats shows the traffic per version', async () => {
+    let versions: { name: string; version: number; requests: number }[] = [];
+    const until = Date.now() + 10_000;
+    while (Date.now() < until) {
+      const r = await cli(['stats', NAME, '--json', ...g]);
+      if (r.code === 0) {
+        versions = json(r).versions;
+        // Three calls went to v1 (production then) and one asked for v2.
+        if (versions.some((v) => v.version === 1 && v.requests >= 3) && versions.some((v) => v.version === 2 && v.requests >= 1)) break;
+      }
+      await new Promise((res) => setTimeout(res, 250));
+    }
+    expect(versions.find((v) => v.version === 1)?.requests).toBe(3);
+    expect(versions.find((v) => v.version === 2)?.requests).toBe(1);
+    const table = await cli(['stats', ...g]);
+    expect(table.code).toBe(0);
+    expect(table.stdout).toMatch(/^MODEL\s+VERSION\s+REQUESTS\s+ERRORS\s+ERROR_%\s+P50_MS\s+P95_MS\s+P99_MS\s+RPS$/m);
+    expect(table.stdout).toMatch(new RegExp(`^${NAME}\\s+1\\s+[1-9]\\d*\\s+0\\s`, 'm'));
+  });
+
   it('models unload stops the model serving (infer UNAVAILABLE naming the unload), models load serves it again; both in the history', async () => {
     const input = ['--input', JSON.stringify({ features: [[1, 0, 1, 0]] })];
     const off = await cli(['models', 'unload', NAME, '--reason', 'cli test', ...g]);
@@ -128,26 +148,6 @@ describe('cli against a running mesh', () => {
     const history = (await cli(['models', 'history', NAME, ...g])).stdout;
     expect(history).toMatch(/serving_stopped/);
     expect(history).toMatch(/serving_resumed/);
-  });
-
-  it('stats shows the traffic per version', async () => {
-    let versions: { name: string; version: number; requests: number }[] = [];
-    const until = Date.now() + 10_000;
-    while (Date.now() < until) {
-      const r = await cli(['stats', NAME, '--json', ...g]);
-      if (r.code === 0) {
-        versions = json(r).versions;
-        // Three calls went to v1 (production then) and one asked for v2.
-        if (versions.some((v) => v.version === 1 && v.requests >= 3) && versions.some((v) => v.version === 2 && v.requests >= 1)) break;
-      }
-      await new Promise((res) => setTimeout(res, 250));
-    }
-    expect(versions.find((v) => v.version === 1)?.requests).toBe(3);
-    expect(versions.find((v) => v.version === 2)?.requests).toBe(1);
-    const table = await cli(['stats', ...g]);
-    expect(table.code).toBe(0);
-    expect(table.stdout).toMatch(/^MODEL\s+VERSION\s+REQUESTS\s+ERRORS\s+ERROR_%\s+P50_MS\s+P95_MS\s+P99_MS\s+RPS$/m);
-    expect(table.stdout).toMatch(new RegExp(`^${NAME}\\s+1\\s+[1-9]\\d*\\s+0\\s`, 'm'));
   });
 
   it('errors: unknown model, bad input, bad flags, unreachable service', async () => {
