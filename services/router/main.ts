@@ -72,7 +72,7 @@ const samples = new SampleRecorder(nc, { routerId, flushMs: config.sampleFlushMs
 const registry = new RegistryApi(config.registryAddress, { timeoutMs: 60_000, tls: peerTls(tls), serverName: config.tlsServerName || undefined });
 const server = createGrpcServer({ maxMessageBytes: config.maxMessageBytes });
 const frontOptions = { serverVersion: '0.1.0' };
-const counters: RouterCounters = { inflight: 0, receiving: 0, shed: 0, cancelled: 0 };
+const counters: RouterCounters = { inflight: 0, receiving: 0, shed: 0, cancelled: 0, retried: 0 };
 // The one request path every front door hands its requests to.
 const path = new RequestPath(table, samples, { defaultTimeoutMs: config.defaultTimeoutMs, shadowTolerance: config.shadowTolerance, maxInflight: config.maxInflight, tracer: telemetry.tracer, traceRatio: telemetry.rootRatio }, counters);
 server.addService(

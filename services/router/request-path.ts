@@ -241,7 +241,7 @@ export class RequestPath {
       const msg = req.tried.length ? `no other ready replica for model ${name} version ${version}` : `no ready replica for model ${name} version ${version}`;
       return this.finish(req, new UnavailableError(msg), 0, 0, 0);
     }
-    req.tried.push(replica);
+    if (req.tried.push(replica) > 1) this.counters.retried++;
     req.sentAt = now;
     const fwd = req.span
       ? this.o.tracer.startSpan('forward', { kind: SpanKind.CLIENT, startTime: epochMs(now), attributes: { 'infermesh.replica': replica.id, 'infermesh.attempt': req.tried.length } }, trace.setSpan(ROOT_CONTEXT, req.span))

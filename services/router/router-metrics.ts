@@ -8,6 +8,8 @@ export interface RouterCounters {
   receiving: number;
   shed: number;
   cancelled: number;
+  /** Requests sent once more, to another replica, after an UNAVAILABLE (a broken or unreachable link, a version not ready there). */
+  retried: number;
 }
 
 /**
@@ -33,5 +35,6 @@ export function routerMetrics(table: RoutingTable, c: RouterCounters): Registry 
   counter('infermesh_router_replica_tls_failures_total', 'Times a replica connection started failing TLS verification (once per failure streak)', () => table.tlsFailing().total);
   counter('infermesh_router_shed_requests_total', 'Requests refused with RESOURCE_EXHAUSTED because too many were in flight', () => c.shed);
   counter('infermesh_router_cancelled_requests_total', 'Requests their callers cancelled', () => c.cancelled);
+  counter('infermesh_router_retried_requests_total', 'Requests sent once more to another replica after UNAVAILABLE (a broken or unreachable link, a version not ready there)', () => c.retried);
   return registry;
 }

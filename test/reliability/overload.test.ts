@@ -86,12 +86,16 @@ describe('overload', () => {
     expect(pushback).toBe(shed);
     expect(await routerMetric('infermesh_router_shed_requests_total')).toBe(shed);
     expect(await eventually(() => routerMetric('infermesh_router_inflight_requests'), (n) => n === 0, 10_000)).toBe(0);
-    // No retry storm: the replicas saw exactly the accepted calls (their counters arrive with the next heartbeats).
+    // No retry storm: the replicas saw the accepted calls and nothing of the shed ones (their counters
+    // arrive with the next heartbeats); beyond them, at most the router's own counted retries (an
+    // UNAVAILABLE answer or a link found down sends a request once more, elsewhere).
     const after = await eventually(async () => (await replicaStats()).reduce((n, s) => n + Number(s.requests), 0), (n) => n - before >= ok, 10_000);
-    expect(after - before).toBe(ok);
+    const retried = await routerMetric('infermesh_router_retried_requests_total');
+    expect(after - before).toBeGreaterThanOrEqual(ok);
+    expect(after - before).toBeLessThanOrEqual(ok + retried);
     const sorted = (xs: number[]) => [...xs].sort((a, b) => a - b);
     const shedP99 = sorted(shedMs)[Math.floor(shedMs.length * 0.99)]!;
-    console.log(`overload: ${ok} accepted (p99 ${sorted(okMs)[Math.floor(okMs.length * 0.99)]!.toFixed(1)} ms), ${shed} shed (p99 ${shedP99.toFixed(1)} ms)`);
+    console.log(`overload: ${ok} accepted (p99 ${sorted(okMs)[Math.floor(okMs.length * 0.99)]!.toFixed(1)} ms), ${shed} shed (p99 ${shedP99.toFixed(1)} ms); replicas saw ${after - before}, the router retried ${retried}`);
     // Shed answers come from the router alone: far faster than a 20 ms model call queued behind others.
     expect(sorted(shedMs)[Math.floor(shedMs.length / 2)]!).toBeLessThan(sorted(okMs)[Math.floor(okMs.length / 2)]!);
   });

@@ -83,7 +83,7 @@ function fakeReplica(id: string, script: (n: number) => Uint8Array | MeshError) 
   return link as typeof link & ReplicaConn;
 }
 
-function pathWith(replicas: ReplicaConn[], counters: RouterCounters = { inflight: 0, receiving: 0, shed: 0, cancelled: 0 }, maxInflight = 100) {
+function pathWith(replicas: ReplicaConn[], counters: RouterCounters = { inflight: 0, receiving: 0, shed: 0, cancelled: 0, retried: 0 }, maxInflight = 100) {
   const route = { record: VersionRecord.fromPartial({ name: 'm', version: 3 }), replicas };
   const m: ModelRoutes<ReplicaConn> = { byVersion: new Map([[3, route]]), aliases: new Map(), fallback: route, canary: null, shadow: null };
   const state: RoutingState<ReplicaConn> = { model: (name) => (name === 'm' ? m : undefined) };
@@ -112,10 +112,15 @@ describe('RequestPath: resolve → forward → answer', () => {
   it('a replica that cannot take it (UNAVAILABLE) is retried once on another, never the same', async () => {
     const a = fakeReplica('a', () => new UnavailableError('replica stream ended'));
     const b = fakeReplica('b', () => ok);
-    expect(await answerOf(pathWith([a, b]))).toBeInstanceOf(Uint8Array);
+    const counters = { inflight: 0, receiving: 0, shed: 0, cancelled: 0, retried: 0 };
+    expect(await answerOf(pathWith([a, b], counters))).toBeInstanceOf(Uint8Array);
     expect([a.sent.length, b.sent.length]).toEqual([1, 1]);
+    // Counted (infermesh_router_retried_requests_total): what replicas saw beyond the callers' calls.
+    expect(counters.retried).toBe(1);
     const only = fakeReplica('only', () => new UnavailableError('replica stream ended'));
-    const err = await answerOf(pathWith([only]));
+    const alone = { inflight: 0, receiving: 0, shed: 0, cancelled: 0, retried: 0 };
+    const err = await answerOf(pathWith([only], alone));
+    expect(alone.retried).toBe(0);
     expect((err as MeshError).code).toBe(Status.UNAVAILABLE);
     expect(only.sent.length).toBe(1);
   });
@@ -125,7 +130,7 @@ describe('RequestPath: resolve → forward → answer', () => {
     expect(await answerOf(path, Buffer.from(oip.ModelInferRequest.encode(oip.ModelInferRequest.fromPartial({ modelName: 'nope' })).finish()))).toBeInstanceOf(NotFoundError);
     expect(((await answerOf(path, Buffer.from([0x0a, 0x05, 0x61]))) as InvalidArgumentError).field).toBe('request');
     expect(((await answerOf(path, bytes(), { 'x-infermesh-priority': '1.5' })) as InvalidArgumentError).field).toBe('x-infermesh-priority');
-    const counters = { inflight: 5, receiving: 0, shed: 0, cancelled: 0 };
+    const counters = { inflight: 5, receiving: 0, shed: 0, cancelled: 0, retried: 0 };
     const shed = await answerOf(pathWith([fakeReplica('a', () => ok)], counters, 5));
     expect((shed as MeshError).code).toBe(Status.RESOURCE_EXHAUSTED);
     expect(counters.shed).toBe(1);
