@@ -47,7 +47,16 @@ afterAll(async () => {
 
 describe('overload', () => {
   it('sheds the excess fast with pushback; the shed count matches; nothing is retried', async () => {
-    const before = (await replicaStats()).reduce((n, s) => n + Number(s.requests), 0);
+    // A settled baseline: the replicas' counts as two heartbeats apart agree (a run counted after the
+    // last heartbeat, e.g. a warm-up, would otherwise show up in this test's difference).
+    const total = async () => (await replicaStats()).reduce((n, s) => n + Number(s.requests), 0);
+    let before = await total();
+    for (let i = 0; i < 10; i++) {
+      await new Promise((r) => setTimeout(r, 1_200));
+      const again = await total();
+      if (again === before) break;
+      before = again;
+    }
     const client = new grpc.Client(mesh.routerAddr, grpc.credentials.createInsecure());
     const payload = Buffer.from(oip.ModelInferRequest.encode(buildInferRequest('slow', [{ name: 'x', datatype: 'FP32', shape: [1, 1], data: [1] }])).finish());
     let ok = 0;
