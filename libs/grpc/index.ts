@@ -8,4 +8,4 @@ export { SERVICE_URI_PREFIX, serviceNameIn, ownServiceName, requireServiceCertif
 export { diagnoseTls, tlsFailureOf, certificateTimeProblem, type TlsFailure, type TlsFailureKind, type TlsProbe } from './tls-diagnosis.js';
 export { channelOptions, deadlineIn, rawBytes, call, type UnaryMethod } from './client.js';
 export { FrameCoalescer, linkMessageBytes, LINK_HEADROOM_BYTES } from './frame-coalescer.js';
-export { serveRawUnary, frameInPlace, frameCopy, parseGrpcTimeout, GRPC_PREFIX_BYTES, type RawUnaryHandler, type RawReply, type RawHeaders, type RawLoad } from './raw-unary.js';
+export { serveRawUnary, serveRawPath, acceptGrpcStream, respondGrpcError, encodeGrpcMessage, frameInPlace, frameCopy, parseGrpcTimeout, GRPC_PREFIX_BYTES, type RawUnaryHandler, type RawReply, type RawHeaders, type RawLoad } from './raw-unary.js';

@@ -110,7 +110,7 @@ export function parseGrpcTimeout(v: string): number {
 }
 
 /** grpc-message is percent-encoded outside printable ASCII (and '%' itself). */
-function encodeMessage(s: string): string {
+export function encodeGrpcMessage(s: string): string {
   return /^[\x20-\x24\x26-\x7e]*$/.test(s) ? s : Buffer.from(s, 'utf8').reduce((out, b) => out + (b >= 0x20 && b <= 0x7e && b !== 0x25 ? String.fromCharCode(b) : `%${b.toString(16).toUpperCase().padStart(2, '0')}`), '');
 }
 
@@ -125,11 +125,11 @@ function sendOkTrailers(this: http2.ServerHttp2Stream): void {
 function ignore(): void {}
 
 /** A trailers-only answer: status in the one HEADERS frame, no message. */
-function respondError(stream: http2.ServerHttp2Stream, code: number, details: string, extra?: Record<string, string>): void {
+export function respondGrpcError(stream: http2.ServerHttp2Stream, code: number, details: string, extra?: Record<string, string>): void {
   if (stream.headersSent || stream.destroyed) return;
   try {
     stream.respond(
-      { [HTTP2_HEADER_STATUS]: 200, [HTTP2_HEADER_CONTENT_TYPE]: 'application/grpc', 'grpc-status': String(code), 'grpc-message': encodeMessage(details), ...extra },
+      { [HTTP2_HEADER_STATUS]: 200, [HTTP2_HEADER_CONTENT_TYPE]: 'application/grpc', 'grpc-status': String(code), 'grpc-message': encodeGrpcMessage(details), ...extra },
       { endStream: true },
     );
   } catch {
@@ -338,8 +338,8 @@ class RawCall {
     const cancel = this.s.handler(msg, new IncomingHeaders(this.headers), this.deadlineMs, (code, details, framed, extra) => {
       this.answered = true;
       if (stream.destroyed || stream.headersSent) return;
-      if (code !== 0 || framed === null) return respondError(stream, code, details, extra);
-      if (framed.length - GRPC_PREFIX_BYTES > max) return respondError(stream, Status.RESOURCE_EXHAUSTED, `response: message of ${framed.length - GRPC_PREFIX_BYTES} bytes is larger than the limit of ${max} bytes`);
+      if (code !== 0 || framed === null) return respondGrpcError(stream, code, details, extra);
+      if (framed.length - GRPC_PREFIX_BYTES > max) return respondGrpcError(stream, Status.RESOURCE_EXHAUSTED, `response: message of ${framed.length - GRPC_PREFIX_BYTES} bytes is larger than the limit of ${max} bytes`);
       try {
         stream.respond(OK_HEADERS, { waitForTrailers: true });
         stream.once('wantTrailers', sendOkTrailers);
@@ -355,7 +355,7 @@ class RawCall {
   refuse(code: number, details: string, extra?: Record<string, string>): void {
     if (this.phase === RECEIVING || this.phase === INFLATING) this.leave(DONE);
     else this.phase = DONE;
-    respondError(this.stream, code, details, extra);
+    respondGrpcError(this.stream, code, details, extra);
     // A peer still sending gets RST_STREAM(NO_ERROR) after the complete answer: "stop sending,
     // nothing went wrong" (RFC 9113 §8.1); what it sent meanwhile is dropped unread.
     if (!this.stream.readableEnded && !this.stream.closed) this.stream.close(NGHTTP2_NO_ERROR);
@@ -424,29 +424,20 @@ function sweep(s: Served): void {
 }
 
 function serve(stream: CallStream, headers: http2.IncomingHttpHeaders, s: Served): void {
-  stream.on('error', ignore);
-  const ct = headers[HTTP2_HEADER_CONTENT_TYPE];
-  if (typeof ct !== 'string' || !ct.startsWith('application/grpc')) {
-    try {
-      stream.respond({ [HTTP2_HEADER_STATUS]: 415 }, { endStream: true });
-    } catch {
-      // gone
-    }
-    return;
-  }
+  if (!acceptGrpcStream(stream, headers)) return;
   const now = Date.now();
   let deadlineMs = Infinity;
   const t = headers['grpc-timeout'];
   if (typeof t === 'string') {
     const ms = parseGrpcTimeout(t);
-    if (Number.isNaN(ms)) return respondError(stream, Status.INTERNAL, `invalid grpc-timeout ${JSON.stringify(t.slice(0, 16))}`);
+    if (Number.isNaN(ms)) return respondGrpcError(stream, Status.INTERNAL, `invalid grpc-timeout ${JSON.stringify(t.slice(0, 16))}`);
     deadlineMs = now + ms;
   }
   const load = s.load;
   if (load !== null) {
     if (load.inflight + load.receiving >= s.maxInflight) {
       load.shed++;
-      respondError(stream, Status.RESOURCE_EXHAUSTED, `server overloaded (${s.maxInflight} requests in flight)`, s.shedTrailers);
+      respondGrpcError(stream, Status.RESOURCE_EXHAUSTED, `server overloaded (${s.maxInflight} requests in flight)`, s.shedTrailers);
       if (!stream.closed) stream.close(NGHTTP2_NO_ERROR);
       return;
     }
@@ -469,10 +460,8 @@ function serve(stream: CallStream, headers: http2.IncomingHttpHeaders, s: Served
  * against (the method then stays with its grpc-js handler).
  */
 export function serveRawUnary(server: grpc.Server, path: string, handler: RawUnaryHandler, o: RawUnaryOptions): boolean {
-  const listeners = (server as unknown as { http2Servers?: Map<http2.Http2Server, unknown> }).http2Servers;
-  if (!(listeners instanceof Map) || listeners.size === 0) return false;
-  const servers = [...listeners.keys()];
-  if (!servers.every((s) => typeof s?.listeners === 'function' && s.listeners('stream').length === 1)) return false;
+  const servers = listenersOf(server);
+  if (servers === null) return false;
   const served: Served = {
     handler,
     max: o.maxMessageBytes,
@@ -487,20 +476,71 @@ export function serveRawUnary(server: grpc.Server, path: string, handler: RawUna
   const sweeper = setInterval(sweep, RECEIVE_SWEEP_MS, served);
   sweeper.unref();
   let open = servers.length;
+  for (const s of servers) s.once('close', () => --open === 0 && clearInterval(sweeper));
+  takePath(servers, path, (stream, headers) => serve(stream, headers, served));
+  return true;
+}
+
+/**
+ * The HTTP/2 servers under a grpc-js server's listeners, each with grpc-js's
+ * one `stream` listener; null when this grpc-js's internals are not the ones
+ * this was written against (or nothing is bound yet).
+ */
+function listenersOf(server: grpc.Server): http2.Http2Server[] | null {
+  const listeners = (server as unknown as { http2Servers?: Map<http2.Http2Server, unknown> }).http2Servers;
+  if (!(listeners instanceof Map) || listeners.size === 0) return null;
+  const servers = [...listeners.keys()];
+  return servers.every((s) => typeof s?.listeners === 'function' && s.listeners('stream').length === 1) ? servers : null;
+}
+
+/**
+ * Routes the POST streams of `path` on `servers` to `serve`; every other
+ * stream goes on to the listener that had them before. A throw out of
+ * `serve` resets only its stream: nothing a peer sends may end the process.
+ */
+function takePath(servers: http2.Http2Server[], path: string, serve: (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders) => void): void {
   for (const s of servers) {
-    const grpcJs = s.listeners('stream')[0] as (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, ...rest: unknown[]) => void;
+    const next = s.listeners('stream')[0] as (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, ...rest: unknown[]) => void;
     s.removeAllListeners('stream');
     s.on('stream', (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, ...rest: unknown[]) => {
       if (headers[http2.constants.HTTP2_HEADER_PATH] === path && headers[http2.constants.HTTP2_HEADER_METHOD] === 'POST') {
         try {
-          serve(stream, headers, served);
+          serve(stream, headers);
         } catch {
-          // Nothing a caller sends may end the process: whatever slipped through resets its stream.
           if (!stream.destroyed) stream.destroy();
         }
-      } else grpcJs.call(s, stream, headers, ...rest);
+      } else next.call(s, stream, headers, ...rest);
     });
-    s.once('close', () => --open === 0 && clearInterval(sweeper));
   }
+}
+
+/**
+ * Takes `path` off every listener of `server` (after bindAsync) for a
+ * handler of raw HTTP/2 streams of its own, in front of whatever handled
+ * them (grpc-js, or serveRawUnary for another path). Returns false, changing
+ * nothing, when this grpc-js's internals are not the ones this was written
+ * against (the method then stays with its grpc-js handler).
+ */
+export function serveRawPath(server: grpc.Server, path: string, serve: (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders) => void): boolean {
+  const servers = listenersOf(server);
+  if (servers === null) return false;
+  takePath(servers, path, serve);
   return true;
+}
+
+/**
+ * The start of every raw gRPC stream: errors on it are its own (an error
+ * listener, so none ends the process), and one that is not gRPC
+ * (content-type) is answered HTTP 415 and ended. False when it was.
+ */
+export function acceptGrpcStream(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders): boolean {
+  stream.on('error', ignore);
+  const ct = headers[HTTP2_HEADER_CONTENT_TYPE];
+  if (typeof ct === 'string' && ct.startsWith('application/grpc')) return true;
+  try {
+    stream.respond({ [HTTP2_HEADER_STATUS]: 415 }, { endStream: true });
+  } catch {
+    // gone
+  }
+  return false;
 }

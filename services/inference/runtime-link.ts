@@ -25,7 +25,7 @@ import tls from 'node:tls';
 import type * as grpc from '@grpc/grpc-js';
 import type { AuthContext } from '@grpc/grpc-js/build/src/auth-context.js';
 import { Status, toStatus } from '../../libs/errors/index.js';
-import { parseGrpcTimeout, type PeerCheck } from '../../libs/grpc/index.js';
+import { acceptGrpcStream, encodeGrpcMessage, parseGrpcTimeout, respondGrpcError, serveRawPath, type PeerCheck } from '../../libs/grpc/index.js';
 import { GrpcMessageReader, MalformedFrame, type MessageSink } from '../../libs/wire/index.js';
 import type { LinkSink } from './runtime-handler.js';
 
@@ -46,7 +46,7 @@ export interface RuntimeLinkOptions {
   streams: Set<{ end(): void }>;
 }
 
-const { HTTP2_HEADER_STATUS, HTTP2_HEADER_CONTENT_TYPE, HTTP2_HEADER_PATH, HTTP2_HEADER_METHOD, NGHTTP2_NO_ERROR } = http2.constants;
+const { HTTP2_HEADER_STATUS, HTTP2_HEADER_CONTENT_TYPE, NGHTTP2_NO_ERROR } = http2.constants;
 const OK_HEADERS = { [HTTP2_HEADER_STATUS]: 200, [HTTP2_HEADER_CONTENT_TYPE]: 'application/grpc', 'grpc-accept-encoding': 'identity' };
 const OK_TRAILERS = { 'grpc-status': '0' };
 /**
@@ -56,11 +56,6 @@ const OK_TRAILERS = { 'grpc-status': '0' };
  */
 const UNREAD_BYTES = 64 * 1024 * 1024;
 
-/** grpc-message is percent-encoded outside printable ASCII (and '%' itself). */
-function encodeMessage(s: string): string {
-  return /^[\x20-\x24\x26-\x7e]*$/.test(s) ? s : Buffer.from(s, 'utf8').reduce((out, b) => out + (b >= 0x20 && b <= 0x7e && b !== 0x25 ? String.fromCharCode(b) : `%${b.toString(16).toUpperCase().padStart(2, '0')}`), '');
-}
-
 /** The peer's identity as grpc-js's own call reports it (getAuthContext): the verified certificate under TLS. */
 function authContextOf(stream: http2.ServerHttp2Stream): AuthContext {
   const socket = stream.session?.socket;
@@ -69,8 +64,6 @@ function authContextOf(stream: http2.ServerHttp2Stream): AuthContext {
   return { transportSecurityType: 'ssl', sslPeerCertificate: cert.raw ? cert : undefined };
 }
 
-function ignore(): void {}
-
 /** RST_STREAM(NO_ERROR) after a complete answer: "stop sending, nothing went wrong" (RFC 9113 §8.1). */
 function stopSending(s: http2.ServerHttp2Stream): void {
   if (!s.closed && !s.readableEnded) s.close(NGHTTP2_NO_ERROR);
@@ -78,12 +71,8 @@ function stopSending(s: http2.ServerHttp2Stream): void {
 
 /** A trailers-only answer (nothing else was sent on the stream), then "stop sending". */
 function refuse(stream: http2.ServerHttp2Stream, code: number, details: string): void {
-  try {
-    stream.respond({ [HTTP2_HEADER_STATUS]: 200, [HTTP2_HEADER_CONTENT_TYPE]: 'application/grpc', 'grpc-status': String(code), 'grpc-message': encodeMessage(details) }, { endStream: true });
-    setImmediate(stopSending, stream);
-  } catch {
-    if (!stream.destroyed) stream.destroy();
-  }
+  respondGrpcError(stream, code, details);
+  setImmediate(stopSending, stream);
 }
 
 /** One Runtime stream on the wire: reads gRPC messages, writes answers, ends once with trailers. */
@@ -155,7 +144,7 @@ class RawLink implements LinkSink, MessageSink {
   finish(code: number, details: string): void {
     if (this.ended) return;
     this.closed();
-    if (code !== Status.OK) this.trailers = { 'grpc-status': String(code), 'grpc-message': encodeMessage(details) };
+    if (code !== Status.OK) this.trailers = { 'grpc-status': String(code), 'grpc-message': encodeGrpcMessage(details) };
     const s = this.stream;
     if (s.destroyed) return;
     try {
@@ -211,16 +200,7 @@ function onClose(this: LinkStream): void {
 }
 
 function serve(stream: LinkStream, headers: http2.IncomingHttpHeaders, o: RuntimeLinkOptions): void {
-  stream.on('error', ignore);
-  const ct = headers[HTTP2_HEADER_CONTENT_TYPE];
-  if (typeof ct !== 'string' || !ct.startsWith('application/grpc')) {
-    try {
-      stream.respond({ [HTTP2_HEADER_STATUS]: 415 }, { endStream: true });
-    } catch {
-      // gone
-    }
-    return;
-  }
+  if (!acceptGrpcStream(stream, headers)) return;
   if (o.peer) {
     try {
       o.peer({ getAuthContext: () => authContextOf(stream) });
@@ -252,23 +232,5 @@ function serve(stream: LinkStream, headers: http2.IncomingHttpHeaders, o: Runtim
  * grpc-js handler).
  */
 export function serveRuntimeLink(server: grpc.Server, path: string, o: RuntimeLinkOptions): boolean {
-  const listeners = (server as unknown as { http2Servers?: Map<http2.Http2Server, unknown> }).http2Servers;
-  if (!(listeners instanceof Map) || listeners.size === 0) return false;
-  const servers = [...listeners.keys()];
-  if (!servers.every((s) => typeof s?.listeners === 'function' && s.listeners('stream').length === 1)) return false;
-  for (const s of servers) {
-    const next = s.listeners('stream')[0] as (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, ...rest: unknown[]) => void;
-    s.removeAllListeners('stream');
-    s.on('stream', (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, ...rest: unknown[]) => {
-      if (headers[HTTP2_HEADER_PATH] === path && headers[HTTP2_HEADER_METHOD] === 'POST') {
-        try {
-          serve(stream, headers, o);
-        } catch {
-          // Nothing a peer sends may end the process: whatever slipped through resets its stream.
-          if (!stream.destroyed) stream.destroy();
-        }
-      } else next.call(s, stream, headers, ...rest);
-    });
-  }
-  return true;
+  return serveRawPath(server, path, (stream, headers) => serve(stream, headers, o));
 }
