@@ -17,7 +17,12 @@ import { MalformedFrame, ProtoReader, putVarint, TWO_32, varintSize } from './va
 
 /** Reads a RequestFrame: an array of its items, or throws MalformedFrame. */
 export function decodeRequestFrame(buf: Buffer): RequestItem[] {
-  const items: RequestItem[] = [];
+  return readFrame(buf, readItem);
+}
+
+/** The items (field 1, repeated) of a RequestFrame or ResponseFrame, each read by `readItem` between its bounds. */
+function readFrame<T>(buf: Buffer, readItem: (buf: Buffer, start: number, end: number) => T): T[] {
+  const items: T[] = [];
   const r = new ProtoReader(buf, 0, buf.length);
   while (r.at < r.end) {
     const tag = r.varint();
@@ -220,16 +225,7 @@ export function encodeRequestFrame(items: readonly RequestItem[]): Buffer {
 
 /** Reads a ResponseFrame: an array of its items (`response` a view of `buf`), or throws MalformedFrame. */
 export function decodeResponseFrame(buf: Buffer): ResponseItem[] {
-  const items: ResponseItem[] = [];
-  const r = new ProtoReader(buf, 0, buf.length);
-  while (r.at < r.end) {
-    const tag = r.varint();
-    if (tag === 10) {
-      const len = r.varint();
-      items.push(readResponseItem(buf, r.at, r.skipBytes(len)));
-    } else r.skip(tag);
-  }
-  return items;
+  return readFrame(buf, readResponseItem);
 }
 
 function readResponseItem(buf: Buffer, start: number, end: number): ResponseItem {

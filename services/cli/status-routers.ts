@@ -10,6 +10,7 @@
 import http from 'node:http';
 import https from 'node:https';
 import type { TlsMaterial } from '../../libs/grpc/index.js';
+import type { ReplicaViewEntry } from '../router/replica-view.js';
 import type { ProcessEntry } from './status-file.js';
 
 /** How long one router may take to answer. */
@@ -17,15 +18,8 @@ const VIEW_TIMEOUT_MS = 2_000;
 /** Largest view read (a few hundred bytes per replica). */
 const VIEW_MAX_BYTES = 1 << 20;
 
-/** One replica in a router's view (the JSON of GET /v2/replicas). */
-export interface ViewedReplica {
-  id: string;
-  address: string;
-  ready: boolean;
-  reason: string;
-  ejected: boolean;
-  inFlight: number;
-}
+/** One replica in a router's view (the JSON of GET /v2/replicas, as the router writes it). */
+export type ViewedReplica = ReplicaViewEntry;
 
 /** One router's answer: its replicas, or why it gave none. */
 export interface RouterAnswer {
