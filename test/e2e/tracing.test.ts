@@ -112,7 +112,8 @@ describe('tracing', () => {
     await new Promise((resolve, reject) =>
       mesh.clients.registry.client.setAlias({ name: 'traced', alias: 'production', version: v2.version, expectedVersion: 0, reason: '' }, md, (e, r) => (e ? reject(e) : resolve(r))),
     );
-    const mine = await eventually(() => spans().filter((s) => s.traceId === traceId), (x) => x.some((s) => s.name === 'event.consume'));
+    // Each service exports its spans in its own batches: wait for both, not only the monitor's.
+    const mine = await eventually(() => spans().filter((s) => s.traceId === traceId), (x) => x.some((s) => s.name === 'event.consume') && x.some((s) => s.name === 'SetAlias'));
     const setAlias = mine.find((s) => s.name === 'SetAlias');
     expect(setAlias?.service).toBe('infermesh-registry');
     const consumed = mine.find((s) => s.name === 'event.consume');
