@@ -51,8 +51,8 @@ describe('infermesh bench', () => {
       'grpc-js echo': ['server'],
       'http2 echo (raw path)': ['server'],
       'inference direct': ['replicas'],
-      'mesh (router)': ['replicas', 'router'],
-      'mesh, tracing off': ['replicas', 'router'],
+      'mesh (router)': ['monitor+nats', 'replicas', 'router'],
+      'mesh, tracing off': ['monitor+nats', 'replicas', 'router'],
     };
     let meshCpu = 0;
     for (const [k, g] of Object.entries(groups)) {
@@ -76,6 +76,15 @@ describe('infermesh bench', () => {
     }
     // 2,000 calls through the router and replicas cost well over one 10 ms tick.
     expect(meshCpu).toBeGreaterThan(0);
+    // The process hop floor: a bare socket echo in another process, 1 and 4 messages in flight.
+    expect(r.hopFloor.runs.map((h: { inFlight: number }) => h.inFlight)).toEqual([1, 4]);
+    for (const h of r.hopFloor.runs) {
+      expect(h.messages).toBe(20000);
+      expect(h.callerUs, `caller, ${h.inFlight} in flight`).toBeGreaterThan(0);
+      expect(h.answererUs, `answerer, ${h.inFlight} in flight`).toBeGreaterThan(0);
+      expect(h.p50Us).toBeGreaterThan(0);
+      expect(h.p99Us).toBeGreaterThanOrEqual(h.p50Us);
+    }
     expect(r.batching.on.succeeded).toBe(400);
     expect(r.batching.off.succeeded).toBe(400);
     expect(r.ratios.meshThroughputOverEcho).toBeGreaterThan(0);

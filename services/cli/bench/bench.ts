@@ -28,6 +28,7 @@ import { useOwnPlaintextMesh } from '../security.js';
 import { freePort } from '../ports.js';
 import { Supervisor } from '../supervisor.js';
 import { addTicks, CLOCK_TICKS_PER_SECOND, sampleCpu, TICK_US, ticksBetween, usPerCall, type CpuGroups } from './cpu.js';
+import { measureHopFloor, type HopFloor } from './hop-floor.js';
 import { benchInProcess } from './in-process.js';
 import { median, poolRounds, runH2load, type LoadRun, type LoadSpec } from './h2load.js';
 import { SCENARIOS, type Scenario } from './scenarios.js';
@@ -60,6 +61,8 @@ export interface BenchOptions {
 const REPLICAS = 2;
 /** The open loop offers this share of the echo's capacity. */
 const OPEN_SHARE = 0.5;
+/** Messages per process-hop-floor run (≈ 1–2 s at 1 in flight; CPU read to about ±1 µs). */
+const HOP_MESSAGES = 20_000;
 
 interface Target {
   label: string;
@@ -128,7 +131,7 @@ export async function benchCommand(o: BenchOptions): Promise<number> {
     progress(`bench: starting the mesh as infermesh up deploys it (nats-server, registry, monitor, ${REPLICAS} inference replicas, router), a router with tracing off and two echo servers…\n`);
     const natsAuth = await prepareNatsAuth(dir, REPLICAS);
     const natsPort = await freePort();
-    await sup.start(natsSpec(natsBin, dir, natsPort, natsAuth));
+    const nats = await sup.start(natsSpec(natsBin, dir, natsPort, natsAuth));
     const natsUrl = `nats://127.0.0.1:${natsPort}`;
     const ports = { routerPort: 0, restPort: 0, registryPort: 0, monitorPort: 0, metricsPort: 0, inferencePort: 0 };
     // up's defaults: every request sampled, spans kept in files (here in the bench's temporary folder).
@@ -138,17 +141,18 @@ export async function benchCommand(o: BenchOptions): Promise<number> {
     // The tracing comparison: a second router, the same but for OTEL_TRACES_SAMPLER=always_off.
     const off = serviceSpec({ name: 'router-untraced', script: 'router', tier: 3, natsUrl, natsAuth, port: 0, extra: ['--rest-port', '0', '--sample-rate', String(UP_DEFAULTS.sampleRate)] });
     const routerOff = await sup.start({ ...off, env: { ...off.env, OTEL_TRACES_SAMPLER: 'always_off' } });
-    const echoServer = (name: string, extra: string[]) =>
+    const echoServer = (name: string, extra: string[], script = 'echo-server.js') =>
       sup.start({
         name,
         command: process.execPath,
-        args: [...SERVICE_NODE_FLAGS, fileURLToPath(new URL('./echo-server.js', import.meta.url)), '--port', '0', ...extra],
+        args: [...SERVICE_NODE_FLAGS, fileURLToPath(new URL(`./${script}`, import.meta.url)), '--port', '0', ...extra],
         tier: 3,
         readyLine: isListening,
         timeoutMs: 15_000,
       });
     const echo = await echoServer('echo', []);
     const rawEcho = await echoServer('echo-http2', ['--raw']);
+    const hopEcho = want('few') || want('c1') ? await echoServer('hop-echo', [], 'hop-echo.js') : null;
     const routerAddr = addr(router);
     // "inference direct" calls the first replica; the replicas' CPU is both replicas' together.
     const replicaAddr = String(mesh.replicas[0]!.info.address);
@@ -196,8 +200,8 @@ export async function benchCommand(o: BenchOptions): Promise<number> {
       { label: 'grpc-js echo', address: addr(echo), cpu: { server: [echo.pid] } },
       { label: 'http2 echo (raw path)', address: addr(rawEcho), cpu: { server: [rawEcho.pid] } },
       { label: 'inference direct', address: replicaAddr, cpu: { replicas: replicaPids } },
-      { label: 'mesh (router)', address: routerAddr, cpu: { router: [router.pid], replicas: replicaPids } },
-      { label: 'mesh, tracing off', address: addr(routerOff), cpu: { router: [routerOff.pid], replicas: replicaPids } },
+      { label: 'mesh (router)', address: routerAddr, cpu: { router: [router.pid], replicas: replicaPids, 'monitor+nats': [monitor.pid, nats.pid] } },
+      { label: 'mesh, tracing off', address: addr(routerOff), cpu: { router: [routerOff.pid], replicas: replicaPids, 'monitor+nats': [monitor.pid, nats.pid] } },
     ];
     const runs = new Map<string, Partial<Record<TransportScenario, Runs>>>(targets.map((t) => [t.label, {}]));
     /** One h2load run of `scenario` against `t`, with the CPU its processes spent meanwhile. */
@@ -236,6 +240,11 @@ export async function benchCommand(o: BenchOptions): Promise<number> {
       open: `${o.openRequests} calls offered at a fixed rate`,
     };
     if (closed.length) await rounds(closed, closed.map((s) => what[s]).join(', '));
+    let hopFloor: HopFloor | undefined;
+    if (hopEcho) {
+      progress(`bench: process hop floor: ${HOP_MESSAGES} messages to a bare socket echo in another process, 1 then 4 in flight…\n`);
+      hopFloor = await measureHopFloor(Number(hopEcho.info.grpcPort), hopEcho.pid, HOP_MESSAGES, [1, 4]);
+    }
 
     // The open loop offers half the echo's capacity: its calls/s with 128 in flight (the most it
     // serves), not its few-callers rate (bounded by 4 callers' round trips, not by the server).
@@ -336,12 +345,13 @@ export async function benchCommand(o: BenchOptions): Promise<number> {
         resolutionUsPerCall: Object.fromEntries(
           (['load', 'c1', 'few', 'open'] as const).filter(want).map((s) => [s, Math.round((TICK_US * 100) / (specs[s].requests || 1)) / 100]),
         ),
-        groups: { server: 'the echo server called', router: 'the router called', replicas: `the ${REPLICAS} inference replicas together` },
+        groups: { server: 'the echo server called', router: 'the router called', replicas: `the ${REPLICAS} inference replicas together`, 'monitor+nats': "the monitor and nats-server together (the router's samples of each call reach the monitor through NATS)" },
       },
       machine: { cpus: os.availableParallelism(), node: process.version },
       smallModel: 'demo fraud model (8 features, logistic regression), 1 row per call',
       inProcess: inproc,
       transport,
+      ...(hopFloor ? { hopFloor } : {}),
       ...(batching ? { batching } : {}),
       ...(want('eventloop') ? { inferenceEventLoop: { model: '50 ms per call', p99Ms: (status.stats?.eventLoopP99Micros ?? 0) / 1000, maxMs: (status.stats?.eventLoopMaxMicros ?? 0) / 1000 } } : {}),
       memoryMb: { idleWithDemoModel: idleMem, afterDemoLoad: demoMem, afterAllModels: endMem },

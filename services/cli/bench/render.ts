@@ -1,6 +1,7 @@
 /** `infermesh bench`'s report: its JSON shape and the tables people read. */
 import { renderTable } from '../table.js';
 import type { LoadResult } from './h2load.js';
+import type { HopFloor } from './hop-floor.js';
 import type { InProcessResult } from './in-process.js';
 
 /** The h2load scenarios run against every target. */
@@ -29,6 +30,8 @@ export interface BenchReport {
   inProcess: InProcessResult;
   /** Per target label, per scenario that ran. */
   transport: Record<string, Partial<Record<TransportScenario, ScenarioResult>>>;
+  /** Two bare processes passing a small message each way: the per-hop cost under every target (hop-floor.ts). */
+  hopFloor?: HopFloor;
   batching?: { model: string; on: LoadResult; off: LoadResult };
   inferenceEventLoop?: { model: string; p99Ms: number; maxMs: number };
   memoryMb: { idleWithDemoModel: { inference: Rss; router: Rss }; afterDemoLoad: { inference: Rss; router: Rss }; afterAllModels: { inference: Rss; router: Rss } };
@@ -84,8 +87,19 @@ export function renderReport(r: BenchReport, inproc: InProcessResult): string {
     const res = Object.entries(r.cpu.resolutionUsPerCall).map(([s, v]) => `${s} ±${v < 10 ? v.toFixed(1) : Math.round(v)}`).join(', ');
     lines.push(
       '',
-      `CPU µs per call (utime+stime from /proc, 1 tick = ${r.cpu.tickUs} µs; resolution per round: ${res} µs; replicas = both together)`,
+      `CPU µs per call (utime+stime from /proc, 1 tick = ${r.cpu.tickUs} µs; resolution per round: ${res} µs; replicas = both together; monitor+nats = the monitor and nats-server, which take the samples of the calls)`,
       renderTable(['SCENARIO', 'PROCESS', `${r.load.inFlight} IN FLIGHT`, 'C1', 'FEW', 'OPEN'], cpuRows, ['left', 'left', 'right', 'right', 'right', 'right']),
+    );
+  }
+  if (r.hopFloor) {
+    lines.push(
+      '',
+      `process hop floor: two Node processes, a ${r.hopFloor.messageBytes}-byte message each way over a ${r.hopFloor.transport}; the echo's call crosses one such hop, a call through the mesh two (caller → router → replica)`,
+      renderTable(
+        ['IN FLIGHT', 'CALLER CPU µs/MSG', 'ANSWERER CPU µs/MSG', 'RTT P50', 'RTT P99'],
+        r.hopFloor.runs.map((h) => [String(h.inFlight), cpu(h.callerUs), cpu(h.answererUs), us(h.p50Us), us(h.p99Us)]),
+        ['right', 'right', 'right', 'right', 'right'],
+      ),
     );
   }
   if (r.batching) {
