@@ -19,7 +19,7 @@ import { CancelledError, codeName, DeadlineExceededError, InternalError, MeshErr
 import { epochMs, formatTraceparent, isSampled, parseTraceparent } from '../../libs/telemetry/index.js';
 import type { LinkCaller, ReplicaConn } from './replica-conn.js';
 import { scanRouteFields, type RouteFields } from './request-scan.js';
-import { pickReplica, resolveTarget, targetOf, type HeaderSource, type Route, type RoutingState, type Target } from './routing-core.js';
+import { pickReplica, resolveTarget, spillAt, targetOf, type HeaderSource, type Route, type RoutingState, type Target } from './routing-core.js';
 import type { RouterCounters } from './router-metrics.js';
 import type { SampleRecorder } from './sample-recorder.js';
 import { agrees } from './shadow-compare.js';
@@ -235,7 +235,7 @@ export class RequestPath {
   private forward(req: RouterRequest): void {
     const route = req.route!;
     const now = performance.now();
-    const replica = pickReplica(route.replicas, req.tried, now, this.random);
+    const replica = pickReplica(route.replicas, req.tried, now, this.random, spillAt(route.computeUs));
     if (!replica) {
       const { name, version } = route.record;
       const msg = req.tried.length ? `no other ready replica for model ${name} version ${version}` : `no ready replica for model ${name} version ${version}`;
@@ -262,6 +262,11 @@ export class RequestPath {
       fwd.setAttributes({ 'infermesh.queue_us': queueUs, 'infermesh.compute_us': computeUs, 'rpc.grpc.status_code': code });
       fwd.end();
       req.forward = null;
+    }
+    if (code === 0 && computeUs > 0) {
+      // The version's compute time, for how many calls may wait on an awake replica (spillAt).
+      const route = req.route!;
+      route.computeUs = route.computeUs > 0 ? route.computeUs + (computeUs - route.computeUs) / 8 : computeUs;
     }
     // The replica could not take it (link broken, version not ready there): once more elsewhere,
     // while the deadline allows. Inference is idempotent.

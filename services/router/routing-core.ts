@@ -28,6 +28,12 @@ export interface Route<R extends ReplicaView = ReplicaView> {
   readonly record: VersionRecord;
   /** Replicas on which this version is ready and that accept work. */
   readonly replicas: readonly R[];
+  /**
+   * Compute µs per call of this version as its replicas report it (a moving
+   * average the request path keeps; 0 until the first answer): how many calls
+   * may wait on one replica before another is woken (`spillAt`).
+   */
+  computeUs: number;
 }
 
 /** A share of production traffic sent to another version (only while it is ready somewhere). */
@@ -174,15 +180,40 @@ export function resolveTarget<R extends ReplicaView>(state: RoutingState<R>, t: 
 
 const NO_VALUES: never[] = [];
 
+/** How many usable replicas, in route order, are looked at for an idle one before the two random choices. */
+const WARM_FIRST = 4;
+
 /**
- * Power of two choices on outstanding requests among `replicas`, skipping
+ * CPU a call costs on a replica that was asleep, over what it costs on one
+ * already awake: two wake-ups of the link (≈ 40 µs each at one message in
+ * flight, the process hop floor in BENCHMARKS.md) and a run with cold caches.
+ * While the calls waiting on an awake replica compute for less than this, one
+ * more waits there rather than waking another.
+ */
+const WAKE_COST_US = 200;
+const MAX_SPILL = 8;
+
+/**
+ * How many calls may be outstanding on a replica that is still preferred
+ * (see pickReplica): 1 (only an idle one) until the version's compute time is
+ * known or when it is 200 µs or more, up to 8 for a model that runs in 25 µs.
+ */
+export function spillAt(computeUs: number): number {
+  return computeUs > 0 ? Math.max(1, Math.min(MAX_SPILL, Math.floor(WAKE_COST_US / computeUs))) : 1;
+}
+
+/**
+ * The first replica with fewer than `spill` calls outstanding among the first
+ * WARM_FIRST usable ones in route order (with the default 1: the first idle
+ * one), else power of two choices on outstanding requests among `replicas`;
+ * skipping
  * those in `tried` (a retry goes elsewhere), those whose link is down
  * (LINK_DOWN) and ejected ones — unless ejection would take out more than
  * half of them (then ejection is ignored: serving on a slow replica beats
  * serving on none; an unreachable one serves nothing). `now` is
  * performance.now(); `random()` uniform in [0, 1). Null when no replica is left.
  */
-export function pickReplica<R extends ReplicaView>(replicas: readonly R[], tried: readonly R[], now: number, random: () => number): R | null {
+export function pickReplica<R extends ReplicaView>(replicas: readonly R[], tried: readonly R[], now: number, random: () => number, spill = 1): R | null {
   const n = replicas.length;
   if (n === 0) return null;
   if (n === 1) return tried.includes(replicas[0]!) || replicas[0]!.ejectedUntil === LINK_DOWN ? null : replicas[0]!;
@@ -190,6 +221,16 @@ export function pickReplica<R extends ReplicaView>(replicas: readonly R[], tried
   for (let i = 0; i < n; i++) if (replicas[i]!.ejectedUntil > now) ejected++;
   const skipEjected = ejected > 0 && ejected * 2 <= n;
   const usable = (r: R) => !tried.includes(r) && r.ejectedUntil !== LINK_DOWN && !(skipEjected && r.ejectedUntil > now);
+  // At low load the calls stay on the first replicas in the route's order, awake and with their caches
+  // warm, instead of waking each replica in turn: a wake-up costs more CPU than a tiny model's run.
+  // With spill 1 this only breaks ties between idle replicas; a larger spill (a tiny model, spillAt)
+  // lets a few calls wait on an awake one. Under load none qualifies and the two random choices spread it.
+  for (let i = 0, seen = 0; i < n && seen < WARM_FIRST; i++) {
+    const r = replicas[i]!;
+    if (!usable(r)) continue;
+    if (r.outstanding < spill) return r;
+    seen++;
+  }
   let a = replicas[(random() * n) | 0]!;
   let b = replicas[(random() * n) | 0]!;
   if (!usable(a)) a = b;
@@ -259,7 +300,7 @@ export function buildRoutes<R extends ReplicaView>(i: RouteInputs<R>): Map<strin
     const byVersion = new Map<number, Route<R>>();
     let newestReady: Route<R> | null = null;
     for (const [v, record] of versions) {
-      const route: Route<R> = { record, replicas: ready.get(`${name}:${v}`) ?? [] };
+      const route: Route<R> = { record, replicas: ready.get(`${name}:${v}`) ?? [], computeUs: 0 };
       byVersion.set(v, route);
       if (route.replicas.length > 0 && (!newestReady || v > newestReady.record.version)) newestReady = route;
     }

@@ -64,7 +64,7 @@ describe('RouterRequest: one constructor for every door', () => {
 });
 
 /** A replica link that answers with what `script` says, in the next turn. */
-function fakeReplica(id: string, script: (n: number) => Uint8Array | MeshError) {
+function fakeReplica(id: string, script: (n: number) => Uint8Array | MeshError, computeUs = 20) {
   let n = 0;
   const sent: { timeoutMicros: number; priority: number }[] = [];
   const link = {
@@ -75,7 +75,7 @@ function fakeReplica(id: string, script: (n: number) => Uint8Array | MeshError) 
     send(_model: string, _version: number, timeoutMicros: number, _tp: string, _req: Uint8Array, priority: number, caller: LinkCaller) {
       sent.push({ timeoutMicros, priority });
       const r = script(n++);
-      setImmediate(() => caller.replied(r, 10, 20));
+      setImmediate(() => caller.replied(r, 10, computeUs));
       return n;
     },
     cancel() {},
@@ -84,12 +84,13 @@ function fakeReplica(id: string, script: (n: number) => Uint8Array | MeshError) 
 }
 
 function pathWith(replicas: ReplicaConn[], counters: RouterCounters = { inflight: 0, receiving: 0, shed: 0, cancelled: 0, retried: 0 }, maxInflight = 100) {
-  const route = { record: VersionRecord.fromPartial({ name: 'm', version: 3 }), replicas };
+  const route = { record: VersionRecord.fromPartial({ name: 'm', version: 3 }), replicas, computeUs: 0 };
   const m: ModelRoutes<ReplicaConn> = { byVersion: new Map([[3, route]]), aliases: new Map(), fallback: route, canary: null, shadow: null };
   const state: RoutingState<ReplicaConn> = { model: (name) => (name === 'm' ? m : undefined) };
   const samples = { record() {}, recordSlow() {}, recordShadow() {}, slowFloor: () => Infinity } as unknown as SampleRecorder;
   // random() = 0: both draws take replicas[0] (power of two choices is tested in routing-core).
-  return new RequestPath(state, samples, { defaultTimeoutMs: 1000, tracer: trace.getTracer('test'), traceRatio: 0, shadowTolerance: 0, maxInflight, random: () => 0 }, counters);
+  const path = new RequestPath(state, samples, { defaultTimeoutMs: 1000, tracer: trace.getTracer('test'), traceRatio: 0, shadowTolerance: 0, maxInflight, random: () => 0 }, counters);
+  return Object.assign(path, { route });
 }
 
 const answerOf = (path: RequestPath, b = bytes(), h: Record<string, string> = {}) =>
@@ -123,6 +124,22 @@ describe('RequestPath: resolve → forward → answer', () => {
     expect(alone.retried).toBe(0);
     expect((err as MeshError).code).toBe(Status.UNAVAILABLE);
     expect(only.sent.length).toBe(1);
+  });
+
+  it('learns the version\'s compute time from the answers: calls wait on an awake replica only while the model is tiny', async () => {
+    for (const [computeUs, spill] of [[20, 8], [5_000, 1]] as const) {
+      const a = fakeReplica('a', () => ok, computeUs);
+      const b = fakeReplica('b', () => ok, computeUs);
+      const path = pathWith([a, b]);
+      // Three calls already on a: not known yet, so only an idle replica is preferred: b.
+      a.outstanding = 3;
+      await answerOf(path);
+      expect([a.sent.length, b.sent.length], `${computeUs} µs`).toEqual([0, 1]);
+      expect(path.route.computeUs).toBe(computeUs);
+      // Known: a tiny model's call waits on a (3 < 8 outstanding); a 5 ms model's goes to the idle b.
+      await answerOf(path);
+      expect(spill === 8 ? a.sent.length : b.sent.length, `${computeUs} µs`).toBe(spill === 8 ? 1 : 2);
+    }
   });
 
   it('errors are libs/errors classes: NOT_FOUND, INVALID_ARGUMENT naming the field, RESOURCE_EXHAUSTED when shed', async () => {

@@ -6,7 +6,7 @@
 import { describe, expect, it } from 'vitest';
 import { InvalidArgumentError, NotFoundError } from '../../libs/errors/index.js';
 import { ReplicaRecord, TrafficRecord, VersionRecord, VersionState } from '../../libs/proto/index.js';
-import { bucketOf, buildRoutes, LINK_DOWN, pickReplica, resolveTarget, targetOf, type HeaderSource, type ReplicaState, type ReplicaView, type RoutingState } from '../../services/router/routing-core.js';
+import { bucketOf, buildRoutes, LINK_DOWN, pickReplica, resolveTarget, spillAt, targetOf, type HeaderSource, type ReplicaState, type ReplicaView, type RoutingState } from '../../services/router/routing-core.js';
 
 interface FakeReplica extends ReplicaView {
   id: string;
@@ -161,6 +161,29 @@ describe('pickReplica', () => {
     expect(pickReplica([idle, busy], [], 0, seq(0.1, 0.9))).toBe(idle);
     // Both draws on the busy one: it is the choice (two choices, not a scan).
     expect(pickReplica([busy, idle], [], 0, seq(0.1, 0.1))).toBe(busy);
+  });
+
+  it('an idle replica first, in route order: at low load calls stay on one replica; under load the two choices spread them', () => {
+    const a = replica('a');
+    const b = replica('b');
+    for (const r of [0.1, 0.9]) expect(pickReplica([a, b], [], 0, seq(r, r))).toBe(a);
+    // The first is busy: the next idle one.
+    expect(pickReplica([replica('a', 1), b], [], 0, seq(0.1, 0.1))).toBe(b);
+    // Only the first four usable ones are looked at; past them the two random choices decide.
+    const busy = [1, 2, 3, 4].map((i) => replica(`busy${i}`, 2));
+    expect(pickReplica([...busy, replica('late')], [], 0, seq(0.1, 0.1))).toBe(busy[0]);
+    // Ejected and tried replicas are skipped without counting.
+    const out = replica('out', 0, 500);
+    expect(pickReplica([out, a, b, replica('ok', 9)], [a], 0, seq(0.1, 0.1))).toBe(b);
+  });
+
+  it('a tiny model\'s calls wait on an awake replica up to spillAt(compute µs); past that, and for slower models, the next replica', () => {
+    expect([0, 20, 25, 50, 100, 199, 200, 5_000].map(spillAt)).toEqual([1, 8, 8, 4, 2, 1, 1, 1]);
+    const a = replica('a', 3);
+    const b = replica('b');
+    expect(pickReplica([a, b], [], 0, seq(0.1, 0.1), spillAt(20))).toBe(a);
+    expect(pickReplica([a, b], [], 0, seq(0.1, 0.1), spillAt(100))).toBe(b);
+    expect(pickReplica([replica('a', 8), b], [], 0, seq(0.1, 0.1), spillAt(20))).toBe(b);
   });
 
   it('a retry skips the replicas tried; none left → null', () => {
