@@ -363,10 +363,32 @@ export async function benchCommand(o: BenchOptions): Promise<number> {
     if (o.json) printJson(report);
     else printText(renderReport(report, inproc));
     return 0;
+  } catch (err) {
+    // What the services said is the likeliest cause (a replica that died or could not load a model
+    // shows up here only as a model that never became ready): their warnings and errors go to stderr.
+    progress(serviceComplaints(sup));
+    throw failure ?? err;
   } finally {
     await sup.stopAll();
     rmSync(dir, { recursive: true, force: true });
   }
+}
+
+/** The last warnings and errors (and any non-JSON lines: crashes) of each started service's log, bounded. */
+function serviceComplaints(sup: Supervisor): string {
+  const out: string[] = [];
+  for (const c of sup.status()) {
+    let text = '';
+    try {
+      text = readFileSync(c.logFile, 'utf8');
+    } catch {
+      continue;
+    }
+    // JSON lines (our services) at warn or worse; other lines (crashes, restarts, nats-server) unless informational.
+    const lines = text.split('\n').filter((l) => l && (l.startsWith('{') ? /"level":(4|5|6)0/.test(l) : !/\[(INF|DBG|TRC)\]| start, pid /.test(l)));
+    for (const l of lines.slice(-5)) out.push(`bench: ${c.name}: ${l.slice(0, 400)}\n`);
+  }
+  return out.join('');
 }
 
 /** The ratios the targets are judged by; those whose scenarios did not run are left out. */
