@@ -58,6 +58,16 @@ function replicaStats(address: string): Promise<StatisticsResponse> {
   );
 }
 
+/** Successful calls of scorer v1 each replica has served so far (Runtime.Statistics). */
+async function servedPerReplica(): Promise<number[]> {
+  const per = await Promise.all(mesh.replicas.map((p) => replicaStats(String(p.info.address))));
+  return per.map((s) => Number(s.versions.find((x) => x.stats?.version === '1')?.stats?.inferenceStats?.success?.count ?? 0));
+}
+
+const scoreOnce = () => mesh.clients.router.infer('scorer', [{ name: 'features', datatype: 'FP32', shape: [1, 8], data: [1, 2, 3, 4, 5, 6, 7, 8] }]);
+/** 32 calls at once: more than one awake replica takes (README "Which replica"), so both replicas serve. */
+const burst = () => Promise.all(Array.from({ length: 32 }, scoreOnce));
+
 type Dur = { count?: string; ns?: string };
 type Stats = { name: string; version: string; inference_count?: string; execution_count?: string; last_inference?: string; inference_stats: Record<string, Dur>; batch_stats?: { batch_size: string; compute_infer: Dur }[] };
 const n = (v: string | number | undefined) => Number(v ?? 0);
@@ -92,7 +102,19 @@ describe("Triton's extensions through the router (independent Python client)", (
     expect(r.codes).toEqual({ unknown: 'NOT_FOUND', bad_name: 'INVALID_ARGUMENT', bad_version: 'NOT_FOUND' });
   });
 
+  it('one call at a time stays on one awake replica; a burst spreads over both', async () => {
+    const before = await servedPerReplica();
+    for (let i = 0; i < 20; i++) await scoreOnce();
+    const sequential = (await servedPerReplica()).map((c, i) => c - before[i]!);
+    expect([...sequential].sort((a, b) => a - b)).toEqual([0, 20]);
+    await burst();
+    const spread = (await servedPerReplica()).map((c, i) => c - before[i]! - sequential[i]!);
+    expect(spread.every((c) => c > 0), `burst served per replica: ${spread}`).toBe(true);
+  });
+
   it('ModelStatistics counts exactly the calls made (gRPC, JSON and binary HTTP), summed over both replicas; binary and JSON HTTP give the same numbers as gRPC', async () => {
+    // Calls one at a time stay on one replica: a burst first, so both have served when their sum is checked.
+    await burst();
     const r = await client<{ before: Stats[]; after: Stats[]; calls: number; bad: number; rows: number; identical: boolean; http: { model_stats: Record<string, unknown>[] }; http_version: { model_stats: Stats[] }; http_all: { model_stats: { name: string }[] }; http_status: number[]; unknown: string; bad_version: string }>('stats', 'scorer');
     expect(r.identical).toBe(true);
     const v = (list: Stats[]) => list.find((s) => s.version === '1') ?? ({ inference_stats: {} } as Stats);
