@@ -55,12 +55,9 @@ function readItem(buf: Buffer, start: number, end: number): RequestItem {
       case 42:
         it.traceparent = r.string();
         break;
-      case 50: {
-        const len = r.varint();
-        const at = r.at;
-        it.request = buf.subarray(at, r.skipBytes(len));
+      case 50:
+        it.request = r.bytes();
         break;
-      }
       case 56:
         it.priority = r.varint() % TWO_32;
         break;
@@ -243,12 +240,9 @@ function readResponseItem(buf: Buffer, start: number, end: number): ResponseItem
       case 26:
         it.message = r.string();
         break;
-      case 34: {
-        const len = r.varint();
-        const at = r.at;
-        it.response = buf.subarray(at, r.skipBytes(len));
+      case 34:
+        it.response = r.bytes();
         break;
-      }
       case 40:
         it.queueMicros = r.varint() % TWO_32;
         break;

@@ -66,6 +66,13 @@ export class ProtoReader {
     return end;
   }
 
+  /** A length-delimited field's bytes, as a view of the buffer (no copy). */
+  bytes(): Buffer {
+    const len = this.varint();
+    const at = this.at;
+    return this.buf.subarray(at, this.skipBytes(len));
+  }
+
   string(): string {
     const len = this.varint();
     const at = this.at;
