@@ -11,7 +11,12 @@ const server = net.createServer((sock) => {
   sock.setNoDelay(true);
   const sink = {
     stopped: false,
-    declared: (_flag: number, length: number) => length <= 1 << 20 || (sink.stopped = true, sock.destroy(), false),
+    declared(_flag: number, length: number): boolean {
+      if (length <= 1 << 20) return true;
+      sink.stopped = true;
+      sock.destroy();
+      return false;
+    },
     message: (m: Buffer) => sock.write(frameCopy(m)),
   };
   const reader = new GrpcMessageReader(sink);
