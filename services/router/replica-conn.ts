@@ -40,7 +40,7 @@ const ITEM_OVERHEAD_BYTES = 64;
  * Link liveness (issue 18). A host cut off from the network drops packets
  * without a reset: a link to it looks open and its requests simply go
  * unanswered. So a link with requests pending that has heard nothing from
- * its replica for QUIET_MS is probed (an HTTP/2 PING on the raw link, a
+ * its replica for QUIET_MS (an idle one: IDLE_PROBE_MS) is probed (an HTTP/2 PING on the raw link, a
  * grpc.health.v1 Check on the grpc-js link's own connection); a probe
  * unanswered for PROBE_TIMEOUT_MS takes the replica out of rotation at once,
  * answers its pending requests UNAVAILABLE (the request path retries them on
@@ -57,6 +57,12 @@ const ITEM_OVERHEAD_BYTES = 64;
 const SWEEP_MS = 25;
 /** Requests pending and nothing heard from the replica for this long: the link is probed. */
 const QUIET_MS = 200;
+/**
+ * Nothing pending and nothing heard for this long: the link is probed all the same. At low load the
+ * router keeps calls on awake replicas (routing-core pickReplica), so some links sit idle; a host cut
+ * off is then known before calls are sent to it, not by the first ones that go unanswered.
+ */
+const IDLE_PROBE_MS = 1_000;
 /** A probe unanswered this long: the link is down. */
 const PROBE_TIMEOUT_MS = 600;
 /** A new connection that has not answered a probe after this long is dropped and another one tried. */
@@ -438,7 +444,9 @@ export class ReplicaConn {
       else if (now - this.probeAt > PROBE_TIMEOUT_MS) this.markDown(now, `did not answer a probe in ${PROBE_TIMEOUT_MS} ms`);
       return;
     }
-    if (this.pending.size > 0 && now - (this.heardAt > this.busySince ? this.heardAt : this.busySince) > QUIET_MS) this.probe(now);
+    if (this.pending.size > 0) {
+      if (now - (this.heardAt > this.busySince ? this.heardAt : this.busySince) > QUIET_MS) this.probe(now);
+    } else if (this.stream && now - this.heardAt > IDLE_PROBE_MS) this.probe(now);
   }
 
   private expire(now: number): void {

@@ -11,7 +11,8 @@
  * deadline; the replica is out of rotation at once and new requests to it fail
  * at once; another replica on the same host is held only until it answers a
  * probe; after the heal the link comes back on a new connection and serves; a
- * replica that is merely slow (answers after 1.5 s) is never taken out.
+ * replica that is merely slow (answers after 1.5 s) is never taken out; an
+ * idle link (nothing pending) is probed too, and found down without a call.
  */
 import net from 'node:net';
 import * as grpc from '@grpc/grpc-js';
@@ -152,6 +153,28 @@ describe.each([
     } finally {
       cut.close();
       mate.close();
+      px.close();
+    }
+  });
+
+  it('an idle link is probed too: a replica cut off with nothing pending is out of rotation before any call is sent to it', async () => {
+    const px = await proxy(replica.port);
+    const idle = new ReplicaConn('r-idle', `127.0.0.1:${px.port}`, 1 << 20, log, undefined, '', raw);
+    try {
+      expect(codeOf((await infer(idle)).result)).toBe(Status.OK);
+      // Idle and healthy: its probes are answered and it stays in rotation.
+      await new Promise((r) => setTimeout(r, 1_500));
+      expect([idle.unreachable, idle.ejected(performance.now())]).toEqual([false, false]);
+      const cutAt = performance.now();
+      px.cut();
+      await until('the idle link is found down', () => idle.unreachable, 3_000);
+      // IDLE_PROBE_MS 1,000 + PROBE_TIMEOUT_MS 600 + sweeps, with no call sent.
+      expect(performance.now() - cutAt).toBeLessThan(2_000);
+      px.heal();
+      await until('the link is back on a new connection', () => !idle.unreachable, 5_000);
+      expect(codeOf((await infer(idle)).result)).toBe(Status.OK);
+    } finally {
+      idle.close();
       px.close();
     }
   });
