@@ -58,7 +58,7 @@ const SWEEP_MS = 25;
 /** Requests pending and nothing heard from the replica for this long: the link is probed. */
 const QUIET_MS = 200;
 /**
- * Nothing pending and nothing heard for this long: the link is probed all the same. At low load the
+ * Nothing pending and nothing heard for this long: a connected link is probed all the same. At low load the
  * router keeps calls on awake replicas (routing-core pickReplica), so some links sit idle; a host cut
  * off is then known before calls are sent to it, not by the first ones that go unanswered.
  */
@@ -446,7 +446,13 @@ export class ReplicaConn {
     }
     if (this.pending.size > 0) {
       if (now - (this.heardAt > this.busySince ? this.heardAt : this.busySince) > QUIET_MS) this.probe(now);
-    } else if (this.stream && now - this.heardAt > IDLE_PROBE_MS) this.probe(now);
+    } else if (this.stream && now - this.heardAt > IDLE_PROBE_MS && this.connected) this.probe(now);
+  }
+
+  /** The link's connection is established (a silent cut leaves it so); one that never connected, or failed TLS, is not probed idle. */
+  private get connected(): boolean {
+    if (this.raw) return this.session !== null && !this.session.connecting && !this.session.destroyed;
+    return this.client.getChannel().getConnectivityState(false) === grpc.connectivityState.READY;
   }
 
   private expire(now: number): void {
